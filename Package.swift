@@ -1,0 +1,89 @@
+// swift-tools-version: 6.0
+// dinov2-fsdp: DINOv2 self-supervised ViT training across MPI ranks, on CPUs.
+import Foundation
+import PackageDescription
+
+// MARK: - Code generation for the host CPU
+
+// Swift's default x86-64 target is SSE2 only (no AVX, no FMA): SIMD code then becomes scalar
+// calls. Release builds target the CPU they are built on unless DINO_TARGET_CPU names another
+// (for example `DINO_TARGET_CPU=znver4` or `x86-64-v3`-class CPUs such as `haswell`).
+let targetCPU = Context.environment["DINO_TARGET_CPU"] ?? "native"
+let hostCPUSettings: [SwiftSetting] = [
+    .unsafeFlags(["-target-cpu", targetCPU]),
+    .unsafeFlags(["-enforce-exclusivity=unchecked"], .when(configuration: .release)),
+]
+
+// MARK: - System libraries (thin shims for the macros Swift cannot import)
+
+let systemLibraries: [Target] = [
+    .systemLibrary(name: "CMPI", pkgConfig: "ompi-c", providers: [.apt(["libopenmpi-dev"])]),
+    .systemLibrary(name: "CBLAS", pkgConfig: "openblas", providers: [.apt(["libopenblas-dev"])]),
+    .systemLibrary(name: "CHDF5", pkgConfig: "hdf5", providers: [.apt(["libhdf5-dev"])]),
+]
+
+// MARK: - Swift modules
+
+let modules: [Target] = [
+    .target(
+        name: "DinoCore",
+        swiftSettings: hostCPUSettings),
+    .target(
+        name: "DinoConfig",
+        dependencies: [.product(name: "Yams", package: "Yams")],
+        swiftSettings: hostCPUSettings),
+    .target(
+        name: "DinoKernels",
+        dependencies: ["DinoCore", "CBLAS"],
+        swiftSettings: hostCPUSettings),
+    .target(
+        name: "DinoDistributed",
+        dependencies: ["DinoCore", "CMPI"],
+        swiftSettings: hostCPUSettings),
+    .target(
+        name: "DinoCheckpoint",
+        dependencies: ["DinoCore", "CHDF5"],
+        swiftSettings: hostCPUSettings),
+    .target(
+        name: "DinoBench",
+        dependencies: ["DinoCore", "DinoKernels", "DinoDistributed"],
+        swiftSettings: hostCPUSettings),
+    .executableTarget(
+        name: "dinov2-fsdp",
+        dependencies: [
+            "DinoCore", "DinoConfig", "DinoKernels", "DinoDistributed", "DinoCheckpoint", "DinoBench",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ],
+        swiftSettings: hostCPUSettings),
+]
+
+// MARK: - Tests
+
+let tests: [Target] = [
+    .target(
+        name: "DinoTestSupport",
+        dependencies: ["DinoCore"],
+        path: "Tests/DinoTestSupport"),
+    .testTarget(
+        name: "DinoConfigTests",
+        dependencies: ["DinoConfig", "DinoTestSupport"]),
+    .testTarget(
+        name: "DinoCoreTests",
+        dependencies: ["DinoCore", "DinoKernels", "DinoCheckpoint", "DinoTestSupport"]),
+    .testTarget(
+        name: "MPIIntegrationTests",
+        dependencies: ["dinov2-fsdp", "DinoTestSupport"]),
+]
+
+let package = Package(
+    name: "dinov2-fsdp",
+    platforms: [.macOS(.v13)],
+    products: [
+        .executable(name: "dinov2-fsdp", targets: ["dinov2-fsdp"])
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/jpsim/Yams", from: "6.0.0"),
+    ],
+    targets: systemLibraries + modules + tests
+)

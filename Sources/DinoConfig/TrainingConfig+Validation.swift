@@ -1,0 +1,138 @@
+// Checks that go beyond kinds (ranges, names, divisibility) and the values derived when a run
+// starts (the learning rate from the scaling rule). Every problem names its dotted key.
+
+extension TrainingConfig {
+    /// The backbone names the official code defines, and the FFN layers it accepts.
+    public static let architectures = ["vit_small", "vit_base", "vit_large", "vit_giant2"]
+    public static let ffnLayers = ["mlp", "swiglu", "swiglufused", "identity"]
+    public static let centerings = ["centering", "sinkhorn_knopp"]
+    public static let shardingStrategies = ["FULL_SHARD", "SHARD_GRAD_OP", "NO_SHARD", "HYBRID_SHARD"]
+
+    /// Throws `ConfigError.invalid` listing every value out of its allowed range.
+    public func validate() throws {
+        var problems: [String] = []
+        func require(_ condition: Bool, _ path: String, _ message: String) {
+            if !condition { problems.append("\(path): \(message)") }
+        }
+        func oneOf(_ value: String, _ allowed: [String], _ path: String) {
+            require(allowed.contains(value), path, "'\(value)' is not one of \(allowed.joined(separator: ", "))")
+        }
+        func pair(_ values: [Double], _ path: String, lower: Double, upper: Double, openLower: Bool) {
+            guard values.count == 2 else {
+                problems.append("\(path): expects two numbers [min, max], got \(values.count)")
+                return
+            }
+            let lowOK = openLower ? values[0] > lower : values[0] >= lower
+            require(lowOK && values[0] <= values[1] && values[1] <= upper, path,
+                "needs \(openLower ? "\(lower) <" : "\(lower) <=") min <= max <= \(upper), got \(values)")
+        }
+
+        // student
+        oneOf(student.arch, Self.architectures, "student.arch")
+        oneOf(student.ffnLayer, Self.ffnLayers, "student.ffn_layer")
+        require(student.patchSize > 0, "student.patch_size", "must be positive")
+        require((0..<1).contains(student.dropPathRate), "student.drop_path_rate", "must be in [0, 1)")
+        require(student.layerScale >= 0, "student.layerscale", "must be >= 0 (0 disables LayerScale)")
+        require(student.blockChunks >= 0, "student.block_chunks", "must be >= 0")
+        require(student.registerTokens >= 0, "student.num_register_tokens", "must be >= 0")
+        require(student.interpolateOffset >= 0, "student.interpolate_offset", "must be >= 0")
+        require(student.embedDim >= 0 && student.depth >= 0 && student.numHeads >= 0, "student.embed_dim/depth/num_heads",
+            "must be >= 0 (0 keeps the value of student.arch)")
+        if student.embedDim > 0 && student.numHeads > 0 {
+            require(student.embedDim % student.numHeads == 0, "student.embed_dim",
+                "\(student.embedDim) is not divisible by student.num_heads \(student.numHeads)")
+        }
+        if student.blockChunks > 0 && student.depth > 0 {
+            require(student.depth % student.blockChunks == 0, "student.block_chunks",
+                "\(student.blockChunks) does not divide student.depth \(student.depth)")
+        }
+
+        // crops
+        if student.patchSize > 0 {
+            require(crops.globalCropsSize > 0 && crops.globalCropsSize % student.patchSize == 0, "crops.global_crops_size",
+                "\(crops.globalCropsSize) must be a positive multiple of student.patch_size \(student.patchSize)")
+            require(crops.localCropsSize > 0 && crops.localCropsSize % student.patchSize == 0, "crops.local_crops_size",
+                "\(crops.localCropsSize) must be a positive multiple of student.patch_size \(student.patchSize)")
+        }
+        require(crops.localCropsNumber >= 0, "crops.local_crops_number", "must be >= 0")
+        pair(crops.globalCropsScale, "crops.global_crops_scale", lower: 0, upper: 1, openLower: true)
+        pair(crops.localCropsScale, "crops.local_crops_scale", lower: 0, upper: 1, openLower: true)
+
+        // heads and losses
+        for (prefix, prototypes, bottleneck, layers, hidden) in [
+            ("dino", dino.headPrototypes, dino.headBottleneckDim, dino.headLayers, dino.headHiddenDim),
+            ("ibot", ibot.headPrototypes, ibot.headBottleneckDim, ibot.headLayers, ibot.headHiddenDim),
+        ] {
+            require(prototypes > 0, "\(prefix).head_n_prototypes", "must be positive")
+            require(bottleneck > 0, "\(prefix).head_bottleneck_dim", "must be positive")
+            require(layers >= 1, "\(prefix).head_nlayers", "must be >= 1")
+            require(hidden > 0, "\(prefix).head_hidden_dim", "must be positive")
+        }
+        require(dino.lossWeight >= 0, "dino.loss_weight", "must be >= 0")
+        require(dino.koleoLossWeight >= 0, "dino.koleo_loss_weight", "must be >= 0")
+        require(ibot.lossWeight >= 0, "ibot.loss_weight", "must be >= 0")
+        require((0...1).contains(ibot.maskSampleProbability), "ibot.mask_sample_probability", "must be in [0, 1]")
+        pair(ibot.maskRatioMinMax, "ibot.mask_ratio_min_max", lower: 0, upper: 1, openLower: false)
+
+        // train
+        require(train.batchSizePerRank >= 1, "train.batch_size_per_gpu", "must be >= 1")
+        require(train.officialEpochLength >= 1, "train.OFFICIAL_EPOCH_LENGTH", "must be >= 1")
+        require(train.workers >= 0, "train.num_workers", "must be >= 0")
+        require(train.seed >= 0, "train.seed", "must be >= 0")
+        require(train.logEvery >= 1, "train.log_every", "must be >= 1")
+        oneOf(train.centering, Self.centerings, "train.centering")
+
+        // teacher
+        require((0...1).contains(teacher.momentumTeacher), "teacher.momentum_teacher", "must be in [0, 1]")
+        require((0...1).contains(teacher.finalMomentumTeacher), "teacher.final_momentum_teacher", "must be in [0, 1]")
+        require(teacher.teacherTemp > 0, "teacher.teacher_temp", "must be positive")
+        require(teacher.warmupTeacherTemp > 0, "teacher.warmup_teacher_temp", "must be positive")
+        require(teacher.warmupTeacherTempEpochs >= 0, "teacher.warmup_teacher_temp_epochs", "must be >= 0")
+
+        // optim
+        require(optim.epochs >= 1, "optim.epochs", "must be >= 1")
+        require(optim.warmupEpochs >= 0 && optim.warmupEpochs <= optim.epochs, "optim.warmup_epochs",
+            "must be in [0, optim.epochs = \(optim.epochs)]")
+        require(optim.freezeLastLayerEpochs >= 0, "optim.freeze_last_layer_epochs", "must be >= 0")
+        require(optim.baseLR > 0, "optim.base_lr", "must be positive")
+        require(optim.lr >= 0, "optim.lr", "must be >= 0 (0: derived from optim.base_lr)")
+        require(optim.minLR >= 0, "optim.min_lr", "must be >= 0")
+        require(optim.weightDecay >= 0 && optim.weightDecayEnd >= 0, "optim.weight_decay", "must be >= 0")
+        require(optim.clipGrad >= 0, "optim.clip_grad", "must be >= 0 (0 disables clipping)")
+        oneOf(optim.scalingRule, ["sqrt_wrt_1024"], "optim.scaling_rule")
+        require(optim.patchEmbedLRMult >= 0, "optim.patch_embed_lr_mult", "must be >= 0")
+        require(optim.layerwiseDecay > 0 && optim.layerwiseDecay <= 1, "optim.layerwise_decay", "must be in (0, 1]")
+        require((0..<1).contains(optim.adamwBeta1), "optim.adamw_beta1", "must be in [0, 1)")
+        require((0..<1).contains(optim.adamwBeta2), "optim.adamw_beta2", "must be in [0, 1)")
+
+        // evaluation, fsdp, checkpointing
+        require(evaluation.evalPeriodIterations >= 0, "evaluation.eval_period_iterations", "must be >= 0")
+        oneOf(fsdp.shardingStrategy, Self.shardingStrategies, "fsdp.sharding_strategy")
+        oneOf(fsdp.allgatherDtype, ["fp32", "bf16"], "fsdp.allgather_dtype")
+        require(fsdp.hybridGroupSize >= 0, "fsdp.hybrid_group_size", "must be >= 0 (0: the ranks of one node)")
+        require(checkpointing.period >= 1, "checkpointing.period", "must be >= 1")
+        require(checkpointing.maxToKeep >= 1, "checkpointing.max_to_keep", "must be >= 1")
+        require(checkpointing.keepEvery >= 0, "checkpointing.keep_every", "must be >= 0")
+
+        if !problems.isEmpty { throw ConfigError.invalid(problems) }
+    }
+
+    /// Global batch size: images per rank times ranks.
+    public func globalBatchSize(worldSize: Int) -> Int { train.batchSizePerRank * worldSize }
+
+    /// The learning rate the scaling rule gives for `worldSize` ranks:
+    /// `base_lr * sqrt(batch_size_per_gpu * worldSize / 1024)`.
+    public func scaledLearningRate(worldSize: Int) -> Double {
+        optim.baseLR * (Double(globalBatchSize(worldSize: worldSize)) / 1024).squareRoot()
+    }
+
+    /// This config with the values derived at start-up filled in (`optim.lr`), as written with the run.
+    public func resolved(worldSize: Int) -> TrainingConfig {
+        var copy = self
+        copy.optim.lr = scaledLearningRate(worldSize: worldSize)
+        return copy
+    }
+
+    /// Total training iterations: `optim.epochs * train.OFFICIAL_EPOCH_LENGTH`.
+    public var totalIterations: Int { optim.epochs * train.officialEpochLength }
+}

@@ -1,0 +1,240 @@
+// The resolved configuration of a run, as typed values. Section and key names are the official
+// DINOv2 ones (dinov2/configs/ssl_default_config.yaml), so official train configs load unchanged;
+// the defaults below equal that file. `fsdp` and `checkpointing` are sections of our own.
+// Keys of the official file that its training code never reads (MODEL, compute_precision: fp16
+// FSDP settings; we train in float32) are not accepted rather than silently ignored.
+
+/// Every setting of a training run.
+public struct TrainingConfig: Codable, Equatable, Sendable {
+    public var dino = DinoHeadConfig()
+    public var ibot = IBOTConfig()
+    public var train = TrainConfig()
+    public var student = StudentConfig()
+    public var teacher = TeacherConfig()
+    public var optim = OptimConfig()
+    public var crops = CropsConfig()
+    public var evaluation = EvaluationConfig()
+    public var fsdp = FSDPConfig()
+    public var checkpointing = CheckpointingConfig()
+
+    public init() {}
+}
+
+/// `dino.*`: the DINO CLS-token head and loss weights.
+public struct DinoHeadConfig: Codable, Equatable, Sendable {
+    public var lossWeight = 1.0
+    public var headPrototypes = 65536
+    public var headBottleneckDim = 256
+    public var headLayers = 3
+    public var headHiddenDim = 2048
+    public var koleoLossWeight = 0.1
+
+    enum CodingKeys: String, CodingKey {
+        case lossWeight = "loss_weight"
+        case headPrototypes = "head_n_prototypes"
+        case headBottleneckDim = "head_bottleneck_dim"
+        case headLayers = "head_nlayers"
+        case headHiddenDim = "head_hidden_dim"
+        case koleoLossWeight = "koleo_loss_weight"
+    }
+}
+
+/// `ibot.*`: the masked-patch objective and its (optionally separate) head.
+public struct IBOTConfig: Codable, Equatable, Sendable {
+    public var lossWeight = 1.0
+    public var maskSampleProbability = 0.5
+    public var maskRatioMinMax = [0.1, 0.5]
+    public var separateHead = false
+    public var headPrototypes = 65536
+    public var headBottleneckDim = 256
+    public var headLayers = 3
+    public var headHiddenDim = 2048
+
+    enum CodingKeys: String, CodingKey {
+        case lossWeight = "loss_weight"
+        case maskSampleProbability = "mask_sample_probability"
+        case maskRatioMinMax = "mask_ratio_min_max"
+        case separateHead = "separate_head"
+        case headPrototypes = "head_n_prototypes"
+        case headBottleneckDim = "head_bottleneck_dim"
+        case headLayers = "head_nlayers"
+        case headHiddenDim = "head_hidden_dim"
+    }
+}
+
+/// `train.*`: batch, data, centering and logging.
+public struct TrainConfig: Codable, Equatable, Sendable {
+    public var batchSizePerRank = 64
+    public var datasetPath = "ImageNet:split=TRAIN"
+    public var outputDir = "."
+    public var saveCheckpointFrequency = 20
+    public var seed = 0
+    public var workers = 10
+    public var officialEpochLength = 1250
+    public var cacheDataset = true
+    public var centering = "centering"
+    /// Iterations between two records in metrics.jsonl (ours).
+    public var logEvery = 10
+
+    enum CodingKeys: String, CodingKey {
+        case batchSizePerRank = "batch_size_per_gpu"
+        case datasetPath = "dataset_path"
+        case outputDir = "output_dir"
+        case saveCheckpointFrequency = "saveckp_freq"
+        case seed
+        case workers = "num_workers"
+        case officialEpochLength = "OFFICIAL_EPOCH_LENGTH"
+        case cacheDataset = "cache_dataset"
+        case centering
+        case logEvery = "log_every"
+    }
+}
+
+/// `student.*`: the backbone architecture.
+public struct StudentConfig: Codable, Equatable, Sendable {
+    public var arch = "vit_large"
+    public var patchSize = 16
+    public var dropPathRate = 0.3
+    public var layerScale = 1.0e-05
+    public var dropPathUniform = true
+    public var pretrainedWeights = ""
+    public var ffnLayer = "mlp"
+    public var blockChunks = 0
+    public var qkvBias = true
+    public var projBias = true
+    public var ffnBias = true
+    public var registerTokens = 0
+    public var interpolateAntialias = false
+    public var interpolateOffset = 0.1
+    /// Overrides of the architecture's width, depth and heads for small models (ours; 0 = as `arch`).
+    public var embedDim = 0
+    public var depth = 0
+    public var numHeads = 0
+
+    enum CodingKeys: String, CodingKey {
+        case arch
+        case patchSize = "patch_size"
+        case dropPathRate = "drop_path_rate"
+        case layerScale = "layerscale"
+        case dropPathUniform = "drop_path_uniform"
+        case pretrainedWeights = "pretrained_weights"
+        case ffnLayer = "ffn_layer"
+        case blockChunks = "block_chunks"
+        case qkvBias = "qkv_bias"
+        case projBias = "proj_bias"
+        case ffnBias = "ffn_bias"
+        case registerTokens = "num_register_tokens"
+        case interpolateAntialias = "interpolate_antialias"
+        case interpolateOffset = "interpolate_offset"
+        case embedDim = "embed_dim"
+        case depth
+        case numHeads = "num_heads"
+    }
+}
+
+/// `teacher.*`: EMA momentum and teacher temperature schedule.
+public struct TeacherConfig: Codable, Equatable, Sendable {
+    public var momentumTeacher = 0.992
+    public var finalMomentumTeacher = 1.0
+    public var warmupTeacherTemp = 0.04
+    public var teacherTemp = 0.07
+    public var warmupTeacherTempEpochs = 30
+
+    enum CodingKeys: String, CodingKey {
+        case momentumTeacher = "momentum_teacher"
+        case finalMomentumTeacher = "final_momentum_teacher"
+        case warmupTeacherTemp = "warmup_teacher_temp"
+        case teacherTemp = "teacher_temp"
+        case warmupTeacherTempEpochs = "warmup_teacher_temp_epochs"
+    }
+}
+
+/// `optim.*`: AdamW, schedules and the lr scaling rule.
+public struct OptimConfig: Codable, Equatable, Sendable {
+    public var epochs = 100
+    public var weightDecay = 0.04
+    public var weightDecayEnd = 0.4
+    public var baseLR = 0.004
+    /// Set from `baseLR` by the scaling rule when the run starts (see `resolved(worldSize:)`).
+    public var lr = 0.0
+    public var warmupEpochs = 10
+    public var minLR = 1.0e-06
+    public var clipGrad = 3.0
+    public var freezeLastLayerEpochs = 1
+    public var scalingRule = "sqrt_wrt_1024"
+    public var patchEmbedLRMult = 0.2
+    public var layerwiseDecay = 0.9
+    public var adamwBeta1 = 0.9
+    public var adamwBeta2 = 0.999
+
+    enum CodingKeys: String, CodingKey {
+        case epochs
+        case weightDecay = "weight_decay"
+        case weightDecayEnd = "weight_decay_end"
+        case baseLR = "base_lr"
+        case lr
+        case warmupEpochs = "warmup_epochs"
+        case minLR = "min_lr"
+        case clipGrad = "clip_grad"
+        case freezeLastLayerEpochs = "freeze_last_layer_epochs"
+        case scalingRule = "scaling_rule"
+        case patchEmbedLRMult = "patch_embed_lr_mult"
+        case layerwiseDecay = "layerwise_decay"
+        case adamwBeta1 = "adamw_beta1"
+        case adamwBeta2 = "adamw_beta2"
+    }
+}
+
+/// `crops.*`: multi-crop sizes and scale ranges.
+public struct CropsConfig: Codable, Equatable, Sendable {
+    public var globalCropsScale = [0.32, 1.0]
+    public var localCropsNumber = 8
+    public var localCropsScale = [0.05, 0.32]
+    public var globalCropsSize = 224
+    public var localCropsSize = 96
+
+    enum CodingKeys: String, CodingKey {
+        case globalCropsScale = "global_crops_scale"
+        case localCropsNumber = "local_crops_number"
+        case localCropsScale = "local_crops_scale"
+        case globalCropsSize = "global_crops_size"
+        case localCropsSize = "local_crops_size"
+    }
+}
+
+/// `evaluation.*`: periodic evaluation.
+public struct EvaluationConfig: Codable, Equatable, Sendable {
+    public var evalPeriodIterations = 12500
+
+    enum CodingKeys: String, CodingKey {
+        case evalPeriodIterations = "eval_period_iterations"
+    }
+}
+
+/// `fsdp.*` (ours): how parameters, gradients and optimizer state are sharded over ranks.
+public struct FSDPConfig: Codable, Equatable, Sendable {
+    public var shardingStrategy = "FULL_SHARD"
+    /// Ranks per sharding group for HYBRID_SHARD; 0 means the ranks of one node.
+    public var hybridGroupSize = 0
+    public var allgatherDtype = "fp32"
+
+    enum CodingKeys: String, CodingKey {
+        case shardingStrategy = "sharding_strategy"
+        case hybridGroupSize = "hybrid_group_size"
+        case allgatherDtype = "allgather_dtype"
+    }
+}
+
+/// `checkpointing.*` (ours): how often to save and what to keep.
+public struct CheckpointingConfig: Codable, Equatable, Sendable {
+    public var period = 3750
+    public var maxToKeep = 3
+    /// Keep every M-th save for good (0 = none).
+    public var keepEvery = 0
+
+    enum CodingKeys: String, CodingKey {
+        case period
+        case maxToKeep = "max_to_keep"
+        case keepEvery = "keep_every"
+    }
+}
