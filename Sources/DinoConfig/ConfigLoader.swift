@@ -137,6 +137,11 @@ public enum ConfigLoader {
         } catch {
             throw ConfigError.syntax(source: source, message: "\(error)")
         }
+        if parts.count == 2, case .string = values.value(at: path) ?? .int(0), node.scalar == nil {
+            // `key=a: b` parses as a mapping; for a string key the text itself is meant.
+            try values.set(path: path, node: Node(valueText), source: source)
+            return
+        }
         if parts.count == 1 {
             try apply(section: parts[0], node: node, source: source, to: &values)
         } else if parts.count == 2 {
@@ -164,14 +169,15 @@ public enum ConfigLoader {
     // MARK: - Typed <-> flat
 
     private static func defaultValues() throws -> FlatConfig {
-        try flatten(TrainingConfig())
+        guard let schema else { throw ConfigError.notAMapping(source: "defaults", path: "") }
+        return flatten(TrainingConfig(), schema: schema)
     }
 
-    static func flatten(_ config: TrainingConfig) throws -> FlatConfig {
-        let encoded = try YAMLEncoder().encode(config)
-        guard let root = try Yams.compose(yaml: encoded), let sections = root.mapping else {
-            throw ConfigError.notAMapping(source: "defaults", path: "")
-        }
+    /// Section and key names, their order and kinds, read once from the encoded defaults.
+    /// (Only the structure is taken from the YAML encoder: it prints 15 significant digits.)
+    private static let schema: FlatConfig? = {
+        guard let encoded = try? YAMLEncoder().encode(TrainingConfig()),
+              let root = try? Yams.compose(yaml: encoded), let sections = root.mapping else { return nil }
         var flat = FlatConfig()
         for (sectionNode, sectionBody) in sections {
             guard let section = sectionNode.string, let keys = sectionBody.mapping else { continue }
@@ -181,27 +187,70 @@ public enum ConfigLoader {
             }
         }
         return flat
+    }()
+
+    static func flatten(_ config: TrainingConfig) throws -> FlatConfig {
+        guard let schema else { throw ConfigError.notAMapping(source: "defaults", path: "") }
+        return flatten(config, schema: schema)
     }
 
-    static func decode(_ values: FlatConfig) throws -> TrainingConfig {
-        var lines: [String] = []
-        var section = ""
-        for entry in values.entries {
-            if entry.section != section {
-                section = entry.section
-                lines.append("\(section):")
+    /// The exact values of `config`, read by reflection in declaration order, which is the order
+    /// the synthesized Encodable conformance (and so the schema) uses.
+    private static func flatten(_ config: TrainingConfig, schema: FlatConfig) -> FlatConfig {
+        var flat = schema
+        var index = 0
+        for section in Mirror(reflecting: config).children {
+            for field in Mirror(reflecting: section.value).children {
+                precondition(index < flat.entries.count, "config schema and struct disagree")
+                flat.entries[index].value = ConfigValue(exactly: field.value, like: flat.entries[index].value)
+                index += 1
             }
-            lines.append("  \(entry.key): \(entry.value.yaml)")
         }
-        return try YAMLDecoder().decode(TrainingConfig.self, from: lines.joined(separator: "\n"))
+        precondition(index == flat.entries.count, "config schema and struct disagree")
+        return flat
+    }
+
+    /// Decodes through JSON text with shortest round-trip number formatting, so values are exact.
+    static func decode(_ values: FlatConfig) throws -> TrainingConfig {
+        var sections: [String] = []
+        var current = ""
+        var fields: [String] = []
+        func close() { if !current.isEmpty { sections.append("\(jsonString(current)): {" + fields.joined(separator: ", ") + "}") } }
+        for entry in values.entries {
+            if entry.section != current {
+                close()
+                current = entry.section
+                fields = []
+            }
+            fields.append("\(jsonString(entry.key)): \(entry.value.json)")
+        }
+        close()
+        let text = "{" + sections.joined(separator: ", ") + "}"
+        return try JSONDecoder().decode(TrainingConfig.self, from: Data(text.utf8))
+    }
+
+    static func jsonString(_ text: String) -> String {
+        var out = "\""
+        for scalar in text.unicodeScalars {
+            switch scalar {
+            case "\"": out += "\\\""
+            case "\\": out += "\\\\"
+            case "\n": out += "\\n"
+            case "\t": out += "\\t"
+            case "\r": out += "\\r"
+            default:
+                if scalar.value < 0x20 { out += String(format: "\\u%04x", scalar.value) } else { out.unicodeScalars.append(scalar) }
+            }
+        }
+        return out + "\""
     }
 }
 
 // MARK: - Flat representation
 
 /// The configuration as an ordered list of `section.key` entries of known kinds.
-struct FlatConfig {
-    struct Entry {
+struct FlatConfig: Sendable {
+    struct Entry: Sendable {
         var section: String
         var key: String
         var value: ConfigValue
@@ -211,6 +260,8 @@ struct FlatConfig {
     var entries: [Entry] = []
 
     func isSection(_ name: String) -> Bool { entries.contains { $0.section == name } }
+
+    func value(at path: String) -> ConfigValue? { entries.first { $0.path == path }?.value }
 
     mutating func set(path: String, node: Node, source: String) throws {
         guard let index = entries.firstIndex(where: { $0.path == path }) else {
@@ -253,7 +304,7 @@ func editDistance(_ a: String, _ b: String) -> Int {
 }
 
 /// One configuration value; its case is the kind every layer must respect.
-enum ConfigValue: Equatable {
+enum ConfigValue: Equatable, Sendable {
     case int(Int)
     case float(Double)
     case bool(Bool)
@@ -281,10 +332,35 @@ enum ConfigValue: Equatable {
         }
     }
 
+    /// Wraps a field value of the config struct, keeping the kind of `like`.
+    init(exactly value: Any, like kind: ConfigValue) {
+        switch (kind, value) {
+        case (.int, let v as Int): self = .int(v)
+        case (.float, let v as Double): self = .float(v)
+        case (.bool, let v as Bool): self = .bool(v)
+        case (.string, let v as String): self = .string(v)
+        case (.floatList, let v as [Double]): self = .floatList(v)
+        case (.intList, let v as [Int]): self = .intList(v)
+        default: preconditionFailure("config field \(value) does not have the schema's kind \(kind)")
+        }
+    }
+
+    /// The value as JSON (numbers in Swift's shortest round-trip form).
+    var json: String {
+        switch self {
+        case .int(let v): return String(v)
+        case .float(let v): return "\(v)"
+        case .bool(let v): return v ? "true" : "false"
+        case .string(let v): return ConfigLoader.jsonString(v)
+        case .floatList(let v): return "[" + v.map { "\($0)" }.joined(separator: ", ") + "]"
+        case .intList(let v): return "[" + v.map(String.init).joined(separator: ", ") + "]"
+        }
+    }
+
     var kindDescription: String {
         switch self {
         case .int: return "an integer"
-        case .float: return "a number"
+        case .float: return "a finite number"
         case .bool: return "true or false"
         case .string: return "a string"
         case .floatList: return "a list of numbers like [0.1, 0.5]"
@@ -311,7 +387,8 @@ enum ConfigValue: Equatable {
             return .int(value)
         case .float:
             guard case .scalar(let scalar) = node, !tag.hasSuffix(":bool"),
-                  let value = Double(scalar.string.trimmingCharacters(in: .whitespaces)) ?? node.float
+                  let value = Double(scalar.string.trimmingCharacters(in: .whitespaces)) ?? node.float,
+                  value.isFinite
             else { throw mismatch() }
             return .float(value)
         case .bool:
@@ -325,7 +402,7 @@ enum ConfigValue: Equatable {
             var numbers: [Double] = []
             for item in items {
                 guard case .scalar(let scalar) = item, !item.tag.description.hasSuffix(":bool"),
-                      let value = Double(scalar.string) ?? item.float else { throw mismatch() }
+                      let value = Double(scalar.string) ?? item.float, value.isFinite else { throw mismatch() }
                 numbers.append(value)
             }
             return .floatList(numbers)
@@ -347,12 +424,23 @@ enum ConfigValue: Equatable {
         case .float(let value): return Self.yamlFloat(value)
         case .bool(let value): return value ? "true" : "false"
         case .string(let value):
+            if Self.isPlainSafe(value) { return value }
             let escaped = value.replacingOccurrences(of: "\\", with: "\\\\")
                 .replacingOccurrences(of: "\"", with: "\\\"")
             return "\"\(escaped)\""
         case .floatList(let values): return "[" + values.map(Self.yamlFloat).joined(separator: ", ") + "]"
         case .intList(let values): return "[" + values.map(String.init).joined(separator: ", ") + "]"
         }
+    }
+
+    /// True when `text` reads back as the same string without quotes in YAML 1.1 and 1.2.
+    static func isPlainSafe(_ text: String) -> Bool {
+        guard let first = text.unicodeScalars.first, CharacterSet.letters.contains(first) || first == "_" || first == "/" || first == "."
+        else { return false }
+        let allowed = CharacterSet.alphanumerics.union(CharacterSet(charactersIn: "_-./:=,"))
+        guard text.unicodeScalars.allSatisfy({ allowed.contains($0) }), !text.hasSuffix(":") else { return false }
+        let keywords: Set<String> = ["true", "false", "yes", "no", "on", "off", "null", "y", "n", "nan", "inf"]
+        return !keywords.contains(text.lowercased()) && Double(text) == nil
     }
 
     static func yamlFloat(_ value: Double) -> String {

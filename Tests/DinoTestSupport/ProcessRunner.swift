@@ -1,0 +1,102 @@
+// Runs a command as a child process for tests: output goes to temporary files (no pipe can fill up
+// and deadlock), and a time limit terminates a hung child so a test fails instead of hanging.
+
+import Foundation
+
+/// What a finished child process left behind.
+public struct ProcessResult: Sendable {
+    public var status: Int32
+    public var stdout: String
+    public var stderr: String
+    public var timedOut: Bool
+    public var seconds: Double
+}
+
+/// Paths of this checkout and of the binaries the tests run.
+public enum TestPaths {
+    /// The package root (the folder holding Package.swift).
+    public static var packageRoot: URL {
+        URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent()
+    }
+
+    /// The `dinov2-fsdp` executable built next to the test bundle (same configuration).
+    public static var executable: URL {
+        let beside = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
+        for folder in [beside, beside.deletingLastPathComponent()] {
+            let candidate = folder.appendingPathComponent("dinov2-fsdp")
+            if FileManager.default.isExecutableFile(atPath: candidate.path) { return candidate }
+        }
+        return packageRoot.appendingPathComponent(".build/release/dinov2-fsdp")
+    }
+
+    /// The mpirun wrapper of this checkout.
+    public static var mpirunWrapper: URL { packageRoot.appendingPathComponent("Launch/mpirun.sh") }
+
+    /// A fresh temporary folder.
+    public static func temporaryDirectory() throws -> URL {
+        let url = FileManager.default.temporaryDirectory.appendingPathComponent("dino-test-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
+        return url
+    }
+}
+
+/// Runs child processes with a time limit.
+public enum ProcessRunner {
+    /// Runs `executable` with `arguments` in the package root and waits at most `timeout` seconds.
+    public static func run(_ executable: URL, _ arguments: [String], environment: [String: String] = [:],
+                           timeout: Double = 300) throws -> ProcessResult {
+        let scratch = try TestPaths.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: scratch) }
+        let outURL = scratch.appendingPathComponent("stdout")
+        let errURL = scratch.appendingPathComponent("stderr")
+        _ = FileManager.default.createFile(atPath: outURL.path, contents: nil)
+        _ = FileManager.default.createFile(atPath: errURL.path, contents: nil)
+        let out = try FileHandle(forWritingTo: outURL)
+        let err = try FileHandle(forWritingTo: errURL)
+
+        let process = Process()
+        process.executableURL = executable
+        process.arguments = arguments
+        process.currentDirectoryURL = TestPaths.packageRoot
+        process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
+        process.standardOutput = out
+        process.standardError = err
+        process.standardInput = FileHandle.nullDevice
+
+        let start = Date()
+        try process.run()
+        var timedOut = false
+        while process.isRunning {
+            if Date().timeIntervalSince(start) > timeout {
+                timedOut = true
+                process.terminate()
+                Thread.sleep(forTimeInterval: 2)
+                if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+                break
+            }
+            Thread.sleep(forTimeInterval: 0.02)
+        }
+        process.waitUntilExit()
+        try out.close()
+        try err.close()
+        return ProcessResult(
+            status: process.terminationStatus,
+            stdout: (try? String(contentsOf: outURL, encoding: .utf8)) ?? "",
+            stderr: (try? String(contentsOf: errURL, encoding: .utf8)) ?? "",
+            timedOut: timedOut,
+            seconds: Date().timeIntervalSince(start))
+    }
+
+    /// Runs the built `dinov2-fsdp` directly (one rank, no MPI launcher).
+    public static func dinov2(_ arguments: [String], timeout: Double = 300) throws -> ProcessResult {
+        try run(TestPaths.executable, arguments, timeout: timeout)
+    }
+
+    /// Runs the built `dinov2-fsdp` on `ranks` ranks through Launch/mpirun.sh.
+    public static func mpirun(ranks: Int, _ arguments: [String], timeout: Double = 300) throws -> ProcessResult {
+        try run(URL(fileURLWithPath: "/bin/bash"),
+            [TestPaths.mpirunWrapper.path, "-n", String(ranks), TestPaths.executable.path] + arguments,
+            timeout: timeout)
+    }
+}

@@ -1,0 +1,76 @@
+// The command line as a user meets it: config printing, the error messages for bad keys and
+// values, and subcommands of later issues that must refuse to run rather than pretend.
+
+import DinoTestSupport
+import Foundation
+import Testing
+
+@Suite("dinov2-fsdp command line", .serialized)
+struct CLITests {
+    @Test("config layers a file and an override")
+    func configOverride() throws {
+        let result = try ProcessRunner.dinov2(["config", "--config", "Configs/vits14.yaml", "optim.base_lr=0.002"])
+        #expect(result.status == 0, "\(result.stderr)")
+        let lines = result.stdout.split(separator: "\n").map(String.init)
+        func section(_ name: String) -> [String] {
+            guard let start = lines.firstIndex(of: "\(name):") else { return [] }
+            return Array(lines[(start + 1)...].prefix { $0.hasPrefix("  ") })
+        }
+        #expect(section("optim").contains("  base_lr: 0.002"))
+        #expect(section("student").contains("  arch: vit_small"))
+        #expect(section("student").contains("  patch_size: 14"))
+    }
+
+    @Test("a mistyped key names the key and suggests the right one")
+    func unknownKey() throws {
+        let result = try ProcessRunner.dinov2(["config", "--config", "Configs/vits14.yaml", "optim.bse_lr=1"])
+        #expect(result.status != 0)
+        #expect(result.stderr.contains("optim.bse_lr"))
+        #expect(result.stderr.contains("did you mean 'optim.base_lr'"))
+        #expect(result.stdout.isEmpty)
+    }
+
+    @Test("a value of the wrong type names the key")
+    func wrongType() throws {
+        let result = try ProcessRunner.dinov2(["config", "--config", "Configs/vits14.yaml", "optim.base_lr=abc"])
+        #expect(result.status != 0)
+        #expect(result.stderr.contains("'optim.base_lr' expects a finite number, got 'abc'"))
+    }
+
+    @Test("a bad key inside a config file names the file and the key")
+    func badFileKey() throws {
+        let folder = try TestPaths.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let file = folder.appendingPathComponent("bad.yaml")
+        try "crops:\n  local_crop_number: 4\n".write(to: file, atomically: true, encoding: .utf8)
+        let result = try ProcessRunner.dinov2(["config", "--config", file.path])
+        #expect(result.status != 0)
+        #expect(result.stderr.contains(file.path))
+        #expect(result.stderr.contains("crops.local_crop_number"))
+        #expect(result.stderr.contains("crops.local_crops_number"))
+    }
+
+    @Test("under mpirun a config error is printed once, by rank 0")
+    func configErrorOnce() throws {
+        let result = try ProcessRunner.mpirun(ranks: 3, ["train", "optim.bse_lr=1"], timeout: 120)
+        #expect(result.status != 0)
+        let occurrences = result.stderr.components(separatedBy: "unknown config key 'optim.bse_lr'").count - 1
+        #expect(occurrences == 1, "\(result.stderr)")
+    }
+
+    @Test("subcommands of later issues say so and exit non-zero",
+          arguments: [["train"], ["eval", "knn"], ["embed"], ["checkpoint", "info", "x"], ["data"],
+                      ["bench", "step"], ["bench", "kernels"]])
+    func placeholders(arguments: [String]) throws {
+        let result = try ProcessRunner.dinov2(arguments)
+        #expect(result.status == 2)
+        #expect(result.stderr.contains("is not implemented yet"))
+    }
+
+    @Test("every subcommand has help", arguments: ["train", "bench", "eval", "embed", "checkpoint", "data", "config", "selftest"])
+    func help(command: String) throws {
+        let result = try ProcessRunner.dinov2([command, "--help"])
+        #expect(result.status == 0)
+        #expect(result.stdout.contains("USAGE: dinov2-fsdp \(command)"))
+    }
+}
