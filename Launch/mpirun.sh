@@ -9,7 +9,7 @@
 #   --mca mpi_yield_when_idle 1     waiting ranks yield their core to computing ones
 #   OPENBLAS_NUM_THREADS            1 when ranks >= cores (ranks already fill the cores; more BLAS
 #                                   threads only contend), else cores / ranks; an explicit value wins
-# A bare `dinov2-fsdp` is resolved to the release build of this checkout when it is not on PATH.
+# A bare `dinov2-fsdp` means this checkout's release build when there is one, else the one on PATH.
 # SIGINT, SIGTERM and SIGUSR1 reaching this script are forwarded to mpirun, which passes them to
 # every rank (SIGUSR1 asks training to checkpoint and stop).
 set -euo pipefail
@@ -30,9 +30,11 @@ done
 [ $# -gt 0 ] || { echo "usage: $0 -n RANKS [mpirun options] PROGRAM [ARGS...]" >&2; exit 2; }
 
 program="$1"; shift
-if [ "$program" = "dinov2-fsdp" ] && ! command -v dinov2-fsdp >/dev/null 2>&1; then
-  program="$root/.build/release/dinov2-fsdp"
-  [ -x "$program" ] || { echo "error: $program not built; run Launch/setup.sh (or swift build -c release)" >&2; exit 2; }
+if [ "$program" = "dinov2-fsdp" ]; then
+  if [ -x "$root/.build/release/dinov2-fsdp" ]; then program="$root/.build/release/dinov2-fsdp"
+  elif ! command -v dinov2-fsdp >/dev/null 2>&1; then
+    echo "error: dinov2-fsdp is not built; run Launch/setup.sh (or swift build -c release)" >&2; exit 2
+  fi
 fi
 
 cores=$(nproc)

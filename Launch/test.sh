@@ -7,4 +7,14 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 bash "$here/install-deps.sh"
 cd "$(dirname "$here")"
 swift build -c release --build-tests
-swift test -c release --skip-build "$@"
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+status=0
+swift test -c release --skip-build "$@" 2>&1 | tee "$log" || status=$?
+# Swift Testing's summary, restated as a plain closing line (XCTest reports 0 tests of its own).
+summary=$(grep -E "^. Test run with [0-9]+ tests? " "$log" | tail -n 1 || true)
+total=$(sed -E 's/^. Test run with ([0-9]+) tests?.*/\1/' <<<"$summary")
+if [ "$status" -eq 0 ] && [ -n "$summary" ]; then
+  echo "swift-testing: $total passed, 0 failed"
+fi
+exit "$status"
