@@ -68,6 +68,9 @@ let tests: [Target] = [
         name: "DinoConfigTests",
         dependencies: ["DinoConfig", "DinoTestSupport"]),
     .testTarget(
+        name: "DinoKernelsTests",
+        dependencies: ["DinoKernels", "DinoTestSupport"]),
+    .testTarget(
         name: "DinoCoreTests",
         dependencies: ["DinoCore", "DinoKernels", "DinoCheckpoint", "DinoTestSupport"]),
     .testTarget(
@@ -77,7 +80,7 @@ let tests: [Target] = [
 
 let package = Package(
     name: "dinov2-fsdp",
-    platforms: [.macOS(.v13)],
+    platforms: [.macOS(.v15)],
     products: [
         .executable(name: "dinov2-fsdp", targets: ["dinov2-fsdp"])
     ],
