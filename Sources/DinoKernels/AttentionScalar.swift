@@ -44,10 +44,10 @@ extension Float: AttentionScalar {
         var best = SIMD16<Float>(repeating: -.infinity)
         var i = 0
         while i + 16 <= n {
-            best = pointwiseMax(best, raw.loadUnaligned(fromByteOffset: i * 4, as: SIMD16<Float>.self))
+            best = FastMath.maximum(best, raw.loadUnaligned(fromByteOffset: i * 4, as: SIMD16<Float>.self))
             i += 16
         }
-        var result = best.max()
+        var result = FastMath.horizontalMax(best)
         while i < n {
             result = Swift.max(result, x[i])
             i += 1
@@ -71,7 +71,7 @@ extension Float: AttentionScalar {
             let e = expTail(x + i, n - i, shift)
             sum += e
         }
-        return sum.sum()
+        return FastMath.horizontalSum(sum)
     }
 
     @inlinable
@@ -123,7 +123,7 @@ extension Float: AttentionScalar {
                            rb.loadUnaligned(fromByteOffset: i * 4, as: SIMD16<Float>.self))
             i += 16
         }
-        var result = acc.sum()
+        var result = FastMath.horizontalSum(acc)
         while i < n {
             result = result.addingProduct(a[i], b[i])
             i += 1

@@ -20,8 +20,7 @@
 //   dV += P^T dO;  dP = dO V^T;  dS = P * (dP - rowsum(dO * O));  dQ += scale dS K;  dK += scale dS^T Q
 // FLOPs per head of a sequence of length L: forward 4 L^2 D; backward 10 L^2 D (five GEMMs).
 
-import Dispatch
-import Synchronization
+import DinoCore
 
 /// Cumulative sequence starts of a packed batch: sequence s covers rows starts[s] ..< starts[s+1].
 public struct PackedSequences: Sendable, Equatable {
@@ -154,10 +153,50 @@ final class ScratchBuffer<T> {
 
 /// Block-diagonal (per-sequence) multi-head attention without a T x T matrix.
 public enum PackedAttention {
-    /// Computes `out` and `lse` from `qkv` for every sequence of `sequences`.
-    public static func forward<T: AttentionScalar>(
+    // The public entry points are concrete so that the generic implementation is specialised (and
+    // its row operations inlined) inside this module; a generic public call would run unspecialised.
+
+    /// Computes `out` and `lse` from `qkv` for every sequence of `sequences` (float32).
+    public static func forward(
+        out: UnsafeMutablePointer<Float>, lse: UnsafeMutablePointer<Float>, qkv: UnsafePointer<Float>,
+        sequences: PackedSequences, heads: Int, headDim: Int, workspace: AttentionWorkspace<Float>, threads: Int = 1
+    ) {
+        forwardImplementation(out: out, lse: lse, qkv: qkv, sequences: sequences, heads: heads, headDim: headDim,
+                              workspace: workspace, threads: threads)
+    }
+
+    /// Computes `out` and `lse` from `qkv` (float64, for gradient checks).
+    public static func forward(
+        out: UnsafeMutablePointer<Double>, lse: UnsafeMutablePointer<Double>, qkv: UnsafePointer<Double>,
+        sequences: PackedSequences, heads: Int, headDim: Int, workspace: AttentionWorkspace<Double>, threads: Int = 1
+    ) {
+        forwardImplementation(out: out, lse: lse, qkv: qkv, sequences: sequences, heads: heads, headDim: headDim,
+                              workspace: workspace, threads: threads)
+    }
+
+    /// Computes `dQKV` (overwritten) from `dOut` and the saved `out` and `lse` (float32).
+    public static func backward(
+        dQKV: UnsafeMutablePointer<Float>, dOut: UnsafePointer<Float>, qkv: UnsafePointer<Float>,
+        out: UnsafePointer<Float>, lse: UnsafePointer<Float>, sequences: PackedSequences, heads: Int, headDim: Int,
+        workspace: AttentionWorkspace<Float>, threads: Int = 1
+    ) {
+        backwardImplementation(dQKV: dQKV, dOut: dOut, qkv: qkv, out: out, lse: lse, sequences: sequences,
+                               heads: heads, headDim: headDim, workspace: workspace, threads: threads)
+    }
+
+    /// Computes `dQKV` (overwritten) from `dOut` and the saved `out` and `lse` (float64).
+    public static func backward(
+        dQKV: UnsafeMutablePointer<Double>, dOut: UnsafePointer<Double>, qkv: UnsafePointer<Double>,
+        out: UnsafePointer<Double>, lse: UnsafePointer<Double>, sequences: PackedSequences, heads: Int, headDim: Int,
+        workspace: AttentionWorkspace<Double>, threads: Int = 1
+    ) {
+        backwardImplementation(dQKV: dQKV, dOut: dOut, qkv: qkv, out: out, lse: lse, sequences: sequences,
+                               heads: heads, headDim: headDim, workspace: workspace, threads: threads)
+    }
+
+    static func forwardImplementation<T: AttentionScalar>(
         out: UnsafeMutablePointer<T>, lse: UnsafeMutablePointer<T>, qkv: UnsafePointer<T>,
-        sequences: PackedSequences, heads: Int, headDim: Int, workspace: AttentionWorkspace<T>, threads: Int = 1
+        sequences: PackedSequences, heads: Int, headDim: Int, workspace: AttentionWorkspace<T>, threads: Int
     ) {
         let geometry = Geometry(heads: heads, headDim: headDim)
         workspace.prepare(threads: threads, headDim: headDim, maxLength: sequences.maxLength, backward: false)
@@ -169,11 +208,10 @@ public enum PackedAttention {
         }
     }
 
-    /// Computes `dQKV` (overwritten) from `dOut` and the saved `out` and `lse`.
-    public static func backward<T: AttentionScalar>(
+    static func backwardImplementation<T: AttentionScalar>(
         dQKV: UnsafeMutablePointer<T>, dOut: UnsafePointer<T>, qkv: UnsafePointer<T>, out: UnsafePointer<T>,
         lse: UnsafePointer<T>, sequences: PackedSequences, heads: Int, headDim: Int,
-        workspace: AttentionWorkspace<T>, threads: Int = 1
+        workspace: AttentionWorkspace<T>, threads: Int
     ) {
         let geometry = Geometry(heads: heads, headDim: headDim)
         workspace.prepare(threads: threads, headDim: headDim, maxLength: sequences.maxLength, backward: true)
@@ -219,23 +257,9 @@ public enum PackedAttention {
 
     private static func run<T>(workspace: AttentionWorkspace<T>, threads: Int,
                                _ body: (Int, AttentionWorkspace<T>.Worker) -> Void) {
-        let order = workspace.order
-        if threads <= 1 || order.count <= 1 {
-            let worker = workspace.workers[0]
-            for item in order { body(Int(item), worker) }
-            return
-        }
-        let next = Atomic<Int>(0)
-        let workers = workspace.workers
-        withoutActuallyEscaping(body) { body in
-            let task = UnsafeSendable(body)
-            DispatchQueue.concurrentPerform(iterations: threads) { w in
-                while true {
-                    let index = next.wrappingAdd(1, ordering: .relaxed).oldValue
-                    if index >= order.count { break }
-                    task.value(Int(order[index]), workers[w])
-                }
-            }
+        let order = workspace.order, workers = workspace.workers
+        WorkQueue.run(count: order.count, threads: threads) { index, worker in
+            body(Int(order[index]), workers[worker])
         }
     }
 
@@ -379,10 +403,4 @@ public enum PackedAttention {
             r0 += block
         }
     }
-}
-
-/// Carries a non-Sendable value into a concurrentPerform body that only reads it.
-struct UnsafeSendable<Value>: @unchecked Sendable {
-    let value: Value
-    init(_ value: Value) { self.value = value }
 }

@@ -9,7 +9,43 @@ struct BenchCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench",
         abstract: "Benchmarks: collective bandwidth (comm); kernels and training steps (not implemented yet).",
-        subcommands: [Comm.self, Kernels.self, Step.self])
+        subcommands: [Comm.self, Attention.self, Kernels.self, Step.self])
+
+    struct Attention: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Packed attention on DINOv2 shapes: time, GFLOP/s, ratio to the sgemm peak and to a materialising baseline.",
+            discussion: """
+                Cases: batch 8 of 2 x 224 px + 8 x 98 px crops (257 and 50 tokens) with ViT-S (6 heads) \
+                and ViT-L (16 heads), and batch 8 of 518 px crops (1370 tokens) with 6 heads; head dim \
+                64. FLOPs: forward 4 L^2 D per head and sequence, forward+backward 3.5x. The sgemm peak \
+                (1024^3) is measured in the same run at the same thread count. extra_bytes counts the \
+                kernel's scratch and log-sum-exp; naive_extra_bytes the baseline's stored probabilities \
+                and scratch. Run it on one rank (not under mpirun).
+                """)
+
+        @Option(help: "Worker threads for the kernels (and OpenBLAS threads for the sgemm peak).") var threads = 1
+        @Option(help: "Timed repetitions per measurement (median reported).") var repeats = 5
+        @Option(help: "Write the records as JSON to this file.") var json: String?
+
+        func validate() throws {
+            guard threads >= 1 else { throw ValidationError("--threads must be at least 1") }
+            guard repeats >= 1 else { throw ValidationError("--repeats must be at least 1") }
+        }
+
+        func run() throws {
+            var benchmark = AttentionBenchmark()
+            benchmark.threads = threads
+            benchmark.repeats = repeats
+            let records = benchmark.run { Console.out($0) }
+            Console.out(AttentionBenchmark.table(records))
+            if let json {
+                let encoder = JSONEncoder()
+                encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+                try encoder.encode(records).write(to: URL(fileURLWithPath: json))
+                Console.out("wrote \(json)")
+            }
+        }
+    }
 
     struct Comm: ParsableCommand {
         static let configuration = CommandConfiguration(

@@ -33,16 +33,40 @@ func runAttention<T: AttentionScalar>(
                         guard let q = qkvPointer.baseAddress, let o = outPointer.baseAddress,
                               let l = lsePointer.baseAddress, let g = dOutPointer.baseAddress,
                               let dq = dPointer.baseAddress else { return }
-                        PackedAttention.forward(out: o, lse: l, qkv: q, sequences: sequences, heads: heads,
-                                                headDim: headDim, workspace: ws, threads: threads)
-                        PackedAttention.backward(dQKV: dq, dOut: g, qkv: q, out: o, lse: l, sequences: sequences,
-                                                 heads: heads, headDim: headDim, workspace: ws, threads: threads)
+                        T.runPackedAttention(out: o, lse: l, dQKV: dq, qkv: q, dOut: g, sequences: sequences,
+                                             heads: heads, headDim: headDim, workspace: ws, threads: threads)
                     }
                 }
             }
         }
     }
     return result
+}
+
+/// Dispatches to the kernel's concrete float32 / float64 entry points.
+extension AttentionScalar {
+    static func runPackedAttention(out: UnsafeMutablePointer<Self>, lse: UnsafeMutablePointer<Self>,
+                                   dQKV: UnsafeMutablePointer<Self>, qkv: UnsafePointer<Self>, dOut: UnsafePointer<Self>,
+                                   sequences: PackedSequences, heads: Int, headDim: Int,
+                                   workspace: AttentionWorkspace<Self>, threads: Int) {
+        if let o = out as? UnsafeMutablePointer<Float>, let l = lse as? UnsafeMutablePointer<Float>,
+           let dq = dQKV as? UnsafeMutablePointer<Float>, let q = qkv as? UnsafePointer<Float>,
+           let g = dOut as? UnsafePointer<Float>, let ws = workspace as? AttentionWorkspace<Float> {
+            PackedAttention.forward(out: o, lse: l, qkv: q, sequences: sequences, heads: heads, headDim: headDim,
+                                    workspace: ws, threads: threads)
+            PackedAttention.backward(dQKV: dq, dOut: g, qkv: q, out: o, lse: l, sequences: sequences, heads: heads,
+                                     headDim: headDim, workspace: ws, threads: threads)
+        } else if let o = out as? UnsafeMutablePointer<Double>, let l = lse as? UnsafeMutablePointer<Double>,
+                  let dq = dQKV as? UnsafeMutablePointer<Double>, let q = qkv as? UnsafePointer<Double>,
+                  let g = dOut as? UnsafePointer<Double>, let ws = workspace as? AttentionWorkspace<Double> {
+            PackedAttention.forward(out: o, lse: l, qkv: q, sequences: sequences, heads: heads, headDim: headDim,
+                                    workspace: ws, threads: threads)
+            PackedAttention.backward(dQKV: dq, dOut: g, qkv: q, out: o, lse: l, sequences: sequences, heads: heads,
+                                     headDim: headDim, workspace: ws, threads: threads)
+        } else {
+            Issue.record("no attention kernel for \(Self.self)")
+        }
+    }
 }
 
 /// The q (part 0), k (1) or v (2) block of every row of a [T, 3, C] array.
