@@ -110,6 +110,23 @@ struct PackedAttentionTests {
         }
     }
 
+    @Test("hundreds of short sequences, and one 518 px crop with registers (1374 tokens)",
+          arguments: ["many", "long"])
+    func extremes(kind: String) {
+        var random = TestRandom(seed: kind == "many" ? 101 : 202)
+        let lengths = kind == "many" ? (0..<300).map { _ in Int.random(in: 1...60, using: &random) } : [1374, 3]
+        let heads = 2, d = 64
+        let sequences = PackedSequences(lengths: lengths)
+        let qkv = random.normals(sequences.tokens * 3 * heads * d)
+        let dOut = random.normals(sequences.tokens * heads * d)
+        let reference = AttentionReference.run(qkv: qkv, dOut: dOut, starts: sequences.starts, heads: heads, headDim: d)
+        let got = runAttention(Float.self, qkv: qkv, dOut: dOut, sequences: sequences, heads: heads, headDim: d,
+                               threads: 2)
+        #expect(normwiseError(got.out, reference.out) <= 1e-5)
+        #expect(normwiseError(got.lse, reference.lse) <= 1e-5)
+        #expect(normwiseError(got.dQKV, reference.dQKV) <= 1e-5)
+    }
+
     @Test("small tiles (online softmax over many key tiles) give the same answer as one tile")
     func tilingInvariance() {
         let heads = 3, d = 16
