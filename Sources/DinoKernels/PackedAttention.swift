@@ -64,7 +64,7 @@ public struct AttentionTiling: Sendable, Equatable {
 
 /// Reusable per-worker scratch for `PackedAttention`; grows to the largest call and is then reused,
 /// so steady-state calls allocate nothing.
-public final class AttentionWorkspace<T: AttentionScalar>: @unchecked Sendable {
+public final class AttentionWorkspace<T: KernelScalar>: @unchecked Sendable {
     public let tiling: AttentionTiling
     final class Worker: @unchecked Sendable {
         var keysT = ScratchBuffer<T>()     // [D, L]
@@ -194,7 +194,7 @@ public enum PackedAttention {
                                heads: heads, headDim: headDim, workspace: workspace, threads: threads)
     }
 
-    static func forwardImplementation<T: AttentionScalar>(
+    static func forwardImplementation<T: KernelScalar>(
         out: UnsafeMutablePointer<T>, lse: UnsafeMutablePointer<T>, qkv: UnsafePointer<T>,
         sequences: PackedSequences, heads: Int, headDim: Int, workspace: AttentionWorkspace<T>, threads: Int
     ) {
@@ -208,7 +208,7 @@ public enum PackedAttention {
         }
     }
 
-    static func backwardImplementation<T: AttentionScalar>(
+    static func backwardImplementation<T: KernelScalar>(
         dQKV: UnsafeMutablePointer<T>, dOut: UnsafePointer<T>, qkv: UnsafePointer<T>, out: UnsafePointer<T>,
         lse: UnsafePointer<T>, sequences: PackedSequences, heads: Int, headDim: Int,
         workspace: AttentionWorkspace<T>, threads: Int
@@ -266,7 +266,7 @@ public enum PackedAttention {
     // MARK: - Forward
 
     @inline(__always)
-    private static func forwardItem<T: AttentionScalar>(
+    private static func forwardItem<T: KernelScalar>(
         _ item: Int, sequences: PackedSequences, geometry g: Geometry, io: Pointers<T>,
         worker: AttentionWorkspace<T>.Worker, tiling: AttentionTiling
     ) {
@@ -324,7 +324,7 @@ public enum PackedAttention {
     // MARK: - Backward
 
     @inline(__always)
-    private static func backwardItem<T: AttentionScalar>(
+    private static func backwardItem<T: KernelScalar>(
         _ item: Int, sequences: PackedSequences, geometry g: Geometry, io: Pointers<T>,
         worker: AttentionWorkspace<T>.Worker, tiling: AttentionTiling
     ) {

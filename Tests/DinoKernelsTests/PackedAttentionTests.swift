@@ -7,7 +7,7 @@ import DinoTestSupport
 import Foundation
 import Testing
 
-struct KernelOutput<T: AttentionScalar> {
+struct KernelOutput<T: KernelScalar> {
     var out: [T]
     var lse: [T]
     var dQKV: [T]
@@ -15,7 +15,7 @@ struct KernelOutput<T: AttentionScalar> {
 
 /// Runs forward and backward of the kernel in precision T. Outputs start as NaN, so any element
 /// the kernel fails to write shows up.
-func runAttention<T: AttentionScalar>(
+func runAttention<T: KernelScalar>(
     _: T.Type, qkv: [Double], dOut: [Double], sequences: PackedSequences, heads: Int, headDim: Int,
     tiling: AttentionTiling = .standard, threads: Int = 1, workspace: AttentionWorkspace<T>? = nil
 ) -> KernelOutput<T> {
@@ -44,7 +44,7 @@ func runAttention<T: AttentionScalar>(
 }
 
 /// Dispatches to the kernel's concrete float32 / float64 entry points.
-extension AttentionScalar {
+extension KernelScalar {
     static func runPackedAttention(out: UnsafeMutablePointer<Self>, lse: UnsafeMutablePointer<Self>,
                                    dQKV: UnsafeMutablePointer<Self>, qkv: UnsafePointer<Self>, dOut: UnsafePointer<Self>,
                                    sequences: PackedSequences, heads: Int, headDim: Int,

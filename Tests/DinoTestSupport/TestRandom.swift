@@ -43,3 +43,29 @@ public func normwiseError<A: BinaryFloatingPoint>(_ value: [A], _ reference: [Do
     }
     return scale == 0 ? worst : worst / scale
 }
+
+/// Worst disagreement between `analytic` gradients and central finite differences of `loss` at
+/// `x`, over the entries `indices` (all when nil), as max(|numeric - analytic| - floor, 0) /
+/// max(1, |analytic|). `floor` = 4 |loss| 2^-52 / epsilon is the rounding noise of the difference
+/// quotient itself, so the measure stays meaningful when the loss sums many terms; truncation error
+/// is ~epsilon^2 times the third derivative, ~1e-12 for these smooth functions.
+public func finiteDifferenceError(at x: [Double], analytic: [Double], indices: [Int]? = nil,
+                                  epsilon: Double = 1e-6, _ loss: ([Double]) -> Double) -> Double {
+    precondition(x.count == analytic.count, "gradient and input sizes differ")
+    var worst = 0.0
+    for i in indices ?? Array(x.indices) {
+        var plus = x, minus = x
+        plus[i] += epsilon
+        minus[i] -= epsilon
+        let high = loss(plus), low = loss(minus)
+        let numeric = (high - low) / (2 * epsilon)
+        let floor = 4 * max(abs(high), abs(low)) * Double.ulpOfOne / epsilon
+        worst = max(worst, max(0, abs(numeric - analytic[i]) - floor) / max(1, abs(analytic[i])))
+    }
+    return worst
+}
+
+/// `sum_i a_i b_i` in double precision.
+public func dotProduct<A: BinaryFloatingPoint, B: BinaryFloatingPoint>(_ a: [A], _ b: [B]) -> Double {
+    zip(a, b).reduce(0) { $0 + Double($1.0) * Double($1.1) }
+}

@@ -1,13 +1,15 @@
-// The element operations the packed attention kernel is written over, for float32 (vectorised,
-// the training path) and float64 (the same algorithm at double precision, for gradient checks).
+// The element operations every kernel is written over, for float32 (vectorised, the training path)
+// and float64 (the same algorithms at double precision, for gradient checks against finite
+// differences). Kernels are generic shells over these: all element loops live here, implemented
+// concretely per type, so even an unspecialised generic caller runs vectorised loops.
 // Row operations act on n contiguous elements; sums reduce in a fixed order, so results never
 // depend on which thread runs them.
 
 import CBLAS
 import Foundation
 
-/// A floating-point type the attention kernel runs in.
-public protocol AttentionScalar: BinaryFloatingPoint, Sendable {
+/// A floating-point type the kernels run in.
+public protocol KernelScalar: BinaryFloatingPoint, Sendable {
     /// Row-major GEMM: `C = alpha * op(A) * op(B) + beta * C`.
     static func gemm(transposeA: Bool, transposeB: Bool, m: Int, n: Int, k: Int, alpha: Self,
                      a: UnsafePointer<Self>, lda: Int, b: UnsafePointer<Self>, ldb: Int, beta: Self,
@@ -27,9 +29,44 @@ public protocol AttentionScalar: BinaryFloatingPoint, Sendable {
     /// Scalar exp and natural log.
     static func exp(_ x: Self) -> Self
     static func log(_ x: Self) -> Self
+
+    /// `sums[c] += sum over rows of x[r, c]`; the row sum is formed first, so calling twice from
+    /// zero gives exactly twice the result (the accumulation contract of parameter gradients).
+    static func addColumnSums(_ sums: UnsafeMutablePointer<Self>, _ x: UnsafePointer<Self>, rows: Int, columns: Int)
+    /// `x += y`.
+    static func add(_ x: UnsafeMutablePointer<Self>, _ y: UnsafePointer<Self>, _ n: Int)
+    /// `out = alpha * a + beta * b` (out may alias a or b).
+    static func linearCombination(_ out: UnsafeMutablePointer<Self>, _ a: UnsafePointer<Self>, _ alpha: Self,
+                                  _ b: UnsafePointer<Self>, _ beta: Self, _ n: Int)
+    /// LayerScale into the residual stream: `x += scale * gamma * y`.
+    static func addScaledProduct(_ x: UnsafeMutablePointer<Self>, _ gamma: UnsafePointer<Self>, _ y: UnsafePointer<Self>,
+                                 _ n: Int, _ scale: Self)
+    /// Backward of `addScaledProduct`: `dY = scale * gamma * dX` (=), `dGamma += scale * y * dX`.
+    static func addScaledProductBackward(_ dY: UnsafeMutablePointer<Self>, _ dGamma: UnsafeMutablePointer<Self>,
+                                         _ dX: UnsafePointer<Self>, _ y: UnsafePointer<Self>,
+                                         _ gamma: UnsafePointer<Self>, _ n: Int, _ scale: Self)
+    /// LayerNorm of one row: `out = (x - mean) * rstd * weight + bias`; returns (mean, rstd).
+    static func layerNormForward(_ out: UnsafeMutablePointer<Self>, _ x: UnsafePointer<Self>, _ weight: UnsafePointer<Self>,
+                                 _ bias: UnsafePointer<Self>, _ n: Int, _ epsilon: Self) -> (mean: Self, rstd: Self)
+    /// LayerNorm backward of one row: dWeight, dBias accumulate; dX accumulates when `accumulate`.
+    static func layerNormBackward(_ dX: UnsafeMutablePointer<Self>, _ dWeight: UnsafeMutablePointer<Self>,
+                                  _ dBias: UnsafeMutablePointer<Self>, _ dOut: UnsafePointer<Self>,
+                                  _ x: UnsafePointer<Self>, _ weight: UnsafePointer<Self>, _ mean: Self, _ rstd: Self,
+                                  _ n: Int, accumulate: Bool)
+    /// Exact GELU `0.5 x (1 + erf(x / sqrt 2))`.
+    static func gelu(_ out: UnsafeMutablePointer<Self>, _ x: UnsafePointer<Self>, _ n: Int)
+    /// GELU backward: `dX = dOut * (Phi(x) + x phi(x))` (=).
+    static func geluBackward(_ dX: UnsafeMutablePointer<Self>, _ dOut: UnsafePointer<Self>, _ x: UnsafePointer<Self>,
+                             _ n: Int)
+    /// SwiGLU gate: `out = silu(x1) * x2`.
+    static func swiglu(_ out: UnsafeMutablePointer<Self>, _ x1: UnsafePointer<Self>, _ x2: UnsafePointer<Self>, _ n: Int)
+    /// SwiGLU backward: `dX1 = dOut * x2 * silu'(x1)`, `dX2 = dOut * silu(x1)` (both =).
+    static func swigluBackward(_ dX1: UnsafeMutablePointer<Self>, _ dX2: UnsafeMutablePointer<Self>,
+                               _ dOut: UnsafePointer<Self>, _ x1: UnsafePointer<Self>, _ x2: UnsafePointer<Self>,
+                               _ n: Int)
 }
 
-extension Float: AttentionScalar {
+extension Float: KernelScalar {
     @inlinable
     public static func gemm(transposeA: Bool, transposeB: Bool, m: Int, n: Int, k: Int, alpha: Float,
                             a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int, beta: Float,
@@ -153,7 +190,7 @@ extension Float: AttentionScalar {
     @inlinable public static func log(_ x: Float) -> Float { Foundation.log(x) }
 }
 
-extension Double: AttentionScalar {
+extension Double: KernelScalar {
     public static func gemm(transposeA: Bool, transposeB: Bool, m: Int, n: Int, k: Int, alpha: Double,
                             a: UnsafePointer<Double>, lda: Int, b: UnsafePointer<Double>, ldb: Int, beta: Double,
                             c: UnsafeMutablePointer<Double>, ldc: Int) {

@@ -1,0 +1,37 @@
+// Fully connected layer in PyTorch's weight layout.
+//   forward:  out[N, O] = input[N, I] . weight[O, I]^T + bias[O]           (out: =)
+//   backward: dInput[N, I] = dOut[N, O] . weight[O, I]                     (= or += by `accumulate`)
+//             dWeight[O, I] += dOut^T . input;  dBias[O] += sum over rows of dOut   (always +=)
+// Parameter gradients accumulate, so several crops or micro-batches add up for free.
+
+/// `y = x W^T + b`, forward and backward.
+public enum Linear {
+    /// Computes `out = input . weight^T + bias` for `rows` rows.
+    public static func forward<T: KernelScalar>(
+        out: UnsafeMutablePointer<T>, input: UnsafePointer<T>, weight: UnsafePointer<T>, bias: UnsafePointer<T>?,
+        rows: Int, inFeatures: Int, outFeatures: Int
+    ) {
+        guard rows > 0 else { return }
+        if let bias {
+            for r in 0..<rows { (out + r * outFeatures).update(from: bias, count: outFeatures) }
+        }
+        T.gemm(transposeA: false, transposeB: true, m: rows, n: outFeatures, k: inFeatures, alpha: 1, a: input,
+               lda: inFeatures, b: weight, ldb: inFeatures, beta: bias == nil ? 0 : 1, c: out, ldc: outFeatures)
+    }
+
+    /// Backpropagates `dOut` into `dInput` (if given), `dWeight` and `dBias`.
+    public static func backward<T: KernelScalar>(
+        dInput: UnsafeMutablePointer<T>?, dWeight: UnsafeMutablePointer<T>, dBias: UnsafeMutablePointer<T>?,
+        dOut: UnsafePointer<T>, input: UnsafePointer<T>, weight: UnsafePointer<T>,
+        rows: Int, inFeatures: Int, outFeatures: Int, accumulate: Bool = false
+    ) {
+        guard rows > 0 else { return }
+        if let dInput {
+            T.gemm(transposeA: false, transposeB: false, m: rows, n: inFeatures, k: outFeatures, alpha: 1, a: dOut,
+                   lda: outFeatures, b: weight, ldb: inFeatures, beta: accumulate ? 1 : 0, c: dInput, ldc: inFeatures)
+        }
+        T.gemm(transposeA: true, transposeB: false, m: outFeatures, n: inFeatures, k: rows, alpha: 1, a: dOut,
+               lda: outFeatures, b: input, ldb: inFeatures, beta: 1, c: dWeight, ldc: inFeatures)
+        if let dBias { T.addColumnSums(dBias, dOut, rows: rows, columns: outFeatures) }
+    }
+}
