@@ -37,6 +37,10 @@ let modules: [Target] = [
         dependencies: ["DinoCore", "CBLAS"],
         swiftSettings: hostCPUSettings),
     .target(
+        name: "DinoModel",
+        dependencies: ["DinoCore", "DinoKernels", "DinoConfig"],
+        swiftSettings: hostCPUSettings),
+    .target(
         name: "DinoDistributed",
         dependencies: ["DinoCore", "CMPI"],
         swiftSettings: hostCPUSettings),
@@ -46,7 +50,7 @@ let modules: [Target] = [
         swiftSettings: hostCPUSettings),
     .target(
         name: "DinoBench",
-        dependencies: ["DinoCore", "DinoKernels", "DinoDistributed"],
+        dependencies: ["DinoCore", "DinoKernels", "DinoModel", "DinoDistributed"],
         swiftSettings: hostCPUSettings),
     .executableTarget(
         name: "dinov2-fsdp",
@@ -70,6 +74,10 @@ let tests: [Target] = [
     .testTarget(
         name: "DinoKernelsTests",
         dependencies: ["DinoKernels", "DinoTestSupport"]),
+    .testTarget(
+        name: "DinoModelTests",
+        dependencies: ["DinoModel", "DinoKernels", "DinoConfig", "DinoCheckpoint", "DinoTestSupport"],
+        exclude: ["Fixtures"]),
     .testTarget(
         name: "DinoCoreTests",
         dependencies: ["DinoCore", "DinoKernels", "DinoCheckpoint", "DinoTestSupport"]),

@@ -104,6 +104,18 @@ public final class HDF5File {
         else { throw HDF5Error(path: path, what: "cannot read \(range) of dataset \(name)") }
     }
 
+    /// The whole dataset `name` converted to float64, row-major.
+    public func readDoubles(_ name: String) throws -> [Double] {
+        let count = try shape(of: name).reduce(1, *)
+        let dataset = try openDataset(name)
+        defer { H5Dclose(dataset) }
+        var values = [Double](repeating: 0, count: count)
+        guard H5Dread(dataset, dino_h5t_native_double(), dino_h5s_all(), dino_h5s_all(), dino_h5p_default(),
+                      &values) >= 0
+        else { throw HDF5Error(path: path, what: "cannot read dataset \(name)") }
+        return values
+    }
+
     private func openDataset(_ name: String) throws -> hid_t {
         let dataset = H5Dopen2(id, name, dino_h5p_default())
         guard dataset >= 0 else { throw HDF5Error(path: path, what: "no dataset named \(name)") }

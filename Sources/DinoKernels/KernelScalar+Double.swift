@@ -99,3 +99,20 @@ extension Double {
         }
     }
 }
+
+extension Double {
+    public static func attentionForward(out: UnsafeMutablePointer<Double>, lse: UnsafeMutablePointer<Double>,
+                                        qkv: UnsafePointer<Double>, sequences: PackedSequences, heads: Int, headDim: Int,
+                                        workspace: AttentionWorkspace<Double>, threads: Int) {
+        PackedAttention.forward(out: out, lse: lse, qkv: qkv, sequences: sequences, heads: heads, headDim: headDim,
+                                workspace: workspace, threads: threads)
+    }
+
+    public static func attentionBackward(dQKV: UnsafeMutablePointer<Double>, dOut: UnsafePointer<Double>,
+                                         qkv: UnsafePointer<Double>, out: UnsafePointer<Double>, lse: UnsafePointer<Double>,
+                                         sequences: PackedSequences, heads: Int, headDim: Int,
+                                         workspace: AttentionWorkspace<Double>, threads: Int) {
+        PackedAttention.backward(dQKV: dQKV, dOut: dOut, qkv: qkv, out: out, lse: lse, sequences: sequences,
+                                 heads: heads, headDim: headDim, workspace: workspace, threads: threads)
+    }
+}

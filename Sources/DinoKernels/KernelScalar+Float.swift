@@ -157,3 +157,20 @@ extension Float {
         }
     }
 }
+
+extension Float {
+    public static func attentionForward(out: UnsafeMutablePointer<Float>, lse: UnsafeMutablePointer<Float>,
+                                        qkv: UnsafePointer<Float>, sequences: PackedSequences, heads: Int, headDim: Int,
+                                        workspace: AttentionWorkspace<Float>, threads: Int) {
+        PackedAttention.forward(out: out, lse: lse, qkv: qkv, sequences: sequences, heads: heads, headDim: headDim,
+                                workspace: workspace, threads: threads)
+    }
+
+    public static func attentionBackward(dQKV: UnsafeMutablePointer<Float>, dOut: UnsafePointer<Float>,
+                                         qkv: UnsafePointer<Float>, out: UnsafePointer<Float>, lse: UnsafePointer<Float>,
+                                         sequences: PackedSequences, heads: Int, headDim: Int,
+                                         workspace: AttentionWorkspace<Float>, threads: Int) {
+        PackedAttention.backward(dQKV: dQKV, dOut: dOut, qkv: qkv, out: out, lse: lse, sequences: sequences,
+                                 heads: heads, headDim: headDim, workspace: workspace, threads: threads)
+    }
+}

@@ -30,6 +30,14 @@ public protocol KernelScalar: BinaryFloatingPoint, Sendable {
     static func exp(_ x: Self) -> Self
     static func log(_ x: Self) -> Self
 
+    /// Packed attention forward in this precision (see `PackedAttention`).
+    static func attentionForward(out: UnsafeMutablePointer<Self>, lse: UnsafeMutablePointer<Self>,
+                                 qkv: UnsafePointer<Self>, sequences: PackedSequences, heads: Int, headDim: Int,
+                                 workspace: AttentionWorkspace<Self>, threads: Int)
+    /// Packed attention backward in this precision (see `PackedAttention`).
+    static func attentionBackward(dQKV: UnsafeMutablePointer<Self>, dOut: UnsafePointer<Self>, qkv: UnsafePointer<Self>,
+                                  out: UnsafePointer<Self>, lse: UnsafePointer<Self>, sequences: PackedSequences,
+                                  heads: Int, headDim: Int, workspace: AttentionWorkspace<Self>, threads: Int)
     /// `sums[c] += sum over rows of x[r, c]`; the row sum is formed first, so calling twice from
     /// zero gives exactly twice the result (the accumulation contract of parameter gradients).
     static func addColumnSums(_ sums: UnsafeMutablePointer<Self>, _ x: UnsafePointer<Self>, rows: Int, columns: Int)

@@ -67,12 +67,12 @@ public struct AttentionTiling: Sendable, Equatable {
 public final class AttentionWorkspace<T: KernelScalar>: @unchecked Sendable {
     public let tiling: AttentionTiling
     final class Worker: @unchecked Sendable {
-        var keysT = ScratchBuffer<T>()     // [D, L]
-        var valuesT = ScratchBuffer<T>()   // [D, L] (backward)
-        var scores = ScratchBuffer<T>()    // [queryBlock, keyBlock]: S, then P
-        var gradScores = ScratchBuffer<T>()  // [queryBlock, keyBlock]: dP, then dS (backward)
-        var rowMax = ScratchBuffer<T>()    // [queryBlock]
-        var rowSum = ScratchBuffer<T>()    // [queryBlock]; backward: rowsum(dO * O)
+        var keysT = GrowableBuffer<T>()     // [D, L]
+        var valuesT = GrowableBuffer<T>()   // [D, L] (backward)
+        var scores = GrowableBuffer<T>()    // [queryBlock, keyBlock]: S, then P
+        var gradScores = GrowableBuffer<T>()  // [queryBlock, keyBlock]: dP, then dS (backward)
+        var rowMax = GrowableBuffer<T>()    // [queryBlock]
+        var rowSum = GrowableBuffer<T>()    // [queryBlock]; backward: rowsum(dO * O)
     }
     var workers: [Worker] = []
     var order: [Int32] = []  // work items, longest first
@@ -84,8 +84,8 @@ public final class AttentionWorkspace<T: KernelScalar>: @unchecked Sendable {
     /// Bytes of scratch currently held (the kernel's extra memory besides lse).
     public var bytes: Int {
         workers.reduce(0) { total, w in
-            total + (w.keysT.capacity + w.valuesT.capacity + w.scores.capacity + w.gradScores.capacity
-                     + w.rowMax.capacity + w.rowSum.capacity) * MemoryLayout<T>.stride
+            total + w.keysT.bytes + w.valuesT.bytes + w.scores.bytes + w.gradScores.bytes + w.rowMax.bytes
+                + w.rowSum.bytes
         } + order.capacity * MemoryLayout<Int32>.stride
     }
 
@@ -129,26 +129,6 @@ public final class AttentionWorkspace<T: KernelScalar>: @unchecked Sendable {
             gap /= 2
         }
     }
-}
-
-/// A growable raw buffer that keeps its storage between calls.
-final class ScratchBuffer<T> {
-    private(set) var pointer: UnsafeMutablePointer<T>? = nil
-    private(set) var capacity = 0
-
-    func reserve(_ count: Int) {
-        guard count > capacity else { return }
-        pointer?.deallocate()
-        pointer = UnsafeMutablePointer<T>.allocate(capacity: count)
-        capacity = count
-    }
-
-    var base: UnsafeMutablePointer<T> {
-        guard let pointer else { preconditionFailure("scratch buffer used before reserve") }
-        return pointer
-    }
-
-    deinit { pointer?.deallocate() }
 }
 
 /// Block-diagonal (per-sequence) multi-head attention without a T x T matrix.

@@ -43,29 +43,16 @@ func runAttention<T: KernelScalar>(
     return result
 }
 
-/// Dispatches to the kernel's concrete float32 / float64 entry points.
+/// Runs forward then backward through the precision's own entry points.
 extension KernelScalar {
     static func runPackedAttention(out: UnsafeMutablePointer<Self>, lse: UnsafeMutablePointer<Self>,
                                    dQKV: UnsafeMutablePointer<Self>, qkv: UnsafePointer<Self>, dOut: UnsafePointer<Self>,
                                    sequences: PackedSequences, heads: Int, headDim: Int,
                                    workspace: AttentionWorkspace<Self>, threads: Int) {
-        if let o = out as? UnsafeMutablePointer<Float>, let l = lse as? UnsafeMutablePointer<Float>,
-           let dq = dQKV as? UnsafeMutablePointer<Float>, let q = qkv as? UnsafePointer<Float>,
-           let g = dOut as? UnsafePointer<Float>, let ws = workspace as? AttentionWorkspace<Float> {
-            PackedAttention.forward(out: o, lse: l, qkv: q, sequences: sequences, heads: heads, headDim: headDim,
-                                    workspace: ws, threads: threads)
-            PackedAttention.backward(dQKV: dq, dOut: g, qkv: q, out: o, lse: l, sequences: sequences, heads: heads,
-                                     headDim: headDim, workspace: ws, threads: threads)
-        } else if let o = out as? UnsafeMutablePointer<Double>, let l = lse as? UnsafeMutablePointer<Double>,
-                  let dq = dQKV as? UnsafeMutablePointer<Double>, let q = qkv as? UnsafePointer<Double>,
-                  let g = dOut as? UnsafePointer<Double>, let ws = workspace as? AttentionWorkspace<Double> {
-            PackedAttention.forward(out: o, lse: l, qkv: q, sequences: sequences, heads: heads, headDim: headDim,
-                                    workspace: ws, threads: threads)
-            PackedAttention.backward(dQKV: dq, dOut: g, qkv: q, out: o, lse: l, sequences: sequences, heads: heads,
-                                     headDim: headDim, workspace: ws, threads: threads)
-        } else {
-            Issue.record("no attention kernel for \(Self.self)")
-        }
+        attentionForward(out: out, lse: lse, qkv: qkv, sequences: sequences, heads: heads, headDim: headDim,
+                         workspace: workspace, threads: threads)
+        attentionBackward(dQKV: dQKV, dOut: dOut, qkv: qkv, out: out, lse: lse, sequences: sequences, heads: heads,
+                          headDim: headDim, workspace: workspace, threads: threads)
     }
 }
 

@@ -1,0 +1,100 @@
+// The seam between the model and whoever owns the parameters. The backbone asks for a unit's
+// parameters just before it computes with them and says when it is done; it writes each unit's
+// gradient and says when that unit's backward is complete. A local store hands out its own buffers
+// and ignores the notifications; the sharded store (FSDP) all-gathers on `parameters` and
+// reduce-scatters on `gradientsReady`. The model never sees a rank.
+
+import DinoCore
+import DinoKernels
+
+/// Parameters and gradients of a backbone, unit by unit.
+public protocol ParameterStore<Scalar>: AnyObject {
+    associatedtype Scalar: KernelScalar
+    /// The full parameters of `unit`, valid until `release(unit:)`.
+    func parameters(unit: Int) throws -> UnsafePointer<Scalar>
+    /// Forward (or backward) no longer needs the parameters of `unit`.
+    func release(unit: Int) throws
+    /// The full-size gradient buffer of `unit`; backward accumulates into it (+=).
+    func gradients(unit: Int) -> UnsafeMutablePointer<Scalar>
+    /// Backward has finished accumulating into the gradient of `unit`.
+    func gradientsReady(unit: Int) throws
+}
+
+/// All parameters and gradients in this process: the 1-rank store, and the reference for tests.
+public final class LocalParameters<Scalar: KernelScalar>: ParameterStore {
+    public let layout: ParameterLayout
+    private let values: [UnsafeMutablePointer<Scalar>]
+    private let grads: [UnsafeMutablePointer<Scalar>]
+
+    /// Zero-filled parameters and gradients in the layout's units.
+    public init(layout: ParameterLayout) {
+        self.layout = layout
+        values = layout.units.map { unit in
+            let p = UnsafeMutablePointer<Scalar>.allocate(capacity: max(1, unit.count))
+            p.initialize(repeating: 0, count: max(1, unit.count))
+            return p
+        }
+        grads = layout.units.map { unit in
+            let p = UnsafeMutablePointer<Scalar>.allocate(capacity: max(1, unit.count))
+            p.initialize(repeating: 0, count: max(1, unit.count))
+            return p
+        }
+    }
+
+    deinit {
+        for p in values { p.deallocate() }
+        for p in grads { p.deallocate() }
+    }
+
+    public func parameters(unit: Int) throws -> UnsafePointer<Scalar> { UnsafePointer(values[unit]) }
+    public func release(unit: Int) throws {}
+    public func gradients(unit: Int) -> UnsafeMutablePointer<Scalar> { grads[unit] }
+    public func gradientsReady(unit: Int) throws {}
+
+    /// The parameter buffer of `unit`, for writing.
+    public func mutableParameters(unit: Int) -> UnsafeMutableBufferPointer<Scalar> {
+        UnsafeMutableBufferPointer(start: values[unit], count: layout.units[unit].count)
+    }
+
+    /// Sets every gradient to zero.
+    public func zeroGradients() {
+        for (u, unit) in layout.units.enumerated() { grads[u].update(repeating: 0, count: unit.count) }
+    }
+
+    /// The values of the tensor `name`, flattened row-major.
+    public func tensor(_ name: String) -> [Scalar]? {
+        layout.entry(named: name).map { Array(UnsafeBufferPointer(start: values[$0.unit] + $0.offset, count: $0.count)) }
+    }
+
+    /// The gradient of the tensor `name`.
+    public func gradient(_ name: String) -> [Scalar]? {
+        layout.entry(named: name).map { Array(UnsafeBufferPointer(start: grads[$0.unit] + $0.offset, count: $0.count)) }
+    }
+
+    /// Overwrites tensor `name` with `newValues`.
+    public func setTensor(_ name: String, _ newValues: [Scalar]) {
+        guard let e = layout.entry(named: name) else { preconditionFailure("no parameter named \(name)") }
+        precondition(newValues.count == e.count, "\(name): \(newValues.count) values for \(e.count)")
+        for i in 0..<e.count { values[e.unit][e.offset + i] = newValues[i] }
+    }
+
+    /// Fills every tensor with the official initialisation, drawn from the counter-based stream
+    /// keyed by (seed, tensor index, element index): the same values whatever the rank count.
+    public func initialize(seed: UInt64) {
+        for (index, entry) in layout.entries.enumerated() {
+            let stream = RandomStream(seed: seed, purpose: .parameterInit, UInt64(index))
+            let target = values[entry.unit] + entry.offset
+            for i in 0..<entry.count {
+                let value: Double
+                switch entry.initialization {
+                case .constant(let c): value = c
+                case .normal(let std): value = std * stream.normal(UInt64(i))
+                case .truncatedNormal(let std):
+                    value = stream.truncatedNormal(UInt64(i), std: std, lower: -2, upper: 2)
+                case .uniform(let bound): value = (2 * stream.uniform(UInt64(i)) - 1) * bound
+                }
+                target[i] = Scalar(value)
+            }
+        }
+    }
+}
