@@ -22,6 +22,8 @@ public struct TrainingConfig: Codable, Equatable, Sendable {
 
 /// `dino.*`: the DINO CLS-token head and loss weights.
 public struct DinoHeadConfig: Codable, Equatable, Sendable {
+    public init() {}
+
     public var lossWeight = 1.0
     public var headPrototypes = 65536
     public var headBottleneckDim = 256
@@ -41,6 +43,8 @@ public struct DinoHeadConfig: Codable, Equatable, Sendable {
 
 /// `ibot.*`: the masked-patch objective and its (optionally separate) head.
 public struct IBOTConfig: Codable, Equatable, Sendable {
+    public init() {}
+
     public var lossWeight = 1.0
     public var maskSampleProbability = 0.5
     public var maskRatioMinMax = [0.1, 0.5]
@@ -64,6 +68,8 @@ public struct IBOTConfig: Codable, Equatable, Sendable {
 
 /// `train.*`: batch, data, centering and logging.
 public struct TrainConfig: Codable, Equatable, Sendable {
+    public init() {}
+
     public var batchSizePerRank = 64
     public var datasetPath = "ImageNet:split=TRAIN"
     public var outputDir = "."
@@ -92,6 +98,8 @@ public struct TrainConfig: Codable, Equatable, Sendable {
 
 /// `student.*`: the backbone architecture.
 public struct StudentConfig: Codable, Equatable, Sendable {
+    public init() {}
+
     public var arch = "vit_large"
     public var patchSize = 16
     public var dropPathRate = 0.3
@@ -134,6 +142,8 @@ public struct StudentConfig: Codable, Equatable, Sendable {
 
 /// `teacher.*`: EMA momentum and teacher temperature schedule.
 public struct TeacherConfig: Codable, Equatable, Sendable {
+    public init() {}
+
     public var momentumTeacher = 0.992
     public var finalMomentumTeacher = 1.0
     public var warmupTeacherTemp = 0.04
@@ -151,6 +161,8 @@ public struct TeacherConfig: Codable, Equatable, Sendable {
 
 /// `optim.*`: AdamW, schedules and the lr scaling rule.
 public struct OptimConfig: Codable, Equatable, Sendable {
+    public init() {}
+
     public var epochs = 100
     public var weightDecay = 0.04
     public var weightDecayEnd = 0.4
@@ -187,6 +199,8 @@ public struct OptimConfig: Codable, Equatable, Sendable {
 
 /// `crops.*`: multi-crop sizes and scale ranges.
 public struct CropsConfig: Codable, Equatable, Sendable {
+    public init() {}
+
     public var globalCropsScale = [0.32, 1.0]
     public var localCropsNumber = 8
     public var localCropsScale = [0.05, 0.32]
@@ -204,6 +218,8 @@ public struct CropsConfig: Codable, Equatable, Sendable {
 
 /// `evaluation.*`: periodic evaluation.
 public struct EvaluationConfig: Codable, Equatable, Sendable {
+    public init() {}
+
     public var evalPeriodIterations = 12500
 
     enum CodingKeys: String, CodingKey {
@@ -213,6 +229,8 @@ public struct EvaluationConfig: Codable, Equatable, Sendable {
 
 /// `fsdp.*` (ours): how parameters, gradients and optimizer state are sharded over ranks.
 public struct FSDPConfig: Codable, Equatable, Sendable {
+    public init() {}
+
     public var shardingStrategy = "FULL_SHARD"
     /// Ranks per sharding group for HYBRID_SHARD; 0 means the ranks of one node.
     public var hybridGroupSize = 0
@@ -227,6 +245,8 @@ public struct FSDPConfig: Codable, Equatable, Sendable {
 
 /// `checkpointing.*` (ours): how often to save and what to keep.
 public struct CheckpointingConfig: Codable, Equatable, Sendable {
+    public init() {}
+
     public var period = 3750
     public var maxToKeep = 3
     /// Keep every M-th save for good (0 = none).

@@ -50,14 +50,14 @@ public func normwiseError<A: BinaryFloatingPoint>(_ value: [A], _ reference: [Do
 /// quotient itself, so the measure stays meaningful when the loss sums many terms; truncation error
 /// is ~epsilon^2 times the third derivative, ~1e-12 for these smooth functions.
 public func finiteDifferenceError(at x: [Double], analytic: [Double], indices: [Int]? = nil,
-                                  epsilon: Double = 1e-6, _ loss: ([Double]) -> Double) -> Double {
+                                  epsilon: Double = 1e-6, _ loss: ([Double]) throws -> Double) rethrows -> Double {
     precondition(x.count == analytic.count, "gradient and input sizes differ")
     var worst = 0.0
     for i in indices ?? Array(x.indices) {
         var plus = x, minus = x
         plus[i] += epsilon
         minus[i] -= epsilon
-        let high = loss(plus), low = loss(minus)
+        let high = try loss(plus), low = try loss(minus)
         let numeric = (high - low) / (2 * epsilon)
         let floor = 4 * max(abs(high), abs(low)) * Double.ulpOfOne / epsilon
         worst = max(worst, max(0, abs(numeric - analytic[i]) - floor) / max(1, abs(analytic[i])))
