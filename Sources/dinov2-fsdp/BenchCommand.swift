@@ -101,9 +101,34 @@ struct BenchCommand: ParsableCommand {
 
     struct Kernels: ParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Kernel throughput against OpenBLAS sgemm (not implemented yet).")
-        @Option(help: "Write the results as JSON to this file.") var json: String?
-        func run() throws { try NotImplemented.fail("bench kernels", "compute core issue") }
+            abstract: "ViT kernels and the ViT-S/14 backbone forward+backward against sgemm, single thread.",
+            discussion: """
+                Linear layers on ViT-S/14 token shapes against plain OpenBLAS sgemm on the same shapes \
+                (sgemm_ratio); LayerNorm and GELU throughput; the whole backbone forward+backward on \
+                2 x 224 px + 8 x 98 px crops per image, with model FLOP/s against the 1024^3 sgemm \
+                peak measured in the same run (peak_ratio). Run it on one rank (not under mpirun).
+                """)
+        @Option(help: "Images (each 2 global + 8 local crops) in the backbone measurement.") var images = 2
+        @Option(help: "Timed repetitions per measurement (median reported).") var repeats = 5
+        @Option(help: "Write the records as JSON to this file.") var json: String?
+
+        func validate() throws {
+            guard images >= 1, repeats >= 1 else { throw ValidationError("--images and --repeats must be at least 1") }
+        }
+
+        func run() throws {
+            var benchmark = KernelBenchmark()
+            benchmark.images = images
+            benchmark.repeats = repeats
+            let records = try benchmark.run { Console.out($0) }
+            Console.out(KernelBenchmark.table(records))
+            if let json {
+                let encoder = JSONEncoder()
+                encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+                try encoder.encode(records).write(to: URL(fileURLWithPath: json))
+                Console.out("wrote \(json)")
+            }
+        }
     }
 
     struct Step: ParsableCommand {
