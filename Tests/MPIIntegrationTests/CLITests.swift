@@ -60,7 +60,7 @@ struct CLITests {
 
     @Test("subcommands of later issues say so and exit non-zero",
           arguments: [["train"], ["eval", "knn"], ["embed"], ["checkpoint", "info", "x"], ["data"],
-                      ["bench", "step"], ["bench", "kernels"]])
+                      ["bench", "step"]])
     func placeholders(arguments: [String]) throws {
         let result = try ProcessRunner.dinov2(arguments)
         #expect(result.status == 2)
@@ -72,5 +72,26 @@ struct CLITests {
         let result = try ProcessRunner.dinov2([command, "--help"])
         #expect(result.status == 0)
         #expect(result.stdout.contains("USAGE: dinov2-fsdp \(command)"))
+    }
+
+    @Test("bench kernels writes every record with its ratio")
+    func benchKernels() throws {
+        let folder = try TestPaths.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let json = folder.appendingPathComponent("kernels.json")
+        let result = try ProcessRunner.dinov2(["bench", "kernels", "--images", "1", "--repeats", "1", "--json", json.path],
+                                              timeout: 240)
+        #expect(result.status == 0, "\(result.stderr)")
+        let records = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: json)) as? [[String: Any]])
+        let names = records.compactMap { $0["name"] as? String }
+        for layer in ["qkv", "proj", "fc1", "fc2"] {
+            for direction in ["fwd", "bwd"] {
+                let record = try #require(records.first { $0["name"] as? String == "linear_\(layer)_\(direction)" })
+                #expect((record["sgemm_ratio"] as? Double ?? 0) > 0)
+                #expect((record["gflops"] as? Double ?? 0) > 0)
+            }
+        }
+        let backbone = try #require(records.first { $0["name"] as? String == "vits14_backbone_fwd_bwd" })
+        #expect((backbone["peak_ratio"] as? Double ?? 0) > 0, "\(names)")
     }
 }
