@@ -41,6 +41,10 @@ let modules: [Target] = [
         dependencies: ["DinoCore", "DinoKernels", "DinoConfig"],
         swiftSettings: hostCPUSettings),
     .target(
+        name: "DinoTraining",
+        dependencies: ["DinoCore", "DinoKernels", "DinoModel", "DinoConfig"],
+        swiftSettings: hostCPUSettings),
+    .target(
         name: "DinoDistributed",
         dependencies: ["DinoCore", "CMPI"],
         swiftSettings: hostCPUSettings),
@@ -78,6 +82,9 @@ let tests: [Target] = [
         name: "DinoModelTests",
         dependencies: ["DinoModel", "DinoKernels", "DinoConfig", "DinoCheckpoint", "DinoTestSupport"],
         exclude: ["Fixtures"]),
+    .testTarget(
+        name: "DinoTrainingTests",
+        dependencies: ["DinoTraining", "DinoModel", "DinoConfig", "DinoTestSupport"]),
     .testTarget(
         name: "DinoCoreTests",
         dependencies: ["DinoCore", "DinoKernels", "DinoCheckpoint", "DinoTestSupport"]),

@@ -23,11 +23,10 @@ public struct ParameterEntry: Sendable, Equatable {
     public let offset: Int
     public let initialization: ParameterInit
     public var count: Int { shape.reduce(1, *) }
-    /// Weight decay applies to it (not to biases, norms, LayerScale gammas or tokens: dinov2's
-    /// param_groups exclude names containing "bias", "norm", "gamma", and 1-D tensors).
+    /// Weight decay applies to it: dinov2's param_groups exempt names ending in ".bias" or
+    /// containing "norm" or "gamma"; tokens, pos_embed and the heads' last layer do decay.
     public var decays: Bool {
-        !(name.hasSuffix(".bias") || name.contains("norm") || name.hasSuffix(".gamma") || name.hasSuffix("_token")
-          || name == "pos_embed" || name == "register_tokens")
+        !(name.hasSuffix(".bias") || name.contains("norm") || name.contains("gamma"))
     }
 }
 
