@@ -6,6 +6,8 @@
 
 import DinoCore
 import DinoKernels
+import DinoModel
+import Foundation
 
 /// Runs the collective checks and reports how many passed and which failed.
 public struct CollectiveSelfCheck {
@@ -50,6 +52,7 @@ public struct CollectiveSelfCheck {
         try checkPaddedUnitRoundTrip(count: 1001)
         try checkOverlappedNonblocking(block: 65_536)
         try checkSubCommunicators()
+        try checkSinkhornAcrossRanks()
         return report
     }
 
@@ -252,5 +255,25 @@ public struct CollectiveSelfCheck {
         } catch let error as CommunicatorError {
             record("\(error)".contains("root \(world)"), "broadcast root error names the root: \(error)")
         }
+    }
+
+    /// Sinkhorn-Knopp over the rows of all ranks (unequal row counts, as iBOT's masked tokens) equals
+    /// Sinkhorn-Knopp of one process over the concatenated rows, within 1e-6.
+    private mutating func checkSinkhornAcrossRanks() throws {
+        let k = 37, world = comm.worldSize
+        let counts = (0..<world).map { 3 + $0 % 2 }
+        let first = counts[..<comm.rank].reduce(0, +), total = counts.reduce(0, +)
+        func logit(_ row: Int, _ c: Int) -> Float { Float(sin(Double(row * 131 + c * 17) * 0.37)) * 0.8 }
+        let all = (0..<total).flatMap { r in (0..<k).map { logit(r, $0) } }
+        let mine = Array(all[(first * k)..<((first + counts[comm.rank]) * k)])
+        var distributed = [Float](repeating: 0, count: mine.count), whole = [Float](repeating: 0, count: all.count)
+        var scratch = [Double](repeating: 0, count: k)
+        try TeacherTargets.sinkhornKnopp(out: &distributed, logits: mine, rows: counts[comm.rank], prototypes: k,
+                                         temperature: 0.07, totalRows: total, communicator: comm, scratch: &scratch)
+        try TeacherTargets.sinkhornKnopp(out: &whole, logits: all, rows: total, prototypes: k, temperature: 0.07,
+                                         totalRows: total, communicator: SingleProcessCommunicator(), scratch: &scratch)
+        let reference = whole[(first * k)..<((first + counts[comm.rank]) * k)]
+        let worst = zip(distributed, reference).reduce(Float(0)) { max($0, abs($1.0 - $1.1)) }
+        record(worst <= 1e-6, "Sinkhorn-Knopp over \(world) ranks vs one process: max difference \(worst)")
     }
 }

@@ -38,22 +38,44 @@ public struct ParameterUnit: Sendable, Equatable {
     public let blocks: Range<Int>
 }
 
+/// Named tensors grouped into units: the table a store, the sharder and checkpoints work from.
+public struct TensorTable: Sendable {
+    public internal(set) var entries: [ParameterEntry] = []
+    public internal(set) var units: [ParameterUnit] = []
+    var index: [String: Int] = [:]
+
+    public init() {}
+
+    public var parameterCount: Int { entries.reduce(0) { $0 + $1.count } }
+
+    /// The entry named `name`, if any.
+    public func entry(named name: String) -> ParameterEntry? {
+        index[name].map { entries[$0] }
+    }
+
+    /// Appends a tensor at `offset` of unit `unit`.
+    mutating func append(_ entry: ParameterEntry) {
+        index[entry.name] = entries.count
+        entries.append(entry)
+    }
+}
+
 /// The parameter table of one backbone.
 public struct ParameterLayout: Sendable {
     public let architecture: ViTArchitecture
-    public private(set) var entries: [ParameterEntry] = []
-    public private(set) var units: [ParameterUnit] = []
+    public private(set) var table = TensorTable()
+    public var entries: [ParameterEntry] { table.entries }
+    public var units: [ParameterUnit] { table.units }
     /// Offsets of each block's tensors inside its unit.
     public private(set) var blocks: [BlockOffsets] = []
     public private(set) var embed = EmbedOffsets()
     public private(set) var norm = NormOffsets()
-    private var index: [String: Int] = [:]
 
     /// Unit index of the embedding, of block `b`, of the final norm.
     public var embedUnit: Int { 0 }
     public func unit(ofBlock block: Int) -> Int { blocks[block].unit }
     public var normUnit: Int { units.count - 1 }
-    public var parameterCount: Int { entries.reduce(0) { $0 + $1.count } }
+    public var parameterCount: Int { table.parameterCount }
 
     public init(_ a: ViTArchitecture) {
         architecture = a
@@ -61,10 +83,9 @@ public struct ParameterLayout: Sendable {
         // Unit 0: tokens and patch embedding.
         var cursor = 0
         func add(_ name: String, _ shape: [Int], _ initialization: ParameterInit) -> Int {
-            let entry = ParameterEntry(name: name, shape: shape, unit: units.count, offset: cursor,
+            let entry = ParameterEntry(name: name, shape: shape, unit: table.units.count, offset: cursor,
                                        initialization: initialization)
-            index[name] = entries.count
-            entries.append(entry)
+            table.append(entry)
             cursor += entry.count
             return entry.offset
         }
@@ -76,7 +97,7 @@ public struct ParameterLayout: Sendable {
         let bound = 1 / Double(fanIn).squareRoot()
         embed.patchWeight = add("patch_embed.proj.weight", [d, 3, a.patchSize, a.patchSize], .uniform(bound: bound))
         embed.patchBias = add("patch_embed.proj.bias", [d], .uniform(bound: bound))
-        units.append(ParameterUnit(name: "embed", count: cursor, blocks: 0..<0))
+        table.units.append(ParameterUnit(name: "embed", count: cursor, blocks: 0..<0))
 
         // Blocks, one unit per block or per chunk.
         let perUnit = a.blockChunks > 0 ? a.depth / a.blockChunks : 1
@@ -87,7 +108,7 @@ public struct ParameterLayout: Sendable {
             let unitBlocks = block..<(block + perUnit)
             for b in unitBlocks {
                 let prefix = a.blockChunks > 0 ? "blocks.\(b / perUnit).\(b)." : "blocks.\(b)."
-                var o = BlockOffsets(unit: units.count)
+                var o = BlockOffsets(unit: table.units.count)
                 o.norm1Weight = add(prefix + "norm1.weight", [d], .constant(1))
                 o.norm1Bias = add(prefix + "norm1.bias", [d], .constant(0))
                 o.qkvWeight = add(prefix + "attn.qkv.weight", [3 * d, d], linear)
@@ -114,7 +135,7 @@ public struct ParameterLayout: Sendable {
                 blocks.append(o)
             }
             let name = a.blockChunks > 0 ? "blocks.\(block / perUnit)" : "blocks.\(block)"
-            units.append(ParameterUnit(name: name, count: cursor, blocks: unitBlocks))
+            table.units.append(ParameterUnit(name: name, count: cursor, blocks: unitBlocks))
             block += perUnit
         }
 
@@ -122,13 +143,11 @@ public struct ParameterLayout: Sendable {
         cursor = 0
         norm.weight = add("norm.weight", [d], .constant(1))
         norm.bias = add("norm.bias", [d], .constant(0))
-        units.append(ParameterUnit(name: "norm", count: cursor, blocks: 0..<0))
+        table.units.append(ParameterUnit(name: "norm", count: cursor, blocks: 0..<0))
     }
 
     /// The entry named `name`, if any.
-    public func entry(named name: String) -> ParameterEntry? {
-        index[name].map { entries[$0] }
-    }
+    public func entry(named name: String) -> ParameterEntry? { table.entry(named: name) }
 }
 
 /// Offsets of the embedding tensors in unit 0 (register tokens: -1 when there are none).

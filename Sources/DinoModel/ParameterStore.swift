@@ -22,19 +22,24 @@ public protocol ParameterStore<Scalar>: AnyObject {
 
 /// All parameters and gradients in this process: the 1-rank store, and the reference for tests.
 public final class LocalParameters<Scalar: KernelScalar>: ParameterStore {
-    public let layout: ParameterLayout
+    public let table: TensorTable
     private let values: [UnsafeMutablePointer<Scalar>]
     private let grads: [UnsafeMutablePointer<Scalar>]
 
-    /// Zero-filled parameters and gradients in the layout's units.
-    public init(layout: ParameterLayout) {
-        self.layout = layout
-        values = layout.units.map { unit in
+    /// Zero-filled parameters and gradients in the backbone layout's units.
+    public convenience init(layout: ParameterLayout) {
+        self.init(table: layout.table)
+    }
+
+    /// Zero-filled parameters and gradients in the table's units.
+    public init(table: TensorTable) {
+        self.table = table
+        values = table.units.map { unit in
             let p = UnsafeMutablePointer<Scalar>.allocate(capacity: max(1, unit.count))
             p.initialize(repeating: 0, count: max(1, unit.count))
             return p
         }
-        grads = layout.units.map { unit in
+        grads = table.units.map { unit in
             let p = UnsafeMutablePointer<Scalar>.allocate(capacity: max(1, unit.count))
             p.initialize(repeating: 0, count: max(1, unit.count))
             return p
@@ -53,27 +58,27 @@ public final class LocalParameters<Scalar: KernelScalar>: ParameterStore {
 
     /// The parameter buffer of `unit`, for writing.
     public func mutableParameters(unit: Int) -> UnsafeMutableBufferPointer<Scalar> {
-        UnsafeMutableBufferPointer(start: values[unit], count: layout.units[unit].count)
+        UnsafeMutableBufferPointer(start: values[unit], count: table.units[unit].count)
     }
 
     /// Sets every gradient to zero.
     public func zeroGradients() {
-        for (u, unit) in layout.units.enumerated() { grads[u].update(repeating: 0, count: unit.count) }
+        for (u, unit) in table.units.enumerated() { grads[u].update(repeating: 0, count: unit.count) }
     }
 
     /// The values of the tensor `name`, flattened row-major.
     public func tensor(_ name: String) -> [Scalar]? {
-        layout.entry(named: name).map { Array(UnsafeBufferPointer(start: values[$0.unit] + $0.offset, count: $0.count)) }
+        table.entry(named: name).map { Array(UnsafeBufferPointer(start: values[$0.unit] + $0.offset, count: $0.count)) }
     }
 
     /// The gradient of the tensor `name`.
     public func gradient(_ name: String) -> [Scalar]? {
-        layout.entry(named: name).map { Array(UnsafeBufferPointer(start: grads[$0.unit] + $0.offset, count: $0.count)) }
+        table.entry(named: name).map { Array(UnsafeBufferPointer(start: grads[$0.unit] + $0.offset, count: $0.count)) }
     }
 
     /// Overwrites tensor `name` with `newValues`.
     public func setTensor(_ name: String, _ newValues: [Scalar]) {
-        guard let e = layout.entry(named: name) else { preconditionFailure("no parameter named \(name)") }
+        guard let e = table.entry(named: name) else { preconditionFailure("no parameter named \(name)") }
         precondition(newValues.count == e.count, "\(name): \(newValues.count) values for \(e.count)")
         for i in 0..<e.count { values[e.unit][e.offset + i] = newValues[i] }
     }
@@ -81,7 +86,7 @@ public final class LocalParameters<Scalar: KernelScalar>: ParameterStore {
     /// Fills every tensor with the official initialisation, drawn from the counter-based stream
     /// keyed by (seed, tensor index, element index): the same values whatever the rank count.
     public func initialize(seed: UInt64) {
-        for (index, entry) in layout.entries.enumerated() {
+        for (index, entry) in table.entries.enumerated() {
             let stream = RandomStream(seed: seed, purpose: .parameterInit, UInt64(index))
             let target = values[entry.unit] + entry.offset
             for i in 0..<entry.count {

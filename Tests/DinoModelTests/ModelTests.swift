@@ -95,7 +95,7 @@ struct ModelTests {
 
     /// Random parameters of unit scale (the official init's LayerScale 1e-5 would hide the blocks).
     func randomize<T: KernelScalar>(_ store: LocalParameters<T>, _ random: inout TestRandom) {
-        for entry in store.layout.entries {
+        for entry in store.table.entries {
             let values = random.normals(entry.count, scale: 0.4)
             store.setTensor(entry.name, values.map { entry.name.hasSuffix("norm1.weight") || entry.name.hasSuffix("norm2.weight") ? T(1 + $0 * 0.2) : T($0) })
         }

@@ -1,0 +1,172 @@
+// The DINO / iBOT projection head (layers/dino_head.py), forward and backward.
+//   x [n, D] -> MLP: Linear(D, hidden), GELU, [Linear(hidden, hidden), GELU] x (layers - 2),
+//   Linear(hidden, bottleneck)   (one layer: Linear(D, bottleneck))
+//   -> z / max(||z||, 1e-12) -> logits [n, K] = zn . W^T, W_k = g_k v_k / ||v_k|| (weight norm, no bias)
+// Parameters (one unit), official names: mlp.0.weight [hidden, D], mlp.0.bias, mlp.2.*, mlp.4.*
+// (mlp.weight / mlp.bias with one layer), last_layer.weight_g [K, 1], last_layer.weight_v [K, bottleneck].
+// Init: MLP weights truncated normal 0.02, biases 0; weight_v PyTorch's Linear default
+// U(-1/sqrt(bottleneck), 1/sqrt(bottleneck)); weight_g 1.
+// Backward: dX [n, D] is written (=); parameter gradients are formed in scratch and added to the
+// store's buffer in one pass (running backward twice gives exactly twice the gradients).
+
+import DinoCore
+import DinoKernels
+
+/// The shape of a projection head.
+public struct HeadArchitecture: Sendable, Equatable {
+    public var inDim: Int, hidden: Int, bottleneck: Int, layers: Int, prototypes: Int
+
+    public init(inDim: Int, hidden: Int, bottleneck: Int, layers: Int, prototypes: Int) {
+        precondition(layers >= 1, "a head has at least one layer")
+        self.inDim = inDim
+        self.hidden = hidden
+        self.bottleneck = bottleneck
+        self.layers = layers
+        self.prototypes = prototypes
+    }
+
+    /// Input and output widths of each MLP layer.
+    var mlpShapes: [(inF: Int, outF: Int)] {
+        if layers == 1 { return [(inDim, bottleneck)] }
+        return [(inDim, hidden)] + Array(repeating: (hidden, hidden), count: layers - 2) + [(hidden, bottleneck)]
+    }
+
+    /// The head's tensors, in one unit named `unitName`.
+    public func table(unitName: String = "dino_head") -> TensorTable {
+        var table = TensorTable()
+        var cursor = 0
+        func add(_ name: String, _ shape: [Int], _ initialization: ParameterInit) {
+            let entry = ParameterEntry(name: name, shape: shape, unit: 0, offset: cursor, initialization: initialization)
+            table.append(entry)
+            cursor += entry.count
+        }
+        for (i, shape) in mlpShapes.enumerated() {
+            let prefix = layers == 1 ? "mlp" : "mlp.\(2 * i)"
+            add(prefix + ".weight", [shape.outF, shape.inF], .truncatedNormal(std: 0.02))
+            add(prefix + ".bias", [shape.outF], .constant(0))
+        }
+        add("last_layer.weight_g", [prototypes, 1], .constant(1))
+        add("last_layer.weight_v", [prototypes, bottleneck], .uniform(bound: 1 / Double(bottleneck).squareRoot()))
+        table.units = [ParameterUnit(name: unitName, count: cursor, blocks: 0..<0)]
+        return table
+    }
+}
+
+/// A projection head's computation; parameters come from a store holding the head's one unit.
+public final class DinoHead<T: KernelScalar> {
+    public let architecture: HeadArchitecture
+    public let table: TensorTable
+    private let offsets: [(weight: Int, bias: Int)]
+    private let gOffset: Int, vOffset: Int
+    private var rows = 0
+    // Saved from the last forward.
+    private var layerInputs: [GrowableBuffer<T>] = []     // input of each MLP layer (the activated output of the previous)
+    private var preActivations: [GrowableBuffer<T>] = []  // pre-GELU output of each hidden layer
+    private let bottleneckOut = GrowableBuffer<T>(), normalized = GrowableBuffer<T>(), norms = GrowableBuffer<T>()
+    private let weight = GrowableBuffer<T>(), rowNorms = GrowableBuffer<T>()
+    private let logits = GrowableBuffer<T>()
+    private let scratchA = GrowableBuffer<T>(), scratchB = GrowableBuffer<T>(), unitGradient = GrowableBuffer<T>()
+
+    public init(_ architecture: HeadArchitecture) {
+        self.architecture = architecture
+        let table = architecture.table()
+        self.table = table
+        offsets = architecture.mlpShapes.indices.map { i in
+            let prefix = architecture.layers == 1 ? "mlp" : "mlp.\(2 * i)"
+            return (table.entry(named: prefix + ".weight")?.offset ?? 0, table.entry(named: prefix + ".bias")?.offset ?? 0)
+        }
+        gOffset = table.entry(named: "last_layer.weight_g")?.offset ?? 0
+        vOffset = table.entry(named: "last_layer.weight_v")?.offset ?? 0
+        layerInputs = architecture.mlpShapes.map { _ in GrowableBuffer<T>() }
+        preActivations = architecture.mlpShapes.map { _ in GrowableBuffer<T>() }
+    }
+
+    /// Logits [rows, K] of the last forward.
+    public var output: UnsafePointer<T> { UnsafePointer(logits.base) }
+
+    /// Computes logits for `rows` input rows [rows, inDim].
+    public func forward(_ input: UnsafePointer<T>, rows: Int, store: any ParameterStore<T>) throws {
+        self.rows = rows
+        let a = architecture, shapes = a.mlpShapes
+        let p = try store.parameters(unit: 0)
+        var current = UnsafePointer(input)
+        for (i, shape) in shapes.enumerated() {
+            let saved = layerInputs[i].reserve(rows * shape.inF)
+            saved.update(from: current, count: rows * shape.inF)
+            let out = preActivations[i].reserve(rows * shape.outF)
+            Linear.forward(out: out, input: saved, weight: p + offsets[i].weight, bias: p + offsets[i].bias, rows: rows,
+                           inFeatures: shape.inF, outFeatures: shape.outF)
+            if i < shapes.count - 1 {
+                let activated = scratchA.reserve(rows * shape.outF)
+                GELU.forward(out: activated, input: out, count: rows * shape.outF)
+                current = UnsafePointer(activated)
+            } else {
+                bottleneckOut.reserve(rows * shape.outF).update(from: out, count: rows * shape.outF)
+            }
+        }
+        // Weight norm, then L2-normalised bottleneck times W^T.
+        let k = a.prototypes, b = a.bottleneck
+        let w = weight.reserve(k * b), vNorms = rowNorms.reserve(k)
+        for row in 0..<k {
+            let v = p + vOffset + row * b
+            let norm = T.dot(v, v, b).squareRoot()
+            vNorms[row] = norm
+            T.linearCombination(w + row * b, v, p[gOffset + row] / norm, v, 0, b)
+        }
+        let zn = normalized.reserve(rows * b)
+        L2Normalize.forward(out: zn, norms: norms.reserve(rows), input: bottleneckOut.base, rows: rows, channels: b,
+                            epsilon: T(1e-12))
+        T.gemm(transposeA: false, transposeB: true, m: rows, n: k, k: b, alpha: 1, a: zn, lda: b, b: w, ldb: b, beta: 0,
+               c: logits.reserve(rows * k), ldc: k)
+        try store.release(unit: 0)
+    }
+
+    /// Backpropagates `dLogits` [rows, K]; writes `dInput` [rows, inDim] and accumulates parameter gradients.
+    public func backward(_ dLogits: UnsafePointer<T>, dInput: UnsafeMutablePointer<T>, store: any ParameterStore<T>) throws {
+        let a = architecture, shapes = a.mlpShapes, k = a.prototypes, b = a.bottleneck
+        let p = try store.parameters(unit: 0)
+        let count = table.units[0].count
+        let g = unitGradient.reserve(count)
+        g.update(repeating: 0, count: count)
+        // Last layer: dW [K, b] = dLogits^T zn, dzn = dLogits W.
+        let dW = scratchA.reserve(k * b)
+        T.gemm(transposeA: true, transposeB: false, m: k, n: b, k: rows, alpha: 1, a: dLogits, lda: k, b: normalized.base,
+               ldb: b, beta: 0, c: dW, ldc: b)
+        for row in 0..<k {
+            // W = g v / |v|: dg = dW . v / |v|;  dv = (g / |v|) (dW - (dW . v^) v^), v^ = v / |v|.
+            let v = p + vOffset + row * b, dWRow = dW + row * b
+            let norm = rowNorms.base[row]
+            let projection = T.dot(dWRow, v, b) / norm
+            g[gOffset + row] += projection
+            let scale = p[gOffset + row] / norm
+            let dv = g + vOffset + row * b
+            T.linearCombination(dv, dWRow, scale, v, -scale * projection / norm, b)
+        }
+        let dzn = scratchB.reserve(rows * Swift.max(b, maxWidth))
+        T.gemm(transposeA: false, transposeB: false, m: rows, n: b, k: k, alpha: 1, a: dLogits, lda: k, b: weight.base,
+               ldb: b, beta: 0, c: dzn, ldc: b)
+        let dz = scratchA.reserve(rows * maxWidth)
+        L2Normalize.backward(dInput: dz, dOut: dzn, out: normalized.base, norms: norms.base, rows: rows, channels: b,
+                             epsilon: T(1e-12))
+        // MLP in reverse: dz is the gradient of the current layer's output.
+        var gradient = dz, spare = dzn
+        for i in stride(from: shapes.count - 1, through: 0, by: -1) {
+            let shape = shapes[i]
+            if i < shapes.count - 1 {
+                // Through the GELU that followed layer i.
+                GELU.backward(dInput: spare, dOut: gradient, input: preActivations[i].base, count: rows * shape.outF)
+                swap(&gradient, &spare)
+            }
+            let target = i == 0 ? dInput : spare
+            Linear.backward(dInput: target, dWeight: g + offsets[i].weight, dBias: g + offsets[i].bias, dOut: gradient,
+                            input: layerInputs[i].base, weight: p + offsets[i].weight, rows: rows, inFeatures: shape.inF,
+                            outFeatures: shape.outF)
+            if i > 0 { swap(&gradient, &spare) }
+        }
+        T.add(store.gradients(unit: 0), g, count)
+        try store.release(unit: 0)
+        try store.gradientsReady(unit: 0)
+    }
+
+    private var maxWidth: Int { architecture.mlpShapes.reduce(architecture.bottleneck) { Swift.max($0, $1.inF, $1.outF) } }
+}

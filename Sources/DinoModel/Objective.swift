@@ -1,0 +1,204 @@
+// The DINOv2 objective on head outputs (dinov2/loss/*.py, train/ssl_meta_arch.py):
+//   teacher targets by softmax centering (EMA center, applied one step late) or Sinkhorn-Knopp;
+//   the DINO CLS loss over multi-crop pairs; the iBOT masked-patch loss; the KoLeo regulariser.
+// Shapes: B images per rank, K prototypes. Student global logits [2B, K] (rows: view 1 of every
+// image, then view 2), local logits [n_local B, K] (crop-major), teacher targets [2B, K] in the
+// teacher's own view order; masked-token logits [M, K].
+// Gradients of the losses are written (=) into the caller's buffers, already multiplied by the
+// loss weights, so they feed the heads' backward directly.
+
+import DinoCore
+import DinoKernels
+
+/// Where the teacher's targets come from (`train.centering`).
+public enum TeacherTargets {
+    /// q = softmax((t - center) / tau); `rankMean`: the batch center is the mean of the per-rank
+    /// means (iBOT), otherwise the mean over every row of every rank (DINO CLS).
+    public static func centered<T: KernelScalar>(
+        out: UnsafeMutablePointer<T>, logits: UnsafePointer<T>, rows: Int, prototypes k: Int, temperature: Double,
+        center: SoftmaxCenter<T>
+    ) {
+        center.applyPendingUpdate()
+        for r in 0..<rows {
+            let row = out + r * k
+            T.linearCombination(row, logits + r * k, T(1 / temperature), center.values.base, T(-1 / temperature), k)
+            let sum = T.expSubtractSum(row, k, T.rowMax(row, k))
+            T.scale(row, k, 1 / sum)
+        }
+    }
+
+    /// Sinkhorn-Knopp with 3 iterations over the rows of every rank (`totalRows` of them in all):
+    /// Q = exp(t / tau) / sum; 3 x (divide each prototype's sum (all-reduced) and by K; divide each
+    /// row's sum and by totalRows); times totalRows, so every row sums to 1. The global maximum of
+    /// t / tau is subtracted before exp (it cancels in the first normalisation) so nothing overflows.
+    public static func sinkhornKnopp<T: KernelScalar>(
+        out: UnsafeMutablePointer<T>, logits: UnsafePointer<T>, rows: Int, prototypes k: Int, temperature: Double,
+        totalRows: Int, iterations: Int = 3, communicator: any Communicator, scratch: UnsafeMutablePointer<Double>
+    ) throws {
+        var localMax = -Double.infinity
+        for i in 0..<(rows * k) { localMax = Swift.max(localMax, Double(logits[i]) / temperature) }
+        let globalMax = try communicator.allReduce(rows > 0 ? localMax : -Double.greatestFiniteMagnitude, op: .max)
+        var localSum = 0.0
+        for i in 0..<(rows * k) {
+            let value = T.exp(T(Double(logits[i]) / temperature - globalMax))
+            out[i] = value
+            localSum += Double(value)
+        }
+        let total = try communicator.allReduce(localSum, op: .sum)
+        for i in 0..<(rows * k) { out[i] = T(Double(out[i]) / total) }
+        let prototypeSums = UnsafeMutableBufferPointer(start: scratch, count: k)
+        for _ in 0..<iterations {
+            prototypeSums.update(repeating: 0)
+            for r in 0..<rows { for c in 0..<k { prototypeSums[c] += Double(out[r * k + c]) } }
+            try communicator.allReduce(prototypeSums, op: .sum)
+            for r in 0..<rows {
+                for c in 0..<k { out[r * k + c] = T(Double(out[r * k + c]) / prototypeSums[c] / Double(k)) }
+            }
+            for r in 0..<rows {
+                var rowSum = 0.0
+                for c in 0..<k { rowSum += Double(out[r * k + c]) }
+                for c in 0..<k { out[r * k + c] = T(Double(out[r * k + c]) / rowSum / Double(totalRows)) }
+            }
+        }
+        for i in 0..<(rows * k) { out[i] = T(Double(out[i]) * Double(totalRows)) }
+    }
+}
+
+/// The EMA center of softmax centering (momentum 0.9), updated one step late as the official code.
+public final class SoftmaxCenter<T: KernelScalar> {
+    public let prototypes: Int
+    public let momentum: Double
+    public let values = GrowableBuffer<T>()
+    private var pending: [Double]? = nil
+
+    public init(prototypes: Int, momentum: Double = 0.9) {
+        self.prototypes = prototypes
+        self.momentum = momentum
+        values.reserve(prototypes).update(repeating: 0, count: prototypes)
+    }
+
+    /// The center that the next `TeacherTargets.centered` call will apply, for checkpoints.
+    public var pendingBatchCenter: [Double]? { pending }
+
+    /// Restores the state saved by a checkpoint.
+    public func restore(center: [T], pending: [Double]?) {
+        precondition(center.count == prototypes, "center of \(center.count) values for \(prototypes) prototypes")
+        for i in 0..<prototypes { values.base[i] = center[i] }
+        self.pending = pending
+    }
+
+    func applyPendingUpdate() {
+        guard let pending else { return }
+        let c = values.base
+        for i in 0..<prototypes { c[i] = T(Double(c[i]) * momentum + pending[i] * (1 - momentum)) }
+        self.pending = nil
+    }
+
+    /// Records this step's batch center (used from the next step on): the sum of `logits` rows,
+    /// all-reduced, divided by the global row count (`rankMean` false) or by rows x ranks per rank
+    /// mean (`rankMean` true: each rank's mean weighs the same, as the official iBOT center).
+    public func recordBatch(_ logits: UnsafePointer<T>, rows: Int, rankMean: Bool, communicator: any Communicator) throws {
+        var sums = [Double](repeating: 0, count: prototypes)
+        for r in 0..<rows { for c in 0..<prototypes { sums[c] += Double(logits[r * prototypes + c]) } }
+        if rankMean, rows > 0 { for c in 0..<prototypes { sums[c] /= Double(rows) } }
+        let reduced = try communicator.allReduce(sums, op: .sum)
+        let divisor = rankMean ? Double(communicator.worldSize)
+            : Double(try communicator.allReduce(Int64(rows), op: .sum))
+        pending = reduced.map { divisor > 0 ? $0 / divisor : 0 }
+    }
+}
+
+/// The losses of one step, as the official code computes and logs them.
+public enum DinoLosses {
+    /// The DINO CLS loss. Returns (local part, global part), each divided by the official number of
+    /// terms 2 + max(2 n_local, 1), times `weight`; writes the gradients of the student logits.
+    public static func clsLoss<T: KernelScalar>(
+        dGlobal: UnsafeMutablePointer<T>, dLocal: UnsafeMutablePointer<T>, studentGlobal: UnsafePointer<T>,
+        studentLocal: UnsafePointer<T>, teacherTargets q: UnsafePointer<T>, images b: Int, localCrops: Int,
+        prototypes k: Int, studentTemperature: Double = 0.1, weight: Double, scratch: UnsafeMutablePointer<T>
+    ) -> (local: Double, global: Double) {
+        let terms = Double(2 + Swift.max(2 * localCrops, 1))
+        let pairWeight = T(weight / (Double(b) * terms))
+        var global: T = 0
+        for view in 0..<2 {
+            // Student view v against the teacher's other view.
+            global += Softmax.crossEntropy(dLogits: dGlobal + view * b * k, probabilities: scratch,
+                                           logits: studentGlobal + view * b * k, targets: q + (1 - view) * b * k,
+                                           rows: b, columns: k, temperature: T(studentTemperature), weight: pairWeight)
+        }
+        // Each local crop against both teacher views: H is linear in the target, so one term with
+        // the mean target and twice the weight.
+        var local: T = 0
+        if localCrops > 0 {
+            let meanTarget = scratch + b * k
+            T.linearCombination(meanTarget, q, 0.5, q + b * k, 0.5, b * k)
+            for crop in 0..<localCrops {
+                local += Softmax.crossEntropy(dLogits: dLocal + crop * b * k, probabilities: scratch,
+                                              logits: studentLocal + crop * b * k, targets: meanTarget, rows: b,
+                                              columns: k, temperature: T(studentTemperature), weight: 2 * pairWeight)
+            }
+        }
+        return (Double(local), Double(global))
+    }
+
+    /// The iBOT loss: sum over masked tokens of H(q, s) / m_i (m_i = masked tokens of the token's
+    /// crop), divided by the rank's global-crop count, times `weight`.
+    public static func patchLoss<T: KernelScalar>(
+        dStudent: UnsafeMutablePointer<T>, student: UnsafePointer<T>, teacherTargets q: UnsafePointer<T>,
+        tokenWeights: [Double], globalCrops: Int, prototypes k: Int, studentTemperature: Double = 0.1, weight: Double,
+        scratch: UnsafeMutablePointer<T>
+    ) -> Double {
+        var total = 0.0
+        for (j, w) in tokenWeights.enumerated() {
+            total += Double(Softmax.crossEntropy(dLogits: dStudent + j * k, probabilities: scratch, logits: student + j * k,
+                                                 targets: q + j * k, rows: 1, columns: k,
+                                                 temperature: T(studentTemperature),
+                                                 weight: T(weight * w / Double(globalCrops))))
+        }
+        return total
+    }
+
+    /// KoLeo on one view's backbone CLS tokens x [n, D] (n >= 2): -mean_i log(d_i + 1e-8) with d_i
+    /// the distance (eps 1e-8 added to the difference, as PairwiseDistance) between the normalised
+    /// x_i and its nearest neighbour by inner product. Writes dX (=) times `weight`.
+    public static func koleo<T: KernelScalar>(dX: UnsafeMutablePointer<T>, x: UnsafePointer<T>, rows n: Int, channels d: Int,
+                                              weight: Double) -> Double {
+        precondition(n >= 2, "KoLeo needs at least two rows per view (got \(n))")
+        var y = [T](repeating: 0, count: n * d), norms = [T](repeating: 0, count: n)
+        var dY = [T](repeating: 0, count: n * d)
+        var loss = 0.0
+        y.withUnsafeMutableBufferPointer { yp in
+            norms.withUnsafeMutableBufferPointer { np in
+                dY.withUnsafeMutableBufferPointer { dyp in
+                    guard let y = yp.baseAddress, let norms = np.baseAddress, let dy = dyp.baseAddress else { return }
+                    L2Normalize.forward(out: y, norms: norms, input: x, rows: n, channels: d, epsilon: T(1e-8))
+                    var difference = [Double](repeating: 0, count: d)
+                    for i in 0..<n {
+                        var best = -Double.infinity, neighbour = 0
+                        for j in 0..<n where j != i {
+                            let similarity = Double(T.dot(y + i * d, y + j * d, d))
+                            if similarity > best { (best, neighbour) = (similarity, j) }
+                        }
+                        var squared = 0.0
+                        for c in 0..<d {
+                            difference[c] = Double(y[i * d + c]) - Double(y[neighbour * d + c]) + 1e-8
+                            squared += difference[c] * difference[c]
+                        }
+                        let distance = squared.squareRoot()
+                        loss -= Foundation.log(distance + 1e-8) / Double(n)
+                        // d loss / d distance = -1 / (n (distance + eps)); d distance / d y_i = difference / distance.
+                        let coefficient = -weight / (Double(n) * (distance + 1e-8) * distance)
+                        for c in 0..<d {
+                            dy[i * d + c] += T(coefficient * difference[c])
+                            dy[neighbour * d + c] -= T(coefficient * difference[c])
+                        }
+                    }
+                    L2Normalize.backward(dInput: dX, dOut: dy, out: y, norms: norms, rows: n, channels: d, epsilon: T(1e-8))
+                }
+            }
+        }
+        return weight * loss
+    }
+}
+
+import Foundation

@@ -1,0 +1,183 @@
+// The DINOv2 objective: every loss against values worked out by hand (numpy, printed once and
+// written here), float64 finite differences of the losses through a projection head, centering,
+// Sinkhorn-Knopp against a direct implementation and its marginals, KoLeo on duplicates, masks.
+
+import DinoCore
+import DinoKernels
+import DinoModel
+import DinoTestSupport
+import Foundation
+import Testing
+
+@Suite("DINOv2 objective")
+struct ObjectiveTests {
+    @Test("DINO CLS loss: 1 image, 1 local crop, 3 prototypes, by hand")
+    func clsLossByHand() {
+        let studentGlobal: [Double] = [1, 0, 0, 0, 1, 0], studentLocal: [Double] = [0, 0, 1]
+        let targets: [Double] = [0.5, 0.3, 0.2, 0.2, 0.2, 0.6]
+        var dGlobal = [Double](repeating: .nan, count: 6), dLocal = [Double](repeating: .nan, count: 3)
+        var scratch = [Double](repeating: 0, count: 6)
+        let (local, global) = DinoLosses.clsLoss(dGlobal: &dGlobal, dLocal: &dLocal, studentGlobal: studentGlobal,
+                                                 studentLocal: studentLocal, teacherTargets: targets, images: 1,
+                                                 localCrops: 1, prototypes: 3, weight: 1, scratch: &scratch)
+        // (H(q2, s1) + H(q1, s2)) / 4 and (H(q1, sl) + H(q2, sl)) / 4 with 4 = 2 + max(2 * 1, 1) terms.
+        #expect(abs(global - 3.750_045_397_868_733_6) < 1e-12)
+        #expect(abs(local - 3.000_045_397_868_733_6) < 1e-12)
+    }
+
+    @Test("iBOT loss: two masked tokens of one crop (weights 1/2), two global crops, by hand")
+    func patchLossByHand() {
+        let student: [Double] = [0.3, -0.2, 0.5, 0.1, 0.4, -0.3], targets: [Double] = [0.6, 0.3, 0.1, 0.1, 0.1, 0.8]
+        var d = [Double](repeating: .nan, count: 6), scratch = [Double](repeating: 0, count: 3)
+        let loss = DinoLosses.patchLoss(dStudent: &d, student: student, teacherTargets: targets, tokenWeights: [0.5, 0.5],
+                                        globalCrops: 2, prototypes: 3, weight: 1, scratch: &scratch)
+        #expect(abs(loss - 2.344_296_620_332_626_5) < 1e-12)
+    }
+
+    @Test("KoLeo by hand; finite when two embeddings coincide; gradient by finite differences")
+    func koleo() {
+        var dX = [Double](repeating: .nan, count: 6)
+        let loss = DinoLosses.koleo(dX: &dX, x: [1, 0, 0, 2, 1, 1], rows: 3, channels: 2, weight: 1)
+        #expect(abs(loss - 0.267_399_987_661_178_06) < 1e-9)
+        var dFloat = [Float](repeating: .nan, count: 6)
+        let duplicate = DinoLosses.koleo(dX: &dFloat, x: [Float]([0.3, 0.4, 0.3, 0.4, -1, 2]), rows: 3, channels: 2, weight: 1)
+        #expect(duplicate.isFinite && dFloat.allSatisfy { $0.isFinite })
+        var random = TestRandom(seed: 12)
+        let x = random.normals(5 * 4)
+        var g = [Double](repeating: 0, count: x.count)
+        _ = DinoLosses.koleo(dX: &g, x: x, rows: 5, channels: 4, weight: 0.1)
+        #expect(finiteDifferenceError(at: x, analytic: g) { probe in
+            var unused = [Double](repeating: 0, count: probe.count)
+            return DinoLosses.koleo(dX: &unused, x: probe, rows: 5, channels: 4, weight: 0.1)
+        } <= 1e-7)
+    }
+
+    @Test("losses through a DINO head: float64 finite differences of head parameters and inputs")
+    func throughHead() throws {
+        let head = DinoHead<Double>(HeadArchitecture(inDim: 6, hidden: 10, bottleneck: 5, layers: 3, prototypes: 7))
+        let store = LocalParameters<Double>(table: head.table)
+        store.initialize(seed: 3)
+        var random = TestRandom(seed: 4)
+        for entry in head.table.entries { store.setTensor(entry.name, random.normals(entry.count, scale: 0.5)) }
+        let b = 2, local = 2, k = 7
+        let rows = 2 * b + local * b
+        let input = random.normals(rows * 6)
+        var targets = random.normals(2 * b * k).map { exp($0) }
+        for r in 0..<(2 * b) {
+            let s = targets[(r * k)..<((r + 1) * k)].reduce(0, +)
+            for c in 0..<k { targets[r * k + c] /= s }
+        }
+        func loss(_ input: [Double], _ store: LocalParameters<Double>, backward: Bool) throws -> (Double, [Double]) {
+            try input.withUnsafeBufferPointer { try head.forward($0.baseAddress!, rows: rows, store: store) }
+            let logits = Array(UnsafeBufferPointer(start: head.output, count: rows * k))
+            var d = [Double](repeating: 0, count: rows * k), scratch = [Double](repeating: 0, count: 2 * b * k)
+            let (l, g) = d.withUnsafeMutableBufferPointer { dp in
+                DinoLosses.clsLoss(dGlobal: dp.baseAddress!, dLocal: dp.baseAddress! + 2 * b * k, studentGlobal: logits,
+                                   studentLocal: Array(logits[(2 * b * k)...]), teacherTargets: targets, images: b,
+                                   localCrops: local, prototypes: k, weight: 1, scratch: &scratch)
+            }
+            var dInput = [Double](repeating: 0, count: input.count)
+            if backward {
+                try d.withUnsafeBufferPointer { dp in
+                    try dInput.withUnsafeMutableBufferPointer { try head.backward(dp.baseAddress!, dInput: $0.baseAddress!, store: store) }
+                }
+            }
+            return (l + g, dInput)
+        }
+        let (_, dInput) = try loss(input, store, backward: true)
+        #expect(try finiteDifferenceError(at: input, analytic: dInput) { try loss($0, store, backward: false).0 } <= 1e-7)
+        for entry in head.table.entries {
+            let values = try #require(store.tensor(entry.name)), analytic = try #require(store.gradient(entry.name))
+            let error = try finiteDifferenceError(at: values, analytic: analytic,
+                                                  indices: Array(stride(from: 0, to: entry.count, by: max(1, entry.count / 8)))) {
+                let copy = LocalParameters<Double>(table: head.table)
+                for other in head.table.entries { copy.setTensor(other.name, store.tensor(other.name) ?? []) }
+                copy.setTensor(entry.name, $0)
+                return try loss(input, copy, backward: false).0
+            }
+            #expect(error <= 1e-7, "\(entry.name): \(error)")
+        }
+    }
+
+    @Test("softmax centering applies the EMA center one step late")
+    func centering() throws {
+        let comm = SingleProcessCommunicator()
+        let center = SoftmaxCenter<Double>(prototypes: 2)
+        let logits: [Double] = [1, 3, 3, 5]  // two rows; batch mean [2, 4]
+        var out = [Double](repeating: 0, count: 4)
+        TeacherTargets.centered(out: &out, logits: logits, rows: 2, prototypes: 2, temperature: 0.5, center: center)
+        #expect(abs(out[0] - 1 / (1 + exp(4.0))) < 1e-15)  // center 0: softmax([2, 6])
+        try center.recordBatch(logits, rows: 2, rankMean: false, communicator: comm)
+        TeacherTargets.centered(out: &out, logits: logits, rows: 2, prototypes: 2, temperature: 0.5, center: center)
+        #expect(abs(center.values.base[0] - 0.2) < 1e-15 && abs(center.values.base[1] - 0.4) < 1e-15)  // 0.9 * 0 + 0.1 * [2, 4]
+        #expect(abs(out[0] - 1 / (1 + exp((3 - 0.4 - 1 + 0.2) / 0.5))) < 1e-15)
+    }
+
+    /// Sinkhorn-Knopp written directly from the official procedure (no max subtraction), one rank.
+    func referenceSinkhorn(_ t: [Double], rows n: Int, k: Int, temperature: Double) -> [Double] {
+        var q = t.map { exp($0 / temperature) }
+        let total = q.reduce(0, +)
+        q = q.map { $0 / total }
+        for _ in 0..<3 {
+            for c in 0..<k {
+                let s = (0..<n).reduce(0.0) { $0 + q[$1 * k + c] }
+                for r in 0..<n { q[r * k + c] /= s * Double(k) }
+            }
+            for r in 0..<n {
+                let s = q[(r * k)..<((r + 1) * k)].reduce(0, +)
+                for c in 0..<k { q[r * k + c] /= s * Double(n) }
+            }
+        }
+        return q.map { $0 * Double(n) }
+    }
+
+    @Test("Sinkhorn-Knopp equals the direct procedure; every row of the targets sums to 1")
+    func sinkhorn() throws {
+        var random = TestRandom(seed: 8)
+        let n = 12, k = 9
+        let t = random.normals(n * k)
+        var out = [Double](repeating: 0, count: n * k), scratch = [Double](repeating: 0, count: k)
+        try TeacherTargets.sinkhornKnopp(out: &out, logits: t, rows: n, prototypes: k, temperature: 0.07, totalRows: n,
+                                         communicator: SingleProcessCommunicator(), scratch: &scratch)
+        #expect(normwiseError(out, referenceSinkhorn(t, rows: n, k: k, temperature: 0.07)) <= 1e-12)
+        for r in 0..<n { #expect(abs(out[(r * k)..<((r + 1) * k)].reduce(0, +) - 1) < 1e-12) }
+        // Run to convergence, both marginals reach the transport polytope's: rows 1, prototypes n / k.
+        try TeacherTargets.sinkhornKnopp(out: &out, logits: t, rows: n, prototypes: k, temperature: 1, totalRows: n,
+                                         iterations: 300, communicator: SingleProcessCommunicator(), scratch: &scratch)
+        for c in 0..<k { #expect(abs((0..<n).reduce(0.0) { $0 + out[$1 * k + c] } - Double(n) / Double(k)) < 1e-9) }
+        for r in 0..<n { #expect(abs(out[(r * k)..<((r + 1) * k)].reduce(0, +) - 1) < 1e-12) }
+    }
+
+    @Test("masks: over 10,000 crops the counts stay in the official range, half the crops are masked, blocks within limits")
+    func masks() {
+        let grid = 16, patches = 256
+        var masked = 0, total = 0
+        for iteration in 0..<50 {
+            let plan = MaskPlan(seed: 1, iteration: UInt64(iteration), globalImages: 100, grid: grid, probability: 0.5,
+                                ratioRange: [0.1, 0.5])
+            #expect(plan.targets.filter { $0 > 0 }.count == 100)  // exactly half of 200 global crops
+            for crop in 0..<200 {
+                let target = plan.targets[crop]
+                total += 1
+                guard target > 0 else { continue }
+                masked += 1
+                #expect(target >= Int(0.1 * Double(patches)) && target <= patches / 2)
+                let (mask, rectangles) = plan.generator.mask(target: target, stream: plan.stream.child(3, UInt64(crop)))
+                let count = mask.filter { $0 }.count
+                // Never above the target; at most a few cells short of it (the last rectangle may not fit).
+                #expect(count <= target && count >= target - 8, "target \(target), masked \(count)")
+                for r in rectangles {
+                    #expect(r.height * r.width <= plan.generator.maxPatches && r.height < grid && r.width < grid)
+                    #expect(r.top >= 0 && r.left >= 0 && r.top + r.height <= grid && r.left + r.width <= grid)
+                }
+            }
+        }
+        #expect(total == 10_000 && masked == 5_000)
+        // The plan does not depend on how the global batch is split over ranks.
+        let plan = MaskPlan(seed: 2, iteration: 3, globalImages: 8, grid: 4, probability: 0.5, ratioRange: [0.1, 0.5])
+        let whole = plan.masks(firstImage: 0, count: 8)
+        let halves = plan.masks(firstImage: 0, count: 4) + plan.masks(firstImage: 4, count: 4)
+        let rowsOf = { (m: [Bool], view: Int, image: Int, count: Int) in Array(m[((view * count + image) * 16)..<((view * count + image + 1) * 16)]) }
+        #expect(rowsOf(whole, 1, 5, 8) == rowsOf(Array(halves[128...]), 1, 1, 4))
+    }
+}
