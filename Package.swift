@@ -84,7 +84,8 @@ let tests: [Target] = [
         exclude: ["Fixtures"]),
     .testTarget(
         name: "DinoTrainingTests",
-        dependencies: ["DinoTraining", "DinoModel", "DinoConfig", "DinoTestSupport"]),
+        dependencies: ["DinoTraining", "DinoModel", "DinoConfig", "DinoCheckpoint", "DinoTestSupport"],
+        exclude: ["Fixtures"]),
     .testTarget(
         name: "DinoCoreTests",
         dependencies: ["DinoCore", "DinoKernels", "DinoCheckpoint", "DinoTestSupport"]),

@@ -44,6 +44,14 @@ public struct ScheduleValues: Sendable, Equatable {
     public var weightDecay: Double
     public var momentum: Double
     public var teacherTemperature: Double
+
+    public init(lr: Double, lastLayerLR: Double, weightDecay: Double, momentum: Double, teacherTemperature: Double) {
+        self.lr = lr
+        self.lastLayerLR = lastLayerLR
+        self.weightDecay = weightDecay
+        self.momentum = momentum
+        self.teacherTemperature = teacherTemperature
+    }
 }
 
 /// The schedules of a run.

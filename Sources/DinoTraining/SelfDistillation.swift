@@ -1,0 +1,348 @@
+// One DINOv2 training step on one rank (dinov2/train/ssl_meta_arch.py forward_backward, train.py):
+//   1. schedule values for the iteration; zero the student's gradients
+//   2. teacher backbone on the global crops (no masks, no drop path) -> CLS [2B, D] and the patch
+//      tokens at the student's masked positions [M, D] -> teacher head(s) -> targets by softmax
+//      centering (center updated one step late) or Sinkhorn-Knopp
+//   3. student backbone on [global crops with masks, local crops] with stochastic depth -> CLS of
+//      every crop and the masked patch tokens -> student head(s)
+//   4. DINO CLS loss, iBOT loss, KoLeo on each view's global CLS -> one backward through heads and
+//      backbone
+//   5. gradient clipping per sub-module (backbone, DINO head, iBOT head) at optim.clip_grad
+//   6. AdamW with each tensor's lr and wd multipliers (last layer on its own schedule)
+//   7. teacher <- m teacher + (1 - m) student, every tensor
+// Crop layout: global images [2B, 3, S, S] view-major (view 1 of every image, then view 2), local
+// images [n_local B, 3, s, s] crop-major, masks [2B, N]. Collectives (centering, Sinkhorn) go
+// through the communicator, so one rank runs the same code as many.
+
+import DinoConfig
+import DinoCore
+import DinoKernels
+import DinoModel
+import Foundation
+
+/// The losses of one step, each as the official code logs it before halving for display.
+public struct StepLosses: Sendable, Equatable {
+    public var dinoLocal: Double
+    public var dinoGlobal: Double
+    public var ibot: Double
+    public var koleo: Double
+    /// The optimised objective: the sum of the four.
+    public var total: Double { dinoLocal + dinoGlobal + ibot + koleo }
+}
+
+/// One part of the model (backbone or a head): student and teacher parameters, AdamW moments, and
+/// each tensor's optimiser multipliers.
+public final class ModelPart {
+    public let name: String
+    public let table: TensorTable
+    public let student: LocalParameters<Float>
+    public let teacher: LocalParameters<Float>
+    let firstMoment: [UnsafeMutablePointer<Float>]
+    let secondMoment: [UnsafeMutablePointer<Float>]
+    let groups: [ParameterGroup]
+
+    init(name: String, table: TensorTable, groups: [ParameterGroup]) {
+        self.name = name
+        self.table = table
+        self.groups = groups
+        student = LocalParameters(table: table)
+        teacher = LocalParameters(table: table)
+        firstMoment = table.units.map { unit in
+            let p = UnsafeMutablePointer<Float>.allocate(capacity: max(1, unit.count))
+            p.initialize(repeating: 0, count: max(1, unit.count))
+            return p
+        }
+        secondMoment = table.units.map { unit in
+            let p = UnsafeMutablePointer<Float>.allocate(capacity: max(1, unit.count))
+            p.initialize(repeating: 0, count: max(1, unit.count))
+            return p
+        }
+    }
+
+    deinit {
+        for p in firstMoment { p.deallocate() }
+        for p in secondMoment { p.deallocate() }
+    }
+
+    /// Squared L2 norm of the student's gradient.
+    func gradientSquaredNorm() -> Double {
+        table.units.indices.reduce(0) { total, u in
+            total + VectorOps.sumOfSquares(UnsafeBufferPointer(start: student.gradients(unit: u), count: table.units[u].count))
+        }
+    }
+
+    func scaleGradients(_ factor: Float) {
+        for u in table.units.indices {
+            let g = student.gradients(unit: u)
+            for i in 0..<table.units[u].count { g[i] *= factor }
+        }
+    }
+
+    func adamW(schedule s: ScheduleValues, beta1: Double, beta2: Double, step: Int) throws {
+        for (index, entry) in table.entries.enumerated() {
+            let group = groups[index]
+            let lr = (group.isLastLayer ? s.lastLayerLR : s.lr) * group.lrMultiplier
+            let parameters = student.mutableParameters(unit: entry.unit)
+            guard let base = parameters.baseAddress else { continue }
+            AdamW.update(parameters: base + entry.offset, gradients: student.gradients(unit: entry.unit) + entry.offset,
+                         firstMoment: firstMoment[entry.unit] + entry.offset,
+                         secondMoment: secondMoment[entry.unit] + entry.offset, count: entry.count, lr: lr,
+                         weightDecay: s.weightDecay * group.weightDecayMultiplier, beta1: beta1, beta2: beta2, step: step)
+        }
+    }
+
+    func updateTeacher(momentum: Double) {
+        for u in table.units.indices {
+            VectorOps.lerp(teacher.mutableParameters(unit: u),
+                           toward: UnsafeBufferPointer(student.mutableParameters(unit: u)), momentum: Float(momentum))
+        }
+    }
+
+    /// Copies the student's parameters into the teacher.
+    func copyStudentToTeacher() {
+        for u in table.units.indices {
+            let source = student.mutableParameters(unit: u), target = teacher.mutableParameters(unit: u)
+            if let from = source.baseAddress, let to = target.baseAddress { to.update(from: from, count: source.count) }
+        }
+    }
+}
+
+/// Student, teacher, heads, centers and optimiser state of a DINOv2 run, stepping on one rank's crops.
+public final class SelfDistillation {
+    public let config: TrainingConfig
+    public let schedules: TrainingSchedules
+    public let architecture: ViTArchitecture
+    public let backbone: ModelPart
+    public let dinoHead: ModelPart
+    /// The separate iBOT head (`ibot.separate_head`), or nil when the DINO head is shared.
+    public let ibotHead: ModelPart?
+    public private(set) var optimizerSteps = 0
+
+    private let studentBackbone: Backbone<Float>, teacherBackbone: Backbone<Float>
+    private let studentDinoHead: DinoHead<Float>, teacherDinoHead: DinoHead<Float>
+    private let studentIbotHead: DinoHead<Float>?, teacherIbotHead: DinoHead<Float>?
+    public let dinoCenter: SoftmaxCenter<Float>, ibotCenter: SoftmaxCenter<Float>
+    private let communicator: any Communicator
+
+    /// Builds the model for `config` (its `optim.lr` already scaled for the world size) and
+    /// initialises the student from `seed`; the teacher starts as a copy of the student.
+    public init(config: TrainingConfig, communicator: any Communicator, seed: UInt64, threads: Int = 1) throws {
+        self.config = config
+        self.communicator = communicator
+        schedules = TrainingSchedules(config)
+        architecture = try ViTArchitecture(student: config.student, imageSize: config.crops.globalCropsSize)
+        let layout = ParameterLayout(architecture)
+        let depth = architecture.depth
+        backbone = ModelPart(name: "backbone", table: layout.table, groups: layout.entries.map {
+            ParameterGroups.backbone($0.name, depth: depth, layerwiseDecay: config.optim.layerwiseDecay,
+                                     patchEmbedMultiplier: config.optim.patchEmbedLRMult)
+        })
+        let dinoArchitecture = HeadArchitecture(inDim: architecture.embedDim, hidden: config.dino.headHiddenDim,
+                                                bottleneck: config.dino.headBottleneckDim, layers: config.dino.headLayers,
+                                                prototypes: config.dino.headPrototypes)
+        studentDinoHead = DinoHead(dinoArchitecture)
+        teacherDinoHead = DinoHead(dinoArchitecture)
+        dinoHead = ModelPart(name: "dino_head", table: studentDinoHead.table,
+                             groups: studentDinoHead.table.entries.map { ParameterGroups.head($0.name) })
+        if config.ibot.separateHead {
+            let ibotArchitecture = HeadArchitecture(inDim: architecture.embedDim, hidden: config.ibot.headHiddenDim,
+                                                    bottleneck: config.ibot.headBottleneckDim,
+                                                    layers: config.ibot.headLayers, prototypes: config.ibot.headPrototypes)
+            let student = DinoHead<Float>(ibotArchitecture)
+            studentIbotHead = student
+            teacherIbotHead = DinoHead(ibotArchitecture)
+            ibotHead = ModelPart(name: "ibot_head", table: student.table,
+                                 groups: student.table.entries.map { ParameterGroups.head($0.name) })
+        } else {
+            studentIbotHead = nil
+            teacherIbotHead = nil
+            ibotHead = nil
+        }
+        studentBackbone = Backbone(layout: layout, threads: threads)
+        teacherBackbone = Backbone(layout: layout, threads: threads)
+        dinoCenter = SoftmaxCenter(prototypes: config.dino.headPrototypes)
+        ibotCenter = SoftmaxCenter(prototypes: config.ibot.separateHead ? config.ibot.headPrototypes : config.dino.headPrototypes)
+        for (index, part) in parts.enumerated() {
+            part.student.initialize(seed: seed &+ UInt64(index) &* 0x1_0000)
+            part.copyStudentToTeacher()
+        }
+    }
+
+    /// Backbone, DINO head and (when separate) iBOT head.
+    public var parts: [ModelPart] { [backbone, dinoHead] + (ibotHead.map { [$0] } ?? []) }
+
+    /// One optimisation step on this rank's crops; returns the rank's losses.
+    public func step(iteration: Int, globalImages: UnsafePointer<Float>, localImages: UnsafePointer<Float>,
+                     masks: [Bool], images b: Int, schedule: ScheduleValues? = nil) throws -> StepLosses {
+        let s = schedule ?? schedules.values(at: iteration)
+        let a = architecture, d = a.embedDim
+        let nLocal = config.crops.localCropsNumber
+        let globalSize = config.crops.globalCropsSize, localSize = config.crops.localCropsSize
+        let patches = a.patches(cropSize: globalSize)
+        precondition(masks.count == 2 * b * patches, "masks: \(masks.count) values for \(2 * b) crops of \(patches) patches")
+        for part in parts { part.student.zeroGradients() }
+
+        // Masked tokens: (crop, patch) in crop order, and each token's iBOT weight 1 / m_crop.
+        var maskedTokens: [(crop: Int, patch: Int)] = []
+        var tokenWeights: [Double] = []
+        for crop in 0..<(2 * b) {
+            let count = (0..<patches).filter { masks[crop * patches + $0] }.count
+            for patch in 0..<patches where masks[crop * patches + patch] {
+                maskedTokens.append((crop, patch))
+                tokenWeights.append(1 / Double(Swift.max(count, 1)))
+            }
+        }
+        let m = maskedTokens.count
+        let shared = ibotHead == nil
+        let kDino = config.dino.headPrototypes
+        let kIbot = shared ? kDino : config.ibot.headPrototypes
+
+        // Teacher.
+        try teacherBackbone.forward([CropBatch(images: globalImages, count: 2 * b, size: globalSize)],
+                                    store: backbone.teacher)
+        let teacherRows = teacherBackbone.batches[0]
+        var teacherInput = [Float](repeating: 0, count: (2 * b + m) * d)
+        for crop in 0..<(2 * b) { copyRow(teacherBackbone.output, teacherRows.row(crop: crop, token: 0), into: &teacherInput, at: crop, d) }
+        for (j, token) in maskedTokens.enumerated() {
+            copyRow(teacherBackbone.output, teacherRows.row(crop: token.crop, token: 1 + a.registers + token.patch),
+                    into: &teacherInput, at: 2 * b + j, d)
+        }
+        var dinoTargets = [Float](repeating: 0, count: 2 * b * kDino)
+        var ibotTargets = [Float](repeating: 0, count: m * kIbot)
+        try teacherInput.withUnsafeBufferPointer { input in
+            guard let base = input.baseAddress else { return }
+            if shared {
+                try teacherDinoHead.forward(base, rows: 2 * b + m, store: dinoHead.teacher)
+                try targets(&dinoTargets, logits: teacherDinoHead.output, rows: 2 * b, k: kDino, center: dinoCenter,
+                            temperature: s.teacherTemperature, rankMean: false)
+                try targets(&ibotTargets, logits: teacherDinoHead.output + 2 * b * kDino, rows: m, k: kIbot,
+                            center: ibotCenter, temperature: s.teacherTemperature, rankMean: true)
+            } else if let teacherIbotHead, let ibotHead {
+                try teacherDinoHead.forward(base, rows: 2 * b, store: dinoHead.teacher)
+                try targets(&dinoTargets, logits: teacherDinoHead.output, rows: 2 * b, k: kDino, center: dinoCenter,
+                            temperature: s.teacherTemperature, rankMean: false)
+                try teacherIbotHead.forward(base + 2 * b * d, rows: m, store: ibotHead.teacher)
+                try targets(&ibotTargets, logits: teacherIbotHead.output, rows: m, k: kIbot, center: ibotCenter,
+                            temperature: s.teacherTemperature, rankMean: true)
+            }
+        }
+
+        // Student.
+        let dropPath = DropPath(seed: UInt64(config.train.seed), iteration: UInt64(iteration),
+                                rate: config.student.dropPathRate, depth: a.depth, uniform: config.student.dropPathUniform)
+        var losses = StepLosses(dinoLocal: 0, dinoGlobal: 0, ibot: 0, koleo: 0)
+        try masks.withUnsafeBufferPointer { maskPointer in
+            guard let maskBase = maskPointer.baseAddress else { return }
+            try studentBackbone.forward([CropBatch(images: globalImages, count: 2 * b, size: globalSize, masks: maskBase),
+                                         CropBatch(images: localImages, count: nLocal * b, size: localSize)],
+                                        store: backbone.student, dropPath: config.student.dropPathRate > 0 ? dropPath : nil)
+        }
+        let globalRows = studentBackbone.batches[0], localRows = studentBackbone.batches[1]
+        let clsRows = 2 * b + nLocal * b
+        // Head input rows: global CLS, local CLS, masked patch tokens.
+        var studentInput = [Float](repeating: 0, count: (clsRows + m) * d)
+        for crop in 0..<(2 * b) { copyRow(studentBackbone.output, globalRows.row(crop: crop, token: 0), into: &studentInput, at: crop, d) }
+        for crop in 0..<(nLocal * b) {
+            copyRow(studentBackbone.output, localRows.row(crop: crop, token: 0), into: &studentInput, at: 2 * b + crop, d)
+        }
+        for (j, token) in maskedTokens.enumerated() {
+            copyRow(studentBackbone.output, globalRows.row(crop: token.crop, token: 1 + a.registers + token.patch),
+                    into: &studentInput, at: clsRows + j, d)
+        }
+        var dInput = [Float](repeating: 0, count: (clsRows + m) * d)
+        try studentInput.withUnsafeBufferPointer { input in
+            try dInput.withUnsafeMutableBufferPointer { dIn in
+                guard let base = input.baseAddress, let dBase = dIn.baseAddress else { return }
+                let dinoRows = shared ? clsRows + m : clsRows
+                try studentDinoHead.forward(base, rows: dinoRows, store: dinoHead.student)
+                let dDinoBuffer = UnsafeMutablePointer<Float>.allocate(capacity: dinoRows * kDino)
+                let scratch = UnsafeMutablePointer<Float>.allocate(capacity: Swift.max(2 * b * kDino, kIbot))
+                defer { dDinoBuffer.deallocate(); scratch.deallocate() }
+                dDinoBuffer.initialize(repeating: 0, count: dinoRows * kDino)
+                let cls = dinoTargets.withUnsafeBufferPointer { q in
+                    DinoLosses.clsLoss(dGlobal: dDinoBuffer, dLocal: dDinoBuffer + 2 * b * kDino,
+                                       studentGlobal: studentDinoHead.output, studentLocal: studentDinoHead.output + 2 * b * kDino,
+                                       teacherTargets: q.baseAddress ?? UnsafePointer(scratch), images: b, localCrops: nLocal,
+                                       prototypes: kDino, weight: config.dino.lossWeight, scratch: scratch)
+                }
+                losses.dinoLocal = cls.local
+                losses.dinoGlobal = cls.global
+                if shared {
+                    losses.ibot = ibotTargets.withUnsafeBufferPointer { q in
+                        DinoLosses.patchLoss(dStudent: dDinoBuffer + clsRows * kDino, student: studentDinoHead.output + clsRows * kDino,
+                                             teacherTargets: q.baseAddress ?? UnsafePointer(scratch), tokenWeights: tokenWeights,
+                                             globalCrops: 2 * b, prototypes: kIbot, weight: config.ibot.lossWeight, scratch: scratch)
+                    }
+                    try studentDinoHead.backward(dDinoBuffer, dInput: dBase, store: dinoHead.student)
+                } else if let studentIbotHead, let ibotHead {
+                    try studentDinoHead.backward(dDinoBuffer, dInput: dBase, store: dinoHead.student)
+                    try studentIbotHead.forward(base + clsRows * d, rows: m, store: ibotHead.student)
+                    let dIbot = UnsafeMutablePointer<Float>.allocate(capacity: Swift.max(1, m * kIbot))
+                    defer { dIbot.deallocate() }
+                    losses.ibot = ibotTargets.withUnsafeBufferPointer { q in
+                        DinoLosses.patchLoss(dStudent: dIbot, student: studentIbotHead.output,
+                                             teacherTargets: q.baseAddress ?? UnsafePointer(scratch), tokenWeights: tokenWeights,
+                                             globalCrops: 2 * b, prototypes: kIbot, weight: config.ibot.lossWeight, scratch: scratch)
+                    }
+                    try studentIbotHead.backward(dIbot, dInput: dBase + clsRows * d, store: ibotHead.student)
+                }
+                // KoLeo on each view's global CLS tokens, added to their gradient.
+                if config.dino.koleoLossWeight > 0 {
+                    let dKoleo = UnsafeMutablePointer<Float>.allocate(capacity: b * d)
+                    defer { dKoleo.deallocate() }
+                    for view in 0..<2 {
+                        losses.koleo += DinoLosses.koleo(dX: dKoleo, x: base + view * b * d, rows: b, channels: d,
+                                                         weight: config.dino.koleoLossWeight)
+                        Float.add(dBase + view * b * d, dKoleo, b * d)
+                    }
+                }
+            }
+        }
+
+        // Backbone backward from the rows the heads and KoLeo read.
+        var dOutput = [Float](repeating: 0, count: studentBackbone.tokenCount * d)
+        for crop in 0..<(2 * b) { addRow(dInput, at: crop, into: &dOutput, row: globalRows.row(crop: crop, token: 0), d) }
+        for crop in 0..<(nLocal * b) { addRow(dInput, at: 2 * b + crop, into: &dOutput, row: localRows.row(crop: crop, token: 0), d) }
+        for (j, token) in maskedTokens.enumerated() {
+            addRow(dInput, at: clsRows + j, into: &dOutput, row: globalRows.row(crop: token.crop, token: 1 + a.registers + token.patch), d)
+        }
+        try dOutput.withUnsafeBufferPointer { pointer in
+            guard let base = pointer.baseAddress else { return }
+            try studentBackbone.backward(base, store: backbone.student)
+        }
+
+        // Clip each sub-module, AdamW, teacher EMA.
+        for part in parts {
+            let norm = try communicator.allReduce(part.gradientSquaredNorm(), op: .sum).squareRoot()
+            let coefficient = AdamW.clipCoefficient(norm: norm, maxNorm: config.optim.clipGrad)
+            if coefficient < 1 { part.scaleGradients(Float(coefficient)) }
+        }
+        optimizerSteps += 1
+        for part in parts {
+            try part.adamW(schedule: s, beta1: config.optim.adamwBeta1, beta2: config.optim.adamwBeta2, step: optimizerSteps)
+            part.updateTeacher(momentum: s.momentum)
+        }
+        return losses
+    }
+
+    private func targets(_ out: inout [Float], logits: UnsafePointer<Float>, rows: Int, k: Int, center: SoftmaxCenter<Float>,
+                         temperature: Double, rankMean: Bool) throws {
+        if config.train.centering == "sinkhorn_knopp" {
+            let total = Int(try communicator.allReduce(Int64(rows), op: .sum))
+            var scratch = [Double](repeating: 0, count: k)
+            try TeacherTargets.sinkhornKnopp(out: &out, logits: logits, rows: rows, prototypes: k, temperature: temperature,
+                                             totalRows: total, communicator: communicator, scratch: &scratch)
+        } else {
+            TeacherTargets.centered(out: &out, logits: logits, rows: rows, prototypes: k, temperature: temperature, center: center)
+            try center.recordBatch(logits, rows: rows, rankMean: rankMean, communicator: communicator)
+        }
+    }
+
+    private func copyRow(_ source: UnsafePointer<Float>, _ row: Int, into target: inout [Float], at index: Int, _ d: Int) {
+        for c in 0..<d { target[index * d + c] = source[row * d + c] }
+    }
+
+    private func addRow(_ source: [Float], at index: Int, into target: inout [Float], row: Int, _ d: Int) {
+        for c in 0..<d { target[row * d + c] += source[index * d + c] }
+    }
+}
