@@ -52,7 +52,7 @@ struct ObjectiveTests {
         } <= 1e-7)
     }
 
-    @Test("losses through a DINO head: float64 finite differences of head parameters and inputs")
+    @Test("DINO and iBOT losses through a head: float64 finite differences of head parameters and inputs")
     func throughHead() throws {
         let head = DinoHead<Double>(HeadArchitecture(inDim: 6, hidden: 10, bottleneck: 5, layers: 3, prototypes: 7))
         let store = LocalParameters<Double>(table: head.table)
@@ -76,13 +76,23 @@ struct ObjectiveTests {
                                    studentLocal: Array(logits[(2 * b * k)...]), teacherTargets: targets, images: b,
                                    localCrops: local, prototypes: k, weight: 1, scratch: &scratch)
             }
+            // iBOT on two of the rows as masked tokens of one crop (weights 1/2), against the first targets.
+            let ibot = d.withUnsafeMutableBufferPointer { dp -> Double in
+                var scratch = [Double](repeating: 0, count: k)
+                var dTokens = [Double](repeating: 0, count: 2 * k)
+                let loss = DinoLosses.patchLoss(dStudent: &dTokens, student: Array(logits[((rows - 2) * k)...]),
+                                                teacherTargets: Array(targets[0..<(2 * k)]), tokenWeights: [0.5, 0.5],
+                                                globalCrops: 2 * b, prototypes: k, weight: 0.8, scratch: &scratch)
+                for i in 0..<(2 * k) { dp[(rows - 2) * k + i] += dTokens[i] }
+                return loss
+            }
             var dInput = [Double](repeating: 0, count: input.count)
             if backward {
                 try d.withUnsafeBufferPointer { dp in
                     try dInput.withUnsafeMutableBufferPointer { try head.backward(dp.baseAddress!, dInput: $0.baseAddress!, store: store) }
                 }
             }
-            return (l + g, dInput)
+            return (l + g + ibot, dInput)
         }
         let (_, dInput) = try loss(input, store, backward: true)
         #expect(try finiteDifferenceError(at: input, analytic: dInput) { try loss($0, store, backward: false).0 } <= 1e-7)
