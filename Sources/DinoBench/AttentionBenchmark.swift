@@ -147,17 +147,7 @@ public struct AttentionBenchmark {
         return [record("_fwd", kernelForward, naiveForward, 1), record("_fwd_bwd", kernelBoth, naiveBoth, 3.5)]
     }
 
-    /// Median wall time of `repeats` runs after one warm-up.
-    private func time(_ body: () -> Void) -> Double {
-        body()
-        var times: [Double] = []
-        for _ in 0..<max(1, repeats) {
-            let start = MonotonicClock.seconds()
-            body()
-            times.append(MonotonicClock.seconds() - start)
-        }
-        return Statistics.median(times)
-    }
+    private func time(_ body: () -> Void) -> Double { medianSeconds(repeats: repeats, body) }
 
     /// A fixed-width table of `records`.
     public static func table(_ records: [AttentionRecord]) -> String {
@@ -177,6 +167,18 @@ public struct AttentionBenchmark {
             }.joined(separator: "  ")
         }.joined(separator: "\n")
     }
+}
+
+/// Median wall time of `repeats` runs of `body` after one warm-up run.
+func medianSeconds(repeats: Int, _ body: () -> Void) -> Double {
+    body()
+    var times: [Double] = []
+    for _ in 0..<max(1, repeats) {
+        let start = MonotonicClock.seconds()
+        body()
+        times.append(MonotonicClock.seconds() - start)
+    }
+    return Statistics.median(times)
 }
 
 /// `value` with exactly `digits` decimals.

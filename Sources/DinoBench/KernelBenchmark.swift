@@ -172,16 +172,7 @@ public struct KernelBenchmark {
         return p
     }
 
-    private func time(_ body: () -> Void) -> Double {
-        body()
-        var times: [Double] = []
-        for _ in 0..<max(1, repeats) {
-            let start = MonotonicClock.seconds()
-            body()
-            times.append(MonotonicClock.seconds() - start)
-        }
-        return Statistics.median(times)
-    }
+    private func time(_ body: () -> Void) -> Double { medianSeconds(repeats: repeats, body) }
 
     /// A fixed-width table of `records`.
     public static func table(_ records: [KernelRecord]) -> String {

@@ -20,11 +20,28 @@ public protocol ParameterStore<Scalar>: AnyObject {
     func gradientsReady(unit: Int) throws
 }
 
+/// One zero-initialised flat buffer per unit of a table (parameters, gradients, optimiser moments).
+public final class UnitBuffers<Scalar: Numeric> {
+    public let buffers: [UnsafeMutablePointer<Scalar>]
+
+    public init(_ table: TensorTable) {
+        buffers = table.units.map { unit in
+            let p = UnsafeMutablePointer<Scalar>.allocate(capacity: max(1, unit.count))
+            p.initialize(repeating: 0, count: max(1, unit.count))
+            return p
+        }
+    }
+
+    public subscript(unit: Int) -> UnsafeMutablePointer<Scalar> { buffers[unit] }
+
+    deinit { for p in buffers { p.deallocate() } }
+}
+
 /// All parameters and gradients in this process: the 1-rank store, and the reference for tests.
 public final class LocalParameters<Scalar: KernelScalar>: ParameterStore {
     public let table: TensorTable
-    private let values: [UnsafeMutablePointer<Scalar>]
-    private let grads: [UnsafeMutablePointer<Scalar>]
+    private let values: UnitBuffers<Scalar>
+    private let grads: UnitBuffers<Scalar>
 
     /// Zero-filled parameters and gradients in the backbone layout's units.
     public convenience init(layout: ParameterLayout) {
@@ -34,21 +51,8 @@ public final class LocalParameters<Scalar: KernelScalar>: ParameterStore {
     /// Zero-filled parameters and gradients in the table's units.
     public init(table: TensorTable) {
         self.table = table
-        values = table.units.map { unit in
-            let p = UnsafeMutablePointer<Scalar>.allocate(capacity: max(1, unit.count))
-            p.initialize(repeating: 0, count: max(1, unit.count))
-            return p
-        }
-        grads = table.units.map { unit in
-            let p = UnsafeMutablePointer<Scalar>.allocate(capacity: max(1, unit.count))
-            p.initialize(repeating: 0, count: max(1, unit.count))
-            return p
-        }
-    }
-
-    deinit {
-        for p in values { p.deallocate() }
-        for p in grads { p.deallocate() }
+        values = UnitBuffers(table)
+        grads = UnitBuffers(table)
     }
 
     public func parameters(unit: Int) throws -> UnsafePointer<Scalar> { UnsafePointer(values[unit]) }

@@ -37,8 +37,8 @@ public final class ModelPart {
     public let table: TensorTable
     public let student: LocalParameters<Float>
     public let teacher: LocalParameters<Float>
-    let firstMoment: [UnsafeMutablePointer<Float>]
-    let secondMoment: [UnsafeMutablePointer<Float>]
+    let firstMoment: UnitBuffers<Float>
+    let secondMoment: UnitBuffers<Float>
     let groups: [ParameterGroup]
 
     init(name: String, table: TensorTable, groups: [ParameterGroup]) {
@@ -47,21 +47,8 @@ public final class ModelPart {
         self.groups = groups
         student = LocalParameters(table: table)
         teacher = LocalParameters(table: table)
-        firstMoment = table.units.map { unit in
-            let p = UnsafeMutablePointer<Float>.allocate(capacity: max(1, unit.count))
-            p.initialize(repeating: 0, count: max(1, unit.count))
-            return p
-        }
-        secondMoment = table.units.map { unit in
-            let p = UnsafeMutablePointer<Float>.allocate(capacity: max(1, unit.count))
-            p.initialize(repeating: 0, count: max(1, unit.count))
-            return p
-        }
-    }
-
-    deinit {
-        for p in firstMoment { p.deallocate() }
-        for p in secondMoment { p.deallocate() }
+        firstMoment = UnitBuffers(table)
+        secondMoment = UnitBuffers(table)
     }
 
     /// Squared L2 norm of the student's gradient.

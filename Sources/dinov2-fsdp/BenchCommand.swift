@@ -38,12 +38,7 @@ struct BenchCommand: ParsableCommand {
             benchmark.repeats = repeats
             let records = benchmark.run { Console.out($0) }
             Console.out(AttentionBenchmark.table(records))
-            if let json {
-                let encoder = JSONEncoder()
-                encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-                try encoder.encode(records).write(to: URL(fileURLWithPath: json))
-                Console.out("wrote \(json)")
-            }
+            if let json { try writeJSON(records, to: json) }
         }
     }
 
@@ -79,11 +74,7 @@ struct BenchCommand: ParsableCommand {
                 let records = try benchmark.run(on: comm)
                 log.main(CollectiveBenchmark.table(records))
                 if let json, comm.rank == 0 {
-                    let report = CommReport(worldSize: comm.worldSize, host: comm.hostName, records: records)
-                    let encoder = JSONEncoder()
-                    encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-                    try encoder.encode(report).write(to: URL(fileURLWithPath: json))
-                    log.main("wrote \(json)")
+                    try writeJSON(CommReport(worldSize: comm.worldSize, host: comm.hostName, records: records), to: json)
                 }
             }
         }
@@ -122,12 +113,7 @@ struct BenchCommand: ParsableCommand {
             benchmark.repeats = repeats
             let records = try benchmark.run { Console.out($0) }
             Console.out(KernelBenchmark.table(records))
-            if let json {
-                let encoder = JSONEncoder()
-                encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-                try encoder.encode(records).write(to: URL(fileURLWithPath: json))
-                Console.out("wrote \(json)")
-            }
+            if let json { try writeJSON(records, to: json) }
         }
     }
 
@@ -140,4 +126,12 @@ struct BenchCommand: ParsableCommand {
         @Option(help: "Write the results as JSON to this file.") var json: String?
         func run() throws { try NotImplemented.fail("bench step", "benchmark harness issue") }
     }
+}
+
+/// Writes `value` as pretty-printed JSON with sorted keys and says so.
+func writeJSON<Value: Encodable>(_ value: Value, to path: String) throws {
+    let encoder = JSONEncoder()
+    encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+    try encoder.encode(value).write(to: URL(fileURLWithPath: path))
+    Console.out("wrote \(path)")
 }
