@@ -88,6 +88,7 @@ public final class Backbone<T: KernelScalar> {
     // Scratch shared by forward and backward.
     private let scratchA = GrowableBuffer<T>(), scratchB = GrowableBuffer<T>(), scratchC = GrowableBuffer<T>()
     private let dTokens = GrowableBuffer<T>()
+    private var canBackward = false
     /// One unit's gradient, accumulated here and added to the store's buffer in one pass, so that
     /// running backward twice gives exactly twice the gradients (each element gets one addition).
     private let unitGradient = GrowableBuffer<T>()
@@ -116,8 +117,12 @@ public final class Backbone<T: KernelScalar> {
 
     // MARK: - Forward
 
-    /// Runs the backbone over `batches` (all through every block together) and keeps what backward needs.
-    public func forward(_ input: [CropBatch<T>], store: any ParameterStore<T>, dropPath: DropPath? = nil) throws {
+    /// Runs the backbone over `batches` (all through every block together). With `keepActivations`
+    /// (training) every block's branch inputs and intermediates are kept for `backward`; without
+    /// (the teacher, evaluation) one set of buffers is reused by every block.
+    public func forward(_ input: [CropBatch<T>], store: any ParameterStore<T>, dropPath: DropPath? = nil,
+                        keepActivations: Bool = true) throws {
+        canBackward = keepActivations
         let d = a.embedDim
         inputs = input
         batches = []
@@ -145,7 +150,7 @@ public final class Backbone<T: KernelScalar> {
                 let o = layout.blocks[block]
                 let rate = dropPath.map { $0.rates[block] } ?? 0
                 for kind in 0..<2 {
-                    let branch = branches[block][kind]
+                    let branch = branches[keepActivations ? block : 0][kind]
                     branch.select(batches: batches, rate: rate, stream: dropPath.map {
                         RandomStream(seed: $0.seed, purpose: .dropPath, $0.iteration, UInt64(block), UInt64(kind))
                     })
@@ -250,6 +255,7 @@ public final class Backbone<T: KernelScalar> {
     /// Backpropagates `dOutput` [tokenCount, D] (the gradient of the normalised tokens) through the
     /// last forward; parameter gradients accumulate into `store`.
     public func backward(_ dOutput: UnsafePointer<T>, store: any ParameterStore<T>) throws {
+        precondition(canBackward, "backward needs a forward with keepActivations")
         let d = a.embedDim, total = tokenCount
         let dx = dTokens.reserve(total * d)
         let x = UnsafePointer(tokens.base)

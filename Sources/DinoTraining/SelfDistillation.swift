@@ -186,7 +186,7 @@ public final class SelfDistillation {
 
         // Teacher.
         try teacherBackbone.forward([CropBatch(images: globalImages, count: 2 * b, size: globalSize)],
-                                    store: backbone.teacher)
+                                    store: backbone.teacher, keepActivations: false)
         let teacherRows = teacherBackbone.batches[0]
         var teacherInput = [Float](repeating: 0, count: (2 * b + m) * d)
         for crop in 0..<(2 * b) { copyRow(teacherBackbone.output, teacherRows.row(crop: crop, token: 0), into: &teacherInput, at: crop, d) }
