@@ -41,8 +41,12 @@ let modules: [Target] = [
         dependencies: ["DinoCore", "DinoKernels", "DinoConfig"],
         swiftSettings: hostCPUSettings),
     .target(
+        name: "DinoSharding",
+        dependencies: ["DinoCore", "DinoKernels", "DinoModel"],
+        swiftSettings: hostCPUSettings),
+    .target(
         name: "DinoTraining",
-        dependencies: ["DinoCore", "DinoKernels", "DinoModel", "DinoConfig"],
+        dependencies: ["DinoCore", "DinoKernels", "DinoModel", "DinoConfig", "DinoSharding"],
         swiftSettings: hostCPUSettings),
     .target(
         name: "DinoDistributed",

@@ -24,10 +24,15 @@ public protocol ParameterStore<Scalar>: AnyObject {
 public final class UnitBuffers<Scalar: Numeric> {
     public let buffers: [UnsafeMutablePointer<Scalar>]
 
-    public init(_ table: TensorTable) {
-        buffers = table.units.map { unit in
-            let p = UnsafeMutablePointer<Scalar>.allocate(capacity: max(1, unit.count))
-            p.initialize(repeating: 0, count: max(1, unit.count))
+    public convenience init(_ table: TensorTable) {
+        self.init(counts: table.units.map(\.count))
+    }
+
+    /// One buffer of each of `counts` elements.
+    public init(counts: [Int]) {
+        buffers = counts.map { count in
+            let p = UnsafeMutablePointer<Scalar>.allocate(capacity: max(1, count))
+            p.initialize(repeating: 0, count: max(1, count))
             return p
         }
     }

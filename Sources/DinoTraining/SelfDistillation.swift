@@ -18,6 +18,7 @@ import DinoConfig
 import DinoCore
 import DinoKernels
 import DinoModel
+import DinoSharding
 import Foundation
 
 /// The losses of one step, each as the official code logs it before halving for display.
@@ -30,66 +31,61 @@ public struct StepLosses: Sendable, Equatable {
     public var total: Double { dinoLocal + dinoGlobal + ibot + koleo }
 }
 
-/// One part of the model (backbone or a head): student and teacher parameters, AdamW moments, and
-/// each tensor's optimiser multipliers.
+/// One part of the model (backbone or a head): student and teacher parameters as shards, the AdamW
+/// moments of the student's shard, and each tensor's optimiser multipliers.
 public final class ModelPart {
     public let name: String
     public let table: TensorTable
-    public let student: LocalParameters<Float>
-    public let teacher: LocalParameters<Float>
+    public let student: ShardedParameterStore
+    public let teacher: ShardedParameterStore
     let firstMoment: UnitBuffers<Float>
     let secondMoment: UnitBuffers<Float>
     let groups: [ParameterGroup]
 
-    init(name: String, table: TensorTable, groups: [ParameterGroup]) {
+    init(name: String, table: TensorTable, groups: [ParameterGroup], strategy: ShardingStrategy,
+         communicator: any Communicator, hybridGroupSize: Int) throws {
         self.name = name
         self.table = table
         self.groups = groups
-        student = LocalParameters(table: table)
-        teacher = LocalParameters(table: table)
-        firstMoment = UnitBuffers(table)
-        secondMoment = UnitBuffers(table)
+        let student = try ShardedParameterStore(table: table, strategy: strategy, world: communicator,
+                                                hybridGroupSize: hybridGroupSize)
+        self.student = student
+        teacher = try ShardedParameterStore(table: table, strategy: strategy, world: communicator,
+                                            hybridGroupSize: hybridGroupSize)
+        let counts = table.units.indices.map { student.plan.shardCount($0) }
+        firstMoment = UnitBuffers(counts: counts)
+        secondMoment = UnitBuffers(counts: counts)
     }
 
-    /// Squared L2 norm of the student's gradient.
-    func gradientSquaredNorm() -> Double {
-        table.units.indices.reduce(0) { total, u in
-            total + VectorOps.sumOfSquares(UnsafeBufferPointer(start: student.gradients(unit: u), count: table.units[u].count))
-        }
-    }
-
-    func scaleGradients(_ factor: Float) {
-        for u in table.units.indices {
-            let g = student.gradients(unit: u)
-            for i in 0..<table.units[u].count { g[i] *= factor }
-        }
-    }
-
-    func adamW(schedule s: ScheduleValues, beta1: Double, beta2: Double, step: Int) throws {
+    /// AdamW on this rank's slice of every tensor, with the tensor's lr and wd multipliers.
+    func adamW(schedule s: ScheduleValues, beta1: Double, beta2: Double, step: Int) {
         for (index, entry) in table.entries.enumerated() {
+            guard let slice = student.plan.localSlice(of: entry) else { continue }
             let group = groups[index]
             let lr = (group.isLastLayer ? s.lastLayerLR : s.lr) * group.lrMultiplier
-            let parameters = student.mutableParameters(unit: entry.unit)
-            guard let base = parameters.baseAddress else { continue }
-            AdamW.update(parameters: base + entry.offset, gradients: student.gradients(unit: entry.unit) + entry.offset,
-                         firstMoment: firstMoment[entry.unit] + entry.offset,
-                         secondMoment: secondMoment[entry.unit] + entry.offset, count: entry.count, lr: lr,
-                         weightDecay: s.weightDecay * group.weightDecayMultiplier, beta1: beta1, beta2: beta2, step: step)
+            let offset = slice.inShard.lowerBound
+            AdamW.update(parameters: student.parametersShard[entry.unit] + offset,
+                         gradients: student.gradientsShard[entry.unit] + offset,
+                         firstMoment: firstMoment[entry.unit] + offset, secondMoment: secondMoment[entry.unit] + offset,
+                         count: slice.inShard.count, lr: lr, weightDecay: s.weightDecay * group.weightDecayMultiplier,
+                         beta1: beta1, beta2: beta2, step: step)
         }
     }
 
+    /// teacher <- m teacher + (1 - m) student on the local shards: no communication.
     func updateTeacher(momentum: Double) {
         for u in table.units.indices {
-            VectorOps.lerp(teacher.mutableParameters(unit: u),
-                           toward: UnsafeBufferPointer(student.mutableParameters(unit: u)), momentum: Float(momentum))
+            let count = student.plan.shardCount(u)
+            VectorOps.lerp(UnsafeMutableBufferPointer(start: teacher.parametersShard[u], count: count),
+                           toward: UnsafeBufferPointer(start: student.parametersShard[u], count: count),
+                           momentum: Float(momentum))
         }
     }
 
-    /// Copies the student's parameters into the teacher.
+    /// Copies the student's shards into the teacher's.
     func copyStudentToTeacher() {
         for u in table.units.indices {
-            let source = student.mutableParameters(unit: u), target = teacher.mutableParameters(unit: u)
-            if let from = source.baseAddress, let to = target.baseAddress { to.update(from: from, count: source.count) }
+            teacher.parametersShard[u].update(from: student.parametersShard[u], count: student.plan.shardCount(u))
         }
     }
 }
@@ -120,7 +116,14 @@ public final class SelfDistillation {
         architecture = try ViTArchitecture(student: config.student, imageSize: config.crops.globalCropsSize)
         let layout = ParameterLayout(architecture)
         let depth = architecture.depth
-        backbone = ModelPart(name: "backbone", table: layout.table, groups: layout.entries.map {
+        guard let strategy = ShardingStrategy(rawValue: config.fsdp.shardingStrategy) else {
+            throw CommunicatorError.invalidArgument("fsdp.sharding_strategy '\(config.fsdp.shardingStrategy)' is unknown")
+        }
+        func part(_ name: String, _ table: TensorTable, _ groups: [ParameterGroup]) throws -> ModelPart {
+            try ModelPart(name: name, table: table, groups: groups, strategy: strategy, communicator: communicator,
+                          hybridGroupSize: config.fsdp.hybridGroupSize)
+        }
+        backbone = try part("backbone", layout.table, layout.entries.map {
             ParameterGroups.backbone($0.name, depth: depth, layerwiseDecay: config.optim.layerwiseDecay,
                                      patchEmbedMultiplier: config.optim.patchEmbedLRMult)
         })
@@ -129,8 +132,8 @@ public final class SelfDistillation {
                                                 prototypes: config.dino.headPrototypes)
         studentDinoHead = DinoHead(dinoArchitecture)
         teacherDinoHead = DinoHead(dinoArchitecture)
-        dinoHead = ModelPart(name: "dino_head", table: studentDinoHead.table,
-                             groups: studentDinoHead.table.entries.map { ParameterGroups.head($0.name) })
+        dinoHead = try part("dino_head", studentDinoHead.table,
+                            studentDinoHead.table.entries.map { ParameterGroups.head($0.name) })
         if config.ibot.separateHead {
             let ibotArchitecture = HeadArchitecture(inDim: architecture.embedDim, hidden: config.ibot.headHiddenDim,
                                                     bottleneck: config.ibot.headBottleneckDim,
@@ -138,8 +141,7 @@ public final class SelfDistillation {
             let student = DinoHead<Float>(ibotArchitecture)
             studentIbotHead = student
             teacherIbotHead = DinoHead(ibotArchitecture)
-            ibotHead = ModelPart(name: "ibot_head", table: student.table,
-                                 groups: student.table.entries.map { ParameterGroups.head($0.name) })
+            ibotHead = try part("ibot_head", student.table, student.table.entries.map { ParameterGroups.head($0.name) })
         } else {
             studentIbotHead = nil
             teacherIbotHead = nil
@@ -298,15 +300,20 @@ public final class SelfDistillation {
             try studentBackbone.backward(base, store: backbone.student)
         }
 
-        // Clip each sub-module, AdamW, teacher EMA.
         for part in parts {
-            let norm = try communicator.allReduce(part.gradientSquaredNorm(), op: .sum).squareRoot()
+            part.student.endStep()
+            part.teacher.endStep()
+        }
+
+        // Clip each sub-module (norms over every shard), AdamW on the shards, teacher EMA.
+        for part in parts {
+            let norm = try part.student.gradientSquaredNorm().squareRoot()
             let coefficient = AdamW.clipCoefficient(norm: norm, maxNorm: config.optim.clipGrad)
-            if coefficient < 1 { part.scaleGradients(Float(coefficient)) }
+            if coefficient < 1 { part.student.scaleGradients(Float(coefficient)) }
         }
         optimizerSteps += 1
         for part in parts {
-            try part.adamW(schedule: s, beta1: config.optim.adamwBeta1, beta2: config.optim.adamwBeta2, step: optimizerSteps)
+            part.adamW(schedule: s, beta1: config.optim.adamwBeta1, beta2: config.optim.adamwBeta2, step: optimizerSteps)
             part.updateTeacher(momentum: s.momentum)
         }
         return losses

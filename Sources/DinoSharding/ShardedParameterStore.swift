@@ -1,0 +1,233 @@
+// FSDP over the Communicator: each unit of a tensor table (the backbone's embed / blocks / norm,
+// a head) is one flat buffer, padded to a multiple of the shard count; shard s owns the contiguous
+// range [s S, (s + 1) S) of it (S = padded / shards). Parameters, gradients, AdamW moments and the
+// teacher live as shards; the model sees full units only through the ParameterStore calls:
+//   parameters(unit)      FULL_SHARD / HYBRID_SHARD: all-gather the unit into a gathered buffer
+//                         (again in backward); SHARD_GRAD_OP: gather once, keep until endStep();
+//                         NO_SHARD: every rank holds the whole unit, nothing to gather
+//   release(unit)         FULL_SHARD / HYBRID_SHARD: the gathered buffer returns to the pool, so at
+//                         most two units are gathered at any time
+//   gradients(unit)       a zeroed full-size gradient buffer for the unit
+//   gradientsReady(unit)  reduce-scatter (sum) inside the shard group, divide by the rank count,
+//                         add to the local gradient shard; HYBRID_SHARD then all-reduces the shard
+//                         across the replica groups; NO_SHARD all-reduces the whole unit
+// With one rank every strategy degenerates to a local store: the same code path as N ranks.
+// Gradient sums are over every rank of the job, so the result is the mean over ranks (each rank's
+// loss is a mean over its own crops, as the official recipe).
+
+import DinoCore
+import DinoKernels
+import DinoModel
+
+/// How parameters are split over ranks (`fsdp.sharding_strategy`).
+public enum ShardingStrategy: String, Sendable, CaseIterable {
+    case fullShard = "FULL_SHARD"
+    case shardGradOp = "SHARD_GRAD_OP"
+    case noShard = "NO_SHARD"
+    case hybridShard = "HYBRID_SHARD"
+}
+
+/// Which contiguous range of every unit this rank owns.
+public struct ShardPlan: Sendable {
+    public let table: TensorTable
+    public let shards: Int
+    public let shardIndex: Int
+
+    public init(table: TensorTable, shards: Int, shardIndex: Int) {
+        precondition(shards >= 1 && (0..<shards).contains(shardIndex), "shard \(shardIndex) of \(shards)")
+        self.table = table
+        self.shards = shards
+        self.shardIndex = shardIndex
+    }
+
+    /// Elements of `unit` after padding to a multiple of the shard count.
+    public func paddedCount(_ unit: Int) -> Int { CollectiveShape.padded(table.units[unit].count, toMultipleOf: shards) }
+    /// Elements of every shard of `unit`.
+    public func shardCount(_ unit: Int) -> Int { paddedCount(unit) / shards }
+    /// This rank's range of `unit`, in unit coordinates (may extend into the padding).
+    public func shardRange(_ unit: Int) -> Range<Int> {
+        let s = shardCount(unit)
+        return (shardIndex * s)..<((shardIndex + 1) * s)
+    }
+
+    /// The part of `entry` this rank owns: its range inside the entry and inside the local shard.
+    public func localSlice(of entry: ParameterEntry) -> (inEntry: Range<Int>, inShard: Range<Int>)? {
+        let shard = shardRange(entry.unit)
+        let lower = Swift.max(entry.offset, shard.lowerBound), upper = Swift.min(entry.offset + entry.count, shard.upperBound)
+        guard lower < upper else { return nil }
+        return ((lower - entry.offset)..<(upper - entry.offset), (lower - shard.lowerBound)..<(upper - shard.lowerBound))
+    }
+}
+
+/// Parameters and gradients of one model part, sharded over ranks.
+public final class ShardedParameterStore: ParameterStore {
+    public typealias Scalar = Float
+    public let strategy: ShardingStrategy
+    public let plan: ShardPlan
+    public var table: TensorTable { plan.table }
+    /// The ranks that split each unit between them (all ranks, a hybrid group, or this rank alone).
+    let shardGroup: any Communicator
+    /// For HYBRID_SHARD and NO_SHARD: the ranks holding the same shard, whose gradients are averaged.
+    let replicaGroup: (any Communicator)?
+    let worldSize: Int
+    public let parametersShard: UnitBuffers<Float>
+    public let gradientsShard: UnitBuffers<Float>
+    private var gathered: [Int: GrowableBuffer<Float>] = [:]
+    private var pool: [GrowableBuffer<Float>] = []
+    private let fullGradient = GrowableBuffer<Float>()
+    private var gradientUnit = -1
+    /// Largest number of units gathered at the same time since the last `resetAccounting`.
+    public private(set) var peakGatheredUnits = 0
+
+    /// Shards `table` over `world` with `strategy`; `hybridGroupSize` ranks share one copy for HYBRID_SHARD.
+    public init(table: TensorTable, strategy: ShardingStrategy, world: any Communicator, hybridGroupSize: Int = 0) throws {
+        self.strategy = strategy
+        worldSize = world.worldSize
+        switch strategy {
+        case .fullShard, .shardGradOp:
+            shardGroup = world
+            replicaGroup = nil
+        case .noShard:
+            shardGroup = SingleProcessCommunicator()
+            replicaGroup = world.worldSize > 1 ? world : nil
+        case .hybridShard:
+            let size = hybridGroupSize > 0 ? hybridGroupSize : try world.splitByNode().worldSize
+            guard world.worldSize % size == 0 else {
+                throw CommunicatorError.invalidArgument(
+                    "fsdp.hybrid_group_size \(size) does not divide the \(world.worldSize) ranks")
+            }
+            shardGroup = try world.split(groupSize: size)
+            replicaGroup = try world.split(color: world.rank % size, key: world.rank)
+        }
+        let plan = ShardPlan(table: table, shards: shardGroup.worldSize, shardIndex: shardGroup.rank)
+        self.plan = plan
+        let counts = table.units.indices.map { plan.shardCount($0) }
+        parametersShard = UnitBuffers(counts: counts)
+        gradientsShard = UnitBuffers(counts: counts)
+    }
+
+    // MARK: - ParameterStore
+
+    public func parameters(unit: Int) throws -> UnsafePointer<Float> {
+        // One shard (one rank, or NO_SHARD): the shard is the whole unit, nothing to gather or copy.
+        if plan.shards == 1 { return UnsafePointer(parametersShard[unit]) }
+        if let buffer = gathered[unit] { return UnsafePointer(buffer.base) }
+        let buffer = pool.popLast() ?? GrowableBuffer<Float>()
+        let padded = plan.paddedCount(unit), s = plan.shardCount(unit)
+        let full = buffer.reserve(padded)
+        (full + plan.shardRange(unit).lowerBound).update(from: parametersShard[unit], count: s)
+        try shardGroup.allGather(inPlace: UnsafeMutableBufferPointer(start: full, count: padded))
+        gathered[unit] = buffer
+        peakGatheredUnits = Swift.max(peakGatheredUnits, gathered.count)
+        return UnsafePointer(full)
+    }
+
+    public func release(unit: Int) throws {
+        guard strategy == .fullShard || strategy == .hybridShard || strategy == .noShard else { return }
+        if let buffer = gathered.removeValue(forKey: unit) { pool.append(buffer) }
+    }
+
+    /// Releases every unit kept gathered (SHARD_GRAD_OP keeps them from forward to backward).
+    public func endStep() {
+        for (_, buffer) in gathered { pool.append(buffer) }
+        gathered.removeAll()
+    }
+
+    public func gradients(unit: Int) -> UnsafeMutablePointer<Float> {
+        let padded = plan.paddedCount(unit)
+        let g = fullGradient.reserve(padded)
+        if gradientUnit != unit {
+            g.update(repeating: 0, count: padded)
+            gradientUnit = unit
+        }
+        return g
+    }
+
+    public func gradientsReady(unit: Int) throws {
+        let padded = plan.paddedCount(unit), s = plan.shardCount(unit)
+        let full = gradients(unit: unit)
+        gradientUnit = -1
+        let scale = 1 / Float(worldSize)
+        if shardGroup.worldSize > 1 {
+            try shardGroup.reduceScatter(inPlace: UnsafeMutableBufferPointer(start: full, count: padded), op: .sum)
+        }
+        let mine = full + plan.shardRange(unit).lowerBound
+        if let replicaGroup {
+            try replicaGroup.allReduce(UnsafeMutableBufferPointer(start: mine, count: s), op: .sum)
+        }
+        let shard = gradientsShard[unit]
+        for i in 0..<s { shard[i] += mine[i] * scale }
+    }
+
+    // MARK: - Shards
+
+    /// Sets every local gradient to zero.
+    public func zeroGradients() {
+        for u in table.units.indices { gradientsShard[u].update(repeating: 0, count: plan.shardCount(u)) }
+    }
+
+    /// Squared L2 norm of this model part's whole gradient (padding excluded; one all-reduce).
+    public func gradientSquaredNorm() throws -> Double {
+        var local = 0.0
+        for (u, unit) in table.units.enumerated() {
+            let range = plan.shardRange(u)
+            let real = Swift.max(0, Swift.min(range.upperBound, unit.count) - range.lowerBound)
+            local += VectorOps.sumOfSquares(UnsafeBufferPointer(start: gradientsShard[u], count: real))
+        }
+        return shardGroup.worldSize > 1 ? try shardGroup.allReduce(local, op: .sum) : local
+    }
+
+    /// Multiplies every local gradient by `factor`.
+    public func scaleGradients(_ factor: Float) {
+        for u in table.units.indices {
+            let g = gradientsShard[u]
+            for i in 0..<plan.shardCount(u) { g[i] *= factor }
+        }
+    }
+
+    /// Writes tensor `name` (its full values, identical on every rank) into the local shards.
+    public func setTensor(_ name: String, _ values: [Float]) {
+        guard let entry = table.entry(named: name) else { preconditionFailure("no parameter named \(name)") }
+        precondition(values.count == entry.count, "\(name): \(values.count) values for \(entry.count)")
+        guard let slice = plan.localSlice(of: entry) else { return }
+        let shard = parametersShard[entry.unit]
+        for (i, j) in zip(slice.inEntry, slice.inShard) { shard[j] = values[i] }
+    }
+
+    /// The full values of tensor `name`, gathered from every shard (collective: call on every rank).
+    public func gatherTensor(_ name: String) throws -> [Float] {
+        guard let entry = table.entry(named: name) else { preconditionFailure("no parameter named \(name)") }
+        let full = try parameters(unit: entry.unit)
+        let values = Array(UnsafeBufferPointer(start: full + entry.offset, count: entry.count))
+        if strategy != .shardGradOp { try release(unit: entry.unit) } else { endStep() }
+        return values
+    }
+
+    /// The full gradient of tensor `name`, gathered from every shard (collective: call on every rank).
+    public func gatherGradient(_ name: String) throws -> [Float] {
+        guard let entry = table.entry(named: name) else { preconditionFailure("no parameter named \(name)") }
+        let padded = plan.paddedCount(entry.unit), s = plan.shardCount(entry.unit)
+        var full = [Float](repeating: 0, count: padded)
+        try full.withUnsafeMutableBufferPointer { buffer in
+            guard let base = buffer.baseAddress else { return }
+            (base + plan.shardRange(entry.unit).lowerBound).update(from: gradientsShard[entry.unit], count: s)
+            try shardGroup.allGather(inPlace: buffer)
+        }
+        return Array(full[entry.offset..<(entry.offset + entry.count)])
+    }
+
+    /// Fills the shards with the official initialisation (identical to `LocalParameters.initialize`
+    /// for the same seed: every element is drawn by its index, whatever the rank count).
+    public func initialize(seed: UInt64) {
+        let local = LocalParameters<Float>(table: table)
+        local.initialize(seed: seed)
+        for entry in table.entries { setTensor(entry.name, local.tensor(entry.name) ?? []) }
+    }
+
+    /// Bytes of this rank's parameter and gradient shards, and of the gathered buffers it holds.
+    public var residentBytes: (shards: Int, gathered: Int) {
+        let shards = table.units.indices.reduce(0) { $0 + 2 * plan.shardCount($1) } * MemoryLayout<Float>.stride
+        let buffers = (Array(gathered.values) + pool).reduce(0) { $0 + $1.bytes } + fullGradient.bytes
+        return (shards, buffers)
+    }
+}
