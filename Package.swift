@@ -63,7 +63,7 @@ let modules: [Target] = [
     .executableTarget(
         name: "dinov2-fsdp",
         dependencies: [
-            "DinoCore", "DinoConfig", "DinoKernels", "DinoDistributed", "DinoCheckpoint", "DinoBench",
+            "DinoCore", "DinoConfig", "DinoKernels", "DinoDistributed", "DinoCheckpoint", "DinoBench", "DinoTraining",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ],
         swiftSettings: hostCPUSettings),

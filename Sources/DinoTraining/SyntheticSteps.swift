@@ -1,0 +1,49 @@
+// Training steps on synthetic crops, for the sharding self-check and benchmarks: every image of the
+// global batch is drawn from the counter-based stream by its global index, every rank takes its
+// slice (batch_size_per_gpu images), masks are planned over the global batch, so the same global
+// batch reaches the model whatever the rank count.
+
+import DinoConfig
+import DinoCore
+import DinoModel
+
+/// Runs `steps` optimisation steps of `model` on synthetic crops; returns the losses averaged over ranks.
+public func runSyntheticSteps(_ model: SelfDistillation, steps: Int, seed: UInt64, communicator: any Communicator,
+                              firstIteration: Int = 0) throws -> [StepLosses] {
+    let config = model.config
+    let b = config.train.batchSizePerRank, world = communicator.worldSize
+    let globalImages = b * world, first = communicator.rank * b
+    let g = config.crops.globalCropsSize, l = config.crops.localCropsSize, nLocal = config.crops.localCropsNumber
+    let grid = g / config.student.patchSize
+    var losses: [StepLosses] = []
+    for step in 0..<steps {
+        let iteration = firstIteration + step
+        // Crops of image i, view v: normal values from the stream keyed (seed, iteration, i, crop).
+        func crops(count: Int, size: Int, cropBase: Int) -> [Float] {
+            var values = [Float](repeating: 0, count: count * b * 3 * size * size)
+            for crop in 0..<count {
+                for image in 0..<b {
+                    let stream = RandomStream(seed: seed, purpose: .augmentation, UInt64(iteration),
+                                              UInt64(first + image), UInt64(cropBase + crop))
+                    let row = (crop * b + image) * 3 * size * size
+                    for i in 0..<(3 * size * size) { values[row + i] = Float(stream.normal(UInt64(i))) }
+                }
+            }
+            return values
+        }
+        let global = crops(count: 2, size: g, cropBase: 0), local = crops(count: nLocal, size: l, cropBase: 2)
+        let plan = MaskPlan(seed: seed, iteration: UInt64(iteration), globalImages: globalImages, grid: grid,
+                            probability: config.ibot.maskSampleProbability, ratioRange: config.ibot.maskRatioMinMax)
+        let masks = plan.masks(firstImage: first, count: b)
+        let rankLosses = try global.withUnsafeBufferPointer { gp in
+            try local.withUnsafeBufferPointer { lp in
+                try model.step(iteration: iteration, globalImages: gp.baseAddress!, localImages: lp.baseAddress!,
+                               masks: masks, images: b)
+            }
+        }
+        let mean = try communicator.allReduce([rankLosses.dinoLocal, rankLosses.dinoGlobal, rankLosses.ibot, rankLosses.koleo],
+                                              op: .sum).map { $0 / Double(world) }
+        losses.append(StepLosses(dinoLocal: mean[0], dinoGlobal: mean[1], ibot: mean[2], koleo: mean[3]))
+    }
+    return losses
+}
