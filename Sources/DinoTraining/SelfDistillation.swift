@@ -31,6 +31,19 @@ public struct StepLosses: Sendable, Equatable {
     public var total: Double { dinoLocal + dinoGlobal + ibot + koleo }
 }
 
+/// Failures of a training step, each with what to do about it.
+public enum TrainingError: Error, CustomStringConvertible, Equatable {
+    case nonFinite(String)
+    case unsupported(String)
+
+    public var description: String {
+        switch self {
+        case .nonFinite(let text): return "non-finite value: \(text)"
+        case .unsupported(let text): return text
+        }
+    }
+}
+
 /// One part of the model (backbone or a head): student and teacher parameters as shards, the AdamW
 /// moments of the student's shard, and each tensor's optimiser multipliers.
 public final class ModelPart {
@@ -116,6 +129,9 @@ public final class SelfDistillation {
         architecture = try ViTArchitecture(student: config.student, imageSize: config.crops.globalCropsSize)
         let layout = ParameterLayout(architecture)
         let depth = architecture.depth
+        guard config.fsdp.allgatherDtype == "fp32" else {
+            throw TrainingError.unsupported("fsdp.allgather_dtype \(config.fsdp.allgatherDtype): only fp32 all-gathers are implemented; set fsdp.allgather_dtype=fp32")
+        }
         guard let strategy = ShardingStrategy(rawValue: config.fsdp.shardingStrategy) else {
             throw CommunicatorError.invalidArgument("fsdp.sharding_strategy '\(config.fsdp.shardingStrategy)' is unknown")
         }
@@ -305,9 +321,24 @@ public final class SelfDistillation {
             part.teacher.endStep()
         }
 
-        // Clip each sub-module (norms over every shard), AdamW on the shards, teacher EMA.
+        // The losses and gradient norms are reduced over every rank, so a non-finite value anywhere
+        // stops every rank at the same point, before the optimizer touches anything.
+        let lossValues = try communicator.allReduce([losses.dinoLocal, losses.dinoGlobal, losses.ibot, losses.koleo], op: .sum)
+        for (value, name) in zip(lossValues, ["dino_local_crops_loss", "dino_global_crops_loss", "ibot_loss", "koleo_loss"])
+        where !value.isFinite {
+            throw TrainingError.nonFinite("\(name) is \(value) at iteration \(iteration) (summed over ranks); nothing was updated")
+        }
+        var norms: [Double] = []
         for part in parts {
             let norm = try part.student.gradientSquaredNorm().squareRoot()
+            guard norm.isFinite else {
+                throw TrainingError.nonFinite("the \(part.name) gradient norm is \(norm) at iteration \(iteration); nothing was updated")
+            }
+            norms.append(norm)
+        }
+
+        // Clip each sub-module (norms over every shard), AdamW on the shards, teacher EMA.
+        for (part, norm) in zip(parts, norms) {
             let coefficient = AdamW.clipCoefficient(norm: norm, maxNorm: config.optim.clipGrad)
             if coefficient < 1 { part.student.scaleGradients(Float(coefficient)) }
         }

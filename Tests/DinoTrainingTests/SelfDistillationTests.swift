@@ -44,4 +44,38 @@ struct SelfDistillationTests {
         }
         #expect(totals.last! < totals.first!, "objective did not decrease: \(totals)")
     }
+
+    @Test("a non-finite loss stops the step before any parameter changes, naming the term and iteration")
+    func nonFinite() throws {
+        let config = try ConfigLoader.load(file: TestPaths.packageRoot.appendingPathComponent("Configs/tests/tiny.yaml").path)
+            .resolved(worldSize: 1)
+        let model = try SelfDistillation(config: config, communicator: SingleProcessCommunicator(), seed: 1)
+        let b = config.train.batchSizePerRank
+        var global = [Float](repeating: 0.1, count: 2 * b * 3 * 28 * 28)
+        global[5] = .nan
+        let local = [Float](repeating: 0.1, count: config.crops.localCropsNumber * b * 3 * 14 * 14)
+        let before = try model.parts.map { part in try part.table.entries.map { try part.student.gatherTensor($0.name) } }
+        do {
+            _ = try global.withUnsafeBufferPointer { g in
+                try local.withUnsafeBufferPointer { l in
+                    try model.step(iteration: 7, globalImages: g.baseAddress!, localImages: l.baseAddress!,
+                                   masks: [Bool](repeating: false, count: 2 * b * 4), images: b)
+                }
+            }
+            Issue.record("a NaN input did not stop the step")
+        } catch let error as TrainingError {
+            #expect("\(error)".contains("iteration 7") && "\(error)".contains("loss"), "\(error)")
+        }
+        let after = try model.parts.map { part in try part.table.entries.map { try part.student.gatherTensor($0.name) } }
+        #expect(before == after)
+    }
+
+    @Test("bf16 all-gathers are refused with a message, not silently ignored")
+    func bf16() throws {
+        let config = try ConfigLoader.load(file: TestPaths.packageRoot.appendingPathComponent("Configs/tests/tiny.yaml").path,
+                                           overrides: ["fsdp.allgather_dtype=bf16"]).resolved(worldSize: 1)
+        #expect(throws: TrainingError.self) {
+            _ = try SelfDistillation(config: config, communicator: SingleProcessCommunicator(), seed: 1)
+        }
+    }
 }
