@@ -45,6 +45,7 @@ public struct CollectiveSelfCheck {
         }
         for block in [1, 3, 1001, 16_411] {
             try checkAllGather(Float.self, block: block)
+            try checkAllGather(Int64.self, block: block)
             for op in ReduceOp.allCases { try checkReduceScatter(Float.self, block: block, op: op) }
             try checkReduceScatter(Double.self, block: block, op: .sum)
         }

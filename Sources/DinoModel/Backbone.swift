@@ -89,6 +89,8 @@ public final class Backbone<T: KernelScalar> {
     private let scratchA = GrowableBuffer<T>(), scratchB = GrowableBuffer<T>(), scratchC = GrowableBuffer<T>()
     private let dTokens = GrowableBuffer<T>()
     private var canBackward = false
+    /// The store of the pass under way, polled between kernels so its collectives progress.
+    private var progressStore: (any ParameterStore<T>)? = nil
     /// One unit's gradient, accumulated here and added to the store's buffer in one pass, so that
     /// running backward twice gives exactly twice the gradients (each element gets one addition).
     private let unitGradient = GrowableBuffer<T>()
@@ -123,6 +125,8 @@ public final class Backbone<T: KernelScalar> {
     public func forward(_ input: [CropBatch<T>], store: any ParameterStore<T>, dropPath: DropPath? = nil,
                         keepActivations: Bool = true) throws {
         canBackward = keepActivations
+        progressStore = store
+        defer { progressStore = nil }
         let d = a.embedDim
         inputs = input
         batches = []
@@ -155,9 +159,9 @@ public final class Backbone<T: KernelScalar> {
                         RandomStream(seed: $0.seed, purpose: .dropPath, $0.iteration, UInt64(block), UInt64(kind))
                     })
                     if kind == 0 {
-                        attentionForward(branch, x: x, p: parameters, o: o)
+                        try attentionForward(branch, x: x, p: parameters, o: o)
                     } else {
-                        feedForwardForward(branch, x: x, p: parameters, o: o)
+                        try feedForwardForward(branch, x: x, p: parameters, o: o)
                     }
                 }
             }
@@ -205,7 +209,7 @@ public final class Backbone<T: KernelScalar> {
         }
     }
 
-    private func attentionForward(_ branch: Branch, x: UnsafeMutablePointer<T>, p: UnsafePointer<T>, o: BlockOffsets) {
+    private func attentionForward(_ branch: Branch, x: UnsafeMutablePointer<T>, p: UnsafePointer<T>, o: BlockOffsets) throws {
         let d = a.embedDim, rows = branch.rows
         let input = branch.input.reserve(rows * d), normed = branch.normed.reserve(rows * d)
         branch.gather(from: x, into: input, channels: d)
@@ -214,16 +218,19 @@ public final class Backbone<T: KernelScalar> {
         let qkv = branch.first.reserve(rows * 3 * d)
         Linear.forward(out: qkv, input: normed, weight: p + o.qkvWeight, bias: o.qkvBias >= 0 ? p + o.qkvBias : nil,
                        rows: rows, inFeatures: d, outFeatures: 3 * d)
+        try poll()
         let attended = branch.second.reserve(rows * d), lse = branch.lse.reserve(rows * a.heads)
         T.attentionForward(out: attended, lse: lse, qkv: qkv, sequences: branch.sequences, heads: a.heads,
                            headDim: a.headDim, workspace: attention, threads: threads)
+        try poll()
         let projected = branch.output.reserve(rows * d)
         Linear.forward(out: projected, input: attended, weight: p + o.projWeight,
                        bias: o.projBias >= 0 ? p + o.projBias : nil, rows: rows, inFeatures: d, outFeatures: d)
+        try poll()
         branch.scatterLayerScale(into: x, branchOutput: projected, gamma: p + o.layerScale1, channels: d)
     }
 
-    private func feedForwardForward(_ branch: Branch, x: UnsafeMutablePointer<T>, p: UnsafePointer<T>, o: BlockOffsets) {
+    private func feedForwardForward(_ branch: Branch, x: UnsafeMutablePointer<T>, p: UnsafePointer<T>, o: BlockOffsets) throws {
         let d = a.embedDim, rows = branch.rows, h = a.feedForward.hidden
         let input = branch.input.reserve(rows * d), normed = branch.normed.reserve(rows * d)
         branch.gather(from: x, into: input, channels: d)
@@ -233,6 +240,7 @@ public final class Backbone<T: KernelScalar> {
         let fc1 = branch.first.reserve(rows * width), activated = branch.second.reserve(rows * h)
         Linear.forward(out: fc1, input: normed, weight: p + o.fc1Weight, bias: o.fc1Bias >= 0 ? p + o.fc1Bias : nil,
                        rows: rows, inFeatures: d, outFeatures: width)
+        try poll()
         switch a.feedForward {
         case .mlp: GELU.forward(out: activated, input: fc1, count: rows * h)
         case .swiglu: SwiGLU.forward(hidden: activated, x12: fc1, rows: rows, hiddenFeatures: h)
@@ -240,8 +248,12 @@ public final class Backbone<T: KernelScalar> {
         let out = branch.output.reserve(rows * d)
         Linear.forward(out: out, input: activated, weight: p + o.fc2Weight, bias: o.fc2Bias >= 0 ? p + o.fc2Bias : nil,
                        rows: rows, inFeatures: h, outFeatures: d)
+        try poll()
         branch.scatterLayerScale(into: x, branchOutput: out, gamma: p + o.layerScale2, channels: d)
     }
+
+    @inline(__always)
+    private func poll() throws { try progressStore?.progress() }
 
     private var fc1Width: Int {
         switch a.feedForward {
@@ -256,6 +268,8 @@ public final class Backbone<T: KernelScalar> {
     /// last forward; parameter gradients accumulate into `store`.
     public func backward(_ dOutput: UnsafePointer<T>, store: any ParameterStore<T>) throws {
         precondition(canBackward, "backward needs a forward with keepActivations")
+        progressStore = store
+        defer { progressStore = nil }
         let d = a.embedDim, total = tokenCount
         let dx = dTokens.reserve(total * d)
         let x = UnsafePointer(tokens.base)
@@ -275,8 +289,8 @@ public final class Backbone<T: KernelScalar> {
             let g = beginUnitGradient(unit)
             for block in layout.units[unit].blocks.reversed() {
                 let o = layout.blocks[block]
-                feedForwardBackward(branches[block][1], dx: dx, p: p, g: g, o: o)
-                attentionBackward(branches[block][0], dx: dx, p: p, g: g, o: o)
+                try feedForwardBackward(branches[block][1], dx: dx, p: p, g: g, o: o)
+                try attentionBackward(branches[block][0], dx: dx, p: p, g: g, o: o)
             }
             try store.release(unit: unit)
             try finishUnitGradient(unit, store: store)
@@ -303,7 +317,7 @@ public final class Backbone<T: KernelScalar> {
     }
 
     private func feedForwardBackward(_ branch: Branch, dx: UnsafeMutablePointer<T>, p: UnsafePointer<T>,
-                                     g: UnsafeMutablePointer<T>, o: BlockOffsets) {
+                                     g: UnsafeMutablePointer<T>, o: BlockOffsets) throws {
         let d = a.embedDim, rows = branch.rows, h = a.feedForward.hidden, width = fc1Width
         // LayerScale: dOut (gathered dx rows) -> d(fc2 output), dGamma.
         let dResidual = scratchA.reserve(rows * d)
@@ -316,6 +330,7 @@ public final class Backbone<T: KernelScalar> {
         Linear.backward(dInput: dActivated, dWeight: g + o.fc2Weight, dBias: o.fc2Bias >= 0 ? g + o.fc2Bias : nil,
                         dOut: dOut, input: branch.second.base, weight: p + o.fc2Weight, rows: rows, inFeatures: h,
                         outFeatures: d)
+        try poll()
         // Activation: d(fc1 output) into dOut's buffer.
         let dFc1 = dOut
         switch a.feedForward {
@@ -327,6 +342,7 @@ public final class Backbone<T: KernelScalar> {
         Linear.backward(dInput: dNormed, dWeight: g + o.fc1Weight, dBias: o.fc1Bias >= 0 ? g + o.fc1Bias : nil,
                         dOut: dFc1, input: branch.normed.base, weight: p + o.fc1Weight, rows: rows, inFeatures: d,
                         outFeatures: width)
+        try poll()
         // LN2: d(branch input), then back into the residual stream rows.
         let dInput = dResidual
         LayerNorm.backward(dInput: dInput, dWeight: g + o.norm2Weight, dBias: g + o.norm2Bias, dOut: dNormed,
@@ -336,7 +352,7 @@ public final class Backbone<T: KernelScalar> {
     }
 
     private func attentionBackward(_ branch: Branch, dx: UnsafeMutablePointer<T>, p: UnsafePointer<T>,
-                                   g: UnsafeMutablePointer<T>, o: BlockOffsets) {
+                                   g: UnsafeMutablePointer<T>, o: BlockOffsets) throws {
         let d = a.embedDim, rows = branch.rows
         let dResidual = scratchA.reserve(rows * d)
         branch.gather(from: UnsafePointer(dx), into: dResidual, channels: d)
@@ -347,14 +363,17 @@ public final class Backbone<T: KernelScalar> {
         Linear.backward(dInput: dAttended, dWeight: g + o.projWeight, dBias: o.projBias >= 0 ? g + o.projBias : nil,
                         dOut: dProjected, input: branch.second.base, weight: p + o.projWeight, rows: rows,
                         inFeatures: d, outFeatures: d)
+        try poll()
         let dQKV = dProjected  // [rows, 3D]; dProjected is consumed
         T.attentionBackward(dQKV: dQKV, dOut: dAttended, qkv: branch.first.base, out: branch.second.base,
                             lse: branch.lse.base, sequences: branch.sequences, heads: a.heads, headDim: a.headDim,
                             workspace: attention, threads: threads)
+        try poll()
         let dNormed = dAttended
         Linear.backward(dInput: dNormed, dWeight: g + o.qkvWeight, dBias: o.qkvBias >= 0 ? g + o.qkvBias : nil,
                         dOut: dQKV, input: branch.normed.base, weight: p + o.qkvWeight, rows: rows, inFeatures: d,
                         outFeatures: 3 * d)
+        try poll()
         let dInput = dResidual
         LayerNorm.backward(dInput: dInput, dWeight: g + o.norm1Weight, dBias: g + o.norm1Bias, dOut: dNormed,
                            input: branch.input.base, weight: p + o.norm1Weight, mean: branch.mean.base,

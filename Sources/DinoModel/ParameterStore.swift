@@ -18,6 +18,13 @@ public protocol ParameterStore<Scalar>: AnyObject {
     func gradients(unit: Int) -> UnsafeMutablePointer<Scalar>
     /// Backward has finished accumulating into the gradient of `unit`.
     func gradientsReady(unit: Int) throws
+    /// Called between kernels: lets a store advance collectives in flight (Open MPI has no
+    /// progress thread). Cheap when there is nothing to do.
+    func progress() throws
+}
+
+extension ParameterStore {
+    public func progress() throws {}
 }
 
 /// One zero-initialised flat buffer per unit of a table (parameters, gradients, optimiser moments).

@@ -76,8 +76,18 @@ public final class ShardedParameterStore: ParameterStore {
     private var pool: [GrowableBuffer<Float>] = []
     private let fullGradient = GrowableBuffer<Float>()
     private var gradientUnit = -1
-    /// Largest number of units gathered at the same time since the last `resetAccounting`.
+    /// Gathers started ahead of use: the next unit in the direction the pass is moving.
+    private var prefetched: [Int: (buffer: GrowableBuffer<Float>, request: CommRequest, started: Double)] = [:]
+    private var lastRequested = -1
+    private let driver: ProgressDriver
+    /// Start the next unit's all-gather before the current unit computes (FULL_SHARD, HYBRID_SHARD).
+    public var prefetch = true
+    /// Largest number of units gathered (or being gathered) at the same time.
     public private(set) var peakGatheredUnits = 0
+    /// Seconds this rank waited in collectives (not hidden behind compute).
+    public private(set) var exposedCommunicationSeconds = 0.0
+    /// Seconds from the start to the observed end of every collective, hidden or not.
+    public private(set) var totalCommunicationSeconds = 0.0
 
     /// Shards `table` over `world` with `strategy`; `hybridGroupSize` ranks share one copy for HYBRID_SHARD.
     public init(table: TensorTable, strategy: ShardingStrategy, world: any Communicator, hybridGroupSize: Int = 0) throws {
@@ -104,6 +114,13 @@ public final class ShardedParameterStore: ParameterStore {
         let counts = table.units.indices.map { plan.shardCount($0) }
         parametersShard = UnitBuffers(counts: counts)
         gradientsShard = UnitBuffers(counts: counts)
+        driver = ProgressDriver(shardGroup, intervalMicroseconds: 200)
+    }
+
+    /// Clears the communication timers.
+    public func resetCommunicationTimers() {
+        exposedCommunicationSeconds = 0
+        totalCommunicationSeconds = 0
     }
 
     // MARK: - ParameterStore
@@ -111,15 +128,63 @@ public final class ShardedParameterStore: ParameterStore {
     public func parameters(unit: Int) throws -> UnsafePointer<Float> {
         // One shard (one rank, or NO_SHARD): the shard is the whole unit, nothing to gather or copy.
         if plan.shards == 1 { return UnsafePointer(parametersShard[unit]) }
+        defer { prefetchNext(after: unit) }
         if let buffer = gathered[unit] { return UnsafePointer(buffer.base) }
-        let buffer = pool.popLast() ?? GrowableBuffer<Float>()
-        let padded = plan.paddedCount(unit), s = plan.shardCount(unit)
-        let full = buffer.reserve(padded)
-        (full + plan.shardRange(unit).lowerBound).update(from: parametersShard[unit], count: s)
-        try shardGroup.allGather(inPlace: UnsafeMutableBufferPointer(start: full, count: padded))
+        let start = MonotonicClock.seconds()
+        let buffer: GrowableBuffer<Float>
+        if let pending = prefetched.removeValue(forKey: unit) {
+            try pending.request.wait()
+            buffer = pending.buffer
+            totalCommunicationSeconds += MonotonicClock.seconds() - pending.started
+        } else {
+            buffer = pool.popLast() ?? GrowableBuffer<Float>()
+            let padded = plan.paddedCount(unit)
+            let full = buffer.reserve(padded)
+            (full + plan.shardRange(unit).lowerBound).update(from: parametersShard[unit], count: plan.shardCount(unit))
+            try shardGroup.allGather(inPlace: UnsafeMutableBufferPointer(start: full, count: padded))
+            totalCommunicationSeconds += MonotonicClock.seconds() - start
+        }
+        exposedCommunicationSeconds += MonotonicClock.seconds() - start
         gathered[unit] = buffer
-        peakGatheredUnits = Swift.max(peakGatheredUnits, gathered.count)
-        return UnsafePointer(full)
+        peakGatheredUnits = Swift.max(peakGatheredUnits, gathered.count + prefetched.count)
+        return UnsafePointer(buffer.base)
+    }
+
+    /// Starts gathering the unit after `unit` in the direction of the pass (forward: increasing,
+    /// backward: decreasing), if no more than two units would then be held. Every rank makes the
+    /// same calls in the same order, so every rank starts the same collectives in the same order.
+    private func prefetchNext(after unit: Int) {
+        let direction = unit >= lastRequested ? 1 : -1
+        lastRequested = unit
+        guard prefetch, strategy != .noShard else { return }
+        let next = unit + direction
+        guard table.units.indices.contains(next), gathered[next] == nil, prefetched[next] == nil,
+              gathered.count + prefetched.count < 2 || strategy == .shardGradOp else { return }
+        let buffer = pool.popLast() ?? GrowableBuffer<Float>()
+        let padded = plan.paddedCount(next)
+        let full = buffer.reserve(padded)
+        do {
+            let request = try shardGroup.startAllGather(
+                UnsafeBufferPointer(start: parametersShard[next], count: plan.shardCount(next)),
+                into: UnsafeMutableBufferPointer(start: full, count: padded))
+            prefetched[next] = (buffer, request, MonotonicClock.seconds())
+            peakGatheredUnits = Swift.max(peakGatheredUnits, gathered.count + prefetched.count)
+        } catch {
+            pool.append(buffer)  // the synchronous gather in parameters(unit:) reports the error
+        }
+    }
+
+    public func progress() throws {
+        if !prefetched.isEmpty { try driver.poll() }
+    }
+
+    /// Completes every prefetch still in flight (they must finish before their buffers are reused).
+    private func finishPrefetches() throws {
+        for (_, pending) in prefetched {
+            try pending.request.wait()
+            pool.append(pending.buffer)
+        }
+        prefetched.removeAll()
     }
 
     public func release(unit: Int) throws {
@@ -127,10 +192,13 @@ public final class ShardedParameterStore: ParameterStore {
         if let buffer = gathered.removeValue(forKey: unit) { pool.append(buffer) }
     }
 
-    /// Releases every unit kept gathered (SHARD_GRAD_OP keeps them from forward to backward).
-    public func endStep() {
+    /// Releases every unit kept gathered (SHARD_GRAD_OP keeps them from forward to backward) and
+    /// completes prefetches still in flight; called once per step after backward.
+    public func endStep() throws {
+        try finishPrefetches()
         for (_, buffer) in gathered { pool.append(buffer) }
         gathered.removeAll()
+        lastRequested = -1
     }
 
     public func gradients(unit: Int) -> UnsafeMutablePointer<Float> {
@@ -148,6 +216,12 @@ public final class ShardedParameterStore: ParameterStore {
         let full = gradients(unit: unit)
         gradientUnit = -1
         let scale = 1 / Float(worldSize)
+        let start = MonotonicClock.seconds()
+        defer {
+            let elapsed = MonotonicClock.seconds() - start
+            exposedCommunicationSeconds += elapsed
+            totalCommunicationSeconds += elapsed
+        }
         if shardGroup.worldSize > 1 {
             try shardGroup.reduceScatter(inPlace: UnsafeMutableBufferPointer(start: full, count: padded), op: .sum)
         }
@@ -199,7 +273,7 @@ public final class ShardedParameterStore: ParameterStore {
         guard let entry = table.entry(named: name) else { preconditionFailure("no parameter named \(name)") }
         let full = try parameters(unit: entry.unit)
         let values = Array(UnsafeBufferPointer(start: full + entry.offset, count: entry.count))
-        if strategy != .shardGradOp { try release(unit: entry.unit) } else { endStep() }
+        try endStep()
         return values
     }
 
@@ -227,7 +301,8 @@ public final class ShardedParameterStore: ParameterStore {
     /// Bytes of this rank's parameter and gradient shards, and of the gathered buffers it holds.
     public var residentBytes: (shards: Int, gathered: Int) {
         let shards = table.units.indices.reduce(0) { $0 + 2 * plan.shardCount($1) } * MemoryLayout<Float>.stride
-        let buffers = (Array(gathered.values) + pool).reduce(0) { $0 + $1.bytes } + fullGradient.bytes
+        let buffers = (Array(gathered.values) + prefetched.values.map(\.buffer) + pool).reduce(0) { $0 + $1.bytes }
+            + fullGradient.bytes
         return (shards, buffers)
     }
 }

@@ -317,8 +317,8 @@ public final class SelfDistillation {
         }
 
         for part in parts {
-            part.student.endStep()
-            part.teacher.endStep()
+            try part.student.endStep()
+            try part.teacher.endStep()
         }
 
         // The losses and gradient norms are reduced over every rank, so a non-finite value anywhere
