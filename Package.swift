@@ -58,7 +58,7 @@ let modules: [Target] = [
         swiftSettings: hostCPUSettings),
     .target(
         name: "DinoBench",
-        dependencies: ["DinoCore", "DinoKernels", "DinoModel", "DinoDistributed"],
+        dependencies: ["DinoCore", "DinoKernels", "DinoModel", "DinoDistributed", "DinoTraining", "DinoConfig"],
         swiftSettings: hostCPUSettings),
     .executableTarget(
         name: "dinov2-fsdp",

@@ -141,23 +141,7 @@ public struct KernelBenchmark {
 
     /// Model FLOPs of one forward+backward (see the file header).
     public static func backboneFLOPs(_ a: ViTArchitecture, crops: [(count: Int, size: Int)]) -> Double {
-        let d = Double(a.embedDim)
-        let hidden = Double(a.feedForward.hidden)
-        let ffnWeights: Double
-        switch a.feedForward {
-        case .mlp: ffnWeights = 2 * d * hidden
-        case .swiglu: ffnWeights = 3 * d * hidden
-        }
-        var total = 0.0
-        for crop in crops {
-            let l = Double(a.tokens(cropSize: crop.size)), patches = Double(a.patches(cropSize: crop.size))
-            let n = Double(crop.count)
-            let linear = 2 * (4 * d * d + ffnWeights) * l * n * Double(a.depth)  // qkv + proj = 4 D^2
-            let attention = 4 * l * l * d * n * Double(a.depth)
-            let patch = 2 * patches * n * Double(3 * a.patchSize * a.patchSize) * d
-            total += 3 * linear + 3.5 * attention + 2 * patch
-        }
-        return total
+        crops.reduce(0) { $0 + a.trainingFLOPs(crops: $1.count, size: $1.size) }
     }
 
     private func filled(_ count: Int) -> UnsafeMutablePointer<Float> {

@@ -31,6 +31,23 @@ public struct StepLosses: Sendable, Equatable {
     public var total: Double { dinoLocal + dinoGlobal + ibot + koleo }
 }
 
+/// Where the time of one step went, in seconds, on this rank.
+public struct StepTiming: Sendable, Equatable {
+    public var total = 0.0
+    /// Waiting in collectives (parameter gathers, gradient reductions, centering, norms).
+    public var exposedCommunication = 0.0
+    /// From start to completion of every collective, overlapped with compute or not.
+    public var totalCommunication = 0.0
+    public var optimizer = 0.0
+    public var ema = 0.0
+    /// Everything else: forward and backward compute, heads and losses.
+    public var compute: Double { Swift.max(0, total - exposedCommunication - optimizer - ema) }
+    /// Masked patch tokens of this rank's crops (they set the iBOT head's work).
+    public var maskedTokens = 0
+
+    public init() {}
+}
+
 /// Failures of a training step, each with what to do about it.
 public enum TrainingError: Error, CustomStringConvertible, Equatable {
     case nonFinite(String)
@@ -113,18 +130,21 @@ public final class SelfDistillation {
     /// The separate iBOT head (`ibot.separate_head`), or nil when the DINO head is shared.
     public let ibotHead: ModelPart?
     public private(set) var optimizerSteps = 0
+    /// The time split of the last step.
+    public private(set) var lastTiming = StepTiming()
 
     private let studentBackbone: Backbone<Float>, teacherBackbone: Backbone<Float>
     private let studentDinoHead: DinoHead<Float>, teacherDinoHead: DinoHead<Float>
     private let studentIbotHead: DinoHead<Float>?, teacherIbotHead: DinoHead<Float>?
     public let dinoCenter: SoftmaxCenter<Float>, ibotCenter: SoftmaxCenter<Float>
-    private let communicator: any Communicator
+    /// The world, timed: the step's own collectives (targets, loss and norm checks) add up here.
+    private let communicator: TimedCommunicator
 
     /// Builds the model for `config` (its `optim.lr` already scaled for the world size) and
     /// initialises the student from `seed`; the teacher starts as a copy of the student.
     public init(config: TrainingConfig, communicator: any Communicator, seed: UInt64, threads: Int = 1) throws {
         self.config = config
-        self.communicator = communicator
+        self.communicator = TimedCommunicator(communicator)
         schedules = TrainingSchedules(config)
         architecture = try ViTArchitecture(student: config.student, imageSize: config.crops.globalCropsSize)
         let layout = ParameterLayout(architecture)
@@ -173,6 +193,25 @@ public final class SelfDistillation {
         }
     }
 
+    /// Model FLOPs of one step on `b` images per rank with `maskedTokens` masked tokens: student
+    /// backbone forward+backward on every crop, teacher backbone forward on the global crops,
+    /// student heads forward+backward and teacher heads forward on their rows.
+    public func stepFLOPs(images b: Int, maskedTokens m: Int) -> Double {
+        let g = config.crops.globalCropsSize, l = config.crops.localCropsSize, n = config.crops.localCropsNumber
+        let a = architecture
+        var total = a.trainingFLOPs(crops: 2 * b, size: g) + a.trainingFLOPs(crops: n * b, size: l)
+        let teacher = a.forwardFLOPs(crops: 2 * b, size: g)
+        total += teacher.linear + teacher.attention + teacher.patch
+        let dino = studentDinoHead.architecture.forwardFLOPsPerRow
+        let clsRows = Double(2 * b + n * b)
+        if let ibot = studentIbotHead?.architecture.forwardFLOPsPerRow {
+            total += 3 * dino * clsRows + dino * Double(2 * b) + 4 * ibot * Double(m)
+        } else {
+            total += 3 * dino * (clsRows + Double(m)) + dino * Double(2 * b + m)
+        }
+        return total
+    }
+
     /// Backbone, DINO head and (when separate) iBOT head.
     public var parts: [ModelPart] { [backbone, dinoHead] + (ibotHead.map { [$0] } ?? []) }
 
@@ -180,6 +219,13 @@ public final class SelfDistillation {
     public func step(iteration: Int, globalImages: UnsafePointer<Float>, localImages: UnsafePointer<Float>,
                      masks: [Bool], images b: Int, schedule: ScheduleValues? = nil) throws -> StepLosses {
         let s = schedule ?? schedules.values(at: iteration)
+        let stepStart = MonotonicClock.seconds()
+        var timing = StepTiming()
+        communicator.reset()
+        for part in parts {
+            part.student.resetCommunicationTimers()
+            part.teacher.resetCommunicationTimers()
+        }
         let a = architecture, d = a.embedDim
         let nLocal = config.crops.localCropsNumber
         let globalSize = config.crops.globalCropsSize, localSize = config.crops.localCropsSize
@@ -198,6 +244,7 @@ public final class SelfDistillation {
             }
         }
         let m = maskedTokens.count
+        timing.maskedTokens = m
         let shared = ibotHead == nil
         let kDino = config.dino.headPrototypes
         let kIbot = shared ? kDino : config.ibot.headPrototypes
@@ -337,7 +384,9 @@ public final class SelfDistillation {
             norms.append(norm)
         }
 
+
         // Clip each sub-module (norms over every shard), AdamW on the shards, teacher EMA.
+        let optimizerStart = MonotonicClock.seconds()
         for (part, norm) in zip(parts, norms) {
             let coefficient = AdamW.clipCoefficient(norm: norm, maxNorm: config.optim.clipGrad)
             if coefficient < 1 { part.student.scaleGradients(Float(coefficient)) }
@@ -345,8 +394,20 @@ public final class SelfDistillation {
         optimizerSteps += 1
         for part in parts {
             part.adamW(schedule: s, beta1: config.optim.adamwBeta1, beta2: config.optim.adamwBeta2, step: optimizerSteps)
-            part.updateTeacher(momentum: s.momentum)
         }
+        let emaStart = MonotonicClock.seconds()
+        timing.optimizer = emaStart - optimizerStart
+        for part in parts { part.updateTeacher(momentum: s.momentum) }
+        timing.ema = MonotonicClock.seconds() - emaStart
+        // Communication: the stores' gathers and reductions, the targets' and norms' all-reduces.
+        for part in parts {
+            timing.exposedCommunication += part.student.exposedCommunicationSeconds + part.teacher.exposedCommunicationSeconds
+            timing.totalCommunication += part.student.totalCommunicationSeconds + part.teacher.totalCommunicationSeconds
+        }
+        timing.exposedCommunication += communicator.seconds
+        timing.totalCommunication += communicator.seconds
+        timing.total = MonotonicClock.seconds() - stepStart
+        lastTiming = timing
         return losses
     }
 

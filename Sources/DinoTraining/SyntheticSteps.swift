@@ -8,8 +8,10 @@ import DinoCore
 import DinoModel
 
 /// Runs `steps` optimisation steps of `model` on synthetic crops; returns the losses averaged over ranks.
+/// `onStep` sees each step's rank-mean losses and this rank's time split.
 public func runSyntheticSteps(_ model: SelfDistillation, steps: Int, seed: UInt64, communicator: any Communicator,
-                              firstIteration: Int = 0) throws -> [StepLosses] {
+                              firstIteration: Int = 0,
+                              onStep: ((Int, StepLosses, StepTiming) throws -> Void)? = nil) throws -> [StepLosses] {
     let config = model.config
     let b = config.train.batchSizePerRank, world = communicator.worldSize
     let globalImages = b * world, first = communicator.rank * b
@@ -43,7 +45,9 @@ public func runSyntheticSteps(_ model: SelfDistillation, steps: Int, seed: UInt6
         }
         let mean = try communicator.allReduce([rankLosses.dinoLocal, rankLosses.dinoGlobal, rankLosses.ibot, rankLosses.koleo],
                                               op: .sum).map { $0 / Double(world) }
-        losses.append(StepLosses(dinoLocal: mean[0], dinoGlobal: mean[1], ibot: mean[2], koleo: mean[3]))
+        let stepLosses = StepLosses(dinoLocal: mean[0], dinoGlobal: mean[1], ibot: mean[2], koleo: mean[3])
+        losses.append(stepLosses)
+        try onStep?(step, stepLosses, model.lastTiming)
     }
     return losses
 }

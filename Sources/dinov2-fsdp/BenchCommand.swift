@@ -119,12 +119,45 @@ struct BenchCommand: ParsableCommand {
 
     struct Step: ParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Full training steps: images/s per rank, MFU, time split (not implemented yet).")
+            abstract: "Full training steps on synthetic crops: images/s per rank, MFU, time split, peak RSS.",
+            discussion: """
+                Runs --warmup untimed and --steps timed steps of the configured model with the sharded \
+                runtime on synthetic crops (no data loading: data wait is 0), e.g. \
+                `Launch/mpirun.sh -n 2 dinov2-fsdp bench step --config Configs/vits14.yaml --steps 3`. \
+                FLOPs per step are counted from the architecture (linear layers, attention, patch \
+                embedding, heads; student forward+backward, teacher forward); MFU is against the \
+                1024^3 sgemm peak measured on every rank at the start. Real images (--data) come \
+                with the data pipeline.
+                """)
         @OptionGroup var options: ConfigOptions
-        @Option(help: "Timed steps.") var steps = 10
-        @Option(help: "Untimed warm-up steps.") var warmup = 2
-        @Option(help: "Write the results as JSON to this file.") var json: String?
-        func run() throws { try NotImplemented.fail("bench step", "benchmark harness issue") }
+        @Option(help: "Timed steps.") var steps = 5
+        @Option(help: "Untimed warm-up steps.") var warmup = 1
+        @Option(help: "Worker threads per rank for attention (OpenBLAS stays single-threaded inside).") var threads = 1
+        @Option(help: "Write the report as JSON to this file (rank 0).") var json: String?
+
+        func validate() throws {
+            guard steps >= 1, warmup >= 0, threads >= 1 else {
+                throw ValidationError("need --steps >= 1, --warmup >= 0, --threads >= 1")
+            }
+        }
+
+        func run() throws {
+            let loaded = try options.load()
+            try RankedRun.execute { comm, log in
+                let config = loaded.resolved(worldSize: comm.worldSize)
+                let r = try StepBenchmark.run(config: config, communicator: comm, steps: steps, warmup: warmup, seed: 0,
+                                              threads: threads)
+                func f(_ v: Double, _ d: Int = 3) -> String { String(format: "%.\(d)f", v) }
+                log.main("""
+                    \(config.student.arch) on \(r.worldSize) rank(s), \(r.imagesPerRank) images per rank, median of \(r.steps) steps:
+                      images/s \(f(r.imagesPerSecond, 2)) (per rank \(f(r.imagesPerSecondPerRank, 2))), tokens/s \(f(r.tokensPerSecond, 0))
+                      model GFLOP/s \(f(r.modelGFLOPsPerSecond, 1)), MFU \(f(r.mfu)) of \(f(r.sgemmPeakGFLOPs, 1)) sgemm GFLOP/s
+                      step \(f(r.timeStep)) s: compute \(f(r.timeCompute)), comm exposed \(f(r.timeCommunicationExposed)) of \(f(r.timeCommunicationTotal)), optimizer \(f(r.timeOptimizer)), EMA \(f(r.timeEMA)), data wait 0
+                      peak RSS per rank (MiB): \(r.rssBytesPerRank.map { String($0 >> 20) }.joined(separator: " "))
+                    """)
+                if let json, comm.rank == 0 { try writeJSON(r, to: json) }
+            }
+        }
     }
 }
 

@@ -79,3 +79,32 @@ struct SelfDistillationTests {
         }
     }
 }
+
+@Suite("FLOP count")
+struct FLOPCountTests {
+    @Test("stepFLOPs equals a GEMM-by-GEMM count for the tiny config")
+    func tiny() throws {
+        let config = try ConfigLoader.load(file: TestPaths.packageRoot.appendingPathComponent("Configs/tests/tiny.yaml").path)
+            .resolved(worldSize: 1)
+        let model = try SelfDistillation(config: config, communicator: SingleProcessCommunicator(), seed: 0)
+        let b = 2, masked = 3
+        let d = 32.0, hidden = 128.0, depth = 2.0, patchInputs = 3.0 * 14 * 14
+        // Every GEMM of one crop's pass through the backbone: 2 m n k each.
+        func forward(tokens l: Double, patches n: Double) -> (gemm: Double, attention: Double, patch: Double) {
+            let perBlock = 2 * l * d * (3 * d) + 2 * l * d * d + 2 * l * d * hidden + 2 * l * hidden * d
+            let heads = 2.0, headDim = d / heads
+            let attention = heads * (2 * l * l * headDim + 2 * l * l * headDim) * depth
+            return (perBlock * depth, attention, 2 * n * patchInputs * d)
+        }
+        let global = forward(tokens: 1 + 2 + 4, patches: 4), local = forward(tokens: 1 + 2 + 1, patches: 1)
+        var expected = 0.0
+        for (crop, count) in [(global, 2.0 * Double(b)), (local, 2.0 * Double(b))] {
+            expected += count * (3 * crop.gemm + 3.5 * crop.attention + 2 * crop.patch)  // student forward + backward
+        }
+        expected += 2 * Double(b) * (global.gemm + global.attention + global.patch)     // teacher forward
+        let headRow = 2 * (d * 32 + 32 * 32 + 32 * 16 + 16 * 64)
+        expected += 3 * headRow * Double(2 * b + 2 * b + masked)                        // student head rows
+        expected += headRow * Double(2 * b + masked)                                    // teacher head rows
+        #expect(abs(model.stepFLOPs(images: b, maskedTokens: masked) - expected) <= 1e-9 * expected)
+    }
+}

@@ -59,8 +59,7 @@ struct CLITests {
     }
 
     @Test("subcommands of later issues say so and exit non-zero",
-          arguments: [["train"], ["eval", "knn"], ["embed"], ["checkpoint", "info", "x"], ["data"],
-                      ["bench", "step"]])
+          arguments: [["train"], ["eval", "knn"], ["embed"], ["checkpoint", "info", "x"], ["data"]])
     func placeholders(arguments: [String]) throws {
         let result = try ProcessRunner.dinov2(arguments)
         #expect(result.status == 2)
@@ -93,5 +92,24 @@ struct CLITests {
         }
         let backbone = try #require(records.first { $0["name"] as? String == "vits14_backbone_fwd_bwd" })
         #expect((backbone["peak_ratio"] as? Double ?? 0) > 0, "\(names)")
+    }
+
+    @Test("bench step under mpirun writes every field of the report")
+    func benchStep() throws {
+        let folder = try TestPaths.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let json = folder.appendingPathComponent("step.json")
+        let result = try ProcessRunner.mpirun(ranks: 2, ["bench", "step", "--config", "Configs/tests/tiny.yaml", "--steps", "2",
+                                                         "--warmup", "1", "--json", json.path], timeout: 240)
+        #expect(result.status == 0, "\(result.stdout)\n\(result.stderr)")
+        let report = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: json)) as? [String: Any])
+        for key in ["images_per_sec", "images_per_sec_per_rank", "tokens_per_sec", "model_gflops_per_sec", "mfu",
+                    "sgemm_peak_gflops", "time_compute", "time_comm_total", "time_comm_exposed", "time_data_wait",
+                    "time_optimizer", "time_ema", "max_rss_bytes", "world_size", "config"] {
+            #expect(report[key] != nil, "missing \(key)")
+        }
+        #expect(report["world_size"] as? Int == 2)
+        #expect((report["images_per_sec"] as? Double ?? 0) > 0 && (report["mfu"] as? Double ?? 0) > 0)
+        #expect((report["config"] as? String ?? "").contains("batch_size_per_gpu: 2"))
     }
 }
