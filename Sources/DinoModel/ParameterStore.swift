@@ -103,19 +103,28 @@ public final class LocalParameters<Scalar: KernelScalar>: ParameterStore {
     /// keyed by (seed, tensor index, element index): the same values whatever the rank count.
     public func initialize(seed: UInt64) {
         for (index, entry) in table.entries.enumerated() {
-            let stream = RandomStream(seed: seed, purpose: .parameterInit, UInt64(index))
-            let target = values[entry.unit] + entry.offset
-            for i in 0..<entry.count {
-                let value: Double
-                switch entry.initialization {
-                case .constant(let c): value = c
-                case .normal(let std): value = std * stream.normal(UInt64(i))
-                case .truncatedNormal(let std):
-                    value = stream.truncatedNormal(UInt64(i), std: std, lower: -2, upper: 2)
-                case .uniform(let bound): value = (2 * stream.uniform(UInt64(i)) - 1) * bound
-                }
-                target[i] = Scalar(value)
+            ParameterInitializer.fill(values[entry.unit] + entry.offset, entry: entry, index: index, range: 0..<entry.count,
+                                      seed: seed)
+        }
+    }
+}
+
+/// The official initialisation of any part of a tensor: element i of tensor `index` is a function
+/// of (seed, index, i) only, so a rank can draw just the elements it owns.
+public enum ParameterInitializer {
+    /// Writes elements `range` of `entry` to `target[0 ..< range.count]`.
+    public static func fill<Scalar: BinaryFloatingPoint>(_ target: UnsafeMutablePointer<Scalar>, entry: ParameterEntry,
+                                                        index: Int, range: Range<Int>, seed: UInt64) {
+        let stream = RandomStream(seed: seed, purpose: .parameterInit, UInt64(index))
+        for (k, i) in range.enumerated() {
+            let value: Double
+            switch entry.initialization {
+            case .constant(let c): value = c
+            case .normal(let std): value = std * stream.normal(UInt64(i))
+            case .truncatedNormal(let std): value = stream.truncatedNormal(UInt64(i), std: std, lower: -2, upper: 2)
+            case .uniform(let bound): value = (2 * stream.uniform(UInt64(i)) - 1) * bound
             }
+            target[k] = Scalar(value)
         }
     }
 }

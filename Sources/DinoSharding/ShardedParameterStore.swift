@@ -290,12 +290,14 @@ public final class ShardedParameterStore: ParameterStore {
         return Array(full[entry.offset..<(entry.offset + entry.count)])
     }
 
-    /// Fills the shards with the official initialisation (identical to `LocalParameters.initialize`
-    /// for the same seed: every element is drawn by its index, whatever the rank count).
+    /// Fills this rank's shards with the official initialisation: each element is drawn by its
+    /// index, so the values equal `LocalParameters.initialize` with the same seed, for any rank count.
     public func initialize(seed: UInt64) {
-        let local = LocalParameters<Float>(table: table)
-        local.initialize(seed: seed)
-        for entry in table.entries { setTensor(entry.name, local.tensor(entry.name) ?? []) }
+        for (index, entry) in table.entries.enumerated() {
+            guard let slice = plan.localSlice(of: entry) else { continue }
+            ParameterInitializer.fill(parametersShard[entry.unit] + slice.inShard.lowerBound, entry: entry, index: index,
+                                      range: slice.inEntry, seed: seed)
+        }
     }
 
     /// Bytes of this rank's parameter and gradient shards, and of the gathered buffers it holds.
