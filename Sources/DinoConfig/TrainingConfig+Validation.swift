@@ -76,6 +76,9 @@ extension TrainingConfig {
 
         // train
         require(train.batchSizePerRank >= 1, "train.batch_size_per_gpu", "must be >= 1")
+        require(dino.koleoLossWeight == 0 || train.batchSizePerRank >= 2, "train.batch_size_per_gpu",
+            "must be >= 2 while dino.koleo_loss_weight > 0 (KoLeo needs a nearest neighbour among the rank's images); "
+            + "raise the batch or set dino.koleo_loss_weight=0")
         require(train.officialEpochLength >= 1, "train.OFFICIAL_EPOCH_LENGTH", "must be >= 1")
         require(train.workers >= 0, "train.num_workers", "must be >= 0")
         require(train.seed >= 0, "train.seed", "must be >= 0")
