@@ -40,7 +40,7 @@ public struct KernelBenchmark {
         BLAS.threadCount = 1
         defer { BLAS.threadCount = saved }
         let peak = AttentionBenchmark.sgemmPeak(threads: 1, repeats: repeats)
-        progress("sgemm peak (1024^3, 1 thread): \(Int(peak.rounded())) GFLOP/s")
+        progress("sgemm peak (best of 1024^3 and 2048^3, 1 thread): \(Int(peak.rounded())) GFLOP/s")
         var records: [KernelRecord] = []
         let t = 914 * images, d = 384
         for (name, inF, outF) in [("qkv", d, 3 * d), ("proj", d, d), ("fc1", d, 4 * d), ("fc2", 4 * d, d)] {
