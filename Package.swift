@@ -46,7 +46,7 @@ let modules: [Target] = [
         swiftSettings: hostCPUSettings),
     .target(
         name: "DinoTraining",
-        dependencies: ["DinoCore", "DinoKernels", "DinoModel", "DinoConfig", "DinoSharding"],
+        dependencies: ["DinoCore", "DinoKernels", "DinoModel", "DinoConfig", "DinoSharding", "DinoCheckpoint"],
         swiftSettings: hostCPUSettings),
     .target(
         name: "DinoDistributed",

@@ -129,7 +129,7 @@ public final class SelfDistillation {
     public let dinoHead: ModelPart
     /// The separate iBOT head (`ibot.separate_head`), or nil when the DINO head is shared.
     public let ibotHead: ModelPart?
-    public private(set) var optimizerSteps = 0
+    public internal(set) var optimizerSteps = 0
     /// The time split of the last step.
     public private(set) var lastTiming = StepTiming()
 
@@ -138,7 +138,7 @@ public final class SelfDistillation {
     private let studentIbotHead: DinoHead<Float>?, teacherIbotHead: DinoHead<Float>?
     public let dinoCenter: SoftmaxCenter<Float>, ibotCenter: SoftmaxCenter<Float>
     /// The world, timed: the step's own collectives (targets, loss and norm checks) add up here.
-    private let communicator: TimedCommunicator
+    let communicator: TimedCommunicator
 
     /// Builds the model for `config` (its `optim.lr` already scaled for the world size) and
     /// initialises the student from `seed`; the teacher starts as a copy of the student.

@@ -2,6 +2,9 @@
 // is not implemented and exits with status 2 without doing anything.
 
 import ArgumentParser
+import DinoCore
+import DinoTraining
+import Foundation
 
 struct EvalCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -43,25 +46,60 @@ struct EmbedCommand: ParsableCommand {
 struct CheckpointCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "checkpoint",
-        abstract: "Inspect, verify and export sharded HDF5 checkpoints (not implemented yet).",
+        abstract: "Inspect and verify sharded HDF5 checkpoints (export is not implemented yet).",
         subcommands: [Info.self, Verify.self, Export.self])
 
     struct Info: ParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Iteration, ranks, parameter counts, bytes.")
-        @Argument(help: "Checkpoint folder.") var path: String
+        @Argument(help: "Checkpoint folder (holding manifest.json).") var path: String
         @Flag(help: "Print JSON.") var json = false
-        func run() throws { try NotImplemented.fail("checkpoint info", "checkpoint issue") }
+
+        func run() throws {
+            do {
+                let manifest = try SelfDistillation.readManifest(path)
+                let counts = manifest.parts.map { part in (part.name, part.tensors.reduce(0) { $0 + $1.shape.reduce(1, *) }) }
+                let bytes = manifest.ranks.reduce(0) { $0 + $1.bytes }
+                if json {
+                    let summary: [String: Any] = [
+                        "iteration": manifest.iteration, "world_size": manifest.worldSize, "strategy": manifest.strategy,
+                        "optimizer_steps": manifest.optimizerSteps, "bytes": bytes,
+                        "parameters": Dictionary(uniqueKeysWithValues: counts),
+                    ]
+                    let data = try JSONSerialization.data(withJSONObject: summary, options: [.prettyPrinted, .sortedKeys])
+                    Console.out(String(decoding: data, as: UTF8.self))
+                } else {
+                    Console.out("""
+                        checkpoint \(path)
+                          iteration \(manifest.iteration), optimizer steps \(manifest.optimizerSteps)
+                          \(manifest.worldSize) rank file(s), \(manifest.strategy) over \(manifest.shards) shard(s), \(bytes) bytes
+                        \(counts.map { "  \($0.0): \($0.1) parameters" }.joined(separator: "\n"))
+                        """)
+                }
+            } catch {
+                Console.write("error: \(error)\n", to: 2)
+                throw ExitCode.failure
+            }
+        }
     }
 
     struct Verify: ParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Check completeness and checksums.")
-        @Argument(help: "Checkpoint folder.") var path: String
-        func run() throws { try NotImplemented.fail("checkpoint verify", "checkpoint issue") }
+        static let configuration = CommandConfiguration(abstract: "Check completeness and checksums, naming any bad file.")
+        @Argument(help: "Checkpoint folder (holding manifest.json).") var path: String
+
+        func run() throws {
+            do {
+                let manifest = try SelfDistillation.verifyCheckpoint(path)
+                Console.out("ok: \(path), iteration \(manifest.iteration), \(manifest.ranks.count) rank file(s) verified")
+            } catch {
+                Console.write("error: \(error)\n", to: 2)
+                throw ExitCode.failure
+            }
+        }
     }
 
     struct Export: ParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Export the backbone under the official state-dict names to one HDF5 file.")
+            abstract: "Export the backbone under the official state-dict names to one HDF5 file (not implemented yet).")
         @Argument(help: "Checkpoint folder.") var path: String
         @Option(help: "Output HDF5 file.") var output: String
         @Option(help: "teacher or student.") var which = "teacher"

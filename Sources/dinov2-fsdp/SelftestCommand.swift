@@ -27,6 +27,9 @@ struct SelftestCommand: ParsableCommand {
         @Option(help: "Optimisation steps.") var steps = 5
         @Option(help: "Seed of the synthetic crops and the initialisation.") var seed = 0
         @Option(help: "Write losses and gathered student and teacher parameters as JSON (rank 0).") var json: String?
+        @Option(help: "Save a checkpoint into this folder after --save-at steps.") var checkpoint: String?
+        @Option(help: "Steps after which to save the checkpoint.") var saveAt: Int?
+        @Option(help: "Resume from this checkpoint folder, then run --steps more steps.") var resume: String?
 
         func run() throws {
             let loaded = try options.load()
@@ -34,7 +37,23 @@ struct SelftestCommand: ParsableCommand {
                 BLAS.threadCount = 1
                 let config = loaded.resolved(worldSize: comm.worldSize)
                 let model = try SelfDistillation(config: config, communicator: comm, seed: UInt64(seed))
-                let losses = try runSyntheticSteps(model, steps: steps, seed: UInt64(seed), communicator: comm)
+                var first = 0
+                if let resume {
+                    first = try model.loadCheckpoint(from: resume)
+                    log.main("resumed from \(resume) at iteration \(first)")
+                }
+                var losses: [StepLosses] = []
+                if let checkpoint, let saveAt, saveAt <= steps {
+                    losses += try runSyntheticSteps(model, steps: saveAt, seed: UInt64(seed), communicator: comm,
+                                                    firstIteration: first)
+                    try model.saveCheckpoint(to: checkpoint, iteration: first + saveAt)
+                    log.main("saved \(checkpoint) at iteration \(first + saveAt)")
+                    losses += try runSyntheticSteps(model, steps: steps - saveAt, seed: UInt64(seed), communicator: comm,
+                                                    firstIteration: first + saveAt)
+                } else {
+                    losses = try runSyntheticSteps(model, steps: steps, seed: UInt64(seed), communicator: comm,
+                                                   firstIteration: first)
+                }
                 for (i, l) in losses.enumerated() {
                     log.main("step \(i + 1): loss \(l.total) (dino local \(l.dinoLocal), dino global \(l.dinoGlobal), ibot \(l.ibot), koleo \(l.koleo))")
                 }

@@ -1,0 +1,295 @@
+// Sharded checkpoints of a SelfDistillation run. Layout of one checkpoint folder:
+//   rank-00000.h5 ...   one file per rank: for every model part and unit, the rank's shards of the
+//                       student, the teacher and both AdamW moments (datasets <part>/<kind>/unit-<u>),
+//                       and (every rank, identical) the softmax centers
+//   manifest.json       written by rank 0 after every rank has finished: format and version,
+//                       iteration, optimizer steps, world size, strategy and shard count, resolved
+//                       config, every tensor's name, shape, unit and offset, every unit's size,
+//                       and per rank its shard index, file name, size and checksum
+// Every file goes through a temporary name, fsync and rename; the folder counts as a checkpoint
+// only once its manifest exists, so a crash during a save never looks like a finished one.
+// Loading reads, for each unit, just the element range this rank now owns, from whichever old
+// shards cover it: the state loads exactly at any rank count and any sharding strategy.
+
+import DinoCheckpoint
+import DinoConfig
+import DinoCore
+import DinoModel
+import DinoSharding
+import Foundation
+
+/// What can go wrong with a checkpoint; each case names the file and what to do.
+public enum CheckpointError: Error, CustomStringConvertible, Equatable {
+    case incomplete(String)
+    case versionMismatch(found: Int, expected: Int, path: String)
+    case corrupt(file: String, reason: String)
+    case mismatch(String)
+    case io(String)
+
+    public var description: String {
+        switch self {
+        case .incomplete(let path):
+            return "checkpoint \(path) is incomplete (no manifest.json): a save was interrupted; use an earlier checkpoint"
+        case .versionMismatch(let found, let expected, let path):
+            return "checkpoint \(path) has format version \(found), this build reads version \(expected)"
+        case .corrupt(let file, let reason):
+            return "checkpoint file \(file) is damaged: \(reason)"
+        case .mismatch(let text):
+            return "checkpoint does not fit this run: \(text)"
+        case .io(let text):
+            return "checkpoint write failed: \(text) (earlier checkpoints are untouched)"
+        }
+    }
+}
+
+/// The manifest of a checkpoint.
+public struct CheckpointManifest: Codable, Sendable, Equatable {
+    public static let format = "dinov2-fsdp-checkpoint"
+    public static let currentVersion = 1
+
+    public struct Tensor: Codable, Sendable, Equatable {
+        public var name: String
+        public var shape: [Int]
+        public var unit: Int
+        public var offset: Int
+    }
+
+    public struct Part: Codable, Sendable, Equatable {
+        public var name: String
+        public var unitCounts: [Int]
+        public var tensors: [Tensor]
+    }
+
+    public struct RankFile: Codable, Sendable, Equatable {
+        public var rank: Int
+        public var shardIndex: Int
+        public var file: String
+        public var bytes: Int
+        public var checksum: String
+    }
+
+    public var format: String
+    public var version: Int
+    public var iteration: Int
+    public var optimizerSteps: Int
+    public var worldSize: Int
+    public var strategy: String
+    public var shards: Int
+    public var config: String
+    public var parts: [Part]
+    public var ranks: [RankFile]
+}
+
+extension SelfDistillation {
+    /// Writes this rank's shards and (rank 0) the manifest to `folder`; collective.
+    /// `iteration` is the next iteration the run will compute.
+    public func saveCheckpoint(to folder: String, iteration: Int) throws {
+        let comm = communicator.base
+        let manager = FileManager.default
+        do { try manager.createDirectory(atPath: folder, withIntermediateDirectories: true) } catch {
+            throw CheckpointError.io("cannot create \(folder): \(error.localizedDescription)")
+        }
+        let name = String(format: "rank-%05d.h5", comm.rank)
+        let final = folder + "/" + name, temporary = final + ".tmp"
+        try? manager.removeItem(atPath: temporary)
+        do {
+            let file = try HDF5File.create(temporary, truncate: true)
+            try file.setAttribute("format", string: CheckpointManifest.format)
+            try file.setAttribute("version", int: Int64(CheckpointManifest.currentVersion))
+            try file.setAttribute("rank", int: Int64(comm.rank))
+            try file.setAttribute("iteration", int: Int64(iteration))
+            for part in parts {
+                for u in part.table.units.indices {
+                    let count = part.student.plan.shardCount(u)
+                    for (kind, pointer) in [("student", part.student.parametersShard[u]), ("teacher", part.teacher.parametersShard[u]),
+                                            ("adam_m", part.firstMoment[u]), ("adam_v", part.secondMoment[u])] {
+                        try file.write("\(part.name)/\(kind)/unit-\(u)", values: UnsafeBufferPointer(start: pointer, count: count),
+                                       shape: [count])
+                    }
+                }
+            }
+            for (label, center) in [("dino", dinoCenter), ("ibot", ibotCenter)] {
+                try file.write("centers/\(label)", values: UnsafeBufferPointer(start: center.values.base, count: center.prototypes),
+                               shape: [center.prototypes])
+                if let pending = center.pendingBatchCenter {
+                    let values = pending.map { Float($0) }
+                    try values.withUnsafeBufferPointer { try file.write("centers/\(label)_pending", values: $0, shape: [values.count]) }
+                }
+            }
+            try file.flush()
+        } catch {
+            try? manager.removeItem(atPath: temporary)
+            throw CheckpointError.io("\(temporary): \(error)")
+        }
+        try Self.durableRename(temporary, to: final)
+        let (bytes, checksum) = try Self.checksum(of: final)
+
+        // Every rank's file is complete before rank 0 writes the manifest.
+        var table = [Int64](repeating: 0, count: 4 * comm.worldSize)
+        let mine: [Int64] = [Int64(comm.rank), Int64(backbone.student.plan.shardIndex), Int64(bytes),
+                             Int64(bitPattern: checksum)]
+        try mine.withUnsafeBufferPointer { m in try table.withUnsafeMutableBufferPointer { try comm.allGather(m, into: $0) } }
+        if comm.rank == 0 {
+            let manifest = CheckpointManifest(
+                format: CheckpointManifest.format, version: CheckpointManifest.currentVersion, iteration: iteration,
+                optimizerSteps: optimizerSteps, worldSize: comm.worldSize, strategy: config.fsdp.shardingStrategy,
+                shards: backbone.student.plan.shards, config: ConfigLoader.yaml(config),
+                parts: parts.map { part in
+                    CheckpointManifest.Part(name: part.name, unitCounts: part.table.units.map(\.count),
+                                            tensors: part.table.entries.map {
+                                                CheckpointManifest.Tensor(name: $0.name, shape: $0.shape, unit: $0.unit, offset: $0.offset)
+                                            })
+                },
+                ranks: (0..<comm.worldSize).map { r in
+                    CheckpointManifest.RankFile(rank: r, shardIndex: Int(table[4 * r + 1]), file: String(format: "rank-%05d.h5", r),
+                                                bytes: Int(table[4 * r + 2]),
+                                                checksum: String(UInt64(bitPattern: table[4 * r + 3]), radix: 16))
+                })
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+            let path = folder + "/manifest.json"
+            do { try encoder.encode(manifest).write(to: URL(fileURLWithPath: path + ".tmp")) } catch {
+                throw CheckpointError.io("\(path).tmp: \(error.localizedDescription)")
+            }
+            try Self.durableRename(path + ".tmp", to: path)
+            Self.syncDirectory(folder)
+        }
+        try comm.barrier()
+    }
+
+    /// Reads the manifest of the checkpoint in `folder`, checking its format and version.
+    public static func readManifest(_ folder: String) throws -> CheckpointManifest {
+        let path = folder + "/manifest.json"
+        guard FileManager.default.fileExists(atPath: path) else { throw CheckpointError.incomplete(folder) }
+        let manifest: CheckpointManifest
+        do {
+            manifest = try JSONDecoder().decode(CheckpointManifest.self, from: Data(contentsOf: URL(fileURLWithPath: path)))
+        } catch {
+            throw CheckpointError.corrupt(file: path, reason: "not a readable manifest (\(error))")
+        }
+        guard manifest.format == CheckpointManifest.format else {
+            throw CheckpointError.corrupt(file: path, reason: "format '\(manifest.format)' is not \(CheckpointManifest.format)")
+        }
+        guard manifest.version == CheckpointManifest.currentVersion else {
+            throw CheckpointError.versionMismatch(found: manifest.version, expected: CheckpointManifest.currentVersion, path: path)
+        }
+        return manifest
+    }
+
+    /// Checks that every rank file exists with the recorded size and checksum; names the first bad one.
+    public static func verifyCheckpoint(_ folder: String) throws -> CheckpointManifest {
+        let manifest = try readManifest(folder)
+        for file in manifest.ranks {
+            let path = folder + "/" + file.file
+            guard FileManager.default.fileExists(atPath: path) else {
+                throw CheckpointError.corrupt(file: path, reason: "missing (rank \(file.rank) of \(manifest.worldSize))")
+            }
+            let (bytes, checksum) = try checksum(of: path)
+            guard bytes == file.bytes else {
+                throw CheckpointError.corrupt(file: path, reason: "\(bytes) bytes, the manifest says \(file.bytes) (truncated?)")
+            }
+            guard String(checksum, radix: 16) == file.checksum else {
+                throw CheckpointError.corrupt(file: path, reason: "checksum \(String(checksum, radix: 16)) differs from \(file.checksum)")
+            }
+        }
+        return manifest
+    }
+
+    /// Loads the checkpoint in `folder` into this run, whatever rank count and strategy wrote it;
+    /// returns the iteration to continue from. Collective only in that every rank reads.
+    public func loadCheckpoint(from folder: String) throws -> Int {
+        let manifest = try Self.verifyCheckpoint(folder)
+        guard manifest.parts.map(\.name) == parts.map(\.name) else {
+            throw CheckpointError.mismatch("parts \(manifest.parts.map(\.name)) vs this run's \(parts.map(\.name))")
+        }
+        // One file per old shard index (replicas of HYBRID_SHARD / NO_SHARD hold the same data).
+        var files: [Int: HDF5File] = [:]
+        for rankFile in manifest.ranks where files[rankFile.shardIndex] == nil {
+            files[rankFile.shardIndex] = try HDF5File.open(folder + "/" + rankFile.file)
+        }
+        for (part, saved) in zip(parts, manifest.parts) {
+            let expected = part.table.entries.map { CheckpointManifest.Tensor(name: $0.name, shape: $0.shape, unit: $0.unit, offset: $0.offset) }
+            guard saved.tensors == expected, saved.unitCounts == part.table.units.map(\.count) else {
+                throw CheckpointError.mismatch("the \(part.name) tensors differ from this configuration's (another architecture?)")
+            }
+            for u in part.table.units.indices {
+                let count = part.table.units[u].count
+                let oldShard = CollectiveShape.padded(count, toMultipleOf: manifest.shards) / manifest.shards
+                let mine = part.student.plan.shardRange(u)
+                let real = mine.lowerBound..<Swift.max(mine.lowerBound, Swift.min(mine.upperBound, count))
+                for (kind, pointer) in [("student", part.student.parametersShard[u]), ("teacher", part.teacher.parametersShard[u]),
+                                        ("adam_m", part.firstMoment[u]), ("adam_v", part.secondMoment[u])] {
+                    pointer.update(repeating: 0, count: part.student.plan.shardCount(u))
+                    var position = real.lowerBound
+                    while position < real.upperBound {
+                        let index = position / oldShard
+                        let upper = Swift.min(real.upperBound, (index + 1) * oldShard)
+                        guard let file = files[index] else {
+                            throw CheckpointError.corrupt(file: folder, reason: "no rank file holds shard \(index)")
+                        }
+                        let local = (position - index * oldShard)..<(upper - index * oldShard)
+                        try file.read("\(part.name)/\(kind)/unit-\(u)", range: local,
+                                      into: UnsafeMutableBufferPointer(start: pointer + (position - mine.lowerBound), count: local.count))
+                        position = upper
+                    }
+                }
+            }
+        }
+        guard let first = files[0] else { throw CheckpointError.corrupt(file: folder, reason: "no file for shard 0") }
+        for (label, center) in [("dino", dinoCenter), ("ibot", ibotCenter)] {
+            let values = try first.readDoubles("centers/\(label)").map { Float($0) }
+            let pending = try? first.readDoubles("centers/\(label)_pending")
+            center.restore(center: values, pending: pending)
+        }
+        optimizerSteps = manifest.optimizerSteps
+        return manifest.iteration
+    }
+
+    // MARK: - Files
+
+    static func durableRename(_ from: String, to: String) throws {
+        let fd = open(from, O_RDONLY)
+        if fd >= 0 {
+            fsync(fd)
+            close(fd)
+        }
+        guard rename(from, to) == 0 else {
+            throw CheckpointError.io("cannot rename \(from) to \(to): \(String(cString: strerror(errno)))")
+        }
+    }
+
+    static func syncDirectory(_ path: String) {
+        let fd = open(path, O_RDONLY)
+        if fd >= 0 {
+            fsync(fd)
+            close(fd)
+        }
+    }
+
+    /// File size and a 64-bit checksum of its bytes (multiply-xorshift over 8-byte words).
+    static func checksum(of path: String) throws -> (Int, UInt64) {
+        guard let handle = FileHandle(forReadingAtPath: path) else {
+            throw CheckpointError.corrupt(file: path, reason: "cannot be opened")
+        }
+        defer { try? handle.close() }
+        var hash: UInt64 = 0xCBF2_9CE4_8422_2325, total = 0
+        while true {
+            let chunk = handle.readData(ofLength: 1 << 22)
+            if chunk.isEmpty { break }
+            total += chunk.count
+            chunk.withUnsafeBytes { raw in
+                var i = 0
+                while i + 8 <= raw.count {
+                    hash = (hash ^ raw.loadUnaligned(fromByteOffset: i, as: UInt64.self)) &* 0x100_0000_01B3
+                    hash ^= hash >> 29
+                    i += 8
+                }
+                while i < raw.count {
+                    hash = (hash ^ UInt64(raw[i])) &* 0x100_0000_01B3
+                    i += 1
+                }
+            }
+        }
+        return (total, hash)
+    }
+}
