@@ -95,7 +95,7 @@ let tests: [Target] = [
         dependencies: ["DinoCore", "DinoKernels", "DinoCheckpoint", "DinoTestSupport"]),
     .testTarget(
         name: "MPIIntegrationTests",
-        dependencies: ["dinov2-fsdp", "DinoTestSupport"]),
+        dependencies: ["dinov2-fsdp", "DinoTestSupport", "DinoCheckpoint", "DinoTraining"]),
 ]
 
 let package = Package(

@@ -46,7 +46,7 @@ struct EmbedCommand: ParsableCommand {
 struct CheckpointCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "checkpoint",
-        abstract: "Inspect and verify sharded HDF5 checkpoints (export is not implemented yet).",
+        abstract: "Inspect, verify and export sharded HDF5 checkpoints.",
         subcommands: [Info.self, Verify.self, Export.self])
 
     struct Info: ParsableCommand {
@@ -99,11 +99,25 @@ struct CheckpointCommand: ParsableCommand {
 
     struct Export: ParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Export the backbone under the official state-dict names to one HDF5 file (not implemented yet).")
-        @Argument(help: "Checkpoint folder.") var path: String
-        @Option(help: "Output HDF5 file.") var output: String
+            abstract: "Export the backbone under the official state-dict names and PyTorch shapes to one HDF5 file.",
+            discussion: """
+                Every tensor of the teacher (default) or student backbone becomes one dataset named as in \
+                the official hub checkpoints (cls_token, pos_embed, register_tokens, mask_token, \
+                patch_embed.proj.*, blocks.i.*, norm.*); see the README for loading it into PyTorch.
+                """)
+        @Argument(help: "Checkpoint folder (holding manifest.json).") var path: String
+        @Option(help: "Output HDF5 file (written through a temporary file).") var output: String
         @Option(help: "teacher or student.") var which = "teacher"
-        func run() throws { try NotImplemented.fail("checkpoint export", "checkpoint issue") }
+
+        func run() throws {
+            do {
+                let count = try CheckpointExport.export(checkpoint: path, to: output, which: which)
+                Console.out("wrote \(output): \(count) tensors of the \(which) backbone")
+            } catch {
+                Console.write("error: \(error)\n", to: 2)
+                throw ExitCode.failure
+            }
+        }
     }
 }
 

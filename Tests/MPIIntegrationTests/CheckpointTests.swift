@@ -3,7 +3,9 @@
 // written on 2 or 4 ranks loads on 2, 3 or 4 ranks into exactly the saved state; a damaged,
 // truncated or unfinished checkpoint is refused with the file named.
 
+import DinoCheckpoint
 import DinoTestSupport
+import DinoTraining
 import Foundation
 import Testing
 
@@ -75,5 +77,28 @@ struct CheckpointTests {
         try FileManager.default.removeItem(atPath: path + "/manifest.json")
         let unfinished = try ProcessRunner.dinov2(["checkpoint", "info", path])
         #expect(unfinished.status != 0 && unfinished.stderr.contains("incomplete"))
+        let missing = try ProcessRunner.dinov2(["checkpoint", "verify", folder.path + "/nothing"])
+        #expect(missing.status != 0 && missing.stderr.contains("no checkpoint folder"))
+    }
+
+    @Test("export writes the backbone under the official names with the saved values")
+    func export() throws {
+        let folder = try TestPaths.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let saved = try run(ranks: 2, ["train.batch_size_per_gpu=4", "student.block_chunks=2", "--steps", "2", "--save-at", "2",
+                                       "--checkpoint", folder.path + "/c"])
+        let output = folder.path + "/teacher.h5"
+        let result = try ProcessRunner.dinov2(["checkpoint", "export", folder.path + "/c", "--output", output])
+        #expect(result.status == 0, "\(result.stderr)")
+        let file = try HDF5File.open(output)
+        let shapes = try ["cls_token", "pos_embed", "register_tokens", "patch_embed.proj.weight"].map { try file.shape(of: $0) }
+        #expect(shapes == [[1, 1, 32], [1, 5, 32], [1, 2, 32], [32, 3, 14, 14]])
+        // Chunked names (blocks.<chunk>.<i>) come out as the hub's blocks.<i>.
+        for (name, values) in saved.parameters where name.hasPrefix("teacher/backbone/") {
+            let official = CheckpointExport.officialName(String(name.dropFirst("teacher/backbone/".count)))
+            #expect(!official.hasPrefix("blocks.1.1."), "chunk prefix left in \(official)")
+            // The JSON holds each float32 in its shortest decimal form: compare as float32.
+            #expect(try file.readDoubles(official).map { Float($0) } == values.map { Float($0) }, "\(official)")
+        }
     }
 }
