@@ -186,10 +186,16 @@ extension SelfDistillation {
     /// Checks that every rank file exists with the recorded size and checksum; names the first bad one.
     public static func verifyCheckpoint(_ folder: String) throws -> CheckpointManifest {
         let manifest = try readManifest(folder)
-        for file in manifest.ranks {
+        try verifyFiles(manifest.ranks, in: folder, worldSize: manifest.worldSize)
+        return manifest
+    }
+
+    /// Checks the size and checksum of each of `files`.
+    static func verifyFiles(_ files: [CheckpointManifest.RankFile], in folder: String, worldSize: Int) throws {
+        for file in files {
             let path = folder + "/" + file.file
             guard FileManager.default.fileExists(atPath: path) else {
-                throw CheckpointError.corrupt(file: path, reason: "missing (rank \(file.rank) of \(manifest.worldSize))")
+                throw CheckpointError.corrupt(file: path, reason: "missing (rank \(file.rank) of \(worldSize))")
             }
             let (bytes, checksum) = try checksum(of: path)
             guard bytes == file.bytes else {
@@ -199,21 +205,34 @@ extension SelfDistillation {
                 throw CheckpointError.corrupt(file: path, reason: "checksum \(String(checksum, radix: 16)) differs from \(file.checksum)")
             }
         }
-        return manifest
     }
 
     /// Loads the checkpoint in `folder` into this run, whatever rank count and strategy wrote it;
     /// returns the iteration to continue from. Collective only in that every rank reads.
     public func loadCheckpoint(from folder: String) throws -> Int {
-        let manifest = try Self.verifyCheckpoint(folder)
+        let manifest = try Self.readManifest(folder)
         guard manifest.parts.map(\.name) == parts.map(\.name) else {
             throw CheckpointError.mismatch("parts \(manifest.parts.map(\.name)) vs this run's \(parts.map(\.name))")
         }
-        // One file per old shard index (replicas of HYBRID_SHARD / NO_SHARD hold the same data).
-        var files: [Int: HDF5File] = [:]
-        for rankFile in manifest.ranks where files[rankFile.shardIndex] == nil {
-            files[rankFile.shardIndex] = try HDF5File.open(folder + "/" + rankFile.file)
+        // The old shards this rank's ranges overlap (and shard 0, which holds the centers): only
+        // their files are checksummed and opened. Replicas (HYBRID_SHARD, NO_SHARD) hold the same data.
+        var needed: Set<Int> = [0]
+        for part in parts {
+            for u in part.table.units.indices {
+                let count = part.table.units[u].count
+                let oldShard = CollectiveShape.padded(count, toMultipleOf: manifest.shards) / manifest.shards
+                let mine = part.student.plan.shardRange(u)
+                let upper = Swift.min(mine.upperBound, count)
+                if mine.lowerBound < upper { needed.formUnion((mine.lowerBound / oldShard)...((upper - 1) / oldShard)) }
+            }
         }
+        var chosen: [Int: CheckpointManifest.RankFile] = [:]
+        for rankFile in manifest.ranks where needed.contains(rankFile.shardIndex) && chosen[rankFile.shardIndex] == nil {
+            chosen[rankFile.shardIndex] = rankFile
+        }
+        try Self.verifyFiles(Array(chosen.values).sorted { $0.rank < $1.rank }, in: folder, worldSize: manifest.worldSize)
+        var files: [Int: HDF5File] = [:]
+        for (index, rankFile) in chosen { files[index] = try HDF5File.open(folder + "/" + rankFile.file) }
         for (part, saved) in zip(parts, manifest.parts) {
             let expected = part.table.entries.map { CheckpointManifest.Tensor(name: $0.name, shape: $0.shape, unit: $0.unit, offset: $0.offset) }
             guard saved.tensors == expected, saved.unitCounts == part.table.units.map(\.count) else {

@@ -9,7 +9,35 @@ struct BenchCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench",
         abstract: "Benchmarks: collective bandwidth (comm); kernels and training steps (not implemented yet).",
-        subcommands: [Comm.self, Attention.self, Kernels.self, Step.self])
+        subcommands: [Comm.self, Attention.self, Kernels.self, Step.self, Checkpoint.self])
+
+    struct Checkpoint: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Save and load throughput of the sharded training-state checkpoint against raw file I/O.",
+            discussion: """
+                Builds the training state of the configured model, saves and loads it as a sharded \
+                checkpoint in --dir (fsynced), and writes and reads the same bytes sequentially in the \
+                same folder, e.g. `Launch/mpirun.sh -n 2 dinov2-fsdp bench checkpoint --config Configs/vitb14.yaml`.
+                """)
+        @OptionGroup var options: ConfigOptions
+        @Option(help: "Folder for the checkpoint and the raw files (removed afterwards).") var dir = "."
+        @Option(help: "Write the report as JSON to this file (rank 0).") var json: String?
+
+        func run() throws {
+            let loaded = try options.load()
+            try RankedRun.execute { comm, log in
+                let config = loaded.resolved(worldSize: comm.worldSize)
+                let r = try CheckpointBenchmark.run(config: config, communicator: comm, folder: dir)
+                func f(_ v: Double) -> String { String(format: "%.1f", v) }
+                log.main("""
+                    checkpoint of \(r.bytesTotal / 1_000_000) MB on \(r.worldSize) rank(s):
+                      save \(f(r.saveMBPerSecond)) MB/s (\(f(r.saveMBPerSecondPerRank)) per rank), raw write \(f(r.rawWriteMBPerSecond)) MB/s, ratio \(String(format: "%.2f", r.saveRatio))
+                      load \(f(r.loadMBPerSecond)) MB/s, raw read \(f(r.rawReadMBPerSecond)) MB/s, ratio \(String(format: "%.2f", r.loadRatio))
+                    """)
+                if let json, comm.rank == 0 { try writeJSON(r, to: json) }
+            }
+        }
+    }
 
     struct Attention: ParsableCommand {
         static let configuration = CommandConfiguration(
