@@ -20,6 +20,8 @@ let systemLibraries: [Target] = [
     .systemLibrary(name: "CMPI", pkgConfig: "ompi-c", providers: [.apt(["libopenmpi-dev"])]),
     .systemLibrary(name: "CBLAS", pkgConfig: "openblas", providers: [.apt(["libopenblas-dev"])]),
     .systemLibrary(name: "CHDF5", pkgConfig: "hdf5", providers: [.apt(["libhdf5-dev"])]),
+    .systemLibrary(name: "CTurboJPEG", pkgConfig: "libturbojpeg", providers: [.apt(["libturbojpeg0-dev"])]),
+    .systemLibrary(name: "CPNG", pkgConfig: "libpng", providers: [.apt(["libpng-dev"])]),
 ]
 
 // MARK: - Swift modules
@@ -39,6 +41,10 @@ let modules: [Target] = [
     .target(
         name: "DinoModel",
         dependencies: ["DinoCore", "DinoKernels", "DinoConfig"],
+        swiftSettings: hostCPUSettings),
+    .target(
+        name: "DinoData",
+        dependencies: ["DinoCore", "CTurboJPEG", "CPNG"],
         swiftSettings: hostCPUSettings),
     .target(
         name: "DinoSharding",
@@ -63,7 +69,7 @@ let modules: [Target] = [
     .executableTarget(
         name: "dinov2-fsdp",
         dependencies: [
-            "DinoCore", "DinoConfig", "DinoKernels", "DinoDistributed", "DinoCheckpoint", "DinoBench", "DinoTraining",
+            "DinoCore", "DinoConfig", "DinoKernels", "DinoDistributed", "DinoCheckpoint", "DinoBench", "DinoTraining", "DinoData",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ],
         swiftSettings: hostCPUSettings),
@@ -90,6 +96,9 @@ let tests: [Target] = [
         name: "DinoTrainingTests",
         dependencies: ["DinoTraining", "DinoModel", "DinoConfig", "DinoCheckpoint", "DinoTestSupport"],
         exclude: ["Fixtures"]),
+    .testTarget(
+        name: "DinoDataTests",
+        dependencies: ["DinoData", "DinoCore", "DinoTestSupport"]),
     .testTarget(
         name: "DinoCoreTests",
         dependencies: ["DinoCore", "DinoKernels", "DinoCheckpoint", "DinoTestSupport"]),

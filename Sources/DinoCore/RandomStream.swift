@@ -11,6 +11,7 @@ public enum RandomPurpose: UInt64, Sendable {
     case masking = 3
     case augmentation = 4
     case sampler = 5
+    case synthesis = 6
     case test = 99
 }
 

@@ -3,6 +3,7 @@
 
 import ArgumentParser
 import DinoCore
+import DinoData
 import DinoTraining
 import Foundation
 
@@ -124,7 +125,55 @@ struct CheckpointCommand: ParsableCommand {
 struct DataCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "data",
-        abstract: "Generate the embedded dataset and inspect image folders (not implemented yet).")
-    @Argument(help: "Action: generate or inspect.") var action: String?
-    func run() throws { try NotImplemented.fail("data", "data pipeline issue") }
+        abstract: "Generate the embedded dataset and inspect image folders.",
+        subcommands: [Synth.self, Inspect.self])
+
+    struct Synth: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Write the embedded labelled dataset (train/ and val/ ImageFolders of drawn shapes and textures).")
+        @Option(help: "Output folder.") var output: String
+        @Option(help: "Number of classes (1 to 8).") var classes = 8
+        @Option(help: "Training images per class.") var perClass = 64
+        @Option(help: "Validation images per class.") var valPerClass = 16
+        @Option(help: "Image side in pixels.") var size = 128
+        @Option(help: "Seed of the drawing.") var seed = 0
+        @Flag(help: "Write JPEG instead of PNG.") var jpeg = false
+
+        func validate() throws {
+            guard (1...8).contains(classes), perClass >= 1, valPerClass >= 0, size >= 16 else {
+                throw ValidationError("need 1 <= --classes <= 8, --per-class >= 1, --val-per-class >= 0, --size >= 16")
+            }
+        }
+
+        func run() throws {
+            let count = try SyntheticImages.write(root: output, classes: classes, trainPerClass: perClass,
+                                                  valPerClass: valPerClass, size: size, seed: UInt64(seed), jpeg: jpeg)
+            Console.out("wrote \(count) images to \(output)/train and \(output)/val")
+        }
+    }
+
+    struct Inspect: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Count the classes and images of an ImageFolder or list file and decode every image.")
+        @Argument(help: "ImageFolder root or list file.") var path: String
+
+        func run() throws {
+            do {
+                let dataset = try ImageDataset(path: path)
+                var bad = 0
+                for sample in dataset.samples {
+                    do {
+                        _ = try ImageCodec.decode(Data(contentsOf: URL(fileURLWithPath: sample.path)))
+                    } catch {
+                        bad += 1
+                        Console.write("warning: skipping \(sample.path): \(error)\n", to: 2)
+                    }
+                }
+                Console.out("\(path): \(dataset.count) images, \(dataset.classes.count) classes, \(bad) unreadable")
+            } catch {
+                Console.write("error: \(error)\n", to: 2)
+                throw ExitCode.failure
+            }
+        }
+    }
 }
