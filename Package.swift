@@ -98,7 +98,8 @@ let tests: [Target] = [
         exclude: ["Fixtures"]),
     .testTarget(
         name: "DinoDataTests",
-        dependencies: ["DinoData", "DinoCore", "DinoTestSupport"]),
+        dependencies: ["DinoData", "DinoCore", "DinoCheckpoint", "DinoTestSupport"],
+        exclude: ["Fixtures"]),
     .testTarget(
         name: "DinoCoreTests",
         dependencies: ["DinoCore", "DinoKernels", "DinoCheckpoint", "DinoTestSupport"]),
