@@ -52,7 +52,7 @@ let modules: [Target] = [
         swiftSettings: hostCPUSettings),
     .target(
         name: "DinoTraining",
-        dependencies: ["DinoCore", "DinoKernels", "DinoModel", "DinoConfig", "DinoSharding", "DinoCheckpoint"],
+        dependencies: ["DinoCore", "DinoKernels", "DinoModel", "DinoConfig", "DinoSharding", "DinoCheckpoint", "DinoData"],
         swiftSettings: hostCPUSettings),
     .target(
         name: "DinoDistributed",
