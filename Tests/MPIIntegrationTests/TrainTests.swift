@@ -1,0 +1,102 @@
+// `dinov2-fsdp train` on a tiny config and a small generated dataset: every metrics field at 1, 2
+// and 4 ranks, 1 vs 4 ranks with the same global batch, bit-exact auto-resume, and bad input.
+
+import DinoTestSupport
+import Foundation
+import Testing
+
+private func metrics(_ folder: String) throws -> [[String: Any]] {
+    let text = try String(contentsOfFile: folder + "/metrics.jsonl", encoding: .utf8)
+    return try text.split(separator: "\n").map {
+        try JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] ?? [:]
+    }
+}
+
+@Suite("train under mpirun", .serialized)
+struct TrainTests {
+    static let fields = ["iteration", "loss", "dino_local_crops_loss", "dino_global_crops_loss", "ibot_loss", "koleo_loss",
+                         "lr", "wd", "mom", "teacher_temp", "images_per_sec", "images_per_sec_per_rank",
+                         "data_wait_fraction", "comm_exposed_fraction", "max_rss_bytes", "skipped_images"]
+
+    func dataset() throws -> URL {
+        let root = try TestPaths.temporaryDirectory()
+        let result = try ProcessRunner.dinov2(["data", "synth", "--output", root.path, "--classes", "4", "--per-class", "4",
+                                               "--val-per-class", "1", "--size", "40"])
+        guard result.status == 0 else { throw TestFailure(message: result.stderr) }
+        return root
+    }
+
+    func train(ranks: Int, data: URL, output: String, _ extra: [String] = []) throws -> ProcessResult {
+        let arguments = ["train", "--config", "Configs/tests/tiny.yaml", "--data", data.path + "/train", "--output", output]
+            + extra
+        return ranks == 1 ? try ProcessRunner.dinov2(arguments, timeout: 240)
+            : try ProcessRunner.mpirun(ranks: ranks, arguments, timeout: 240)
+    }
+
+    @Test("every metrics field, the resolved config and checkpoints at 1, 2 and 4 ranks", arguments: [1, 2, 4])
+    func fields(ranks: Int) throws {
+        let data = try dataset()
+        defer { try? FileManager.default.removeItem(at: data) }
+        let output = data.path + "/run"
+        let result = try train(ranks: ranks, data: data, output: output, ["train.batch_size_per_gpu=\(8 / ranks)"]
+            + (ranks == 4 ? ["dino.koleo_loss_weight=0"] : []))
+        #expect(result.status == 0, "\(result.stdout)\n\(result.stderr)")
+        let records = try metrics(output)
+        #expect(records.count == 8)
+        for record in records { for field in Self.fields { #expect(record[field] != nil, "missing \(field)") } }
+        #expect(records.last?["iteration"] as? Int == 8)
+        #expect(FileManager.default.fileExists(atPath: output + "/config.yaml"))
+        #expect(FileManager.default.fileExists(atPath: output + "/checkpoints/checkpoint-00000008/manifest.json"))
+        #expect(!FileManager.default.fileExists(atPath: output + "/checkpoints/checkpoint-00000002"))  // max_to_keep 3
+    }
+
+    @Test("1 rank and 4 ranks with the same global batch give the same losses (within 1e-5)")
+    func parity() throws {
+        let data = try dataset()
+        defer { try? FileManager.default.removeItem(at: data) }
+        let common = ["student.drop_path_rate=0", "dino.koleo_loss_weight=0", "train.centering=sinkhorn_knopp"]
+        let one = try train(ranks: 1, data: data, output: data.path + "/one", common + ["train.batch_size_per_gpu=8"])
+        let four = try train(ranks: 4, data: data, output: data.path + "/four", common + ["train.batch_size_per_gpu=2"])
+        #expect(one.status == 0 && four.status == 0, "\(one.stderr)\n\(four.stderr)")
+        for (a, b) in zip(try metrics(data.path + "/one"), try metrics(data.path + "/four")) {
+            for field in ["loss", "dino_local_crops_loss", "dino_global_crops_loss", "ibot_loss"] {
+                let x = a[field] as? Double ?? .nan, y = b[field] as? Double ?? .nan
+                #expect(abs(x - y) <= 1e-5 * max(abs(x), 1e-12), "\(field) at \(a["iteration"] ?? "?"): \(x) vs \(y)")
+            }
+        }
+    }
+
+    @Test("a run resumed from its iteration-4 checkpoint continues bit for bit")
+    func resume() throws {
+        let data = try dataset()
+        defer { try? FileManager.default.removeItem(at: data) }
+        let output = data.path + "/run"
+        #expect(try train(ranks: 2, data: data, output: output).status == 0)
+        let straight = try metrics(output)
+        for late in ["checkpoint-00000006", "checkpoint-00000008"] {
+            try FileManager.default.removeItem(atPath: output + "/checkpoints/" + late)
+        }
+        try FileManager.default.removeItem(atPath: output + "/metrics.jsonl")
+        let again = try train(ranks: 2, data: data, output: output)
+        #expect(again.status == 0 && again.stdout.contains("resumed from"), "\(again.stdout)\n\(again.stderr)")
+        let resumed = try metrics(output)
+        #expect(resumed.map { $0["iteration"] as? Int ?? -1 } == [5, 6, 7, 8])
+        for (a, b) in zip(straight.suffix(4), resumed) {
+            for field in ["loss", "dino_local_crops_loss", "dino_global_crops_loss", "ibot_loss", "koleo_loss"] {
+                #expect((a[field] as? Double) == (b[field] as? Double), "\(field) at \(a["iteration"] ?? "?")")
+            }
+        }
+    }
+
+    @Test("missing data and a dataset smaller than one global batch are clear errors")
+    func badInput() throws {
+        let data = try dataset()
+        defer { try? FileManager.default.removeItem(at: data) }
+        let missing = try ProcessRunner.dinov2(["train", "--config", "Configs/tests/tiny.yaml", "--data", data.path + "/nope",
+                                                "--output", data.path + "/run"])
+        #expect(missing.status != 0 && missing.stderr.contains("does not exist"))
+        let small = try ProcessRunner.dinov2(["train", "--config", "Configs/tests/tiny.yaml", "--data", data.path + "/val",
+                                              "--output", data.path + "/run2", "train.batch_size_per_gpu=8"])
+        #expect(small.status != 0 && small.stderr.contains("fewer than one global batch"))
+    }
+}
