@@ -51,7 +51,20 @@ public final class HDF5File {
     /// Writes `values` as dataset `name` with `shape` (product must equal the count).
     /// Intermediate groups in `name` ("student/blocks.0.attn.qkv.weight") are created.
     public func write(_ name: String, values: UnsafeBufferPointer<Float>, shape: [Int]) throws {
-        precondition(shape.reduce(1, *) == values.count, "\(name): shape \(shape) does not hold \(values.count) values")
+        try write(name, base: UnsafeRawPointer(values.baseAddress), count: values.count, shape: shape,
+                  type: dino_h5t_native_float())
+    }
+
+    /// Writes float64 `values` as dataset `name` with `shape`.
+    public func write(_ name: String, doubles values: [Double], shape: [Int]) throws {
+        try values.withUnsafeBufferPointer {
+            try write(name, base: UnsafeRawPointer($0.baseAddress), count: values.count, shape: shape,
+                      type: dino_h5t_native_double())
+        }
+    }
+
+    private func write(_ name: String, base: UnsafeRawPointer?, count: Int, shape: [Int], type: hid_t) throws {
+        precondition(shape.reduce(1, *) == count, "\(name): shape \(shape) does not hold \(count) values")
         var dims = shape.map { hsize_t($0) }
         let space = H5Screate_simple(Int32(dims.count), &dims, nil)
         guard space >= 0 else { throw HDF5Error(path: path, what: "cannot make dataspace for \(name)") }
@@ -59,12 +72,10 @@ public final class HDF5File {
         let linkProperties = H5Pcreate(dino_h5p_link_create())
         defer { H5Pclose(linkProperties) }
         H5Pset_create_intermediate_group(linkProperties, 1)
-        let dataset = H5Dcreate2(id, name, dino_h5t_native_float(), space, linkProperties,
-            dino_h5p_default(), dino_h5p_default())
+        let dataset = H5Dcreate2(id, name, type, space, linkProperties, dino_h5p_default(), dino_h5p_default())
         guard dataset >= 0 else { throw HDF5Error(path: path, what: "cannot create dataset \(name)") }
         defer { H5Dclose(dataset) }
-        guard H5Dwrite(dataset, dino_h5t_native_float(), dino_h5s_all(), dino_h5s_all(),
-            dino_h5p_default(), values.baseAddress) >= 0
+        guard H5Dwrite(dataset, type, dino_h5s_all(), dino_h5s_all(), dino_h5p_default(), base) >= 0
         else { throw HDF5Error(path: path, what: "cannot write dataset \(name)") }
     }
 

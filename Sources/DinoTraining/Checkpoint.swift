@@ -114,9 +114,8 @@ extension SelfDistillation {
             for (label, center) in [("dino", dinoCenter), ("ibot", ibotCenter)] {
                 try file.write("centers/\(label)", values: UnsafeBufferPointer(start: center.values.base, count: center.prototypes),
                                shape: [center.prototypes])
-                if let pending = center.pendingBatchCenter {
-                    let values = pending.map { Float($0) }
-                    try values.withUnsafeBufferPointer { try file.write("centers/\(label)_pending", values: $0, shape: [values.count]) }
+                if let pending = center.pendingBatchCenter {  // float64, as held: resume must be exact
+                    try file.write("centers/\(label)_pending", doubles: pending, shape: [pending.count])
                 }
             }
             try file.flush()
