@@ -212,6 +212,25 @@ public final class SelfDistillation {
         return total
     }
 
+    /// The teacher's normalised CLS tokens [count, D] of `images` [count, 3, size, size], L2-normalised
+    /// (the features of the k-NN evaluation). Collective in that the teacher's units are gathered.
+    public func teacherFeatures(images: UnsafePointer<Float>, count: Int, size: Int) throws -> [Float] {
+        let d = architecture.embedDim
+        try teacherBackbone.forward([CropBatch(images: images, count: count, size: size)], store: backbone.teacher,
+                                    keepActivations: false)
+        var features = [Float](repeating: 0, count: count * d)
+        let rows = teacherBackbone.batches[0]
+        for i in 0..<count {
+            let source = teacherBackbone.output + rows.row(crop: i, token: 0) * d
+            var norm: Float = 0
+            for c in 0..<d { norm += source[c] * source[c] }
+            let scale = 1 / Swift.max(norm.squareRoot(), 1e-12)
+            for c in 0..<d { features[i * d + c] = source[c] * scale }
+        }
+        try backbone.teacher.endStep()
+        return features
+    }
+
     /// Backbone, DINO head and (when separate) iBOT head.
     public var parts: [ModelPart] { [backbone, dinoHead] + (ibotHead.map { [$0] } ?? []) }
 

@@ -43,8 +43,8 @@ public enum Trainer {
         return root
     }
 
-    public static func run(config loaded: TrainingConfig, output: String, data: String?, communicator comm: any Communicator,
-                           log: Log) throws -> TrainingOutcome {
+    public static func run(config loaded: TrainingConfig, output: String, data: String?, val: String? = nil,
+                           communicator comm: any Communicator, log: Log) throws -> TrainingOutcome {
         let config = loaded.resolved(worldSize: comm.worldSize)
         let manager = FileManager.default
         if comm.rank == 0 {
@@ -55,13 +55,17 @@ public enum Trainer {
 
         // Data.
         let source: String
+        var validation = val
         if let data {
             source = data
         } else if config.train.datasetPath == "embedded" {
-            source = try embeddedDataset(communicator: comm, size: 128) + "/train"
+            let root = try embeddedDataset(communicator: comm, size: 128)
+            source = root + "/train"
+            if validation == nil { validation = root + "/val" }
         } else {
             source = config.train.datasetPath
         }
+        let valDataset = try validation.map { try ImageDataset(path: $0) }
         let dataset = try ImageDataset(path: source)
         let b = config.train.batchSizePerRank, globalBatch = b * comm.worldSize
         guard dataset.count >= globalBatch else {
@@ -155,6 +159,19 @@ public enum Trainer {
             }
             if done % config.checkpointing.period == 0 || done == total {
                 try save(model, output: output, iteration: done, config: config, log: log)
+            }
+        }
+        if let valDataset {
+            // k-NN of the teacher now and of a fresh model of the same seed (the initialisation).
+            let initial = try SelfDistillation(config: config, communicator: comm, seed: UInt64(config.train.seed))
+            let before = try KNN.evaluate(model: initial, train: dataset, val: valDataset, communicator: comm)
+            let after = try KNN.evaluate(model: model, train: dataset, val: valDataset, communicator: comm)
+            let line = String(format: "k-NN (k 20) on %@: top-1 %.1f%% (at initialisation %.1f%%), top-5 %.1f%%",
+                              validation ?? "", after.top1, before.top1, after.top5)
+            log.main(line)
+            if comm.rank == 0 {
+                try append(["iteration": total, "knn_top1_init": before.top1, "knn_top1": after.top1, "knn_top5": after.top5],
+                           to: metrics)
             }
         }
         return .finished(iteration: total)

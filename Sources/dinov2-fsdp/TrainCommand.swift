@@ -24,16 +24,13 @@ struct TrainCommand: ParsableCommand {
     @Argument(help: "Overrides as dotted section.key=value, applied last.") var overrides: [String] = []
     @Option(help: "Output folder for checkpoints, metrics and the resolved config (default: runs/quickstart).") var output: String?
     @Option(help: "Training images (ImageFolder root or list file).") var data: String?
-    @Option(help: "Labelled validation images for k-NN evaluation (not implemented yet).") var val: String?
+    @Option(help: "Labelled validation images: k-NN top-1 of the teacher at the end (the embedded dataset's val split by default).") var val: String?
 
     func run() throws {
         let file = config ?? Self.defaultConfig
         let loaded = try RankedRun.loadConfig(file: file, overrides: overrides)
-        if val != nil, LaunchEnvironment.rank == 0 {
-            Console.write("warning: --val: k-NN evaluation during training is not implemented yet; ignoring it\n", to: 2)
-        }
         try RankedRun.execute { comm, log in
-            let outcome = try Trainer.run(config: loaded, output: output ?? "runs/quickstart", data: data,
+            let outcome = try Trainer.run(config: loaded, output: output ?? "runs/quickstart", data: data, val: val,
                                           communicator: comm, log: log)
             if case .finished(let iteration) = outcome { log.main("finished at iteration \(iteration)") }
         }

@@ -50,6 +50,18 @@ struct TrainTests {
         #expect(!FileManager.default.fileExists(atPath: output + "/checkpoints/checkpoint-00000002"))  // max_to_keep 3
     }
 
+    @Test("with --val the run ends with the teacher's k-NN accuracy next to the initial one")
+    func knn() throws {
+        let data = try dataset()
+        defer { try? FileManager.default.removeItem(at: data) }
+        let output = data.path + "/run"
+        let result = try train(ranks: 2, data: data, output: output, ["--val", data.path + "/val"])
+        #expect(result.status == 0 && result.stdout.contains("k-NN (k 20)"), "\(result.stdout)\n\(result.stderr)")
+        let last = try metrics(output).last ?? [:]
+        let top1 = last["knn_top1"] as? Double ?? -1, initial = last["knn_top1_init"] as? Double ?? -1
+        #expect((0...100).contains(top1) && (0...100).contains(initial))
+    }
+
     @Test("1 rank and 4 ranks with the same global batch give the same losses (within 1e-5)")
     func parity() throws {
         let data = try dataset()

@@ -1,0 +1,90 @@
+// The k-NN evaluation of dinov2/eval/knn.py on the teacher's features: every image through the
+// evaluation transform (the central 224/256 of the shorter side, resized to the global crop size,
+// normalised), the teacher's normalised CLS token, L2-normalised; each validation image votes with
+// its k most similar training images, weight exp(similarity / 0.07) per neighbour, summed per class.
+// Features are computed across ranks (each rank its slice, then all-gathered).
+
+import DinoCore
+import DinoData
+import Foundation
+
+/// k-NN classification accuracy of frozen features.
+public enum KNN {
+    /// Top-1 and top-5 accuracy (percent) of weighted k-NN with `k` neighbours.
+    public static func accuracy(train: [Float], trainLabels: [Int], val: [Float], valLabels: [Int], dimension d: Int,
+                                k: Int, temperature: Double = 0.07) -> (top1: Double, top5: Double) {
+        let classes = (trainLabels.max() ?? 0) + 1
+        let n = trainLabels.count
+        var top1 = 0, top5 = 0
+        for v in 0..<valLabels.count {
+            var similarities = [(Double, Int)]()
+            similarities.reserveCapacity(n)
+            for t in 0..<n {
+                var dot: Float = 0
+                for c in 0..<d { dot += val[v * d + c] * train[t * d + c] }
+                similarities.append((Double(dot), trainLabels[t]))
+            }
+            similarities.sort { $0.0 > $1.0 }
+            var votes = [Double](repeating: 0, count: classes)
+            for (similarity, label) in similarities.prefix(k) { votes[label] += exp(similarity / temperature) }
+            let ranked = votes.indices.sorted { votes[$0] > votes[$1] || (votes[$0] == votes[$1] && $0 < $1) }
+            if ranked.first == valLabels[v] { top1 += 1 }
+            if ranked.prefix(5).contains(valLabels[v]) { top5 += 1 }
+        }
+        let count = Double(max(1, valLabels.count))
+        return (100 * Double(top1) / count, 100 * Double(top5) / count)
+    }
+
+    /// The evaluation view of `image`: the central 224/256 of its shorter side, resized to `size`.
+    public static func evaluationView(_ image: RGBImage, size: Int) -> RGBImage {
+        let side = Int((Double(min(image.width, image.height)) * 224 / 256).rounded())
+        let box = CropBox(top: (image.height - side) / 2, left: (image.width - side) / 2, height: side, width: side)
+        return Augment.resizedCrop(image, box: box, size: size)
+    }
+
+    /// Features of every image of `dataset` (all ranks get all of them), in dataset order.
+    public static func features(of dataset: ImageDataset, model: SelfDistillation, communicator comm: any Communicator,
+                                batch: Int = 16) throws -> [Float] {
+        let size = model.config.crops.globalCropsSize, d = model.architecture.embedDim
+        let perRank = (dataset.count + comm.worldSize - 1) / comm.worldSize
+        let first = min(dataset.count, comm.rank * perRank), last = min(dataset.count, first + perRank)
+        var mine: [Float] = []
+        var start = first
+        // Every rank runs the same number of forwards (the teacher's gathers are collective).
+        let rounds = (perRank + batch - 1) / batch
+        for _ in 0..<rounds {
+            let end = min(last, start + batch)
+            let count = max(0, end - start)
+            var pixels = [Float](repeating: 0, count: max(1, count) * 3 * size * size)
+            for (j, index) in (start..<end).enumerated() {
+                let image = try ImageCodec.decode(Data(contentsOf: URL(fileURLWithPath: dataset.samples[index].path)))
+                pixels.withUnsafeMutableBufferPointer {
+                    Augment.normalize(evaluationView(image, size: size), into: $0.baseAddress! + j * 3 * size * size)
+                }
+            }
+            let features = try pixels.withUnsafeBufferPointer {
+                try model.teacherFeatures(images: $0.baseAddress!, count: max(1, count), size: size)
+            }
+            mine += features.prefix(count * d)
+            start = end
+        }
+        let counts = (0..<comm.worldSize).map { r in
+            (min(dataset.count, r * perRank + perRank) - min(dataset.count, r * perRank)) * d
+        }
+        var all = [Float](repeating: 0, count: dataset.count * d)
+        try mine.withUnsafeBufferPointer { m in
+            try all.withUnsafeMutableBufferPointer { try comm.allGather(m, counts: counts, into: $0) }
+        }
+        return all
+    }
+
+    /// k-NN top-1 and top-5 (percent) of `model`'s teacher, trained on `train`, measured on `val`.
+    public static func evaluate(model: SelfDistillation, train: ImageDataset, val: ImageDataset, k: Int = 20,
+                                communicator comm: any Communicator) throws -> (top1: Double, top5: Double) {
+        let d = model.architecture.embedDim
+        let trainFeatures = try features(of: train, model: model, communicator: comm)
+        let valFeatures = try features(of: val, model: model, communicator: comm)
+        return accuracy(train: trainFeatures, trainLabels: train.samples.map(\.label), val: valFeatures,
+                        valLabels: val.samples.map(\.label), dimension: d, k: k)
+    }
+}
