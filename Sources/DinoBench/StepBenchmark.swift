@@ -83,9 +83,7 @@ public enum StepBenchmark {
         let tokensPerImage = 2 * a.tokens(cropSize: config.crops.globalCropsSize)
             + config.crops.localCropsNumber * a.tokens(cropSize: config.crops.localCropsSize)
         let flopsPerStep = Statistics.median(flops)
-        var usage = rusage()
-        getrusage(__rusage_who_t(RUSAGE_SELF.rawValue), &usage)
-        let rss = Int64(usage.ru_maxrss) * 1024  // kilobytes on Linux
+        let rss = Int64(Trainer.peakRSSBytes())
         var rssPerRank = [Int64](repeating: 0, count: world)
         try [rss].withUnsafeBufferPointer { mine in
             try rssPerRank.withUnsafeMutableBufferPointer { try comm.allGather(mine, into: $0) }

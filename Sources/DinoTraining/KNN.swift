@@ -58,13 +58,12 @@ public enum KNN {
             var pixels = [Float](repeating: 0, count: max(1, count) * 3 * size * size)
             for (j, index) in (start..<end).enumerated() {
                 let image = try ImageCodec.decode(Data(contentsOf: URL(fileURLWithPath: dataset.samples[index].path)))
-                pixels.withUnsafeMutableBufferPointer {
-                    Augment.normalize(evaluationView(image, size: size), into: $0.baseAddress! + j * 3 * size * size)
+                pixels.withUnsafeMutableBufferPointer { buffer in
+                    guard let base = buffer.baseAddress else { return }
+                    Augment.normalize(evaluationView(image, size: size), into: base + j * 3 * size * size)
                 }
             }
-            let features = try pixels.withUnsafeBufferPointer {
-                try model.teacherFeatures(images: $0.baseAddress!, count: max(1, count), size: size)
-            }
+            let features = try withBase(pixels) { try model.teacherFeatures(images: $0, count: max(1, count), size: size) }
             mine += features.prefix(count * d)
             start = end
         }

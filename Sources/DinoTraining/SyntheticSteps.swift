@@ -37,11 +37,8 @@ public func runSyntheticSteps(_ model: SelfDistillation, steps: Int, seed: UInt6
         let plan = MaskPlan(seed: seed, iteration: UInt64(iteration), globalImages: globalImages, grid: grid,
                             probability: config.ibot.maskSampleProbability, ratioRange: config.ibot.maskRatioMinMax)
         let masks = plan.masks(firstImage: first, count: b)
-        let rankLosses = try global.withUnsafeBufferPointer { gp in
-            try local.withUnsafeBufferPointer { lp in
-                try model.step(iteration: iteration, globalImages: gp.baseAddress!, localImages: lp.baseAddress!,
-                               masks: masks, images: b)
-            }
+        let rankLosses = try withBase(global) { gp in
+            try withBase(local) { lp in try model.step(iteration: iteration, globalImages: gp, localImages: lp, masks: masks, images: b) }
         }
         let mean = try communicator.allReduce([rankLosses.dinoLocal, rankLosses.dinoGlobal, rankLosses.ibot, rankLosses.koleo],
                                               op: .sum).map { $0 / Double(world) }
@@ -50,4 +47,14 @@ public func runSyntheticSteps(_ model: SelfDistillation, steps: Int, seed: UInt6
         try onStep?(step, stepLosses, model.lastTiming)
     }
     return losses
+}
+
+/// Calls `body` with the array's base address, or with a one-element scratch buffer when the array
+/// is empty (an empty array has no storage; an empty crop batch must still be passable).
+func withBase<R>(_ array: [Float], _ body: (UnsafePointer<Float>) throws -> R) rethrows -> R {
+    let storage = array.isEmpty ? [Float(0)] : array
+    return try storage.withUnsafeBufferPointer { buffer in
+        guard let base = buffer.baseAddress else { preconditionFailure("non-empty array without storage") }
+        return try body(base)
+    }
 }

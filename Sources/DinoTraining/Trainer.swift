@@ -120,10 +120,9 @@ public enum Trainer {
             let masks = MaskPlan(seed: UInt64(config.train.seed), iteration: UInt64(iteration), globalImages: globalBatch,
                                  grid: grid, probability: config.ibot.maskSampleProbability,
                                  ratioRange: config.ibot.maskRatioMinMax).masks(firstImage: comm.rank * b, count: b)
-            let losses = try batch.globalCrops.withUnsafeBufferPointer { g in
-                try batch.localCrops.withUnsafeBufferPointer { l in
-                    try model.step(iteration: iteration, globalImages: g.baseAddress!, localImages: l.baseAddress!,
-                                   masks: masks, images: b)
+            let losses = try withBase(batch.globalCrops) { g in
+                try withBase(batch.localCrops) { l in
+                    try model.step(iteration: iteration, globalImages: g, localImages: l, masks: masks, images: b)
                 }
             }
             let seconds = MonotonicClock.seconds() - stepStart
@@ -214,7 +213,8 @@ public enum Trainer {
         }
     }
 
-    static func peakRSSBytes() -> Int {
+    /// This process's peak resident set size in bytes.
+    public static func peakRSSBytes() -> Int {
         var usage = rusage()
         getrusage(__rusage_who_t(RUSAGE_SELF.rawValue), &usage)
         return Int(usage.ru_maxrss) * 1024
