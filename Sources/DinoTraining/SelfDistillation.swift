@@ -137,6 +137,15 @@ public final class SelfDistillation {
     private let studentDinoHead: DinoHead<Float>, teacherDinoHead: DinoHead<Float>
     private let studentIbotHead: DinoHead<Float>?, teacherIbotHead: DinoHead<Float>?
     public let dinoCenter: SoftmaxCenter<Float>, ibotCenter: SoftmaxCenter<Float>
+    /// The step's scratch: grown to the largest step, then reused (no allocation per step).
+    private let buffers = StepBuffers()
+
+    final class StepBuffers {
+        let teacherInput = GrowableBuffer<Float>(), dinoTargets = GrowableBuffer<Float>(), ibotTargets = GrowableBuffer<Float>()
+        let studentInput = GrowableBuffer<Float>(), dInput = GrowableBuffer<Float>(), dLogits = GrowableBuffer<Float>()
+        let dIbotLogits = GrowableBuffer<Float>(), scratch = GrowableBuffer<Float>(), dKoleo = GrowableBuffer<Float>()
+        let dTokens = GrowableBuffer<Float>()
+    }
     /// The world, timed: the step's own collectives (targets, loss and norm checks) add up here.
     let communicator: TimedCommunicator
 
@@ -272,30 +281,27 @@ public final class SelfDistillation {
         try teacherBackbone.forward([CropBatch(images: globalImages, count: 2 * b, size: globalSize)],
                                     store: backbone.teacher, keepActivations: false)
         let teacherRows = teacherBackbone.batches[0]
-        var teacherInput = [Float](repeating: 0, count: (2 * b + m) * d)
-        for crop in 0..<(2 * b) { copyRow(teacherBackbone.output, teacherRows.row(crop: crop, token: 0), into: &teacherInput, at: crop, d) }
+        let teacherInput = buffers.teacherInput.reserve((2 * b + m) * d)
+        for crop in 0..<(2 * b) { copyRow(teacherBackbone.output, teacherRows.row(crop: crop, token: 0), into: teacherInput, at: crop, d) }
         for (j, token) in maskedTokens.enumerated() {
             copyRow(teacherBackbone.output, teacherRows.row(crop: token.crop, token: 1 + a.registers + token.patch),
-                    into: &teacherInput, at: 2 * b + j, d)
+                    into: teacherInput, at: 2 * b + j, d)
         }
-        var dinoTargets = [Float](repeating: 0, count: 2 * b * kDino)
-        var ibotTargets = [Float](repeating: 0, count: m * kIbot)
-        try teacherInput.withUnsafeBufferPointer { input in
-            guard let base = input.baseAddress else { return }
-            if shared {
-                try teacherDinoHead.forward(base, rows: 2 * b + m, store: dinoHead.teacher)
-                try targets(&dinoTargets, logits: teacherDinoHead.output, rows: 2 * b, k: kDino, center: dinoCenter,
-                            temperature: s.teacherTemperature, rankMean: false)
-                try targets(&ibotTargets, logits: teacherDinoHead.output + 2 * b * kDino, rows: m, k: kIbot,
-                            center: ibotCenter, temperature: s.teacherTemperature, rankMean: true)
-            } else if let teacherIbotHead, let ibotHead {
-                try teacherDinoHead.forward(base, rows: 2 * b, store: dinoHead.teacher)
-                try targets(&dinoTargets, logits: teacherDinoHead.output, rows: 2 * b, k: kDino, center: dinoCenter,
-                            temperature: s.teacherTemperature, rankMean: false)
-                try teacherIbotHead.forward(base + 2 * b * d, rows: m, store: ibotHead.teacher)
-                try targets(&ibotTargets, logits: teacherIbotHead.output, rows: m, k: kIbot, center: ibotCenter,
-                            temperature: s.teacherTemperature, rankMean: true)
-            }
+        let dinoTargets = buffers.dinoTargets.reserve(2 * b * kDino)
+        let ibotTargets = buffers.ibotTargets.reserve(m * kIbot)
+        if shared {
+            try teacherDinoHead.forward(teacherInput, rows: 2 * b + m, store: dinoHead.teacher)
+            try targets(dinoTargets, logits: teacherDinoHead.output, rows: 2 * b, k: kDino, center: dinoCenter,
+                        temperature: s.teacherTemperature, rankMean: false)
+            try targets(ibotTargets, logits: teacherDinoHead.output + 2 * b * kDino, rows: m, k: kIbot,
+                        center: ibotCenter, temperature: s.teacherTemperature, rankMean: true)
+        } else if let teacherIbotHead, let ibotHead {
+            try teacherDinoHead.forward(teacherInput, rows: 2 * b, store: dinoHead.teacher)
+            try targets(dinoTargets, logits: teacherDinoHead.output, rows: 2 * b, k: kDino, center: dinoCenter,
+                        temperature: s.teacherTemperature, rankMean: false)
+            try teacherIbotHead.forward(teacherInput + 2 * b * d, rows: m, store: ibotHead.teacher)
+            try targets(ibotTargets, logits: teacherIbotHead.output, rows: m, k: kIbot, center: ibotCenter,
+                        temperature: s.teacherTemperature, rankMean: true)
         }
 
         // Student.
@@ -311,76 +317,61 @@ public final class SelfDistillation {
         let globalRows = studentBackbone.batches[0], localRows = studentBackbone.batches[1]
         let clsRows = 2 * b + nLocal * b
         // Head input rows: global CLS, local CLS, masked patch tokens.
-        var studentInput = [Float](repeating: 0, count: (clsRows + m) * d)
-        for crop in 0..<(2 * b) { copyRow(studentBackbone.output, globalRows.row(crop: crop, token: 0), into: &studentInput, at: crop, d) }
+        let input = buffers.studentInput.reserve((clsRows + m) * d)
+        for crop in 0..<(2 * b) { copyRow(studentBackbone.output, globalRows.row(crop: crop, token: 0), into: input, at: crop, d) }
         for crop in 0..<(nLocal * b) {
-            copyRow(studentBackbone.output, localRows.row(crop: crop, token: 0), into: &studentInput, at: 2 * b + crop, d)
+            copyRow(studentBackbone.output, localRows.row(crop: crop, token: 0), into: input, at: 2 * b + crop, d)
         }
         for (j, token) in maskedTokens.enumerated() {
             copyRow(studentBackbone.output, globalRows.row(crop: token.crop, token: 1 + a.registers + token.patch),
-                    into: &studentInput, at: clsRows + j, d)
+                    into: input, at: clsRows + j, d)
         }
-        var dInput = [Float](repeating: 0, count: (clsRows + m) * d)
-        try studentInput.withUnsafeBufferPointer { input in
-            try dInput.withUnsafeMutableBufferPointer { dIn in
-                guard let base = input.baseAddress, let dBase = dIn.baseAddress else { return }
-                let dinoRows = shared ? clsRows + m : clsRows
-                try studentDinoHead.forward(base, rows: dinoRows, store: dinoHead.student)
-                let dDinoBuffer = UnsafeMutablePointer<Float>.allocate(capacity: dinoRows * kDino)
-                let scratch = UnsafeMutablePointer<Float>.allocate(capacity: Swift.max(2 * b * kDino, kIbot))
-                defer { dDinoBuffer.deallocate(); scratch.deallocate() }
-                dDinoBuffer.initialize(repeating: 0, count: dinoRows * kDino)
-                let cls = dinoTargets.withUnsafeBufferPointer { q in
-                    DinoLosses.clsLoss(dGlobal: dDinoBuffer, dLocal: dDinoBuffer + 2 * b * kDino,
-                                       studentGlobal: studentDinoHead.output, studentLocal: studentDinoHead.output + 2 * b * kDino,
-                                       teacherTargets: q.baseAddress ?? UnsafePointer(scratch), images: b, localCrops: nLocal,
-                                       prototypes: kDino, weight: config.dino.lossWeight, scratch: scratch)
-                }
-                losses.dinoLocal = cls.local
-                losses.dinoGlobal = cls.global
-                if shared {
-                    losses.ibot = ibotTargets.withUnsafeBufferPointer { q in
-                        DinoLosses.patchLoss(dStudent: dDinoBuffer + clsRows * kDino, student: studentDinoHead.output + clsRows * kDino,
-                                             teacherTargets: q.baseAddress ?? UnsafePointer(scratch), tokenWeights: tokenWeights,
-                                             globalCrops: 2 * b, prototypes: kIbot, weight: config.ibot.lossWeight, scratch: scratch)
-                    }
-                    try studentDinoHead.backward(dDinoBuffer, dInput: dBase, store: dinoHead.student)
-                } else if let studentIbotHead, let ibotHead {
-                    try studentDinoHead.backward(dDinoBuffer, dInput: dBase, store: dinoHead.student)
-                    try studentIbotHead.forward(base + clsRows * d, rows: m, store: ibotHead.student)
-                    let dIbot = UnsafeMutablePointer<Float>.allocate(capacity: Swift.max(1, m * kIbot))
-                    defer { dIbot.deallocate() }
-                    losses.ibot = ibotTargets.withUnsafeBufferPointer { q in
-                        DinoLosses.patchLoss(dStudent: dIbot, student: studentIbotHead.output,
-                                             teacherTargets: q.baseAddress ?? UnsafePointer(scratch), tokenWeights: tokenWeights,
-                                             globalCrops: 2 * b, prototypes: kIbot, weight: config.ibot.lossWeight, scratch: scratch)
-                    }
-                    try studentIbotHead.backward(dIbot, dInput: dBase + clsRows * d, store: ibotHead.student)
-                }
-                // KoLeo on each view's global CLS tokens, added to their gradient.
-                if config.dino.koleoLossWeight > 0 {
-                    let dKoleo = UnsafeMutablePointer<Float>.allocate(capacity: b * d)
-                    defer { dKoleo.deallocate() }
-                    for view in 0..<2 {
-                        losses.koleo += DinoLosses.koleo(dX: dKoleo, x: base + view * b * d, rows: b, channels: d,
-                                                         weight: config.dino.koleoLossWeight)
-                        Float.add(dBase + view * b * d, dKoleo, b * d)
-                    }
-                }
+        let dInput = buffers.dInput.reserve((clsRows + m) * d)
+        dInput.update(repeating: 0, count: (clsRows + m) * d)
+        let dinoRows = shared ? clsRows + m : clsRows
+        try studentDinoHead.forward(input, rows: dinoRows, store: dinoHead.student)
+        let dDino = buffers.dLogits.reserve(dinoRows * kDino)
+        dDino.update(repeating: 0, count: dinoRows * kDino)
+        let scratch = buffers.scratch.reserve(Swift.max(2 * b * kDino, kIbot))
+        let cls = DinoLosses.clsLoss(dGlobal: dDino, dLocal: dDino + 2 * b * kDino, studentGlobal: studentDinoHead.output,
+                                     studentLocal: studentDinoHead.output + 2 * b * kDino, teacherTargets: dinoTargets,
+                                     images: b, localCrops: nLocal, prototypes: kDino, weight: config.dino.lossWeight,
+                                     scratch: scratch)
+        losses.dinoLocal = cls.local
+        losses.dinoGlobal = cls.global
+        if shared {
+            losses.ibot = DinoLosses.patchLoss(dStudent: dDino + clsRows * kDino, student: studentDinoHead.output + clsRows * kDino,
+                                               teacherTargets: ibotTargets, tokenWeights: tokenWeights, globalCrops: 2 * b,
+                                               prototypes: kIbot, weight: config.ibot.lossWeight, scratch: scratch)
+            try studentDinoHead.backward(dDino, dInput: dInput, store: dinoHead.student)
+        } else if let studentIbotHead, let ibotHead {
+            try studentDinoHead.backward(dDino, dInput: dInput, store: dinoHead.student)
+            try studentIbotHead.forward(input + clsRows * d, rows: m, store: ibotHead.student)
+            let dIbot = buffers.dIbotLogits.reserve(Swift.max(1, m * kIbot))
+            losses.ibot = DinoLosses.patchLoss(dStudent: dIbot, student: studentIbotHead.output, teacherTargets: ibotTargets,
+                                               tokenWeights: tokenWeights, globalCrops: 2 * b, prototypes: kIbot,
+                                               weight: config.ibot.lossWeight, scratch: scratch)
+            try studentIbotHead.backward(dIbot, dInput: dInput + clsRows * d, store: ibotHead.student)
+        }
+        // KoLeo on each view's global CLS tokens, added to their gradient.
+        if config.dino.koleoLossWeight > 0 {
+            let dKoleo = buffers.dKoleo.reserve(b * d)
+            for view in 0..<2 {
+                losses.koleo += DinoLosses.koleo(dX: dKoleo, x: input + view * b * d, rows: b, channels: d,
+                                                 weight: config.dino.koleoLossWeight)
+                Float.add(dInput + view * b * d, dKoleo, b * d)
             }
         }
 
         // Backbone backward from the rows the heads and KoLeo read.
-        var dOutput = [Float](repeating: 0, count: studentBackbone.tokenCount * d)
-        for crop in 0..<(2 * b) { addRow(dInput, at: crop, into: &dOutput, row: globalRows.row(crop: crop, token: 0), d) }
-        for crop in 0..<(nLocal * b) { addRow(dInput, at: 2 * b + crop, into: &dOutput, row: localRows.row(crop: crop, token: 0), d) }
+        let dOutput = buffers.dTokens.reserve(studentBackbone.tokenCount * d)
+        dOutput.update(repeating: 0, count: studentBackbone.tokenCount * d)
+        for crop in 0..<(2 * b) { addRow(dInput, at: crop, into: dOutput, row: globalRows.row(crop: crop, token: 0), d) }
+        for crop in 0..<(nLocal * b) { addRow(dInput, at: 2 * b + crop, into: dOutput, row: localRows.row(crop: crop, token: 0), d) }
         for (j, token) in maskedTokens.enumerated() {
-            addRow(dInput, at: clsRows + j, into: &dOutput, row: globalRows.row(crop: token.crop, token: 1 + a.registers + token.patch), d)
+            addRow(dInput, at: clsRows + j, into: dOutput, row: globalRows.row(crop: token.crop, token: 1 + a.registers + token.patch), d)
         }
-        try dOutput.withUnsafeBufferPointer { pointer in
-            guard let base = pointer.baseAddress else { return }
-            try studentBackbone.backward(base, store: backbone.student)
-        }
+        try studentBackbone.backward(dOutput, store: backbone.student)
 
         for part in parts {
             try part.student.endStep()
@@ -430,24 +421,26 @@ public final class SelfDistillation {
         return losses
     }
 
-    private func targets(_ out: inout [Float], logits: UnsafePointer<Float>, rows: Int, k: Int, center: SoftmaxCenter<Float>,
-                         temperature: Double, rankMean: Bool) throws {
+    private func targets(_ out: UnsafeMutablePointer<Float>, logits: UnsafePointer<Float>, rows: Int, k: Int,
+                         center: SoftmaxCenter<Float>, temperature: Double, rankMean: Bool) throws {
         if config.train.centering == "sinkhorn_knopp" {
             let total = Int(try communicator.allReduce(Int64(rows), op: .sum))
             var scratch = [Double](repeating: 0, count: k)
-            try TeacherTargets.sinkhornKnopp(out: &out, logits: logits, rows: rows, prototypes: k, temperature: temperature,
+            try TeacherTargets.sinkhornKnopp(out: out, logits: logits, rows: rows, prototypes: k, temperature: temperature,
                                              totalRows: total, communicator: communicator, scratch: &scratch)
         } else {
-            TeacherTargets.centered(out: &out, logits: logits, rows: rows, prototypes: k, temperature: temperature, center: center)
+            TeacherTargets.centered(out: out, logits: logits, rows: rows, prototypes: k, temperature: temperature, center: center)
             try center.recordBatch(logits, rows: rows, rankMean: rankMean, communicator: communicator)
         }
     }
 
-    private func copyRow(_ source: UnsafePointer<Float>, _ row: Int, into target: inout [Float], at index: Int, _ d: Int) {
-        for c in 0..<d { target[index * d + c] = source[row * d + c] }
+    private func copyRow(_ source: UnsafePointer<Float>, _ row: Int, into target: UnsafeMutablePointer<Float>, at index: Int,
+                         _ d: Int) {
+        (target + index * d).update(from: source + row * d, count: d)
     }
 
-    private func addRow(_ source: [Float], at index: Int, into target: inout [Float], row: Int, _ d: Int) {
-        for c in 0..<d { target[row * d + c] += source[index * d + c] }
+    private func addRow(_ source: UnsafePointer<Float>, at index: Int, into target: UnsafeMutablePointer<Float>, row: Int,
+                        _ d: Int) {
+        Float.add(target + row * d, source + index * d, d)
     }
 }
