@@ -206,6 +206,39 @@ extension SelfDistillation {
         }
     }
 
+    /// The model saved in `path` (a checkpoint folder, or a training output folder: its newest complete
+    /// checkpoint), rebuilt from the configuration the checkpoint carries, on this job's ranks.
+    public static func restored(from path: String, communicator comm: any Communicator)
+        throws -> (model: SelfDistillation, folder: String, iteration: Int)
+    {
+        let manager = FileManager.default
+        var candidates = [path]
+        if !manager.fileExists(atPath: path + "/manifest.json") {
+            candidates = Trainer.checkpoints(in: path).reversed()
+            guard !candidates.isEmpty else {
+                throw CheckpointError.notFound("\(path) holds neither manifest.json nor checkpoints/checkpoint-*; "
+                    + "pass a checkpoint folder or a training output folder")
+            }
+        }
+        var lastError: Error = CheckpointError.notFound(path)
+        for folder in candidates {
+            do {
+                let manifest = try readManifest(folder)
+                var config = try ConfigLoader.load(yaml: manifest.config, source: folder + "/manifest.json")
+                // Loading is strategy-agnostic; the saved strategy may not fit this job's rank count.
+                config.fsdp.shardingStrategy = "FULL_SHARD"
+                let model = try SelfDistillation(config: config.resolved(worldSize: comm.worldSize), communicator: comm,
+                                                 seed: UInt64(config.train.seed))
+                return (model, folder, try model.loadCheckpoint(from: folder))
+            } catch let error as CheckpointError {
+                // A newer but damaged checkpoint of a run: fall back to the previous complete one.
+                if candidates.count == 1 { throw error }
+                lastError = error
+            }
+        }
+        throw lastError
+    }
+
     /// Loads the checkpoint in `folder` into this run, whatever rank count and strategy wrote it;
     /// returns the iteration to continue from. Collective only in that every rank reads.
     public func loadCheckpoint(from folder: String) throws -> Int {

@@ -80,10 +80,24 @@ public enum KNN {
     /// k-NN top-1 and top-5 (percent) of `model`'s teacher, trained on `train`, measured on `val`.
     public static func evaluate(model: SelfDistillation, train: ImageDataset, val: ImageDataset, k: Int = 20,
                                 communicator comm: any Communicator) throws -> (top1: Double, top5: Double) {
+        let result = try evaluate(model: model, train: train, val: val, ks: [k], communicator: comm)[0]
+        return (result.top1, result.top5)
+    }
+
+    /// k-NN accuracies for every `k` in `ks`, from one pass of feature extraction.
+    public static func evaluate(model: SelfDistillation, train: ImageDataset, val: ImageDataset, ks: [Int],
+                                communicator comm: any Communicator) throws -> [(k: Int, top1: Double, top5: Double)] {
+        guard train.classes == val.classes else {
+            throw TrainingError.unsupported("the classes of the validation set (\(val.classes.count)) differ from the "
+                + "training set's (\(train.classes.count)); k-NN needs the same class folders in both")
+        }
         let d = model.architecture.embedDim
         let trainFeatures = try features(of: train, model: model, communicator: comm)
         let valFeatures = try features(of: val, model: model, communicator: comm)
-        return accuracy(train: trainFeatures, trainLabels: train.samples.map(\.label), val: valFeatures,
-                        valLabels: val.samples.map(\.label), dimension: d, k: k)
+        return ks.map { k in
+            let result = accuracy(train: trainFeatures, trainLabels: train.samples.map(\.label), val: valFeatures,
+                                  valLabels: val.samples.map(\.label), dimension: d, k: min(k, train.count))
+            return (k, result.top1, result.top5)
+        }
     }
 }

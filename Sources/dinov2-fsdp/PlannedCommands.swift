@@ -10,17 +10,54 @@ import Foundation
 struct EvalCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "eval",
-        abstract: "Evaluate a checkpoint: k-NN or linear probe on frozen features (not implemented yet).",
+        abstract: "Evaluate a checkpoint on frozen features: k-NN (linear probe not implemented yet).",
         subcommands: [Knn.self, Linear.self])
 
     struct Knn: ParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Weighted k-NN on normalised teacher CLS features (not implemented yet).")
-        @Option(help: "Checkpoint folder.") var checkpoint: String?
-        @Option(help: "Labelled training images.") var train: String?
-        @Option(help: "Labelled validation images.") var val: String?
+            abstract: "Weighted k-NN on normalised teacher CLS features of a checkpoint.",
+            discussion: """
+                As dinov2/eval/knn.py: every image's central 224/256 crop resized to the global crop size, \
+                the teacher's normalised CLS token, L2-normalised; each validation image votes with its k most \
+                similar training images, weighted by exp(similarity / 0.07). --train and --val must hold the \
+                same class folders. Runs on any number of ranks (features are computed across them).
+                """)
+        @Option(help: "Checkpoint folder, or a training output folder (its newest complete checkpoint).")
+        var checkpoint: String
+        @Option(help: "Labelled training images (ImageFolder or list file).") var train: String
+        @Option(help: "Labelled validation images (ImageFolder or list file).") var val: String
         @Option(help: "Comma-separated k values.") var k = "10,20,100,200"
-        func run() throws { try NotImplemented.fail("eval knn", "evaluation issue") }
+        @Option(help: "Also write the results as JSON to this file.") var output: String?
+
+        func validate() throws {
+            let ks = k.split(separator: ",").map { Int($0.trimmingCharacters(in: .whitespaces)) }
+            guard !ks.isEmpty, ks.allSatisfy({ ($0 ?? 0) >= 1 }) else {
+                throw ValidationError("--k must be comma-separated positive integers, e.g. 10,20,100,200 (got \(k))")
+            }
+        }
+
+        func run() throws {
+            let ks = k.split(separator: ",").compactMap { Int($0.trimmingCharacters(in: .whitespaces)) }
+            try RankedRun.execute { comm, log in
+                let trainSet = try ImageDataset(path: train), valSet = try ImageDataset(path: val)
+                let (model, folder, iteration) = try SelfDistillation.restored(from: checkpoint, communicator: comm)
+                log.main("k-NN of the teacher of \(folder) (iteration \(iteration)): \(trainSet.count) training, "
+                    + "\(valSet.count) validation images, \(trainSet.classes.count) classes, \(comm.worldSize) rank(s)")
+                let results = try KNN.evaluate(model: model, train: trainSet, val: valSet, ks: ks, communicator: comm)
+                guard comm.rank == 0 else { return }
+                for result in results {
+                    Console.out(String(format: "k %d: top-1 %.2f%%, top-5 %.2f%%", result.k, result.top1, result.top5))
+                }
+                if let output {
+                    let record: [String: Any] = [
+                        "checkpoint": folder, "iteration": iteration, "train": train, "val": val,
+                        "results": results.map { ["k": $0.k, "top1": $0.top1, "top5": $0.top5] },
+                    ]
+                    let data = try JSONSerialization.data(withJSONObject: record, options: [.prettyPrinted, .sortedKeys])
+                    try data.write(to: URL(fileURLWithPath: output), options: .atomic)
+                }
+            }
+        }
     }
 
     struct Linear: ParsableCommand {

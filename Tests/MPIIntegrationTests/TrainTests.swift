@@ -50,7 +50,7 @@ struct TrainTests {
         #expect(!FileManager.default.fileExists(atPath: output + "/checkpoints/checkpoint-00000002"))  // max_to_keep 3
     }
 
-    @Test("with --val the run ends with the teacher's k-NN accuracy next to the initial one")
+    @Test("with --val the run ends with the teacher's k-NN accuracy; eval knn on the checkpoint agrees")
     func knn() throws {
         let data = try dataset()
         defer { try? FileManager.default.removeItem(at: data) }
@@ -60,6 +60,27 @@ struct TrainTests {
         let last = try metrics(output).last ?? [:]
         let top1 = last["knn_top1"] as? Double ?? -1, initial = last["knn_top1_init"] as? Double ?? -1
         #expect((0...100).contains(top1) && (0...100).contains(initial))
+
+        // `eval knn` on the run folder loads the final checkpoint; on the same 2 ranks the features are
+        // computed in the same batches, so the accuracy must equal the one training printed exactly.
+        let json = data.path + "/knn.json"
+        let knnArguments = ["eval", "knn", "--checkpoint", output, "--train", data.path + "/train", "--val",
+                            data.path + "/val", "--k", "1,20"]
+        let eval = try ProcessRunner.mpirun(ranks: 2, knnArguments + ["--output", json], timeout: 120)
+        #expect(eval.status == 0 && eval.stdout.contains("k 20: top-1"), "\(eval.stdout)\n\(eval.stderr)")
+        let record = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: json))) as? [String: Any]
+        let results = record?["results"] as? [[String: Any]] ?? []
+        #expect(results.map { $0["k"] as? Int } == [1, 20])
+        #expect(results.last?["top1"] as? Double == top1)
+        #expect(results.last?["top5"] as? Double == last["knn_top5"] as? Double)
+        #expect(record?["iteration"] as? Int == 8)
+
+        // One rank reads the 2-rank checkpoint; a folder without checkpoints is refused by name.
+        let single = try ProcessRunner.dinov2(knnArguments, timeout: 120)
+        #expect(single.status == 0 && single.stdout.contains("k 1: top-1"), "\(single.stderr)")
+        let missing = try ProcessRunner.dinov2(["eval", "knn", "--checkpoint", data.path + "/train", "--train",
+                                                data.path + "/train", "--val", data.path + "/val"])
+        #expect(missing.status != 0 && missing.stderr.contains("neither manifest.json nor checkpoints"), "\(missing.stderr)")
     }
 
     @Test("1 rank and 4 ranks with the same global batch give the same losses (within 1e-5)")
