@@ -1,5 +1,5 @@
 // A thin, checked wrapper over the serial HDF5 C API: create/open a file, write and read float32
-// datasets of any shape (contiguous, row-major, PyTorch order), hyperslab reads of a flat range,
+// datasets of any shape (contiguous, row-major, PyTorch order), hyperslab reads and writes of a flat range,
 // and string / integer attributes. Every failing call throws an error naming the file and object.
 // Handles are closed on every path. Debian's libhdf5 is serial: one writer per file.
 
@@ -63,7 +63,8 @@ public final class HDF5File {
         }
     }
 
-    private func write(_ name: String, base: UnsafeRawPointer?, count: Int, shape: [Int], type: hid_t) throws {
+    private func write(_ name: String, base: UnsafeRawPointer?, count: Int, shape: [Int], type: hid_t,
+                       fill: Bool = true) throws {
         precondition(shape.reduce(1, *) == count, "\(name): shape \(shape) does not hold \(count) values")
         var dims = shape.map { hsize_t($0) }
         let space = H5Screate_simple(Int32(dims.count), &dims, nil)
@@ -75,8 +76,45 @@ public final class HDF5File {
         let dataset = H5Dcreate2(id, name, type, space, linkProperties, dino_h5p_default(), dino_h5p_default())
         guard dataset >= 0 else { throw HDF5Error(path: path, what: "cannot create dataset \(name)") }
         defer { H5Dclose(dataset) }
+        guard fill, count > 0 else { return }
         guard H5Dwrite(dataset, type, dino_h5s_all(), dino_h5s_all(), dino_h5p_default(), base) >= 0
         else { throw HDF5Error(path: path, what: "cannot write dataset \(name)") }
+    }
+
+    /// Creates float32 dataset `name` with `shape`, to be filled by `write(_:range:values:)`.
+    public func createDataset(_ name: String, shape: [Int]) throws {
+        try write(name, base: nil, count: shape.reduce(1, *), shape: shape, type: dino_h5t_native_float(), fill: false)
+    }
+
+    /// Writes `values` into elements `range` (row-major) of an existing float32 dataset `name`.
+    public func write(_ name: String, range: Range<Int>, values: UnsafeBufferPointer<Float>) throws {
+        precondition(range.count == values.count, "\(name): \(values.count) values for a range of \(range.count)")
+        let total = try shape(of: name).reduce(1, *)
+        guard range.lowerBound >= 0, range.upperBound <= total else {
+            throw HDF5Error(path: path, what: "range \(range) is outside dataset \(name) of \(total) elements")
+        }
+        guard !range.isEmpty else { return }
+        let dataset = try openDataset(name)
+        defer { H5Dclose(dataset) }
+        var flat = [hsize_t(total)]
+        let fileSpace = H5Screate_simple(1, &flat, nil)
+        defer { H5Sclose(fileSpace) }
+        var start = [hsize_t(range.lowerBound)]
+        var count = [hsize_t(range.count)]
+        H5Sselect_hyperslab(fileSpace, H5S_SELECT_SET, &start, nil, &count, nil)
+        let memorySpace = H5Screate_simple(1, &count, nil)
+        defer { H5Sclose(memorySpace) }
+        guard H5Dwrite(dataset, dino_h5t_native_float(), memorySpace, fileSpace, dino_h5p_default(),
+                       values.baseAddress) >= 0
+        else { throw HDF5Error(path: path, what: "cannot write \(range) of dataset \(name)") }
+    }
+
+    /// Writes 64-bit integers as dataset `name` with `shape`.
+    public func write(_ name: String, integers values: [Int64], shape: [Int]) throws {
+        try values.withUnsafeBufferPointer {
+            try write(name, base: UnsafeRawPointer($0.baseAddress), count: values.count, shape: shape,
+                      type: dino_h5t_native_int64())
+        }
     }
 
     /// The shape of dataset `name`.

@@ -42,37 +42,24 @@ public enum KNN {
         return Augment.resizedCrop(image, box: box, size: size)
     }
 
-    /// Features of every image of `dataset` (all ranks get all of them), in dataset order.
+    /// L2-normalised teacher CLS features of every image of `dataset` (all ranks get all of them), in
+    /// dataset order.
     public static func features(of dataset: ImageDataset, model: SelfDistillation, communicator comm: any Communicator,
                                 batch: Int = 16) throws -> [Float] {
-        let size = model.config.crops.globalCropsSize, d = model.architecture.embedDim
-        let perRank = (dataset.count + comm.worldSize - 1) / comm.worldSize
-        let first = min(dataset.count, comm.rank * perRank), last = min(dataset.count, first + perRank)
-        var mine: [Float] = []
-        var start = first
-        // Every rank runs the same number of forwards (the teacher's gathers are collective).
-        let rounds = (perRank + batch - 1) / batch
-        for _ in 0..<rounds {
-            let end = min(last, start + batch)
-            let count = max(0, end - start)
-            var pixels = [Float](repeating: 0, count: max(1, count) * 3 * size * size)
-            for (j, index) in (start..<end).enumerated() {
-                let image = try ImageCodec.decode(Data(contentsOf: URL(fileURLWithPath: dataset.samples[index].path)))
-                pixels.withUnsafeMutableBufferPointer { buffer in
-                    guard let base = buffer.baseAddress else { return }
-                    Augment.normalize(evaluationView(image, size: size), into: base + j * 3 * size * size)
+        let d = model.architecture.embedDim
+        var all = [Float](repeating: 0, count: dataset.count * d)
+        try TeacherEmbedding.rounds(of: dataset, model: model, communicator: comm, batch: batch, patches: false) { round in
+            var offset = 0
+            for range in round.ranges {
+                for index in range {
+                    let source = offset * d
+                    var norm: Float = 0
+                    for c in 0..<d { norm += round.cls[source + c] * round.cls[source + c] }
+                    let scale = 1 / Swift.max(norm.squareRoot(), 1e-12)
+                    for c in 0..<d { all[index * d + c] = round.cls[source + c] * scale }
+                    offset += 1
                 }
             }
-            let features = try withBase(pixels) { try model.teacherFeatures(images: $0, count: max(1, count), size: size) }
-            mine += features.prefix(count * d)
-            start = end
-        }
-        let counts = (0..<comm.worldSize).map { r in
-            (min(dataset.count, r * perRank + perRank) - min(dataset.count, r * perRank)) * d
-        }
-        var all = [Float](repeating: 0, count: dataset.count * d)
-        try mine.withUnsafeBufferPointer { m in
-            try all.withUnsafeMutableBufferPointer { try comm.allGather(m, counts: counts, into: $0) }
         }
         return all
     }
@@ -91,6 +78,14 @@ public enum KNN {
             throw TrainingError.unsupported("the classes of the validation set (\(val.classes.count)) differ from the "
                 + "training set's (\(train.classes.count)); k-NN needs the same class folders in both")
         }
+        guard let unlabelled = (train.samples + val.samples).first(where: { $0.label < 0 }) else {
+            return try labelledEvaluation(model: model, train: train, val: val, ks: ks, communicator: comm)
+        }
+        throw TrainingError.unsupported("\(unlabelled.path) has no label; k-NN needs ImageFolders or list files with labels")
+    }
+
+    private static func labelledEvaluation(model: SelfDistillation, train: ImageDataset, val: ImageDataset, ks: [Int],
+                                           communicator comm: any Communicator) throws -> [(k: Int, top1: Double, top5: Double)] {
         let d = model.architecture.embedDim
         let trainFeatures = try features(of: train, model: model, communicator: comm)
         let valFeatures = try features(of: val, model: model, communicator: comm)
@@ -99,5 +94,69 @@ public enum KNN {
                                   valLabels: val.samples.map(\.label), dimension: d, k: min(k, train.count))
             return (k, result.top1, result.top5)
         }
+    }
+}
+
+/// The teacher run over a whole dataset, spread over the ranks.
+public enum TeacherEmbedding {
+    /// One round of `rounds`: the dataset indices each rank covered (rank order) and their tokens,
+    /// concatenated in the same order: CLS [images, D], patches [images, P, D] (empty unless asked).
+    public struct Round {
+        public let ranges: [Range<Int>]
+        public let cls: [Float]
+        public let patches: [Float]
+    }
+
+    /// Runs the teacher over every image of `dataset` through the evaluation view, each rank a contiguous
+    /// slice in batches of `batch`; after each round every rank gets all ranks' tokens in `body`.
+    /// Every rank runs the same number of rounds (the teacher's gathers are collective).
+    public static func rounds(of dataset: ImageDataset, model: SelfDistillation, communicator comm: any Communicator,
+                              batch: Int = 16, patches: Bool, _ body: (Round) throws -> Void) throws {
+        let size = model.config.crops.globalCropsSize, d = model.architecture.embedDim
+        let p = patches ? model.architecture.patches(cropSize: size) : 0
+        let perRank = (dataset.count + comm.worldSize - 1) / comm.worldSize
+        func slice(_ rank: Int) -> Range<Int> {
+            min(dataset.count, rank * perRank)..<min(dataset.count, rank * perRank + perRank)
+        }
+        let mine = slice(comm.rank)
+        var pixels = [Float](repeating: 0, count: batch * 3 * size * size)
+        for round in 0..<((perRank + batch - 1) / batch) {
+            let ranges = (0..<comm.worldSize).map { rank in
+                let owned = slice(rank)
+                return min(owned.upperBound, owned.lowerBound + round * batch)..<min(owned.upperBound,
+                                                                                     owned.lowerBound + (round + 1) * batch)
+            }
+            let local = ranges[comm.rank]
+            precondition(local.lowerBound >= mine.lowerBound && local.upperBound <= mine.upperBound)
+            for (j, index) in local.enumerated() {
+                let sample = dataset.samples[index]
+                let image: RGBImage
+                do {
+                    image = try ImageCodec.decode(Data(contentsOf: URL(fileURLWithPath: sample.path)))
+                } catch {
+                    throw TrainingError.unsupported("cannot read \(sample.path): \(error); fix or remove the file")
+                }
+                pixels.withUnsafeMutableBufferPointer { buffer in
+                    guard let base = buffer.baseAddress else { return }
+                    Augment.normalize(KNN.evaluationView(image, size: size), into: base + j * 3 * size * size)
+                }
+            }
+            let tokens = try withBase(pixels) {
+                try model.teacherTokens(images: $0, count: max(1, local.count), size: size, patches: patches)
+            }
+            let cls = try gather(Array(tokens.cls.prefix(local.count * d)), ranges: ranges, width: d, comm)
+            let patchTokens = patches
+                ? try gather(Array(tokens.patches.prefix(local.count * p * d)), ranges: ranges, width: p * d, comm) : []
+            try body(Round(ranges: ranges, cls: cls, patches: patchTokens))
+        }
+    }
+
+    private static func gather(_ mine: [Float], ranges: [Range<Int>], width: Int, _ comm: any Communicator) throws -> [Float] {
+        let counts = ranges.map { $0.count * width }
+        var all = [Float](repeating: 0, count: counts.reduce(0, +))
+        try mine.withUnsafeBufferPointer { m in
+            try all.withUnsafeMutableBufferPointer { try comm.allGather(m, counts: counts, into: $0) }
+        }
+        return all
     }
 }

@@ -221,23 +221,29 @@ public final class SelfDistillation {
         return total
     }
 
-    /// The teacher's normalised CLS tokens [count, D] of `images` [count, 3, size, size], L2-normalised
-    /// (the features of the k-NN evaluation). Collective in that the teacher's units are gathered.
-    public func teacherFeatures(images: UnsafePointer<Float>, count: Int, size: Int) throws -> [Float] {
-        let d = architecture.embedDim
+    /// The teacher's final-norm CLS tokens [count, D] and, when `patches`, patch tokens [count, P, D]
+    /// of `images` [count, 3, size, size] (the official x_norm_clstoken / x_norm_patchtokens).
+    /// Collective in that the teacher's units are gathered.
+    public func teacherTokens(images: UnsafePointer<Float>, count: Int, size: Int, patches: Bool)
+        throws -> (cls: [Float], patches: [Float])
+    {
+        let d = architecture.embedDim, p = architecture.patches(cropSize: size), firstPatch = 1 + architecture.registers
         try teacherBackbone.forward([CropBatch(images: images, count: count, size: size)], store: backbone.teacher,
                                     keepActivations: false)
-        var features = [Float](repeating: 0, count: count * d)
         let rows = teacherBackbone.batches[0]
+        var cls = [Float](repeating: 0, count: count * d)
+        var patchTokens = [Float](repeating: 0, count: patches ? count * p * d : 0)
         for i in 0..<count {
-            let source = teacherBackbone.output + rows.row(crop: i, token: 0) * d
-            var norm: Float = 0
-            for c in 0..<d { norm += source[c] * source[c] }
-            let scale = 1 / Swift.max(norm.squareRoot(), 1e-12)
-            for c in 0..<d { features[i * d + c] = source[c] * scale }
+            let output = teacherBackbone.output
+            for c in 0..<d { cls[i * d + c] = output[rows.row(crop: i, token: 0) * d + c] }
+            guard patches else { continue }
+            patchTokens.withUnsafeMutableBufferPointer { target in
+                guard let base = target.baseAddress else { return }
+                (base + i * p * d).update(from: output + rows.row(crop: i, token: firstPatch) * d, count: p * d)
+            }
         }
         try backbone.teacher.endStep()
-        return features
+        return (cls, patchTokens)
     }
 
     /// Backbone, DINO head and (when separate) iBOT head.

@@ -1,7 +1,8 @@
-// Subcommands whose issues have not landed: each documents what it will do and, when run, says it
-// is not implemented and exits with status 2 without doing anything.
+// Evaluation and inspection subcommands: eval knn, embed, checkpoint info/verify/export, data
+// synth/inspect. `eval linear` has not landed: it says so and exits with status 2 without doing anything.
 
 import ArgumentParser
+import DinoCheckpoint
 import DinoCore
 import DinoData
 import DinoTraining
@@ -73,12 +74,70 @@ struct EvalCommand: ParsableCommand {
 struct EmbedCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "embed",
-        abstract: "Write CLS (and patch) features of a folder of images to HDF5 (not implemented yet).")
-    @Option(help: "Checkpoint folder.") var checkpoint: String?
-    @Option(help: "Images to embed.") var data: String?
-    @Option(help: "Output HDF5 file.") var output: String?
+        abstract: "Write a checkpoint teacher's CLS (and patch) features of a folder of images to HDF5.",
+        discussion: """
+            Each image goes through the evaluation view (central 224/256 crop resized to the global crop \
+            size). The file holds `cls` [N, D] (the final-norm CLS token, x_norm_clstoken), `labels` [N] \
+            (class index, -1 without classes), with --patch `patch` [N, P, D] (x_norm_patchtokens), in the \
+            order of `dinov2-fsdp data inspect` (classes and file names sorted); attributes name the \
+            checkpoint, its iteration and the classes. Rank 0 writes through a temporary file renamed at the end.
+            """)
+    @Option(help: "Checkpoint folder, or a training output folder (its newest complete checkpoint).")
+    var checkpoint: String
+    @Option(help: "Images to embed (ImageFolder or list file).") var data: String
+    @Option(help: "Output HDF5 file.") var output: String
     @Flag(help: "Also write patch features.") var patch = false
-    func run() throws { try NotImplemented.fail("embed", "evaluation issue") }
+
+    func run() throws {
+        try RankedRun.execute { comm, log in
+            let dataset = try ImageDataset(path: data)
+            let (model, folder, iteration) = try SelfDistillation.restored(from: checkpoint, communicator: comm)
+            let d = model.architecture.embedDim
+            let p = model.architecture.patches(cropSize: model.config.crops.globalCropsSize)
+            log.main("embedding \(dataset.count) images of \(data) with the teacher of \(folder) (iteration \(iteration))")
+            let temporary = output + ".tmp-\(getpid())"
+            var file: HDF5File?
+            if comm.rank == 0 {
+                let created = try HDF5File.create(temporary, truncate: true)
+                try created.createDataset("cls", shape: [dataset.count, d])
+                if patch { try created.createDataset("patch", shape: [dataset.count, p, d]) }
+                file = created
+            }
+            try TeacherEmbedding.rounds(of: dataset, model: model, communicator: comm, patches: patch) { round in
+                guard let file else { return }
+                var offset = 0
+                for range in round.ranges where !range.isEmpty {
+                    try round.cls.withUnsafeBufferPointer { all in
+                        let values = UnsafeBufferPointer(rebasing: all[(offset * d)..<((offset + range.count) * d)])
+                        try file.write("cls", range: (range.lowerBound * d)..<(range.upperBound * d), values: values)
+                    }
+                    if patch {
+                        let width = p * d
+                        try round.patches.withUnsafeBufferPointer { all in
+                            let values = UnsafeBufferPointer(rebasing: all[(offset * width)..<((offset + range.count) * width)])
+                            try file.write("patch", range: (range.lowerBound * width)..<(range.upperBound * width), values: values)
+                        }
+                    }
+                    offset += range.count
+                }
+            }
+            if let writer = file {
+                try writer.write("labels", integers: dataset.samples.map { Int64($0.label) }, shape: [dataset.count])
+                try writer.setAttribute("checkpoint", string: folder)
+                try writer.setAttribute("iteration", int: Int64(iteration))
+                try writer.setAttribute("classes", string: dataset.classes.joined(separator: "\n"))
+                try writer.flush()
+            }
+            file = nil  // closes the file before it is renamed
+            if comm.rank == 0 {
+                guard rename(temporary, output) == 0 else {
+                    throw TrainingError.unsupported("cannot rename \(temporary) to \(output): \(String(cString: strerror(errno)))")
+                }
+                log.main("wrote \(output): cls [\(dataset.count), \(d)]" + (patch ? ", patch [\(dataset.count), \(p), \(d)]" : ""))
+            }
+            try comm.barrier()
+        }
+    }
 }
 
 struct CheckpointCommand: ParsableCommand {

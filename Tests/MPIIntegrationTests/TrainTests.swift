@@ -1,6 +1,7 @@
 // `dinov2-fsdp train` on a tiny config and a small generated dataset: every metrics field at 1, 2
 // and 4 ranks, 1 vs 4 ranks with the same global batch, bit-exact auto-resume, and bad input.
 
+import DinoCheckpoint
 import DinoTestSupport
 import Foundation
 import Testing
@@ -81,6 +82,34 @@ struct TrainTests {
         let missing = try ProcessRunner.dinov2(["eval", "knn", "--checkpoint", data.path + "/train", "--train",
                                                 data.path + "/train", "--val", data.path + "/val"])
         #expect(missing.status != 0 && missing.stderr.contains("neither manifest.json nor checkpoints"), "\(missing.stderr)")
+    }
+
+    @Test("embed writes the teacher's CLS and patch tokens; 1 and 3 ranks write the same file")
+    func embed() throws {
+        let data = try dataset()
+        defer { try? FileManager.default.removeItem(at: data) }
+        let output = data.path + "/run"
+        #expect(try train(ranks: 1, data: data, output: output, ["train.OFFICIAL_EPOCH_LENGTH=1"]).status == 0)
+        let arguments = ["embed", "--checkpoint", output, "--data", data.path + "/train", "--patch", "--output"]
+        let one = try ProcessRunner.dinov2(arguments + [data.path + "/one.h5"], timeout: 120)
+        // 16 images over 3 ranks: slices of 6, 6 and 4, so the rows come back from uneven gathers.
+        let three = try ProcessRunner.mpirun(ranks: 3, arguments + [data.path + "/three.h5"], timeout: 120)
+        #expect(one.status == 0 && three.status == 0, "\(one.stderr)\n\(three.stderr)")
+        let a = try HDF5File.open(data.path + "/one.h5"), b = try HDF5File.open(data.path + "/three.h5")
+        let d = 32, p = 4  // tiny.yaml: width 32, 28-pixel crops of patch 14
+        #expect(try a.shape(of: "cls") == [16, d] && a.shape(of: "patch") == [16, p, d] && a.shape(of: "labels") == [16])
+        #expect(try a.readDoubles("labels") == (0..<16).map { Double($0 / 4) })
+        #expect(try a.stringAttribute("classes").split(separator: "\n").count == 4)
+        #expect(try a.intAttribute("iteration") == 2)
+        for name in ["cls", "patch"] {
+            let x = try a.readDoubles(name), y = try b.readDoubles(name)
+            // Same images, same weights; only the GEMM row count differs between the batches of 16, 6
+            // and 4 rows, which changes OpenBLAS's blocking: float32 rounding, well below 1e-5.
+            #expect(normwiseError(y.map(Float.init), x) < 1e-5, "\(name)")
+            // Rows are images: a misplaced slice would show as two different images' rows swapped.
+            #expect(Set(stride(from: 0, to: x.count, by: x.count / 16).map { x[$0] }).count > 8, "\(name)")
+        }
+        #expect(try FileManager.default.contentsOfDirectory(atPath: data.path).allSatisfy { !$0.contains(".tmp-") })
     }
 
     @Test("1 rank and 4 ranks with the same global batch give the same losses (within 1e-5)")
