@@ -94,7 +94,7 @@ let tests: [Target] = [
         exclude: ["Fixtures"]),
     .testTarget(
         name: "DinoTrainingTests",
-        dependencies: ["DinoTraining", "DinoModel", "DinoConfig", "DinoCheckpoint", "DinoTestSupport"],
+        dependencies: ["DinoTraining", "DinoCore", "DinoModel", "DinoConfig", "DinoCheckpoint", "DinoTestSupport"],
         exclude: ["Fixtures"]),
     .testTarget(
         name: "DinoDataTests",

@@ -12,6 +12,7 @@ public enum RandomPurpose: UInt64, Sendable {
     case augmentation = 4
     case sampler = 5
     case synthesis = 6
+    case linearProbe = 7
     case test = 99
 }
 

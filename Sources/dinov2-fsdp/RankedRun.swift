@@ -72,15 +72,3 @@ struct ConfigOptions: ParsableArguments {
         try RankedRun.loadConfig(file: config, overrides: overrides)
     }
 }
-
-/// A subcommand whose issue has not landed yet: it says so and exits non-zero, running nothing.
-enum NotImplemented {
-    static func fail(_ command: String, _ capability: String) throws -> Never {
-        if LaunchEnvironment.rank == 0 {
-            Console.write("""
-                error: `dinov2-fsdp \(command)` is not implemented yet (\(capability)); nothing was run.\n
-                """, to: 2)
-        }
-        throw ExitCode(2)
-    }
-}

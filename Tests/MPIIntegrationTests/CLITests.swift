@@ -1,5 +1,5 @@
 // The command line as a user meets it: config printing, the error messages for bad keys and
-// values, and subcommands of later issues that must refuse to run rather than pretend.
+// values.
 
 import DinoTestSupport
 import Foundation
@@ -56,14 +56,6 @@ struct CLITests {
         #expect(result.status != 0)
         let occurrences = result.stderr.components(separatedBy: "unknown config key 'optim.bse_lr'").count - 1
         #expect(occurrences == 1, "\(result.stderr)")
-    }
-
-    @Test("subcommands of later issues say so and exit non-zero",
-          arguments: [["eval", "linear"]])
-    func placeholders(arguments: [String]) throws {
-        let result = try ProcessRunner.dinov2(arguments)
-        #expect(result.status == 2)
-        #expect(result.stderr.contains("is not implemented yet"))
     }
 
     @Test("every subcommand has help", arguments: ["train", "bench", "eval", "embed", "checkpoint", "data", "config", "selftest"])

@@ -1,5 +1,5 @@
-// Evaluation and inspection subcommands: eval knn, embed, checkpoint info/verify/export, data
-// synth/inspect. `eval linear` has not landed: it says so and exits with status 2 without doing anything.
+// Evaluation and inspection subcommands: eval knn/linear, embed, checkpoint info/verify/export,
+// data synth/inspect.
 
 import ArgumentParser
 import DinoCheckpoint
@@ -11,7 +11,7 @@ import Foundation
 struct EvalCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "eval",
-        abstract: "Evaluate a checkpoint on frozen features: k-NN (linear probe not implemented yet).",
+        abstract: "Evaluate a checkpoint on frozen features: weighted k-NN or a linear probe.",
         subcommands: [Knn.self, Linear.self])
 
     struct Knn: ParsableCommand {
@@ -63,11 +63,74 @@ struct EvalCommand: ParsableCommand {
 
     struct Linear: ParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Linear probe on frozen features (not implemented yet).")
-        @Option(help: "Checkpoint folder.") var checkpoint: String?
-        @Option(help: "Labelled training images.") var train: String?
-        @Option(help: "Labelled validation images.") var val: String?
-        func run() throws { try NotImplemented.fail("eval linear", "evaluation issue") }
+            abstract: "Linear probe on a checkpoint teacher's frozen features, over a grid of learning rates.",
+            discussion: """
+                As dinov2/eval/linear.py with n_last_blocks 1 and avgpool: features are the final-norm CLS \
+                token and the mean patch token; one linear classifier per learning rate (the official grid \
+                scaled by batch / 256), SGD momentum 0.9, no weight decay, cosine schedule; the best on --val is \
+                reported. Unlike the official probe, features are computed once on the evaluation view \
+                (no random crops per epoch). Ranks share the grid.
+                """)
+        @Option(help: "Checkpoint folder, or a training output folder (its newest complete checkpoint).")
+        var checkpoint: String
+        @Option(help: "Labelled training images (ImageFolder or list file).") var train: String
+        @Option(help: "Labelled validation images (ImageFolder or list file).") var val: String
+        @Option(help: "Epochs over the training features.") var epochs = 10
+        @Option(help: "Batch size of the probe's SGD.") var batch = 128
+        @Option(help: "Comma-separated base learning rates (default: the official grid).") var lrs: String?
+        @Option(help: "Seed of the classifier initialisation and the sample order.") var seed = 0
+        @Option(help: "Also write the results as JSON to this file.") var output: String?
+
+        func grid() -> [Double]? {
+            guard let lrs else { return LinearProbe.officialGrid }
+            let values = lrs.split(separator: ",").map { Double($0.trimmingCharacters(in: .whitespaces)) }
+            guard !values.isEmpty, values.allSatisfy({ ($0 ?? -1) >= 0 }) else { return nil }
+            return values.compactMap { $0 }
+        }
+
+        func validate() throws {
+            guard grid() != nil else { throw ValidationError("--lrs must be comma-separated non-negative numbers (got \(lrs ?? ""))") }
+            guard epochs >= 1, batch >= 1 else { throw ValidationError("--epochs and --batch must be at least 1") }
+        }
+
+        func run() throws {
+            let grid = grid() ?? LinearProbe.officialGrid
+            try RankedRun.execute { comm, log in
+                let trainSet = try ImageDataset(path: train), valSet = try ImageDataset(path: val)
+                let labelled = (trainSet.samples + valSet.samples).allSatisfy { $0.label >= 0 }
+                guard trainSet.classes == valSet.classes, labelled else {
+                    throw TrainingError.unsupported("--train and --val need labels and the same classes (ImageFolders with "
+                        + "the same class folders, or labelled list files)")
+                }
+                let (model, folder, iteration) = try SelfDistillation.restored(from: checkpoint, communicator: comm)
+                log.main("linear probe of the teacher of \(folder) (iteration \(iteration)): \(trainSet.count) training, "
+                    + "\(valSet.count) validation images, \(grid.count) learning rates over \(comm.worldSize) rank(s)")
+                let trainFeatures = try LinearProbe.features(of: trainSet, model: model, communicator: comm)
+                let valFeatures = try LinearProbe.features(of: valSet, model: model, communicator: comm)
+                let trainLabels = trainSet.samples.map(\.label), valLabels = valSet.samples.map(\.label)
+                let classes = max(trainLabels.max() ?? 0, valLabels.max() ?? 0) + 1
+                let outcomes = try LinearProbe.evaluate(
+                    trainFeatures: trainFeatures, trainLabels: trainLabels, valFeatures: valFeatures, valLabels: valLabels,
+                    dimension: 2 * model.architecture.embedDim, classes: classes, grid: grid, epochs: epochs,
+                    batch: batch, seed: UInt64(seed), communicator: comm)
+                guard comm.rank == 0, let best = outcomes.max(by: { $0.top1 < $1.top1 }) else { return }
+                for outcome in outcomes {
+                    Console.out(String(format: "lr %.2e: top-1 %.2f%%, top-5 %.2f%%, final train loss %.4f",
+                                       outcome.learningRate, outcome.top1, outcome.top5, outcome.finalLoss))
+                }
+                Console.out(String(format: "best: lr %.2e, top-1 %.2f%%", best.learningRate, best.top1))
+                if let output {
+                    let record: [String: Any] = [
+                        "checkpoint": folder, "iteration": iteration, "train": train, "val": val, "epochs": epochs,
+                        "batch": batch, "best_top1": best.top1, "best_lr": best.learningRate,
+                        "results": outcomes.map { ["lr": $0.learningRate, "top1": $0.top1, "top5": $0.top5,
+                                                   "final_loss": $0.finalLoss] },
+                    ]
+                    let data = try JSONSerialization.data(withJSONObject: record, options: [.prettyPrinted, .sortedKeys])
+                    try data.write(to: URL(fileURLWithPath: output), options: .atomic)
+                }
+            }
+        }
     }
 }
 
