@@ -105,7 +105,7 @@ let tests: [Target] = [
         dependencies: ["DinoCore", "DinoKernels", "DinoCheckpoint", "DinoTestSupport"]),
     .testTarget(
         name: "MPIIntegrationTests",
-        dependencies: ["dinov2-fsdp", "DinoTestSupport", "DinoCheckpoint", "DinoTraining"]),
+        dependencies: ["dinov2-fsdp", "DinoTestSupport", "DinoCheckpoint", "DinoTraining", "DinoData"]),
 ]
 
 let package = Package(

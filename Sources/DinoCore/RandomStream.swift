@@ -13,6 +13,7 @@ public enum RandomPurpose: UInt64, Sendable {
     case sampler = 5
     case synthesis = 6
     case linearProbe = 7
+    case analysis = 8
     case test = 99
 }
 

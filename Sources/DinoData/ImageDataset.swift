@@ -83,4 +83,15 @@ public struct ImageDataset: Sendable {
     }
 
     public var count: Int { samples.count }
+
+    private init(root: String, samples: [ImageSample], classes: [String]) {
+        self.root = root
+        self.samples = samples
+        self.classes = classes
+    }
+
+    /// The first `count` images (all of them when there are fewer), with the same classes.
+    public func prefix(_ count: Int) -> ImageDataset {
+        ImageDataset(root: root, samples: Array(samples.prefix(Swift.max(1, count))), classes: classes)
+    }
 }

@@ -14,7 +14,7 @@ struct DinoV2FSDP: ParsableCommand {
             mpirun every subcommand runs as a single rank through the same code path.
             """,
         subcommands: [
-            TrainCommand.self, BenchCommand.self, EvalCommand.self, EmbedCommand.self,
+            TrainCommand.self, BenchCommand.self, EvalCommand.self, EmbedCommand.self, PCACommand.self,
             CheckpointCommand.self, DataCommand.self, ConfigCommand.self, SelftestCommand.self,
         ])
 }

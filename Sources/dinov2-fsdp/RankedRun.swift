@@ -43,7 +43,13 @@ enum RankedRun {
         do {
             return try ConfigLoader.load(file: file, overrides: overrides)
         } catch {
-            if LaunchEnvironment.rank == 0 { Console.write("error: \(error)\n", to: 2) }
+            if LaunchEnvironment.rank == 0 {
+                Console.write("error: \(error)\n", to: 2)
+            } else {
+                // Every rank reaches the same error; the others give rank 0 time to print it before
+                // their exit status makes the launcher kill the job (rank 0 usually ends it first).
+                sleep(5)
+            }
             throw ExitCode.failure
         }
     }

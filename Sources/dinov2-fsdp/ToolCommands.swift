@@ -1,5 +1,5 @@
-// Evaluation and inspection subcommands: eval knn/linear, embed, checkpoint info/verify/export,
-// data synth/inspect.
+// Evaluation and inspection subcommands: eval knn/linear, embed, pca, checkpoint
+// info/verify/export, data synth/inspect.
 
 import ArgumentParser
 import DinoCheckpoint
@@ -199,6 +199,66 @@ struct EmbedCommand: ParsableCommand {
                 log.main("wrote \(output): cls [\(dataset.count), \(d)]" + (patch ? ", patch [\(dataset.count), \(p), \(d)]" : ""))
             }
             try comm.barrier()
+        }
+    }
+}
+
+struct PCACommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "pca",
+        abstract: "Pictures of a checkpoint teacher's patch features: 3 principal components as RGB.",
+        discussion: """
+            The first --limit images of --data (in `data inspect` order) go through the evaluation view; \
+            the principal components of all their final-norm patch tokens are fitted together, and each \
+            image is written to --output as a PNG: the evaluation view, then its patches coloured by the \
+            first three components (as in figure 1 of the DINOv2 paper, without the foreground threshold).
+            """)
+    @Option(help: "Checkpoint folder, or a training output folder (its newest complete checkpoint).")
+    var checkpoint: String
+    @Option(help: "Images (ImageFolder or list file).") var data: String
+    @Option(help: "Output folder for the PNG pictures.") var output: String
+    @Option(help: "How many images (the PCA is fitted on all their patches together).") var limit = 16
+
+    func validate() throws {
+        guard limit >= 1 else { throw ValidationError("--limit must be at least 1") }
+    }
+
+    func run() throws {
+        try RankedRun.execute { comm, log in
+            let full = try ImageDataset(path: data)
+            let dataset = full.prefix(limit)
+            let (model, folder, iteration) = try SelfDistillation.restored(from: checkpoint, communicator: comm)
+            let size = model.config.crops.globalCropsSize, d = model.architecture.embedDim
+            let grid = size / model.config.student.patchSize, p = grid * grid
+            var tokens = [Float](repeating: 0, count: dataset.count * p * d)
+            try TeacherEmbedding.rounds(of: dataset, model: model, communicator: comm, patches: true) { round in
+                var offset = 0
+                for range in round.ranges {
+                    for index in range {
+                        for i in 0..<(p * d) { tokens[index * p * d + i] = round.patches[offset * p * d + i] }
+                        offset += 1
+                    }
+                }
+            }
+            guard comm.rank == 0 else { return }
+            let pca = PatchPCA(tokens: tokens, rows: dataset.count * p, dimension: d, count: 3)
+            let pictures = PatchPCA.pictures(projections: pca.project(tokens, rows: dataset.count * p),
+                                             images: dataset.count, grid: grid, scale: model.config.student.patchSize)
+            try FileManager.default.createDirectory(atPath: output, withIntermediateDirectories: true)
+            for (index, picture) in pictures.enumerated() {
+                let sample = dataset.samples[index]
+                let view = KNN.evaluationView(try ImageCodec.decode(Data(contentsOf: URL(fileURLWithPath: sample.path))),
+                                              size: size)
+                let file = URL(fileURLWithPath: sample.path).deletingPathExtension().lastPathComponent
+                let label = sample.label >= 0 && sample.label < dataset.classes.count ? dataset.classes[sample.label] + "-" : ""
+                let name = String(format: "%05d-", index) + label + file
+                let pair = RGBImage.sideBySide(view, picture)
+                try ImageCodec.encodePNG(pair).write(to: URL(fileURLWithPath: output + "/" + name + ".png"), options: .atomic)
+            }
+            let total = pca.variances.reduce(0, +)
+            log.main("wrote \(pictures.count) pictures to \(output) (teacher of \(folder), iteration \(iteration)); "
+                + "variances of the 3 components " + pca.variances.map { String(format: "%.3g", $0) }.joined(separator: ", ")
+                + String(format: " (%.3g together)", total))
         }
     }
 }

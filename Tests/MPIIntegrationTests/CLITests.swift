@@ -58,7 +58,7 @@ struct CLITests {
         #expect(occurrences == 1, "\(result.stderr)")
     }
 
-    @Test("every subcommand has help", arguments: ["train", "bench", "eval", "embed", "checkpoint", "data", "config", "selftest"])
+    @Test("every subcommand has help", arguments: ["train", "bench", "eval", "embed", "pca", "checkpoint", "data", "config", "selftest"])
     func help(command: String) throws {
         let result = try ProcessRunner.dinov2([command, "--help"])
         #expect(result.status == 0)

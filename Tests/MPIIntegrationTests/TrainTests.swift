@@ -2,6 +2,7 @@
 // and 4 ranks, 1 vs 4 ranks with the same global batch, bit-exact auto-resume, and bad input.
 
 import DinoCheckpoint
+import DinoData
 import DinoTestSupport
 import Foundation
 import Testing
@@ -84,7 +85,7 @@ struct TrainTests {
         #expect(missing.status != 0 && missing.stderr.contains("neither manifest.json nor checkpoints"), "\(missing.stderr)")
     }
 
-    @Test("embed writes the teacher's CLS and patch tokens; 1 and 3 ranks write the same file")
+    @Test("embed writes the teacher's CLS and patch tokens (1 and 3 ranks write the same file); pca draws them")
     func embed() throws {
         let data = try dataset()
         defer { try? FileManager.default.removeItem(at: data) }
@@ -110,6 +111,18 @@ struct TrainTests {
             #expect(Set(stride(from: 0, to: x.count, by: x.count / 16).map { x[$0] }).count > 8, "\(name)")
         }
         #expect(try FileManager.default.contentsOfDirectory(atPath: data.path).allSatisfy { !$0.contains(".tmp-") })
+
+        // pca on 2 ranks: one PNG per image, the 28-px evaluation view next to its 2x2 patch picture.
+        let pictures = data.path + "/pca"
+        let pca = try ProcessRunner.mpirun(ranks: 2, ["pca", "--checkpoint", output, "--data", data.path + "/train",
+                                                      "--limit", "5", "--output", pictures], timeout: 120)
+        #expect(pca.status == 0, "\(pca.stderr)")
+        let names = try FileManager.default.contentsOfDirectory(atPath: pictures).sorted()
+        #expect(names.count == 5 && names.first?.hasPrefix("00000-") == true)
+        for name in names {
+            let image = try ImageCodec.decode(Data(contentsOf: URL(fileURLWithPath: pictures + "/" + name)))
+            #expect(image.width == 56 && image.height == 28)
+        }
     }
 
     @Test("eval linear trains one probe per learning rate, shared over ranks: 1 and 2 ranks agree")
