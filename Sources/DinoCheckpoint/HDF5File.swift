@@ -117,6 +117,35 @@ public final class HDF5File {
         }
     }
 
+    /// Writes `values` as a 1-D dataset of fixed-length, null-padded UTF-8 strings (h5py reads bytes).
+    public func write(_ name: String, strings values: [String]) throws {
+        let encoded = values.map { Array($0.utf8) }
+        let width = Swift.max(1, encoded.map(\.count).max() ?? 1)
+        var bytes = [UInt8](repeating: 0, count: width * Swift.max(1, values.count))
+        for (i, string) in encoded.enumerated() { for (j, byte) in string.enumerated() { bytes[i * width + j] = byte } }
+        let type = H5Tcopy(dino_h5t_c_s1())
+        defer { H5Tclose(type) }
+        H5Tset_size(type, width)
+        H5Tset_cset(type, H5T_CSET_UTF8)
+        H5Tset_strpad(type, H5T_STR_NULLPAD)
+        try bytes.withUnsafeBytes {
+            try write(name, base: $0.baseAddress, count: values.count, shape: [values.count], type: type)
+        }
+    }
+
+    /// Reads a 1-D dataset of fixed-length strings written by `write(_:strings:)`.
+    public func readStrings(_ name: String) throws -> [String] {
+        let dataset = try openDataset(name)
+        defer { H5Dclose(dataset) }
+        let type = H5Dget_type(dataset)
+        defer { H5Tclose(type) }
+        let width = H5Tget_size(type), count = try shape(of: name).reduce(1, *)
+        var bytes = [UInt8](repeating: 0, count: Swift.max(1, width * count))
+        guard H5Dread(dataset, type, dino_h5s_all(), dino_h5s_all(), dino_h5p_default(), &bytes) >= 0
+        else { throw HDF5Error(path: path, what: "cannot read dataset \(name)") }
+        return (0..<count).map { i in String(decoding: bytes[(i * width)..<((i + 1) * width)].prefix { $0 != 0 }, as: UTF8.self) }
+    }
+
     /// The shape of dataset `name`.
     public func shape(of name: String) throws -> [Int] {
         let dataset = try openDataset(name)

@@ -90,6 +90,13 @@ public struct ImageDataset: Sendable {
         self.classes = classes
     }
 
+    /// The image files `paths`, in the given order, without labels.
+    public init(files paths: [String]) throws {
+        guard let first = paths.first else { throw DatasetError.empty("(no image files given)") }
+        for path in paths where !FileManager.default.fileExists(atPath: path) { throw DatasetError.missing(path) }
+        self.init(root: first, samples: paths.map { ImageSample(path: $0, label: -1) }, classes: [])
+    }
+
     /// The first `count` images (all of them when there are fewer), with the same classes.
     public func prefix(_ count: Int) -> ImageDataset {
         ImageDataset(root: root, samples: Array(samples.prefix(Swift.max(1, count))), classes: classes)

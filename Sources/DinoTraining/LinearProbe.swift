@@ -2,8 +2,8 @@
 // logits[N, C] = features[N, F] . W[C, F]^T + b[C] (W ~ N(0, 0.01^2), b = 0) trained with softmax
 // cross-entropy, SGD (momentum 0.9, no weight decay) and a cosine learning rate from lr to 0, one
 // classifier per learning rate of a grid, the best reported on the validation set.
-// Features are [final-norm CLS, mean of final-norm patch tokens] (the official n_last_blocks=1,
-// avgpool=True input), computed once on the evaluation view: the official probe instead re-crops
+// Features are the final-norm CLS token, optionally followed by the mean final-norm patch token (the
+// official n_last_blocks=1 input with avgpool False / True), computed once on the evaluation view: the official probe instead re-crops
 // and flips the training images every epoch, so numbers are not interchangeable with it.
 // Ranks share the work by learning rate (rank r trains grid[r], grid[r + N], ...).
 
@@ -133,21 +133,24 @@ public enum LinearProbe {
         return (100 * Double(top1) / Double(n), 100 * Double(top5) / Double(n))
     }
 
-    /// Probe features of every image: [final-norm CLS, mean of final-norm patch tokens], [n, 2D].
-    public static func features(of dataset: ImageDataset, model: SelfDistillation,
+    /// Probe features of every image: the final-norm CLS token, followed when `avgpool` by the mean of
+    /// the final-norm patch tokens: [n, D] or [n, 2D].
+    public static func features(of dataset: ImageDataset, model: SelfDistillation, avgpool: Bool,
                                 communicator comm: any Communicator) throws -> [Float] {
-        let d = model.architecture.embedDim
+        let d = model.architecture.embedDim, width = avgpool ? 2 * d : d
         let p = model.architecture.patches(cropSize: model.config.crops.globalCropsSize)
-        var all = [Float](repeating: 0, count: dataset.count * 2 * d)
-        try TeacherEmbedding.rounds(of: dataset, model: model, communicator: comm, patches: true) { round in
+        var all = [Float](repeating: 0, count: dataset.count * width)
+        try TeacherEmbedding.rounds(of: dataset, model: model, communicator: comm, patches: avgpool) { round in
             var offset = 0
             for range in round.ranges {
                 for index in range {
-                    for c in 0..<d { all[index * 2 * d + c] = round.cls[offset * d + c] }
-                    for t in 0..<p {
-                        for c in 0..<d { all[index * 2 * d + d + c] += round.patches[(offset * p + t) * d + c] }
+                    for c in 0..<d { all[index * width + c] = round.cls[offset * d + c] }
+                    if avgpool {
+                        for t in 0..<p {
+                            for c in 0..<d { all[index * width + d + c] += round.patches[(offset * p + t) * d + c] }
+                        }
+                        for c in 0..<d { all[index * width + d + c] /= Float(p) }
                     }
-                    for c in 0..<d { all[index * 2 * d + d + c] /= Float(p) }
                     offset += 1
                 }
             }

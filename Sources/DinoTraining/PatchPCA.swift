@@ -94,10 +94,12 @@ public struct PatchPCA: Sendable {
     }
 
     /// RGB pictures of 3-component projections [images * grid * grid, 3]: each component min-max
-    /// scaled over all images to 0...255, each patch an `scale` x `scale` block.
-    public static func pictures(projections: [Double], images: Int, grid: Int, scale: Int) -> [RGBImage] {
+    /// scaled to 0...255 over the patches of `foreground` (all when nil), other patches black, each
+    /// patch an `scale` x `scale` block.
+    public static func pictures(projections: [Double], images: Int, grid: Int, scale: Int,
+                                foreground: [Bool]? = nil) -> [RGBImage] {
         var low = [Double](repeating: .infinity, count: 3), high = [Double](repeating: -.infinity, count: 3)
-        for (i, value) in projections.enumerated() {
+        for (i, value) in projections.enumerated() where foreground?[i / 3] ?? true {
             low[i % 3] = min(low[i % 3], value)
             high[i % 3] = max(high[i % 3], value)
         }
@@ -107,6 +109,7 @@ public struct PatchPCA: Sendable {
             for y in 0..<side {
                 for x in 0..<side {
                     let token = image * grid * grid + (y / scale) * grid + x / scale
+                    guard foreground?[token] ?? true else { continue }
                     for k in 0..<3 {
                         let span = high[k] - low[k]
                         let unit = span > 0 ? (projections[token * 3 + k] - low[k]) / span : 0.5
@@ -116,6 +119,30 @@ public struct PatchPCA: Sendable {
             }
             return RGBImage(width: side, height: side, pixels: pixels)
         }
+    }
+
+    /// The picture of the DINOv2 paper: the first component, thresholded at the mean, splits the
+    /// patches of `tokens` [images * grid * grid, D]; the smaller side is the foreground (objects
+    /// cover less of an image than background does); three components fitted on the foreground alone
+    /// colour it, the background is black. Returns the pictures and the foreground mask.
+    public static func foregroundPictures(tokens: [Float], images: Int, grid: Int, dimension d: Int, scale: Int)
+        -> (pictures: [RGBImage], foreground: [Bool])
+    {
+        let rows = images * grid * grid
+        let first = PatchPCA(tokens: tokens, rows: rows, dimension: d, count: 1).project(tokens, rows: rows)
+        let positive = first.filter { $0 > 0 }.count
+        var foreground = first.map { positive <= rows - positive ? $0 > 0 : $0 <= 0 }
+        if foreground.filter({ $0 }).count < 3 { foreground = [Bool](repeating: true, count: rows) }
+        var selected: [Float] = []
+        selected.reserveCapacity(foreground.filter { $0 }.count * d)
+        for r in 0..<rows where foreground[r] { selected += tokens[(r * d)..<((r + 1) * d)] }
+        let pca = PatchPCA(tokens: selected, rows: selected.count / d, dimension: d, count: Swift.min(3, d))
+        var projections = pca.project(tokens, rows: rows)
+        if pca.components.count < 3 {  // fewer than 3 feature channels: pad with zeros
+            projections = (0..<rows).flatMap { r in (0..<3).map { k in k < pca.components.count ? projections[r * pca.components.count + k] : 0 } }
+        }
+        return (pictures(projections: projections, images: images, grid: grid, scale: scale, foreground: foreground),
+                foreground)
     }
 }
 
@@ -130,6 +157,21 @@ extension RGBImage {
                     for c in 0..<3 { pixels[(y * width + x0 + x) * 3 + c] = image.pixels[(y * image.width + x) * 3 + c] }
                 }
             }
+        }
+        return RGBImage(width: width, height: height, pixels: pixels)
+    }
+
+    /// `images` one below the other on black, left-aligned.
+    public static func stacked(_ images: [RGBImage]) -> RGBImage {
+        let width = images.map(\.width).max() ?? 1, height = Swift.max(1, images.reduce(0) { $0 + $1.height })
+        var pixels = [UInt8](repeating: 0, count: width * height * 3)
+        var top = 0
+        for image in images {
+            for y in 0..<image.height {
+                let source = y * image.width * 3, target = (top + y) * width * 3
+                for i in 0..<(image.width * 3) { pixels[target + i] = image.pixels[source + i] }
+            }
+            top += image.height
         }
         return RGBImage(width: width, height: height, pixels: pixels)
     }

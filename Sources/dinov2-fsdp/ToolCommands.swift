@@ -65,8 +65,8 @@ struct EvalCommand: ParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Linear probe on a checkpoint teacher's frozen features, over a grid of learning rates.",
             discussion: """
-                As dinov2/eval/linear.py with n_last_blocks 1 and avgpool: features are the final-norm CLS \
-                token and the mean patch token; one linear classifier per learning rate (the official grid \
+                As dinov2/eval/linear.py with n_last_blocks 1: features are the final-norm CLS token, with \
+                --avgpool followed by the mean patch token; one linear classifier per learning rate (the official grid \
                 scaled by batch / 256), SGD momentum 0.9, no weight decay, cosine schedule; the best on --val is \
                 reported. Unlike the official probe, features are computed once on the evaluation view \
                 (no random crops per epoch). Ranks share the grid.
@@ -79,6 +79,7 @@ struct EvalCommand: ParsableCommand {
         @Option(help: "Batch size of the probe's SGD.") var batch = 128
         @Option(help: "Comma-separated base learning rates (default: the official grid).") var lrs: String?
         @Option(help: "Seed of the classifier initialisation and the sample order.") var seed = 0
+        @Flag(help: "Append the average-pooled patch tokens to the CLS token.") var avgpool = false
         @Option(help: "Also write the results as JSON to this file.") var output: String?
 
         func grid() -> [Double]? {
@@ -105,13 +106,13 @@ struct EvalCommand: ParsableCommand {
                 let (model, folder, iteration) = try SelfDistillation.restored(from: checkpoint, communicator: comm)
                 log.main("linear probe of the teacher of \(folder) (iteration \(iteration)): \(trainSet.count) training, "
                     + "\(valSet.count) validation images, \(grid.count) learning rates over \(comm.worldSize) rank(s)")
-                let trainFeatures = try LinearProbe.features(of: trainSet, model: model, communicator: comm)
-                let valFeatures = try LinearProbe.features(of: valSet, model: model, communicator: comm)
+                let trainFeatures = try LinearProbe.features(of: trainSet, model: model, avgpool: avgpool, communicator: comm)
+                let valFeatures = try LinearProbe.features(of: valSet, model: model, avgpool: avgpool, communicator: comm)
                 let trainLabels = trainSet.samples.map(\.label), valLabels = valSet.samples.map(\.label)
                 let classes = max(trainLabels.max() ?? 0, valLabels.max() ?? 0) + 1
                 let outcomes = try LinearProbe.evaluate(
                     trainFeatures: trainFeatures, trainLabels: trainLabels, valFeatures: valFeatures, valLabels: valLabels,
-                    dimension: 2 * model.architecture.embedDim, classes: classes, grid: grid, epochs: epochs,
+                    dimension: (avgpool ? 2 : 1) * model.architecture.embedDim, classes: classes, grid: grid, epochs: epochs,
                     batch: batch, seed: UInt64(seed), communicator: comm)
                 guard comm.rank == 0, let best = outcomes.max(by: { $0.top1 < $1.top1 }) else { return }
                 for outcome in outcomes {
@@ -121,7 +122,7 @@ struct EvalCommand: ParsableCommand {
                 Console.out(String(format: "best: lr %.2e, top-1 %.2f%%", best.learningRate, best.top1))
                 if let output {
                     let record: [String: Any] = [
-                        "checkpoint": folder, "iteration": iteration, "train": train, "val": val, "epochs": epochs,
+                        "checkpoint": folder, "iteration": iteration, "train": train, "val": val, "epochs": epochs, "avgpool": avgpool,
                         "batch": batch, "best_top1": best.top1, "best_lr": best.learningRate,
                         "results": outcomes.map { ["lr": $0.learningRate, "top1": $0.top1, "top5": $0.top5,
                                                    "final_loss": $0.finalLoss] },
@@ -141,7 +142,7 @@ struct EmbedCommand: ParsableCommand {
         discussion: """
             Each image goes through the evaluation view (central 224/256 crop resized to the global crop \
             size). The file holds `cls` [N, D] (the final-norm CLS token, x_norm_clstoken), `labels` [N] \
-            (class index, -1 without classes), with --patch `patch` [N, P, D] (x_norm_patchtokens), in the \
+            (class index, -1 without classes), `paths` [N] (the image files), with --patch `patch` [N, P, D] (x_norm_patchtokens), in the \
             order of `dinov2-fsdp data inspect` (classes and file names sorted); attributes name the \
             checkpoint, its iteration and the classes. Rank 0 writes through a temporary file renamed at the end.
             """)
@@ -186,6 +187,7 @@ struct EmbedCommand: ParsableCommand {
             }
             if let writer = file {
                 try writer.write("labels", integers: dataset.samples.map { Int64($0.label) }, shape: [dataset.count])
+                try writer.write("paths", strings: dataset.samples.map(\.path))
                 try writer.setAttribute("checkpoint", string: folder)
                 try writer.setAttribute("iteration", int: Int64(iteration))
                 try writer.setAttribute("classes", string: dataset.classes.joined(separator: "\n"))
@@ -206,27 +208,26 @@ struct EmbedCommand: ParsableCommand {
 struct PCACommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "pca",
-        abstract: "Pictures of a checkpoint teacher's patch features: 3 principal components as RGB.",
+        abstract: "The DINOv2 picture of a checkpoint teacher's patch features, beside each input image.",
         discussion: """
-            The first --limit images of --data (in `data inspect` order) go through the evaluation view; \
-            the principal components of all their final-norm patch tokens are fitted together, and each \
-            image is written to --output as a PNG: the evaluation view, then its patches coloured by the \
-            first three components (as in figure 1 of the DINOv2 paper, without the foreground threshold).
+            Each image goes through the evaluation view (central 224/256 crop resized to the global crop \
+            size). Over the final-norm patch tokens of all the images together, the first principal \
+            component thresholded at its mean separates foreground from background (the smaller side is \
+            the foreground); three components fitted on the foreground are mapped to RGB, the background \
+            is black. --output is one PNG with a row per image: the view, then its picture.
             """)
     @Option(help: "Checkpoint folder, or a training output folder (its newest complete checkpoint).")
     var checkpoint: String
-    @Option(help: "Images (ImageFolder or list file).") var data: String
-    @Option(help: "Output folder for the PNG pictures.") var output: String
-    @Option(help: "How many images (the PCA is fitted on all their patches together).") var limit = 16
+    @Option(help: "Output PNG file.") var output: String
+    @Argument(help: "Image files (JPEG or PNG).") var images: [String]
 
     func validate() throws {
-        guard limit >= 1 else { throw ValidationError("--limit must be at least 1") }
+        guard !images.isEmpty else { throw ValidationError("name at least one image file after the options") }
     }
 
     func run() throws {
         try RankedRun.execute { comm, log in
-            let full = try ImageDataset(path: data)
-            let dataset = full.prefix(limit)
+            let dataset = try ImageDataset(files: images)
             let (model, folder, iteration) = try SelfDistillation.restored(from: checkpoint, communicator: comm)
             let size = model.config.crops.globalCropsSize, d = model.architecture.embedDim
             let grid = size / model.config.student.patchSize, p = grid * grid
@@ -241,24 +242,21 @@ struct PCACommand: ParsableCommand {
                 }
             }
             guard comm.rank == 0 else { return }
-            let pca = PatchPCA(tokens: tokens, rows: dataset.count * p, dimension: d, count: 3)
-            let pictures = PatchPCA.pictures(projections: pca.project(tokens, rows: dataset.count * p),
-                                             images: dataset.count, grid: grid, scale: model.config.student.patchSize)
-            try FileManager.default.createDirectory(atPath: output, withIntermediateDirectories: true)
-            for (index, picture) in pictures.enumerated() {
-                let sample = dataset.samples[index]
-                let view = KNN.evaluationView(try ImageCodec.decode(Data(contentsOf: URL(fileURLWithPath: sample.path))),
-                                              size: size)
-                let file = URL(fileURLWithPath: sample.path).deletingPathExtension().lastPathComponent
-                let label = sample.label >= 0 && sample.label < dataset.classes.count ? dataset.classes[sample.label] + "-" : ""
-                let name = String(format: "%05d-", index) + label + file
-                let pair = RGBImage.sideBySide(view, picture)
-                try ImageCodec.encodePNG(pair).write(to: URL(fileURLWithPath: output + "/" + name + ".png"), options: .atomic)
+            let (pictures, foreground) = PatchPCA.foregroundPictures(
+                tokens: tokens, images: dataset.count, grid: grid, dimension: d, scale: model.config.student.patchSize)
+            var rows: [RGBImage] = []
+            for (sample, picture) in zip(dataset.samples, pictures) {
+                let image = try ImageCodec.decode(Data(contentsOf: URL(fileURLWithPath: sample.path)))
+                rows.append(RGBImage.sideBySide(KNN.evaluationView(image, size: size), picture))
             }
-            let total = pca.variances.reduce(0, +)
-            log.main("wrote \(pictures.count) pictures to \(output) (teacher of \(folder), iteration \(iteration)); "
-                + "variances of the 3 components " + pca.variances.map { String(format: "%.3g", $0) }.joined(separator: ", ")
-                + String(format: " (%.3g together)", total))
+            let temporary = output + ".tmp-\(getpid())"
+            try ImageCodec.encodePNG(RGBImage.stacked(rows)).write(to: URL(fileURLWithPath: temporary))
+            guard rename(temporary, output) == 0 else {
+                throw TrainingError.unsupported("cannot rename \(temporary) to \(output): \(String(cString: strerror(errno)))")
+            }
+            let share = 100 * Double(foreground.filter { $0 }.count) / Double(foreground.count)
+            log.main(String(format: "wrote %@: %d image(s) of %dx%d with their pictures (teacher of %@, iteration %d); "
+                + "foreground %.0f%% of the patches", output, dataset.count, size, size, folder, iteration, share))
         }
     }
 }

@@ -55,4 +55,25 @@ struct PatchPCATests {
         #expect(Array(images[1].pixels[last...]) == [255, 255, 128])  // bottom-right patch holds the maxima
         #expect(images[0].pixels[(2 * 6 + 2) * 3] == images[0].pixels[0])  // (2, 2) lies in patch (0, 0)
     }
+
+    @Test("the thresholded first component finds the planted foreground (the minority side); background is black")
+    func foreground() {
+        // 2 images of a 4x4 grid, D = 6: foreground patches are offset by +4 along axis 0, the rest
+        // vary with std 0.3 in every channel; 5 of 16 patches per image are foreground.
+        let grid = 4, d = 6, images = 2, rows = images * grid * grid
+        var random = TestRandom(seed: 9)
+        let planted = (0..<rows).map { ($0 % 16) % 3 == 0 && ($0 % 16) < 15 }
+        var tokens: [Float] = []
+        for r in 0..<rows {
+            var v = random.normals(d, scale: 0.3)
+            if planted[r] { v[0] += 4; v[1] += random.normal() * 2 }
+            tokens += v.map(Float.init)
+        }
+        let (pictures, mask) = PatchPCA.foregroundPictures(tokens: tokens, images: images, grid: grid, dimension: d, scale: 2)
+        #expect(mask == planted)
+        #expect(pictures.count == 2 && pictures[0].width == 8)
+        // Patch (0, 1) of image 0 is background: black; patch (0, 0) is foreground: coloured.
+        #expect(Array(pictures[0].pixels[(0 * 8 + 2) * 3..<(0 * 8 + 2) * 3 + 3]) == [0, 0, 0])
+        #expect(pictures[0].pixels[0..<3].contains { $0 != 0 })
+    }
 }

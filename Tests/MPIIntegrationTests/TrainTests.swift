@@ -101,6 +101,8 @@ struct TrainTests {
         #expect(try a.shape(of: "cls") == [16, d] && a.shape(of: "patch") == [16, p, d] && a.shape(of: "labels") == [16])
         #expect(try a.readDoubles("labels") == (0..<16).map { Double($0 / 4) })
         #expect(try a.stringAttribute("classes").split(separator: "\n").count == 4)
+        let paths = try a.readStrings("paths")
+        #expect(paths.count == 16 && paths.first?.hasSuffix("/train/circle/00000.png") == true, "\(paths)")
         #expect(try a.intAttribute("iteration") == 2)
         for name in ["cls", "patch"] {
             let x = try a.readDoubles(name), y = try b.readDoubles(name)
@@ -112,17 +114,16 @@ struct TrainTests {
         }
         #expect(try FileManager.default.contentsOfDirectory(atPath: data.path).allSatisfy { !$0.contains(".tmp-") })
 
-        // pca on 2 ranks: one PNG per image, the 28-px evaluation view next to its 2x2 patch picture.
-        let pictures = data.path + "/pca"
-        let pca = try ProcessRunner.mpirun(ranks: 2, ["pca", "--checkpoint", output, "--data", data.path + "/train",
-                                                      "--limit", "5", "--output", pictures], timeout: 120)
+        // pca on 2 ranks: one PNG, a row per image: the 28-px evaluation view beside its 2x2 picture.
+        let files = ["circle", "cross", "square"].map { data.path + "/train/\($0)/00000.png" }
+        let pca = try ProcessRunner.mpirun(ranks: 2, ["pca", "--checkpoint", output, "--output", data.path + "/pca.png"]
+                                               + files, timeout: 120)
         #expect(pca.status == 0, "\(pca.stderr)")
-        let names = try FileManager.default.contentsOfDirectory(atPath: pictures).sorted()
-        #expect(names.count == 5 && names.first?.hasPrefix("00000-") == true)
-        for name in names {
-            let image = try ImageCodec.decode(Data(contentsOf: URL(fileURLWithPath: pictures + "/" + name)))
-            #expect(image.width == 56 && image.height == 28)
-        }
+        let picture = try ImageCodec.decode(Data(contentsOf: URL(fileURLWithPath: data.path + "/pca.png")))
+        #expect(picture.width == 56 && picture.height == 84)
+        let missing = try ProcessRunner.dinov2(["pca", "--checkpoint", output, "--output", data.path + "/x.png",
+                                                data.path + "/nothing.png"])
+        #expect(missing.status != 0 && missing.stderr.contains("nothing.png"), "\(missing.stderr)")
     }
 
     @Test("eval linear trains one probe per learning rate, shared over ranks: 1 and 2 ranks agree")
@@ -135,6 +136,8 @@ struct TrainTests {
                          data.path + "/val", "--lrs", "0.01,0.1,1", "--epochs", "5", "--batch", "4", "--output"]
         let one = try ProcessRunner.dinov2(arguments + [data.path + "/one.json"], timeout: 120)
         let two = try ProcessRunner.mpirun(ranks: 2, arguments + [data.path + "/two.json"], timeout: 120)
+        let pooled = try ProcessRunner.dinov2(arguments + [data.path + "/pooled.json", "--avgpool"], timeout: 120)
+        #expect(pooled.status == 0 && pooled.stdout.contains("best: lr"), "\(pooled.stderr)")
         #expect(one.status == 0 && two.status == 0 && one.stdout.contains("best: lr"), "\(one.stderr)\n\(two.stderr)")
         func results(_ name: String) throws -> [[String: Any]] {
             let object = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: data.path + name)))
