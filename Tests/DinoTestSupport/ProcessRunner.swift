@@ -93,6 +93,20 @@ public enum ProcessRunner {
         try run(TestPaths.executable, arguments, timeout: timeout)
     }
 
+    /// Starts the built `dinov2-fsdp` on `ranks` ranks through Launch/mpirun.sh without waiting;
+    /// its output goes to /dev/null.
+    public static func startMPI(ranks: Int, _ arguments: [String]) throws -> Process {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/bin/bash")
+        process.arguments = [TestPaths.mpirunWrapper.path, "-n", String(ranks), TestPaths.executable.path] + arguments
+        process.currentDirectoryURL = TestPaths.packageRoot
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle.nullDevice
+        process.standardInput = FileHandle.nullDevice
+        try process.run()
+        return process
+    }
+
     /// Runs the built `dinov2-fsdp` on `ranks` ranks through Launch/mpirun.sh.
     public static func mpirun(ranks: Int, _ arguments: [String], timeout: Double = 300) throws -> ProcessResult {
         try run(URL(fileURLWithPath: "/bin/bash"),

@@ -14,6 +14,17 @@ private func metrics(_ folder: String) throws -> [[String: Any]] {
     }
 }
 
+/// A rank of the training job writing to `output`: a process whose command line starts with the
+/// executable (not mpirun or the launch wrapper) and names `output`.
+private func rankProcess(writing output: String) -> Int32? {
+    for entry in (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? [] {
+        guard let pid = Int32(entry), let data = FileManager.default.contents(atPath: "/proc/\(entry)/cmdline") else { continue }
+        let words = data.split(separator: 0).map { String(decoding: $0, as: UTF8.self) }
+        if words.first?.hasSuffix("dinov2-fsdp") == true && words.contains("train") && words.contains(output) { return pid }
+    }
+    return nil
+}
+
 @Suite("train under mpirun", .serialized)
 struct TrainTests {
     static let fields = ["iteration", "loss", "dino_local_crops_loss", "dino_global_crops_loss", "ibot_loss", "koleo_loss",
@@ -193,6 +204,66 @@ struct TrainTests {
         for (a, b) in zip(straight.suffix(4), resumed) {
             for field in ["loss", "dino_local_crops_loss", "dino_global_crops_loss", "ibot_loss", "koleo_loss"] {
                 #expect((a[field] as? Double) == (b[field] as? Double), "\(field) at \(a["iteration"] ?? "?")")
+            }
+        }
+    }
+
+    @Test("kill -9 of a rank during a checkpoint save, then the same command: every metric equals the straight run")
+    func killDuringSave() throws {
+        let data = try dataset()
+        defer { try? FileManager.default.removeItem(at: data) }
+        let common = ["train.OFFICIAL_EPOCH_LENGTH=8", "checkpointing.period=1", "checkpointing.max_to_keep=4"]
+        #expect(try train(ranks: 2, data: data, output: data.path + "/straight", common).status == 0)
+        let straight = try metrics(data.path + "/straight")
+        #expect(straight.count == 16)
+
+        // Save every iteration; once a save is in progress (a folder without its manifest, iteration 3
+        // on), SIGKILL one rank; the launcher then ends the job. Finding the rank takes longer than a
+        // tiny step, so the kill can land between two saves: then the same command is started again
+        // (it resumes) and killed again, until a save was interrupted (at most 6 attempts).
+        let output = data.path + "/crashed"
+        let arguments = ["train", "--config", "Configs/tests/tiny.yaml", "--data", data.path + "/train", "--output", output]
+            + common
+        func interrupted() -> [String] {
+            ((try? FileManager.default.contentsOfDirectory(atPath: output + "/checkpoints")) ?? []).filter {
+                $0 >= "checkpoint-00000003" && !FileManager.default.fileExists(atPath: output + "/checkpoints/\($0)/manifest.json")
+            }
+        }
+        var crashes = 0
+        for _ in 0..<6 where interrupted().isEmpty {
+            let job = try ProcessRunner.startMPI(ranks: 2, arguments)
+            var killed = false
+            let deadline = Date().addingTimeInterval(120)
+            var rank: Int32?
+            while !killed && job.isRunning && Date() < deadline {
+                rank = rank ?? rankProcess(writing: output)
+                if let rank, !interrupted().isEmpty {
+                    kill(rank, SIGKILL)
+                    killed = true
+                }
+                usleep(500)
+            }
+            job.waitUntilExit()
+            if killed { crashes += 1 }
+        }
+        #expect(crashes >= 1 && !interrupted().isEmpty, "no save was interrupted in 6 attempts")
+
+        // Every folder with a manifest verifies; the rerun resumes from the newest complete one.
+        for folder in try FileManager.default.contentsOfDirectory(atPath: output + "/checkpoints") {
+            let path = output + "/checkpoints/" + folder
+            guard FileManager.default.fileExists(atPath: path + "/manifest.json") else { continue }
+            let verify = try ProcessRunner.dinov2(["checkpoint", "verify", path])
+            #expect(verify.status == 0, "\(verify.stderr)")
+        }
+        let again = try ProcessRunner.mpirun(ranks: 2, arguments, timeout: 240)
+        #expect(again.status == 0 && again.stdout.contains("resumed from"), "\(again.stdout)\n\(again.stderr)")
+        let records = try metrics(output)
+        #expect(records.last?["iteration"] as? Int == 16)
+        for record in records {
+            guard let iteration = record["iteration"] as? Int, iteration >= 1, iteration <= 16 else { continue }
+            let reference = straight[iteration - 1]
+            for field in ["loss", "dino_local_crops_loss", "dino_global_crops_loss", "ibot_loss", "koleo_loss"] {
+                #expect((record[field] as? Double) == (reference[field] as? Double), "\(field) at \(iteration)")
             }
         }
     }
