@@ -212,6 +212,21 @@ extension SelfDistillation {
         throws -> (model: SelfDistillation, folder: String, iteration: Int)
     {
         let manager = FileManager.default
+        var isDirectory: ObjCBool = false
+        if manager.fileExists(atPath: path, isDirectory: &isDirectory), !isDirectory.boolValue {
+            // A backbone exported by `checkpoint export`: the configuration travels as an attribute.
+            let text: String
+            do { text = try HDF5File.open(path).stringAttribute("config") } catch {
+                throw CheckpointError.notFound("\(path) is a file without a `config` attribute; pass a checkpoint folder, or a file "
+                    + "written by `dinov2-fsdp checkpoint export`")
+            }
+            var config = try ConfigLoader.load(yaml: text, source: path)
+            config.fsdp.shardingStrategy = "FULL_SHARD"
+            config.student.pretrainedWeights = path
+            let model = try SelfDistillation(config: config.resolved(worldSize: comm.worldSize), communicator: comm,
+                                             seed: UInt64(config.train.seed))
+            return (model, path, 0)
+        }
         var candidates = [path]
         if !manager.fileExists(atPath: path + "/manifest.json") {
             candidates = Trainer.checkpoints(in: path).reversed()
@@ -237,6 +252,36 @@ extension SelfDistillation {
             }
         }
         throw lastError
+    }
+
+    /// Sets the student and teacher backbones from `path`, an HDF5 file with one dataset per tensor under
+    /// the official names and PyTorch shapes (what `checkpoint export` writes); each rank reads only its
+    /// shard's ranges. Every backbone tensor must be present with its shape.
+    public func loadBackboneWeights(from path: String) throws {
+        let file: HDF5File
+        do { file = try HDF5File.open(path) } catch {
+            throw CheckpointError.notFound("student.pretrained_weights: \(path) is missing or not HDF5")
+        }
+        let part = backbone
+        for entry in part.table.entries {
+            let name = CheckpointExport.officialName(entry.name)
+            let shape: [Int]
+            do { shape = try file.shape(of: name) } catch {
+                throw CheckpointError.mismatch("\(path) has no tensor \(name) (another architecture? student.arch and the "
+                    + "student.* keys must match the file)")
+            }
+            guard shape == entry.shape else {
+                throw CheckpointError.mismatch("\(path): \(name) has shape \(shape), this model's is \(entry.shape)")
+            }
+            let count = entry.shape.reduce(1, *)
+            let mine = part.student.plan.shardRange(entry.unit)
+            let lower = Swift.max(mine.lowerBound, entry.offset), upper = Swift.min(mine.upperBound, entry.offset + count)
+            guard lower < upper else { continue }
+            let target = part.student.parametersShard[entry.unit] + (lower - mine.lowerBound)
+            try file.read(name, range: (lower - entry.offset)..<(upper - entry.offset),
+                          into: UnsafeMutableBufferPointer(start: target, count: upper - lower))
+        }
+        part.copyStudentToTeacher()
     }
 
     /// Loads the checkpoint in `folder` into this run, whatever rank count and strategy wrote it;
@@ -383,6 +428,7 @@ public enum CheckpointExport {
         do {
             let out = try HDF5File.create(temporary, truncate: true)
             try out.setAttribute("source", string: "dinov2-fsdp checkpoint \(folder), \(which), iteration \(manifest.iteration)")
+            try out.setAttribute("config", string: manifest.config)  // lets `--checkpoint FILE.h5` rebuild the model
             for tensor in backbone.tensors {
                 let count = tensor.shape.reduce(1, *)
                 let unitCount = backbone.unitCounts[tensor.unit]

@@ -200,6 +200,9 @@ public final class SelfDistillation {
             part.student.initialize(seed: seed &+ UInt64(index) &* 0x1_0000)
             part.copyStudentToTeacher()
         }
+        // As the official meta-architecture: the student backbone starts from these weights (the
+        // heads stay freshly initialised) and the teacher copies it. A resumed checkpoint overrides it.
+        if !config.student.pretrainedWeights.isEmpty { try loadBackboneWeights(from: config.student.pretrainedWeights) }
     }
 
     /// Model FLOPs of one step on `b` images per rank with `maskedTokens` masked tokens: student

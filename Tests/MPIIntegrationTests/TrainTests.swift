@@ -96,7 +96,7 @@ struct TrainTests {
         #expect(missing.status != 0 && missing.stderr.contains("neither manifest.json nor checkpoints"), "\(missing.stderr)")
     }
 
-    @Test("embed writes the teacher's CLS and patch tokens (1 and 3 ranks write the same file); pca draws them")
+    @Test("embed writes the teacher's CLS and patch tokens (1 and 3 ranks, and the re-imported export, agree); pca draws them")
     func embed() throws {
         let data = try dataset()
         defer { try? FileManager.default.removeItem(at: data) }
@@ -124,6 +124,18 @@ struct TrainTests {
             #expect(Set(stride(from: 0, to: x.count, by: x.count / 16).map { x[$0] }).count > 8, "\(name)")
         }
         #expect(try FileManager.default.contentsOfDirectory(atPath: data.path).allSatisfy { !$0.contains(".tmp-") })
+
+        // Export the teacher to the official layout, re-import it (the file carries its config): the
+        // model built from the file gives bit for bit the same forward output as the checkpoint.
+        let exported = data.path + "/teacher.h5"
+        let export = try ProcessRunner.dinov2(["checkpoint", "export", output + "/checkpoints/checkpoint-00000002",
+                                                "--output", exported])
+        #expect(export.status == 0, "\(export.stderr)")
+        let reimported = try ProcessRunner.dinov2(["embed", "--checkpoint", exported, "--data", data.path + "/train", "--patch",
+                                                   "--output", data.path + "/reimported.h5"], timeout: 120)
+        #expect(reimported.status == 0, "\(reimported.stderr)")
+        let c = try HDF5File.open(data.path + "/reimported.h5")
+        for name in ["cls", "patch"] { #expect(try c.readDoubles(name) == a.readDoubles(name), "\(name)") }
 
         // pca on 2 ranks: one PNG, a row per image: the 28-px evaluation view beside its 2x2 picture.
         let files = ["circle", "cross", "square"].map { data.path + "/train/\($0)/00000.png" }
