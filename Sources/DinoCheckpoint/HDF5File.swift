@@ -89,6 +89,15 @@ public final class HDF5File {
     /// Writes `values` into elements `range` (row-major) of an existing float32 dataset `name`.
     public func write(_ name: String, range: Range<Int>, values: UnsafeBufferPointer<Float>) throws {
         precondition(range.count == values.count, "\(name): \(values.count) values for a range of \(range.count)")
+        try transferFlat(name, range, action: "write") { dataset, memorySpace, fileSpace in
+            H5Dwrite(dataset, dino_h5t_native_float(), memorySpace, fileSpace, dino_h5p_default(), values.baseAddress)
+        }
+    }
+
+    /// Selects elements `range` of the flat row-major view of dataset `name` (any contiguous range,
+    /// whatever the shape) and runs one read or write of them through `transfer`.
+    private func transferFlat(_ name: String, _ range: Range<Int>, action: String,
+                              _ transfer: (_ dataset: hid_t, _ memorySpace: hid_t, _ fileSpace: hid_t) -> herr_t) throws {
         let total = try shape(of: name).reduce(1, *)
         guard range.lowerBound >= 0, range.upperBound <= total else {
             throw HDF5Error(path: path, what: "range \(range) is outside dataset \(name) of \(total) elements")
@@ -104,9 +113,9 @@ public final class HDF5File {
         H5Sselect_hyperslab(fileSpace, H5S_SELECT_SET, &start, nil, &count, nil)
         let memorySpace = H5Screate_simple(1, &count, nil)
         defer { H5Sclose(memorySpace) }
-        guard H5Dwrite(dataset, dino_h5t_native_float(), memorySpace, fileSpace, dino_h5p_default(),
-                       values.baseAddress) >= 0
-        else { throw HDF5Error(path: path, what: "cannot write \(range) of dataset \(name)") }
+        guard transfer(dataset, memorySpace, fileSpace) >= 0 else {
+            throw HDF5Error(path: path, what: "cannot \(action) \(range) of dataset \(name)")
+        }
     }
 
     /// Writes 64-bit integers as dataset `name` with `shape`.
@@ -162,24 +171,9 @@ public final class HDF5File {
     /// Reads elements `range` of dataset `name`, in row-major order, into `into`.
     public func read(_ name: String, range: Range<Int>, into: UnsafeMutableBufferPointer<Float>) throws {
         precondition(range.count == into.count, "\(name): destination holds \(into.count), range has \(range.count)")
-        let total = try shape(of: name).reduce(1, *)
-        guard range.lowerBound >= 0, range.upperBound <= total else {
-            throw HDF5Error(path: path, what: "range \(range) is outside dataset \(name) of \(total) elements")
+        try transferFlat(name, range, action: "read") { dataset, memorySpace, fileSpace in
+            H5Dread(dataset, dino_h5t_native_float(), memorySpace, fileSpace, dino_h5p_default(), into.baseAddress)
         }
-        let dataset = try openDataset(name)
-        defer { H5Dclose(dataset) }
-        // A flat view of the dataset lets a rank read any contiguous range of the row-major data.
-        var flat = [hsize_t(total)]
-        let fileSpace = H5Screate_simple(1, &flat, nil)
-        defer { H5Sclose(fileSpace) }
-        var start = [hsize_t(range.lowerBound)]
-        var count = [hsize_t(range.count)]
-        H5Sselect_hyperslab(fileSpace, H5S_SELECT_SET, &start, nil, &count, nil)
-        let memorySpace = H5Screate_simple(1, &count, nil)
-        defer { H5Sclose(memorySpace) }
-        guard H5Dread(dataset, dino_h5t_native_float(), memorySpace, fileSpace, dino_h5p_default(),
-            into.baseAddress) >= 0
-        else { throw HDF5Error(path: path, what: "cannot read \(range) of dataset \(name)") }
     }
 
     /// The whole dataset `name` converted to float64, row-major.

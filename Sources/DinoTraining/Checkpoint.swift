@@ -350,7 +350,8 @@ extension SelfDistillation {
 
     // MARK: - Files
 
-    static func durableRename(_ from: String, to: String) throws {
+    /// Renames `from` to `to` after flushing `from` to disk, so `to` never names a partial file.
+    public static func durableRename(_ from: String, to: String) throws {
         let fd = open(from, O_RDONLY)
         if fd >= 0 {
             fsync(fd)

@@ -49,16 +49,12 @@ public enum KNN {
         let d = model.architecture.embedDim
         var all = [Float](repeating: 0, count: dataset.count * d)
         try TeacherEmbedding.rounds(of: dataset, model: model, communicator: comm, batch: batch, patches: false) { round in
-            var offset = 0
-            for range in round.ranges {
-                for index in range {
-                    let source = offset * d
-                    var norm: Float = 0
-                    for c in 0..<d { norm += round.cls[source + c] * round.cls[source + c] }
-                    let scale = 1 / Swift.max(norm.squareRoot(), 1e-12)
-                    for c in 0..<d { all[index * d + c] = round.cls[source + c] * scale }
-                    offset += 1
-                }
+            round.forEachImage { index, row in
+                let source = row * d
+                var norm: Float = 0
+                for c in 0..<d { norm += round.cls[source + c] * round.cls[source + c] }
+                let scale = 1 / Swift.max(norm.squareRoot(), 1e-12)
+                for c in 0..<d { all[index * d + c] = round.cls[source + c] * scale }
             }
         }
         return all
@@ -105,6 +101,17 @@ public enum TeacherEmbedding {
         public let ranges: [Range<Int>]
         public let cls: [Float]
         public let patches: [Float]
+
+        /// Calls `body(datasetIndex, row)` for every image of the round; `row` indexes `cls` / `patches`.
+        public func forEachImage(_ body: (_ index: Int, _ row: Int) throws -> Void) rethrows {
+            var row = 0
+            for range in ranges {
+                for index in range {
+                    try body(index, row)
+                    row += 1
+                }
+            }
+        }
     }
 
     /// Runs the teacher over every image of `dataset` through the evaluation view, each rank a contiguous

@@ -141,18 +141,13 @@ public enum LinearProbe {
         let p = model.architecture.patches(cropSize: model.config.crops.globalCropsSize)
         var all = [Float](repeating: 0, count: dataset.count * width)
         try TeacherEmbedding.rounds(of: dataset, model: model, communicator: comm, patches: avgpool) { round in
-            var offset = 0
-            for range in round.ranges {
-                for index in range {
-                    for c in 0..<d { all[index * width + c] = round.cls[offset * d + c] }
-                    if avgpool {
-                        for t in 0..<p {
-                            for c in 0..<d { all[index * width + d + c] += round.patches[(offset * p + t) * d + c] }
-                        }
-                        for c in 0..<d { all[index * width + d + c] /= Float(p) }
-                    }
-                    offset += 1
+            round.forEachImage { index, row in
+                for c in 0..<d { all[index * width + c] = round.cls[row * d + c] }
+                guard avgpool else { return }
+                for t in 0..<p {
+                    for c in 0..<d { all[index * width + d + c] += round.patches[(row * p + t) * d + c] }
                 }
+                for c in 0..<d { all[index * width + d + c] /= Float(p) }
             }
         }
         return all

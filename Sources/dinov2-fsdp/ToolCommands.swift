@@ -54,8 +54,7 @@ struct EvalCommand: ParsableCommand {
                         "checkpoint": folder, "iteration": iteration, "train": train, "val": val,
                         "results": results.map { ["k": $0.k, "top1": $0.top1, "top5": $0.top5] },
                     ]
-                    let data = try JSONSerialization.data(withJSONObject: record, options: [.prettyPrinted, .sortedKeys])
-                    try data.write(to: URL(fileURLWithPath: output), options: .atomic)
+                    try writeJSON(record, to: output)
                 }
             }
         }
@@ -127,8 +126,7 @@ struct EvalCommand: ParsableCommand {
                         "results": outcomes.map { ["lr": $0.learningRate, "top1": $0.top1, "top5": $0.top5,
                                                    "final_loss": $0.finalLoss] },
                     ]
-                    let data = try JSONSerialization.data(withJSONObject: record, options: [.prettyPrinted, .sortedKeys])
-                    try data.write(to: URL(fileURLWithPath: output), options: .atomic)
+                    try writeJSON(record, to: output)
                 }
             }
         }
@@ -195,9 +193,7 @@ struct EmbedCommand: ParsableCommand {
             }
             file = nil  // closes the file before it is renamed
             if comm.rank == 0 {
-                guard rename(temporary, output) == 0 else {
-                    throw TrainingError.unsupported("cannot rename \(temporary) to \(output): \(String(cString: strerror(errno)))")
-                }
+                try SelfDistillation.durableRename(temporary, to: output)
                 log.main("wrote \(output): cls [\(dataset.count), \(d)]" + (patch ? ", patch [\(dataset.count), \(p), \(d)]" : ""))
             }
             try comm.barrier()
@@ -233,12 +229,8 @@ struct PCACommand: ParsableCommand {
             let grid = size / model.config.student.patchSize, p = grid * grid
             var tokens = [Float](repeating: 0, count: dataset.count * p * d)
             try TeacherEmbedding.rounds(of: dataset, model: model, communicator: comm, patches: true) { round in
-                var offset = 0
-                for range in round.ranges {
-                    for index in range {
-                        for i in 0..<(p * d) { tokens[index * p * d + i] = round.patches[offset * p * d + i] }
-                        offset += 1
-                    }
+                round.forEachImage { index, row in
+                    for i in 0..<(p * d) { tokens[index * p * d + i] = round.patches[row * p * d + i] }
                 }
             }
             guard comm.rank == 0 else { return }
@@ -251,9 +243,7 @@ struct PCACommand: ParsableCommand {
             }
             let temporary = output + ".tmp-\(getpid())"
             try ImageCodec.encodePNG(RGBImage.stacked(rows)).write(to: URL(fileURLWithPath: temporary))
-            guard rename(temporary, output) == 0 else {
-                throw TrainingError.unsupported("cannot rename \(temporary) to \(output): \(String(cString: strerror(errno)))")
-            }
+            try SelfDistillation.durableRename(temporary, to: output)
             let share = 100 * Double(foreground.filter { $0 }.count) / Double(foreground.count)
             log.main(String(format: "wrote %@: %d image(s) of %dx%d with their pictures (teacher of %@, iteration %d); "
                 + "foreground %.0f%% of the patches", output, dataset.count, size, size, folder, iteration, share))
@@ -393,4 +383,10 @@ struct DataCommand: ParsableCommand {
             }
         }
     }
+}
+
+/// Writes `record` as pretty, key-sorted JSON to `path` (atomically).
+private func writeJSON(_ record: [String: Any], to path: String) throws {
+    let data = try JSONSerialization.data(withJSONObject: record, options: [.prettyPrinted, .sortedKeys])
+    try data.write(to: URL(fileURLWithPath: path), options: .atomic)
 }
