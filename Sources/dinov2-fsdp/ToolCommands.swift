@@ -263,29 +263,26 @@ struct CheckpointCommand: ParsableCommand {
         @Flag(help: "Print JSON.") var json = false
 
         func run() throws {
-            do {
-                let manifest = try SelfDistillation.readManifest(path)
-                let counts = manifest.parts.map { part in (part.name, part.tensors.reduce(0) { $0 + $1.shape.reduce(1, *) }) }
-                let bytes = manifest.ranks.reduce(0) { $0 + $1.bytes }
-                if json {
-                    let summary: [String: Any] = [
-                        "iteration": manifest.iteration, "world_size": manifest.worldSize, "strategy": manifest.strategy,
-                        "optimizer_steps": manifest.optimizerSteps, "bytes": bytes,
-                        "parameters": Dictionary(uniqueKeysWithValues: counts),
-                    ]
-                    let data = try JSONSerialization.data(withJSONObject: summary, options: [.prettyPrinted, .sortedKeys])
-                    Console.out(String(decoding: data, as: UTF8.self))
-                } else {
-                    Console.out("""
-                        checkpoint \(path)
-                          iteration \(manifest.iteration), optimizer steps \(manifest.optimizerSteps)
-                          \(manifest.worldSize) rank file(s), \(manifest.strategy) over \(manifest.shards) shard(s), \(bytes) bytes
-                        \(counts.map { "  \($0.0): \($0.1) parameters" }.joined(separator: "\n"))
-                        """)
-                }
-            } catch {
-                Console.write("error: \(error)\n", to: 2)
-                throw ExitCode.failure
+            try reportingErrors {
+            let manifest = try SelfDistillation.readManifest(path)
+            let counts = manifest.parts.map { part in (part.name, part.tensors.reduce(0) { $0 + $1.shape.reduce(1, *) }) }
+            let bytes = manifest.ranks.reduce(0) { $0 + $1.bytes }
+            if json {
+                let summary: [String: Any] = [
+                    "iteration": manifest.iteration, "world_size": manifest.worldSize, "strategy": manifest.strategy,
+                    "optimizer_steps": manifest.optimizerSteps, "bytes": bytes,
+                    "parameters": Dictionary(uniqueKeysWithValues: counts),
+                ]
+                let data = try JSONSerialization.data(withJSONObject: summary, options: [.prettyPrinted, .sortedKeys])
+                Console.out(String(decoding: data, as: UTF8.self))
+            } else {
+                Console.out("""
+                    checkpoint \(path)
+                      iteration \(manifest.iteration), optimizer steps \(manifest.optimizerSteps)
+                      \(manifest.worldSize) rank file(s), \(manifest.strategy) over \(manifest.shards) shard(s), \(bytes) bytes
+                    \(counts.map { "  \($0.0): \($0.1) parameters" }.joined(separator: "\n"))
+                    """)
+            }
             }
         }
     }
@@ -295,12 +292,9 @@ struct CheckpointCommand: ParsableCommand {
         @Argument(help: "Checkpoint folder (holding manifest.json).") var path: String
 
         func run() throws {
-            do {
-                let manifest = try SelfDistillation.verifyCheckpoint(path)
-                Console.out("ok: \(path), iteration \(manifest.iteration), \(manifest.ranks.count) rank file(s) verified")
-            } catch {
-                Console.write("error: \(error)\n", to: 2)
-                throw ExitCode.failure
+            try reportingErrors {
+            let manifest = try SelfDistillation.verifyCheckpoint(path)
+            Console.out("ok: \(path), iteration \(manifest.iteration), \(manifest.ranks.count) rank file(s) verified")
             }
         }
     }
@@ -318,12 +312,9 @@ struct CheckpointCommand: ParsableCommand {
         @Option(help: "teacher or student.") var which = "teacher"
 
         func run() throws {
-            do {
-                let count = try CheckpointExport.export(checkpoint: path, to: output, which: which)
-                Console.out("wrote \(output): \(count) tensors of the \(which) backbone")
-            } catch {
-                Console.write("error: \(error)\n", to: 2)
-                throw ExitCode.failure
+            try reportingErrors {
+            let count = try CheckpointExport.export(checkpoint: path, to: output, which: which)
+            Console.out("wrote \(output): \(count) tensors of the \(which) backbone")
             }
         }
     }
@@ -365,21 +356,18 @@ struct DataCommand: ParsableCommand {
         @Argument(help: "ImageFolder root or list file.") var path: String
 
         func run() throws {
-            do {
-                let dataset = try ImageDataset(path: path)
-                var bad = 0
-                for sample in dataset.samples {
-                    do {
-                        _ = try ImageCodec.decode(Data(contentsOf: URL(fileURLWithPath: sample.path)))
-                    } catch {
-                        bad += 1
-                        Console.write("warning: skipping \(sample.path): \(error)\n", to: 2)
-                    }
+            try reportingErrors {
+            let dataset = try ImageDataset(path: path)
+            var bad = 0
+            for sample in dataset.samples {
+                do {
+                    _ = try ImageCodec.decode(Data(contentsOf: URL(fileURLWithPath: sample.path)))
+                } catch {
+                    bad += 1
+                    Console.write("warning: skipping \(sample.path): \(error)\n", to: 2)
                 }
-                Console.out("\(path): \(dataset.count) images, \(dataset.classes.count) classes, \(bad) unreadable")
-            } catch {
-                Console.write("error: \(error)\n", to: 2)
-                throw ExitCode.failure
+            }
+            Console.out("\(path): \(dataset.count) images, \(dataset.classes.count) classes, \(bad) unreadable")
             }
         }
     }
@@ -389,4 +377,14 @@ struct DataCommand: ParsableCommand {
 private func writeJSON(_ record: [String: Any], to path: String) throws {
     let data = try JSONSerialization.data(withJSONObject: record, options: [.prettyPrinted, .sortedKeys])
     try data.write(to: URL(fileURLWithPath: path), options: .atomic)
+}
+
+/// Runs a single-process tool `body`; an error becomes one `error:` line and exit status 1.
+private func reportingErrors(_ body: () throws -> Void) throws {
+    do {
+        try body()
+    } catch {
+        Console.write("error: \(error)\n", to: 2)
+        throw ExitCode.failure
+    }
 }
