@@ -264,25 +264,25 @@ struct CheckpointCommand: ParsableCommand {
 
         func run() throws {
             try reportingErrors {
-            let manifest = try SelfDistillation.readManifest(path)
-            let counts = manifest.parts.map { part in (part.name, part.tensors.reduce(0) { $0 + $1.shape.reduce(1, *) }) }
-            let bytes = manifest.ranks.reduce(0) { $0 + $1.bytes }
-            if json {
-                let summary: [String: Any] = [
-                    "iteration": manifest.iteration, "world_size": manifest.worldSize, "strategy": manifest.strategy,
-                    "optimizer_steps": manifest.optimizerSteps, "bytes": bytes,
-                    "parameters": Dictionary(uniqueKeysWithValues: counts),
-                ]
-                let data = try JSONSerialization.data(withJSONObject: summary, options: [.prettyPrinted, .sortedKeys])
-                Console.out(String(decoding: data, as: UTF8.self))
-            } else {
-                Console.out("""
-                    checkpoint \(path)
-                      iteration \(manifest.iteration), optimizer steps \(manifest.optimizerSteps)
-                      \(manifest.worldSize) rank file(s), \(manifest.strategy) over \(manifest.shards) shard(s), \(bytes) bytes
-                    \(counts.map { "  \($0.0): \($0.1) parameters" }.joined(separator: "\n"))
-                    """)
-            }
+                let manifest = try SelfDistillation.readManifest(path)
+                let counts = manifest.parts.map { part in (part.name, part.tensors.reduce(0) { $0 + $1.shape.reduce(1, *) }) }
+                let bytes = manifest.ranks.reduce(0) { $0 + $1.bytes }
+                if json {
+                    let summary: [String: Any] = [
+                        "iteration": manifest.iteration, "world_size": manifest.worldSize, "strategy": manifest.strategy,
+                        "optimizer_steps": manifest.optimizerSteps, "bytes": bytes,
+                        "parameters": Dictionary(uniqueKeysWithValues: counts),
+                    ]
+                    let data = try JSONSerialization.data(withJSONObject: summary, options: [.prettyPrinted, .sortedKeys])
+                    Console.out(String(decoding: data, as: UTF8.self))
+                } else {
+                    Console.out("""
+                        checkpoint \(path)
+                          iteration \(manifest.iteration), optimizer steps \(manifest.optimizerSteps)
+                          \(manifest.worldSize) rank file(s), \(manifest.strategy) over \(manifest.shards) shard(s), \(bytes) bytes
+                        \(counts.map { "  \($0.0): \($0.1) parameters" }.joined(separator: "\n"))
+                        """)
+                }
             }
         }
     }
@@ -293,8 +293,8 @@ struct CheckpointCommand: ParsableCommand {
 
         func run() throws {
             try reportingErrors {
-            let manifest = try SelfDistillation.verifyCheckpoint(path)
-            Console.out("ok: \(path), iteration \(manifest.iteration), \(manifest.ranks.count) rank file(s) verified")
+                let manifest = try SelfDistillation.verifyCheckpoint(path)
+                Console.out("ok: \(path), iteration \(manifest.iteration), \(manifest.ranks.count) rank file(s) verified")
             }
         }
     }
@@ -313,8 +313,8 @@ struct CheckpointCommand: ParsableCommand {
 
         func run() throws {
             try reportingErrors {
-            let count = try CheckpointExport.export(checkpoint: path, to: output, which: which)
-            Console.out("wrote \(output): \(count) tensors of the \(which) backbone")
+                let count = try CheckpointExport.export(checkpoint: path, to: output, which: which)
+                Console.out("wrote \(output): \(count) tensors of the \(which) backbone")
             }
         }
     }
@@ -357,17 +357,17 @@ struct DataCommand: ParsableCommand {
 
         func run() throws {
             try reportingErrors {
-            let dataset = try ImageDataset(path: path)
-            var bad = 0
-            for sample in dataset.samples {
-                do {
-                    _ = try ImageCodec.decode(Data(contentsOf: URL(fileURLWithPath: sample.path)))
-                } catch {
-                    bad += 1
-                    Console.write("warning: skipping \(sample.path): \(error)\n", to: 2)
+                let dataset = try ImageDataset(path: path)
+                var bad = 0
+                for sample in dataset.samples {
+                    do {
+                        _ = try ImageCodec.decode(Data(contentsOf: URL(fileURLWithPath: sample.path)))
+                    } catch {
+                        bad += 1
+                        Console.write("warning: skipping \(sample.path): \(error)\n", to: 2)
+                    }
                 }
-            }
-            Console.out("\(path): \(dataset.count) images, \(dataset.classes.count) classes, \(bad) unreadable")
+                Console.out("\(path): \(dataset.count) images, \(dataset.classes.count) classes, \(bad) unreadable")
             }
         }
     }
