@@ -51,8 +51,12 @@ let modules: [Target] = [
         dependencies: ["DinoCore", "DinoKernels", "DinoModel"],
         swiftSettings: hostCPUSettings),
     .target(
+        name: "DinoPlot",
+        swiftSettings: hostCPUSettings),
+    .target(
         name: "DinoTraining",
-        dependencies: ["DinoCore", "DinoKernels", "DinoModel", "DinoConfig", "DinoSharding", "DinoCheckpoint", "DinoData"],
+        dependencies: ["DinoCore", "DinoKernels", "DinoModel", "DinoConfig", "DinoSharding", "DinoCheckpoint", "DinoData",
+                       "DinoPlot"],
         swiftSettings: hostCPUSettings),
     .target(
         name: "DinoDistributed",
@@ -70,7 +74,7 @@ let modules: [Target] = [
         name: "dinov2-fsdp",
         dependencies: [
             "DinoCore", "DinoConfig", "DinoKernels", "DinoDistributed", "DinoCheckpoint", "DinoBench", "DinoTraining", "DinoData",
-            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            "DinoPlot", .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ],
         swiftSettings: hostCPUSettings),
 ]

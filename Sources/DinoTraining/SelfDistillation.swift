@@ -31,6 +31,18 @@ public struct StepLosses: Sendable, Equatable {
     public var total: Double { dinoLocal + dinoGlobal + ibot + koleo }
 }
 
+/// How peaked and how spread the teacher's DINO targets of one step are, over every rank: the
+/// collapse diagnostics. Uniform targets give `meanEntropy` = ln K; a collapse onto a few
+/// prototypes gives a small `entropyOfMean` and few `prototypesInUse`.
+public struct TargetStatistics: Sendable, Equatable {
+    /// Mean over rows of each target's entropy (nats).
+    public var meanEntropy: Double
+    /// Entropy of the batch's mean target distribution (nats); ln K when every prototype is used equally.
+    public var entropyOfMean: Double
+    /// Prototypes that are the arg-max of at least one row.
+    public var prototypesInUse: Int
+}
+
 /// Where the time of one step went, in seconds, on this rank.
 public struct StepTiming: Sendable, Equatable {
     public var total = 0.0
@@ -145,6 +157,8 @@ public final class SelfDistillation {
         let studentInput = GrowableBuffer<Float>(), dInput = GrowableBuffer<Float>(), dLogits = GrowableBuffer<Float>()
         let dIbotLogits = GrowableBuffer<Float>(), scratch = GrowableBuffer<Float>(), dKoleo = GrowableBuffer<Float>()
         let dTokens = GrowableBuffer<Float>()
+        /// The last step's DINO target sums per prototype [K], arg-max counts [K], then (entropy sum, rows).
+        let targetSums = GrowableBuffer<Double>()
     }
     /// The world, timed: the step's own collectives (targets, loss and norm checks) add up here.
     let communicator: TimedCommunicator
@@ -313,6 +327,8 @@ public final class SelfDistillation {
                         temperature: s.teacherTemperature, rankMean: true)
         }
 
+        recordTargetStatistics(dinoTargets, rows: 2 * b, k: kDino)
+
         // Student.
         let dropPath = DropPath(seed: UInt64(config.train.seed), iteration: UInt64(iteration),
                                 rate: config.student.dropPathRate, depth: a.depth, uniform: config.student.dropPathUniform)
@@ -441,6 +457,42 @@ public final class SelfDistillation {
             TeacherTargets.centered(out: out, logits: logits, rows: rows, prototypes: k, temperature: temperature, center: center)
             try center.recordBatch(logits, rows: rows, rankMean: rankMean, communicator: communicator)
         }
+    }
+
+    /// Keeps this rank's column sums, arg-max counts and entropy of `rows` targets for `targetStatistics()`.
+    private func recordTargetStatistics(_ targets: UnsafePointer<Float>, rows: Int, k: Int) {
+        let sums = buffers.targetSums.reserve(2 * k + 2)
+        sums.update(repeating: 0, count: 2 * k + 2)
+        var entropy = 0.0
+        for row in 0..<rows {
+            let q = targets + row * k
+            var best = 0
+            for j in 0..<k {
+                let value = Double(q[j])
+                sums[j] += value
+                if value > 0 { entropy -= value * Foundation.log(value) }
+                if q[j] > q[best] { best = j }
+            }
+            sums[k + best] += 1
+        }
+        sums[2 * k] = entropy
+        sums[2 * k + 1] = Double(rows)
+    }
+
+    /// The collapse diagnostics of the last step's DINO targets over every rank (collective).
+    public func targetStatistics() throws -> TargetStatistics {
+        let k = config.dino.headPrototypes
+        guard buffers.targetSums.capacity >= 2 * k + 2 else { return TargetStatistics(meanEntropy: 0, entropyOfMean: 0, prototypesInUse: 0) }
+        let local = Array(UnsafeBufferPointer(start: buffers.targetSums.base, count: 2 * k + 2))
+        let total = try communicator.allReduce(local, op: .sum)
+        let rows = Swift.max(total[2 * k + 1], 1)
+        var entropyOfMean = 0.0
+        for j in 0..<k where total[j] > 0 {
+            let p = total[j] / rows
+            entropyOfMean -= p * Foundation.log(p)
+        }
+        let inUse = total[k..<(2 * k)].filter { $0 > 0 }.count
+        return TargetStatistics(meanEntropy: total[2 * k] / rows, entropyOfMean: entropyOfMean, prototypesInUse: inUse)
     }
 
     private func copyRow(_ source: UnsafePointer<Float>, _ row: Int, into target: UnsafeMutablePointer<Float>, at index: Int,

@@ -113,6 +113,7 @@ public enum Trainer {
             if try comm.allReduce(Int64(stopRequested), op: .max) > 0 {
                 try save(model, output: output, iteration: iteration, config: config, log: log)
                 log.main("stop requested: saved iteration \(iteration); run the same command to continue")
+                if comm.rank == 0 { writeCurves(output: output, log: log) }
                 return .preempted(iteration: iteration)
             }
             let stepStart = MonotonicClock.seconds()
@@ -140,6 +141,7 @@ public enum Trainer {
                 let skipped = try comm.allReduce(Int64(window.skipped), op: .sum)
                 let rss = try comm.allReduce(Int64(peakRSSBytes()), op: .max)
                 let s = model.schedules.values(at: iteration)
+                let targets = try model.targetStatistics()
                 let perSecond = Double(globalBatch * window.steps) / slowest[0]
                 let record: [String: Any] = [
                     "iteration": done, "loss": mean.reduce(0, +), "dino_local_crops_loss": mean[0],
@@ -148,13 +150,22 @@ public enum Trainer {
                     "images_per_sec": perSecond, "images_per_sec_per_rank": perSecond / Double(comm.worldSize),
                     "data_wait_fraction": slowest[1] / slowest[0], "comm_exposed_fraction": slowest[2] / slowest[0],
                     "max_rss_bytes": rss, "skipped_images": skipped,
+                    "teacher_entropy": targets.meanEntropy, "teacher_mean_entropy": targets.entropyOfMean,
+                    "teacher_prototypes_in_use": targets.prototypesInUse,
                 ]
                 if comm.rank == 0 { try append(record, to: metrics) }
                 let remaining = Double(total - done) * slowest[0] / Double(window.steps)
                 log.main(String(format: "[%d/%d] loss %.4f (dino local %.4f global %.4f ibot %.4f koleo %.4f) lr %.2e "
-                    + "%.2f img/s (%.2f per rank) ETA %.0f s", done, total, mean.reduce(0, +), mean[0], mean[1], mean[2],
-                    mean[3], s.lr, perSecond, perSecond / Double(comm.worldSize), remaining))
+                    + "teacher entropy %.2f / mean %.2f (%d prototypes) %.2f img/s (%.2f per rank) ETA %.0f s", done, total,
+                    mean.reduce(0, +), mean[0], mean[1], mean[2], mean[3], s.lr, targets.meanEntropy, targets.entropyOfMean,
+                    targets.prototypesInUse, perSecond, perSecond / Double(comm.worldSize), remaining))
                 window = (0, 0, 0, 0, 0)
+            }
+            let period = config.evaluation.evalPeriodIterations
+            if let valDataset, period > 0, done % period == 0, done < total {
+                let result = try KNN.evaluate(model: model, train: dataset, val: valDataset, communicator: comm)
+                log.main(String(format: "[%d/%d] k-NN (k 20): top-1 %.1f%%, top-5 %.1f%%", done, total, result.top1, result.top5))
+                if comm.rank == 0 { try append(["iteration": done, "knn_top1": result.top1, "knn_top5": result.top5], to: metrics) }
             }
             if done % config.checkpointing.period == 0 || done == total {
                 try save(model, output: output, iteration: done, config: config, log: log)
@@ -173,7 +184,18 @@ public enum Trainer {
                            to: metrics)
             }
         }
+        if comm.rank == 0 { writeCurves(output: output, log: log) }
         return .finished(iteration: total)
+    }
+
+    /// OUTPUT/metrics.svg from the metrics so far; a failure only warns (the run itself succeeded).
+    static func writeCurves(output: String, log: Log) {
+        do {
+            try TrainingCurves.write(output: output, to: output + "/metrics.svg")
+            log.main("wrote \(output)/metrics.svg")
+        } catch {
+            log.warning("could not draw \(output)/metrics.svg: \(error)")
+        }
     }
 
     // MARK: - Checkpoints

@@ -1,5 +1,5 @@
 // Evaluation and inspection subcommands: eval knn/linear, embed, pca, checkpoint
-// info/verify/export, data synth/inspect.
+// info/verify/export, data synth/inspect, plot.
 
 import ArgumentParser
 import DinoCheckpoint
@@ -316,6 +316,23 @@ struct CheckpointCommand: ParsableCommand {
                 let count = try CheckpointExport.export(checkpoint: path, to: output, which: which)
                 Console.out("wrote \(output): \(count) tensors of the \(which) backbone")
             }
+        }
+    }
+}
+
+struct PlotCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "plot",
+        abstract: "Draw a training run's curves (losses, teacher entropy, lr, throughput, k-NN) as SVG.",
+        discussion: "Reads OUTPUT/metrics.jsonl; `train` also writes OUTPUT/metrics.svg when it ends.")
+    @Argument(help: "A training output folder (holding metrics.jsonl).") var folder: String
+    @Option(help: "The picture to write (default: FOLDER/metrics.svg).") var output: String?
+
+    func run() throws {
+        try reportingErrors {
+            let file = output ?? folder + "/metrics.svg"
+            try TrainingCurves.write(output: folder, to: file)
+            Console.out("wrote \(file)")
         }
     }
 }
