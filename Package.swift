@@ -68,7 +68,7 @@ let modules: [Target] = [
         swiftSettings: hostCPUSettings),
     .target(
         name: "DinoBench",
-        dependencies: ["DinoCore", "DinoKernels", "DinoModel", "DinoDistributed", "DinoTraining", "DinoConfig"],
+        dependencies: ["DinoCore", "DinoKernels", "DinoModel", "DinoDistributed", "DinoTraining", "DinoConfig", "DinoData"],
         swiftSettings: hostCPUSettings),
     .executableTarget(
         name: "dinov2-fsdp",

@@ -1,5 +1,6 @@
-// Full training steps on synthetic crops (the data pipeline is not involved: data wait is 0),
-// timed per step on every rank: images/s in total and per rank, tokens/s, model GFLOP/s and MFU
+// Full training steps, timed per step on every rank, on synthetic crops (no data pipeline: data
+// wait is 0) or, with a dataset, on real images through the training loader (decoding and
+// multi-crop on background threads; the wait for a batch counts in the step): images/s in total and per rank, tokens/s, model GFLOP/s and MFU
 // against the sgemm peak measured on every rank at the start (summed over ranks), the time
 // split (compute, total and exposed communication, optimizer, EMA) and peak RSS per rank.
 // The peak is the better of 1024^3 and 2048^3 sgemm; a model whose GEMMs run faster than that
@@ -8,7 +9,9 @@
 
 import DinoConfig
 import DinoCore
+import DinoData
 import DinoKernels
+import DinoModel
 import DinoTraining
 import Foundation
 
@@ -62,23 +65,48 @@ public struct StepReport: Codable, Sendable {
 /// Times training steps of `config` on synthetic crops.
 public enum StepBenchmark {
     public static func run(config: TrainingConfig, communicator comm: any Communicator, steps: Int, warmup: Int,
-                           seed: UInt64, threads: Int) throws -> StepReport {
+                           seed: UInt64, threads: Int, data: ImageDataset? = nil) throws -> StepReport {
         let peak = try comm.allReduce(AttentionBenchmark.sgemmPeak(threads: threads, repeats: 3), op: .sum)
         BLAS.threadCount = 1
         let model = try SelfDistillation(config: config, communicator: comm, seed: seed, threads: threads)
-        var rows: [[Double]] = []  // per timed step: slowest rank's [total, compute, comm total, exposed, optimizer, ema]
+        let b = config.train.batchSizePerRank, world = comm.worldSize
+        // Per timed step, the slowest rank's [step, compute, comm total, exposed, optimizer, ema, data wait].
+        var rows: [[Double]] = []
         var flops: [Double] = []
-        _ = try runSyntheticSteps(model, steps: warmup + steps, seed: seed, communicator: comm) { step, _, timing in
+        func record(_ step: Int, _ timing: StepTiming, wait: Double) throws {
             guard step >= warmup else { return }
-            let values = [timing.total, timing.compute, timing.totalCommunication, timing.exposedCommunication,
-                          timing.optimizer, timing.ema]
+            let values = [timing.total + wait, timing.compute, timing.totalCommunication, timing.exposedCommunication,
+                          timing.optimizer, timing.ema, wait]
             rows.append(try comm.allReduce(values, op: .max))
-            flops.append(try comm.allReduce(model.stepFLOPs(images: config.train.batchSizePerRank,
-                                                            maskedTokens: timing.maskedTokens), op: .sum))
+            flops.append(try comm.allReduce(model.stepFLOPs(images: b, maskedTokens: timing.maskedTokens), op: .sum))
+        }
+        if let data {
+            guard data.count >= b * world else {
+                throw TrainingError.unsupported("\(data.root) holds \(data.count) images, fewer than one global batch of \(b * world)")
+            }
+            let loader = CropLoader.training(config, dataset: data, rank: comm.rank, worldSize: world, firstStep: 0)
+            defer { loader.stop() }
+            let grid = config.crops.globalCropsSize / config.student.patchSize
+            for step in 0..<(warmup + steps) {
+                let batch = try loader.batch(step: step)
+                let wait = loader.takeWaitSeconds()
+                let masks = MaskPlan(seed: seed, iteration: UInt64(step), globalImages: b * world, grid: grid,
+                                     probability: config.ibot.maskSampleProbability, ratioRange: config.ibot.maskRatioMinMax)
+                    .masks(firstImage: comm.rank * b, count: b)
+                _ = try withBase(batch.globalCrops) { g in
+                    try withBase(batch.localCrops) { l in
+                        try model.step(iteration: step, globalImages: g, localImages: l, masks: masks, images: b)
+                    }
+                }
+                try record(step, model.lastTiming, wait: wait)
+            }
+        } else {
+            _ = try runSyntheticSteps(model, steps: warmup + steps, seed: seed, communicator: comm) { step, _, timing in
+                try record(step, timing, wait: 0)
+            }
         }
         func median(_ column: Int) -> Double { Statistics.median(rows.map { $0[column] }) }
         let stepTime = median(0)
-        let b = config.train.batchSizePerRank, world = comm.worldSize
         let a = model.architecture
         let tokensPerImage = 2 * a.tokens(cropSize: config.crops.globalCropsSize)
             + config.crops.localCropsNumber * a.tokens(cropSize: config.crops.localCropsSize)
@@ -94,7 +122,7 @@ public enum StepBenchmark {
             tokensPerSecond: images * Double(tokensPerImage) / stepTime,
             modelGFLOPsPerSecond: flopsPerStep / stepTime / 1e9, mfu: flopsPerStep / stepTime / 1e9 / peak,
             sgemmPeakGFLOPs: peak, timeStep: stepTime, timeCompute: median(1), timeCommunicationTotal: median(2),
-            timeCommunicationExposed: median(3), timeDataWait: 0, timeOptimizer: median(4), timeEMA: median(5),
+            timeCommunicationExposed: median(3), timeDataWait: median(6), timeOptimizer: median(4), timeEMA: median(5),
             maxRSSBytes: Int(rssPerRank.max() ?? 0), rssBytesPerRank: rssPerRank.map { Int($0) }, worldSize: world,
             imagesPerRank: b, steps: steps, flopsPerStep: flopsPerStep, config: ConfigLoader.yaml(config))
     }

@@ -1,8 +1,10 @@
 // The embedded dataset: a labelled ImageFolder of procedurally drawn images, written as real PNG
 // (or JPEG) files, so that self-supervised features have something to learn and k-NN accuracy on
-// `val` measures it. Each image: a two-colour gradient background with noise and small distractor
-// rectangles, and one foreground object of its class (circle, square, triangle, cross, ring, star,
-// striped square, checkered square) in a random colour, position, scale and rotation.
+// `val` measures it. Each image: a background blended from four random corner colours, with noise
+// and thin random line segments as clutter, and two to four instances of its class (circle,
+// square, triangle, cross, ring, star, striped square, checkered square), each in its own random
+// colours, position, scale and rotation. Colours are per object, so what two crops of one image
+// share is mostly the shape: the thing self-supervised features have to learn for k-NN to work.
 // Every pixel is a function of (seed, split, class, image index): the dataset is the same on every
 // machine and every run.
 
@@ -21,34 +23,52 @@ public enum SyntheticImages {
             defer { draw += 1 }
             return stream.uniform(draw)
         }
-        func colour() -> (Double, Double, Double) { (uniform() * 255, uniform() * 255, uniform() * 255) }
-        let top = colour(), bottom = colour(), ink = colour(), second = colour()
+        typealias Colour = (Double, Double, Double)
+        func colour() -> Colour { (uniform() * 255, uniform() * 255, uniform() * 255) }
         let s = Double(size)
-        let centerX = s * (0.3 + 0.4 * uniform()), centerY = s * (0.3 + 0.4 * uniform())
-        let radius = s * (0.14 + 0.16 * uniform())
-        let angle = 2 * Double.pi * uniform()
-        let (cosA, sinA) = (cos(angle), sin(angle))
-        var distractors: [(x0: Double, y0: Double, x1: Double, y1: Double, c: (Double, Double, Double))] = []
-        for _ in 0..<4 {
-            let x = uniform() * s, y = uniform() * s, w = s * (0.03 + 0.07 * uniform()), h = s * (0.03 + 0.07 * uniform())
-            distractors.append((x, y, x + w, y + h, colour()))
+        // Background: four random corner colours blended bilinearly, so that two crops of one image
+        // see different colours and the class shape is what they share.
+        let corners = [colour(), colour(), colour(), colour()]
+        // Clutter: thin line segments (no class is a line) in random colours.
+        var lines: [(x0: Double, y0: Double, dx: Double, dy: Double, length: Double, width: Double, c: Colour)] = []
+        for _ in 0..<5 {
+            let angle = Double.pi * uniform(), length = s * (0.1 + 0.2 * uniform())
+            lines.append((uniform() * s, uniform() * s, cos(angle), sin(angle), length, 0.6 + 0.8 * uniform(), colour()))
+        }
+        // Objects: several instances of the class, each in its own colours, scale, rotation and place.
+        let count = 2 + Int(uniform() * 3)
+        var objects: [(x: Double, y: Double, radius: Double, cosA: Double, sinA: Double, ink: Colour, second: Colour)] = []
+        for _ in 0..<count {
+            let radius = s * (0.1 + 0.1 * uniform())
+            let x = radius + (s - 2 * radius) * uniform(), y = radius + (s - 2 * radius) * uniform()
+            let angle = 2 * Double.pi * uniform()
+            objects.append((x, y, radius, cos(angle), sin(angle), colour(), colour()))
         }
         var pixels = [UInt8](repeating: 0, count: size * size * 3)
         let noise = RandomStream(seed: seed, purpose: .synthesis, UInt64(split), UInt64(label), UInt64(index), 1)
         for y in 0..<size {
             for x in 0..<size {
-                let t = Double(y) / max(1, s - 1)
-                var c = (top.0 * (1 - t) + bottom.0 * t, top.1 * (1 - t) + bottom.1 * t, top.2 * (1 - t) + bottom.2 * t)
-                for d in distractors where Double(x) >= d.x0 && Double(x) < d.x1 && Double(y) >= d.y0 && Double(y) < d.y1 {
-                    c = d.c
+                let ty = Double(y) / max(1, s - 1), tx = Double(x) / max(1, s - 1)
+                func blend(_ i: KeyPath<Colour, Double>) -> Double {
+                    (corners[0][keyPath: i] * (1 - tx) + corners[1][keyPath: i] * tx) * (1 - ty)
+                        + (corners[2][keyPath: i] * (1 - tx) + corners[3][keyPath: i] * tx) * ty
                 }
-                // Object coordinates: rotate back and scale to the unit square.
-                let dx = (Double(x) + 0.5 - centerX) / radius, dy = (Double(y) + 0.5 - centerY) / radius
-                let u = cosA * dx + sinA * dy, v = -sinA * dx + cosA * dy
-                switch inside(label: label, u: u, v: v) {
-                case 1: c = ink
-                case 2: c = second
-                default: break
+                var c: Colour = (blend(\.0), blend(\.1), blend(\.2))
+                let px = Double(x) + 0.5, py = Double(y) + 0.5
+                for line in lines {
+                    let along = (px - line.x0) * line.dx + (py - line.y0) * line.dy
+                    let across = -(px - line.x0) * line.dy + (py - line.y0) * line.dx
+                    if along >= 0 && along <= line.length && abs(across) <= line.width { c = line.c }
+                }
+                for object in objects {
+                    // Object coordinates: rotate back and scale to the unit square.
+                    let dx = (px - object.x) / object.radius, dy = (py - object.y) / object.radius
+                    let u = object.cosA * dx + object.sinA * dy, v = -object.sinA * dx + object.cosA * dy
+                    switch inside(label: label, u: u, v: v) {
+                    case 1: c = object.ink
+                    case 2: c = object.second
+                    default: break
+                    }
                 }
                 let n = (noise.uniform(UInt64(y * size + x)) - 0.5) * 24
                 let o = (y * size + x) * 3

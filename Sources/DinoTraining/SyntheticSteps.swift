@@ -51,7 +51,7 @@ public func runSyntheticSteps(_ model: SelfDistillation, steps: Int, seed: UInt6
 
 /// Calls `body` with the array's base address, or with a one-element scratch buffer when the array
 /// is empty (an empty array has no storage; an empty crop batch must still be passable).
-func withBase<R>(_ array: [Float], _ body: (UnsafePointer<Float>) throws -> R) rethrows -> R {
+public func withBase<R>(_ array: [Float], _ body: (UnsafePointer<Float>) throws -> R) rethrows -> R {
     let storage = array.isEmpty ? [Float(0)] : array
     return try storage.withUnsafeBufferPointer { buffer in
         guard let base = buffer.baseAddress else { preconditionFailure("non-empty array without storage") }

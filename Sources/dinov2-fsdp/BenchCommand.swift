@@ -3,13 +3,14 @@
 import ArgumentParser
 import DinoBench
 import DinoCore
+import DinoData
 import Foundation
 
 struct BenchCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench",
-        abstract: "Benchmarks: collective bandwidth (comm); kernels and training steps (not implemented yet).",
-        subcommands: [Comm.self, Attention.self, Kernels.self, Step.self, Checkpoint.self])
+        abstract: "Benchmarks: collectives, attention, kernels, training steps, the data pipeline, checkpoints.",
+        subcommands: [Comm.self, Attention.self, Kernels.self, Step.self, Data.self, Checkpoint.self])
 
     struct Checkpoint: ParsableCommand {
         static let configuration = CommandConfiguration(
@@ -147,21 +148,22 @@ struct BenchCommand: ParsableCommand {
 
     struct Step: ParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Full training steps on synthetic crops: images/s per rank, MFU, time split, peak RSS.",
+            abstract: "Full training steps (synthetic crops, or real images with --data): images/s per rank, MFU, time split, peak RSS.",
             discussion: """
                 Runs --warmup untimed and --steps timed steps of the configured model with the sharded \
-                runtime on synthetic crops (no data loading: data wait is 0), e.g. \
+                runtime on synthetic crops (no data loading: data wait is 0), or on the images of --data \
+                through the training loader (the wait for each batch is part of the step), e.g. \
                 `Launch/mpirun.sh -n 2 dinov2-fsdp bench step --config Configs/vits14.yaml --steps 3`. \
                 FLOPs per step are counted from the architecture (linear layers, attention, patch \
                 embedding, heads; student forward+backward, teacher forward); MFU is against the \
-                sgemm peak (best of 1024^3, 2048^3) measured on every rank at the start. Real images (--data) come \
-                with the data pipeline.
+                sgemm peak (best of 1024^3, 2048^3) measured on every rank at the start.
                 """)
         @OptionGroup var options: ConfigOptions
         @Option(help: "Timed steps.") var steps = 5
         @Option(help: "Untimed warm-up steps.") var warmup = 1
         @Option(help: "Worker threads per rank for attention (OpenBLAS stays single-threaded inside).") var threads = 1
         @Option(help: "Write the report as JSON to this file (rank 0).") var json: String?
+        @Option(help: "Train on these images (ImageFolder or list file) instead of synthetic crops.") var data: String?
 
         func validate() throws {
             guard steps >= 1, warmup >= 0, threads >= 1 else {
@@ -173,17 +175,73 @@ struct BenchCommand: ParsableCommand {
             let loaded = try options.load()
             try RankedRun.execute { comm, log in
                 let config = loaded.resolved(worldSize: comm.worldSize)
+                let dataset = try data.map { try ImageDataset(path: $0) }
                 let r = try StepBenchmark.run(config: config, communicator: comm, steps: steps, warmup: warmup, seed: 0,
-                                              threads: threads)
+                                              threads: threads, data: dataset)
                 func f(_ v: Double, _ d: Int = 3) -> String { String(format: "%.\(d)f", v) }
                 log.main("""
                     \(config.student.arch) on \(r.worldSize) rank(s), \(r.imagesPerRank) images per rank, median of \(r.steps) steps:
                       images/s \(f(r.imagesPerSecond, 2)) (per rank \(f(r.imagesPerSecondPerRank, 2))), tokens/s \(f(r.tokensPerSecond, 0))
                       model GFLOP/s \(f(r.modelGFLOPsPerSecond, 1)), MFU \(f(r.mfu)) of \(f(r.sgemmPeakGFLOPs, 1)) sgemm GFLOP/s
-                      step \(f(r.timeStep)) s: compute \(f(r.timeCompute)), comm exposed \(f(r.timeCommunicationExposed)) of \(f(r.timeCommunicationTotal)), optimizer \(f(r.timeOptimizer)), EMA \(f(r.timeEMA)), data wait 0
+                      step \(f(r.timeStep)) s: compute \(f(r.timeCompute)), comm exposed \(f(r.timeCommunicationExposed)) of \(f(r.timeCommunicationTotal)), optimizer \(f(r.timeOptimizer)), EMA \(f(r.timeEMA)), data wait \(f(r.timeDataWait)) (\(f(100 * r.timeDataWait / r.timeStep, 1)) %)
                       peak RSS per rank (MiB): \(r.rssBytesPerRank.map { String($0 >> 20) }.joined(separator: " "))
                     """)
                 if let json, comm.rank == 0 { try writeJSON(r, to: json) }
+            }
+        }
+    }
+}
+
+extension BenchCommand {
+    struct Data: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "data",
+            abstract: "Decode + multi-crop images/s per core, and the share of a training step it costs.",
+            discussion: """
+                Without --data, writes --images 500x375 JPEGs (quality 90) to a temporary folder. Times \
+                --passes passes of read + decode, and of read + decode + the config's multi-crop pipeline \
+                (every augmentation, normalisation) on one thread; then --steps training steps of the config \
+                on synthetic crops on one thread, e.g. `dinov2-fsdp bench data --config Configs/vits14.yaml \
+                train.batch_size_per_gpu=2`. The share is pipeline seconds per image over step seconds per image.
+                """)
+        @OptionGroup var options: ConfigOptions
+        @Option(help: "Images to time (ImageFolder or list file); default: generated 500x375 JPEGs.") var data: String?
+        @Option(help: "Generated images when --data is not given.") var images = 64
+        @Option(help: "Passes over the images (the median counts).") var passes = 3
+        @Option(help: "Timed training steps for the share (0: skip).") var steps = 2
+        @Option(help: "Write the report as JSON to this file.") var json: String?
+
+        func validate() throws {
+            guard images >= 1, passes >= 1, steps >= 0 else { throw ValidationError("need --images >= 1, --passes >= 1, --steps >= 0") }
+        }
+
+        func run() throws {
+            let config = try options.load().resolved(worldSize: 1)
+            do {
+                var files: [String]
+                var generated: String?
+                if let data {
+                    files = try ImageDataset(path: data).samples.map(\.path)
+                } else {
+                    let folder = NSTemporaryDirectory() + "dinov2-bench-data-\(getpid())"
+                    generated = folder
+                    Console.out("writing \(images) 500x375 JPEGs to \(folder)")
+                    files = try DataBenchmark.writeJPEGs(count: images, width: 500, height: 375, folder: folder)
+                }
+                defer { if let generated { try? FileManager.default.removeItem(atPath: generated) } }
+                let r = try DataBenchmark.run(files: files, config: config, passes: passes, stepSteps: steps) { Console.out($0) }
+                Console.out(String(format: "%d images, mean %.0f x %.0f: decode %.1f images/s per core, decode + multi-crop "
+                    + "(2 x %d + %d x %d) %.1f images/s per core", r.images, r.meanWidth, r.meanHeight, r.decodeImagesPerSecond,
+                    config.crops.globalCropsSize, config.crops.localCropsNumber, config.crops.localCropsSize,
+                    r.pipelineImagesPerSecond))
+                if r.stepSecondsPerImage > 0 {
+                    Console.out(String(format: "share of a %@ training step (per image, one core): %.2f %%", config.student.arch,
+                                       100 * r.shareOfStep))
+                }
+                if let json { try writeJSON(r, to: json) }
+            } catch {
+                Console.write("error: \(error)\n", to: 2)
+                throw ExitCode.failure
             }
         }
     }

@@ -29,7 +29,8 @@ private func rankProcess(writing output: String) -> Int32? {
 struct TrainTests {
     static let fields = ["iteration", "loss", "dino_local_crops_loss", "dino_global_crops_loss", "ibot_loss", "koleo_loss",
                          "lr", "wd", "mom", "teacher_temp", "images_per_sec", "images_per_sec_per_rank",
-                         "data_wait_fraction", "comm_exposed_fraction", "max_rss_bytes", "skipped_images"]
+                         "data_wait_fraction", "comm_exposed_fraction", "max_rss_bytes", "skipped_images", "teacher_entropy",
+                         "teacher_mean_entropy", "teacher_prototypes_in_use"]
 
     func dataset() throws -> URL {
         let root = try TestPaths.temporaryDirectory()
@@ -61,6 +62,19 @@ struct TrainTests {
         #expect(FileManager.default.fileExists(atPath: output + "/config.yaml"))
         #expect(FileManager.default.fileExists(atPath: output + "/checkpoints/checkpoint-00000008/manifest.json"))
         #expect(!FileManager.default.fileExists(atPath: output + "/checkpoints/checkpoint-00000002"))  // max_to_keep 3
+        // Collapse diagnostics within their bounds: entropies in [0, ln K], prototypes in 1...K (K = 64).
+        for record in records {
+            for key in ["teacher_entropy", "teacher_mean_entropy"] {
+                let value = record[key] as? Double ?? -1
+                #expect(value >= 0 && value <= log(64.0) + 1e-6, "\(key) \(value)")
+            }
+            #expect((1...64).contains(record["teacher_prototypes_in_use"] as? Int ?? 0))
+        }
+        // The run's picture, and `plot` redraws it elsewhere.
+        let svg = try String(contentsOfFile: output + "/metrics.svg", encoding: .utf8)
+        #expect(svg.hasPrefix("<svg") && svg.contains("Loss terms") && svg.contains("<polyline"))
+        let plot = try ProcessRunner.dinov2(["plot", output, "--output", data.path + "/curves.svg"])
+        #expect(plot.status == 0 && FileManager.default.fileExists(atPath: data.path + "/curves.svg"), "\(plot.stderr)")
     }
 
     @Test("with --val the run ends with the teacher's k-NN accuracy; eval knn on the checkpoint agrees")
@@ -68,8 +82,12 @@ struct TrainTests {
         let data = try dataset()
         defer { try? FileManager.default.removeItem(at: data) }
         let output = data.path + "/run"
-        let result = try train(ranks: 2, data: data, output: output, ["--val", data.path + "/val"])
+        let result = try train(ranks: 2, data: data, output: output, ["--val", data.path + "/val",
+                                                                         "evaluation.eval_period_iterations=4"])
         #expect(result.status == 0 && result.stdout.contains("k-NN (k 20)"), "\(result.stdout)\n\(result.stderr)")
+        // The periodic evaluation at iteration 4 (of 8); the final one carries the initialisation's too.
+        let periodic = try metrics(output).filter { $0["knn_top1"] != nil && $0["knn_top1_init"] == nil }
+        #expect(periodic.map { $0["iteration"] as? Int } == [4])
         let last = try metrics(output).last ?? [:]
         let top1 = last["knn_top1"] as? Double ?? -1, initial = last["knn_top1_init"] as? Double ?? -1
         #expect((0...100).contains(top1) && (0...100).contains(initial))
@@ -290,5 +308,42 @@ struct TrainTests {
         let small = try ProcessRunner.dinov2(["train", "--config", "Configs/tests/tiny.yaml", "--data", data.path + "/val",
                                               "--output", data.path + "/run2", "train.batch_size_per_gpu=8"])
         #expect(small.status != 0 && small.stderr.contains("fewer than one global batch"))
+    }
+
+    /// Every file under `folder` with its bytes.
+    func snapshot(_ folder: String) -> [String: Data] {
+        var files: [String: Data] = [:]
+        let enumerator = FileManager.default.enumerator(atPath: folder)
+        while let relative = enumerator?.nextObject() as? String {
+            if let data = FileManager.default.contents(atPath: folder + "/" + relative) { files[relative] = data }
+        }
+        return files
+    }
+
+    @Test("unknown key, empty dataset, incompatible checkpoint in the output folder: one clear error, nothing written")
+    func refusals() throws {
+        let data = try dataset()
+        defer { try? FileManager.default.removeItem(at: data) }
+        let run = data.path + "/run"
+        let unknown = try train(ranks: 2, data: data, output: run, ["optim.bse_lr=0.1"])
+        #expect(unknown.status != 0 && unknown.stderr.contains("optim.bse_lr") && unknown.stderr.contains("optim.base_lr"))
+        #expect(!FileManager.default.fileExists(atPath: run))
+
+        try FileManager.default.createDirectory(atPath: data.path + "/empty/a", withIntermediateDirectories: true)
+        let empty = try ProcessRunner.dinov2(["train", "--config", "Configs/tests/tiny.yaml", "--data", data.path + "/empty",
+                                              "--output", run])
+        #expect(empty.status != 0 && empty.stderr.contains("holds no .jpg, .jpeg or .png images"))
+
+        let first = try train(ranks: 2, data: data, output: run, ["optim.epochs=1"])
+        try #require(first.status == 0, "\(first.stderr)")
+        let before = snapshot(run)
+        #expect(before.keys.contains { $0.hasPrefix("checkpoints/checkpoint-00000004/") })
+        let other = try train(ranks: 2, data: data, output: run, ["student.embed_dim=48", "optim.epochs=2"])
+        #expect(other.status != 0)
+        #expect(other.stderr.contains("was written by an incompatible configuration"), "\(other.stderr)")
+        for output in [unknown, empty, other] {
+            #expect(!output.stderr.contains("Fatal error") && !output.stderr.contains("Stack dump"))
+        }
+        #expect(snapshot(run) == before, "the refused run changed the output folder")
     }
 }
