@@ -35,32 +35,44 @@ public enum TeacherTargets {
         out: UnsafeMutablePointer<T>, logits: UnsafePointer<T>, rows: Int, prototypes k: Int, temperature: Double,
         totalRows: Int, iterations: Int = 3, communicator: any Communicator, scratch: UnsafeMutablePointer<Double>
     ) throws {
+        // Vector kernels for exp and scaling; prototype sums in float64; divisions hoisted into one
+        // reciprocal per prototype and per row (this runs on every teacher row of every step).
         var localMax = -Double.infinity
-        for i in 0..<(rows * k) { localMax = Swift.max(localMax, Double(logits[i]) / temperature) }
-        let globalMax = try communicator.allReduce(rows > 0 ? localMax : -Double.greatestFiniteMagnitude, op: .max)
+        for r in 0..<rows { localMax = Swift.max(localMax, Double(T.rowMax(logits + r * k, k))) }
+        let globalMax = try communicator.allReduce(rows > 0 ? localMax / temperature : -Double.greatestFiniteMagnitude,
+                                                   op: .max)
         var localSum = 0.0
-        for i in 0..<(rows * k) {
-            let value = T.exp(T(Double(logits[i]) / temperature - globalMax))
-            out[i] = value
-            localSum += Double(value)
+        for r in 0..<rows {
+            let row = out + r * k
+            row.update(from: logits + r * k, count: k)
+            T.scale(row, k, T(1 / temperature))
+            localSum += Double(T.expSubtractSum(row, k, T(globalMax)))
         }
         let total = try communicator.allReduce(localSum, op: .sum)
-        for i in 0..<(rows * k) { out[i] = T(Double(out[i]) / total) }
-        let prototypeSums = UnsafeMutableBufferPointer(start: scratch, count: k)
-        for _ in 0..<iterations {
-            prototypeSums.update(repeating: 0)
-            for r in 0..<rows { for c in 0..<k { prototypeSums[c] += Double(out[r * k + c]) } }
-            try communicator.allReduce(prototypeSums, op: .sum)
+        T.scale(out, rows * k, T(1 / total))
+        let prototypeScale = UnsafeMutableBufferPointer(start: scratch, count: k)
+        for iteration in 0..<iterations {
+            prototypeScale.update(repeating: 0)
             for r in 0..<rows {
-                for c in 0..<k { out[r * k + c] = T(Double(out[r * k + c]) / prototypeSums[c] / Double(k)) }
+                let row = out + r * k
+                for c in 0..<k { prototypeScale[c] += Double(row[c]) }
             }
+            try communicator.allReduce(prototypeScale, op: .sum)
+            for c in 0..<k { prototypeScale[c] = 1 / (prototypeScale[c] * Double(k)) }
+            // The last row normalisation leaves each row summing to 1 (the official final x totalRows).
+            let rowTarget = iteration == iterations - 1 ? 1.0 : Double(totalRows)
             for r in 0..<rows {
+                let row = out + r * k
                 var rowSum = 0.0
-                for c in 0..<k { rowSum += Double(out[r * k + c]) }
-                for c in 0..<k { out[r * k + c] = T(Double(out[r * k + c]) / rowSum / Double(totalRows)) }
+                for c in 0..<k {
+                    let value = T(Double(row[c]) * prototypeScale[c])
+                    row[c] = value
+                    rowSum += Double(value)
+                }
+                T.scale(row, k, T(1 / (rowSum * rowTarget)))
             }
         }
-        for i in 0..<(rows * k) { out[i] = T(Double(out[i]) * Double(totalRows)) }
+        if iterations == 0 { T.scale(out, rows * k, T(Double(totalRows))) }
     }
 }
 

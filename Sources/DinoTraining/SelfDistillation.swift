@@ -159,6 +159,7 @@ public final class SelfDistillation {
         let dTokens = GrowableBuffer<Float>()
         /// The last step's DINO target sums per prototype [K], arg-max counts [K], then (entropy sum, rows).
         let targetSums = GrowableBuffer<Double>()
+        let sinkhornScratch = GrowableBuffer<Double>()
     }
     /// The world, timed: the step's own collectives (targets, loss and norm checks) add up here.
     let communicator: TimedCommunicator
@@ -450,9 +451,9 @@ public final class SelfDistillation {
                          center: SoftmaxCenter<Float>, temperature: Double, rankMean: Bool) throws {
         if config.train.centering == "sinkhorn_knopp" {
             let total = Int(try communicator.allReduce(Int64(rows), op: .sum))
-            var scratch = [Double](repeating: 0, count: k)
             try TeacherTargets.sinkhornKnopp(out: out, logits: logits, rows: rows, prototypes: k, temperature: temperature,
-                                             totalRows: total, communicator: communicator, scratch: &scratch)
+                                             totalRows: total, communicator: communicator,
+                                             scratch: buffers.sinkhornScratch.reserve(k))
         } else {
             TeacherTargets.centered(out: out, logits: logits, rows: rows, prototypes: k, temperature: temperature, center: center)
             try center.recordBatch(logits, rows: rows, rankMean: rankMean, communicator: communicator)

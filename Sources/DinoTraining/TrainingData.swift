@@ -27,3 +27,28 @@ extension CropLoader {
                           worldSize: worldSize, seed: seed, firstStep: firstStep, workers: workers, prefetch: 2)
     }
 }
+
+extension CropBatchData {
+    /// One picture of the batch as the model receives it (normalisation undone): a row per image,
+    /// its two global crops then its local crops, left to right.
+    public func picture(globalSize g: Int, localSize l: Int, localCrops n: Int) -> RGBImage {
+        let b = indices.count
+        func image(_ tensor: [Float], offset: Int, size: Int) -> RGBImage {
+            var pixels = [UInt8](repeating: 0, count: size * size * 3)
+            for c in 0..<3 {
+                for i in 0..<(size * size) {
+                    let value = (tensor[offset + c * size * size + i] * Augment.std[c] + Augment.mean[c]) * 255
+                    pixels[i * 3 + c] = UInt8(clamping: Int(value.rounded()))
+                }
+            }
+            return RGBImage(width: size, height: size, pixels: pixels)
+        }
+        let rows = (0..<b).map { i -> RGBImage in
+            var row = image(globalCrops, offset: i * 3 * g * g, size: g)
+            row = RGBImage.sideBySide(row, image(globalCrops, offset: (b + i) * 3 * g * g, size: g))
+            for crop in 0..<n { row = RGBImage.sideBySide(row, image(localCrops, offset: (crop * b + i) * 3 * l * l, size: l)) }
+            return row
+        }
+        return RGBImage.stacked(rows)
+    }
+}

@@ -10,7 +10,7 @@ struct BenchCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench",
         abstract: "Benchmarks: collectives, attention, kernels, training steps, the data pipeline, checkpoints.",
-        subcommands: [Comm.self, Attention.self, Kernels.self, Step.self, Data.self, Checkpoint.self])
+        subcommands: [Comm.self, Attention.self, Kernels.self, Step.self, Data.self, Checkpoint.self, ScalingReportCommand.self])
 
     struct Checkpoint: ParsableCommand {
         static let configuration = CommandConfiguration(
@@ -241,6 +241,26 @@ extension BenchCommand {
                 if let json { try writeJSON(r, to: json) }
             } catch {
                 Console.write("error: \(error)\n", to: 2)
+                throw ExitCode.failure
+            }
+        }
+    }
+}
+
+extension BenchCommand {
+    struct ScalingReportCommand: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "scaling-report",
+            abstract: "Summarise a scaling sweep folder (Benchmarks/scaling-sweep.sh) as scaling.csv and scaling.svg.")
+        @Argument(help: "Folder of {weak,strong}-STRATEGY-N.json reports from bench step.") var folder: String
+        @Option(help: "Title of the picture.") var title = "Scaling"
+
+        func run() throws {
+            do {
+                Console.write(try ScalingReport.write(folder: folder, title: title), to: 1)
+                Console.out("wrote \(folder)/scaling.csv and \(folder)/scaling.svg")
+            } catch {
+                Console.write("error: \(error.localizedDescription)\n", to: 2)
                 throw ExitCode.failure
             }
         }

@@ -341,7 +341,7 @@ struct DataCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "data",
         abstract: "Generate the embedded dataset and inspect image folders.",
-        subcommands: [Synth.self, Inspect.self])
+        subcommands: [Synth.self, Inspect.self, Crops.self])
 
     struct Synth: ParsableCommand {
         static let configuration = CommandConfiguration(
@@ -364,6 +364,37 @@ struct DataCommand: ParsableCommand {
             let count = try SyntheticImages.write(root: output, classes: classes, trainPerClass: perClass,
                                                   valPerClass: valPerClass, size: size, seed: UInt64(seed), jpeg: jpeg)
             Console.out("wrote \(count) images to \(output)/train and \(output)/val")
+        }
+    }
+
+    struct Crops: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Write the multi-crop views of the first training batch, as the model receives them, to a PNG.",
+            discussion: """
+                A row per image: the two global crops, then the local crops, with every augmentation of the \
+                config (sizes, scales, flip, colour jitter, grayscale, blur, solarisation) and the \
+                normalisation undone, e.g. `dinov2-fsdp data crops IMAGES --output crops.png --config \
+                Configs/quickstart.yaml`. The crops are those of iteration 0 on rank 0 of a one-rank run.
+                """)
+        @Argument(help: "ImageFolder root or list file.") var path: String
+        @Option(help: "The PNG to write.") var output: String
+        @Option(help: "Images (rows) to draw.") var images = 8
+        @Option(help: "YAML file layered on the official defaults.") var config: String?
+        @Argument(help: "Overrides as dotted section.key=value.") var overrides: [String] = []
+
+        func run() throws {
+            let loaded = try RankedRun.loadConfig(file: config, overrides: overrides + ["train.batch_size_per_gpu=\(images)"])
+            try reportingErrors {
+                let config = loaded.resolved(worldSize: 1)
+                let dataset = try ImageDataset(path: path)
+                let loader = CropLoader.training(config, dataset: dataset, rank: 0, worldSize: 1, firstStep: 0)
+                defer { loader.stop() }
+                let batch = try loader.batch(step: 0)
+                let picture = batch.picture(globalSize: config.crops.globalCropsSize, localSize: config.crops.localCropsSize,
+                                            localCrops: config.crops.localCropsNumber)
+                try ImageCodec.encodePNG(picture).write(to: URL(fileURLWithPath: output), options: .atomic)
+                Console.out("wrote \(output): \(picture.width) x \(picture.height), images \(batch.indices.map(String.init).joined(separator: " "))")
+            }
         }
     }
 
