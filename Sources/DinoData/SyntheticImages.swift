@@ -1,10 +1,12 @@
 // The embedded dataset: a labelled ImageFolder of procedurally drawn images, written as real PNG
 // (or JPEG) files, so that self-supervised features have something to learn and k-NN accuracy on
 // `val` measures it. Each image: a background blended from four random corner colours, with noise
-// and thin random line segments as clutter, and two to four instances of its class (circle,
-// square, triangle, cross, ring, star, striped square, checkered square), each in its own random
-// colours, position, scale and rotation. Colours are per object, so what two crops of one image
-// share is mostly the shape: the thing self-supervised features have to learn for k-NN to work.
+// and thin random line segments as clutter, and two to four instances of its class, each in its own
+// two random colours, position, scale and rotation. A class is a shape filled with a texture:
+// circle (solid), square (diagonal stripes), triangle (fine checker), cross (solid), ring (spokes),
+// star (dots), "stripes" square (stripes), "checker" square (checker). Colours are per object, so
+// what two crops of one image share is mostly shape and texture: what self-supervised features have
+// to pick up for k-NN to work.
 // Every pixel is a function of (seed, split, class, image index): the dataset is the same on every
 // machine and every run.
 
@@ -39,7 +41,7 @@ public enum SyntheticImages {
         let count = 2 + Int(uniform() * 3)
         var objects: [(x: Double, y: Double, radius: Double, cosA: Double, sinA: Double, ink: Colour, second: Colour)] = []
         for _ in 0..<count {
-            let radius = s * (0.1 + 0.1 * uniform())
+            let radius = s * (0.13 + 0.11 * uniform())
             let x = radius + (s - 2 * radius) * uniform(), y = radius + (s - 2 * radius) * uniform()
             let angle = 2 * Double.pi * uniform()
             objects.append((x, y, radius, cos(angle), sin(angle), colour(), colour()))
@@ -80,21 +82,33 @@ public enum SyntheticImages {
         return RGBImage(width: size, height: size, pixels: pixels)
     }
 
-    /// 0 outside the object, 1 in its main colour, 2 in its second colour (textures).
+    /// 0 outside the object, 1 in its main colour, 2 in its second colour: the class's shape filled
+    /// with the class's texture, in object coordinates (the unit square, rotated with the object).
     static func inside(label: Int, u: Double, v: Double) -> Int {
         let r = (u * u + v * v).squareRoot()
+        let shape: Bool
         switch label % classNames.count {
-        case 0: return r <= 1 ? 1 : 0
-        case 1: return abs(u) <= 0.8 && abs(v) <= 0.8 ? 1 : 0
-        case 2: return v >= -0.8 && v <= 0.8 && abs(u) <= 0.5 * (v + 0.8) ? 1 : 0
-        case 3: return (abs(u) <= 0.25 && abs(v) <= 0.9) || (abs(v) <= 0.25 && abs(u) <= 0.9) ? 1 : 0
-        case 4: return r >= 0.55 && r <= 1 ? 1 : 0
-        case 5: return r <= 0.45 + 0.45 * abs(cos(2.5 * atan2(v, u))) ? 1 : 0
-        case 6: return abs(u) <= 0.9 && abs(v) <= 0.9 ? (sin(6 * u) > 0 ? 1 : 2) : 0
-        default:
-            guard abs(u) <= 0.9 && abs(v) <= 0.9 else { return 0 }
-            return (Int(floor(3 * u)) + Int(floor(3 * v))) & 1 == 0 ? 1 : 2
+        case 0: shape = r <= 1
+        case 1: shape = abs(u) <= 0.8 && abs(v) <= 0.8
+        case 2: shape = v >= -0.8 && v <= 0.8 && abs(u) <= 0.5 * (v + 0.8)
+        case 3: shape = (abs(u) <= 0.3 && abs(v) <= 0.95) || (abs(v) <= 0.3 && abs(u) <= 0.95)
+        case 4: shape = r >= 0.5 && r <= 1
+        case 5: shape = r <= 0.45 + 0.5 * abs(cos(2.5 * atan2(v, u)))
+        default: shape = abs(u) <= 0.9 && abs(v) <= 0.9
         }
+        guard shape else { return 0 }
+        let second: Bool
+        switch label % classNames.count {
+        case 0: second = false  // solid
+        case 1: second = sin(9 * (u + v)) > 0  // diagonal stripes
+        case 2: second = (Int(floor(5 * u + 10)) + Int(floor(5 * v + 10))) & 1 == 0  // fine checker
+        case 3: second = false  // solid
+        case 4: second = sin(40 * atan2(v, u)) > 0  // spokes around the ring
+        case 5: second = (u * 4 - (u * 4).rounded()).magnitude < 0.2 && (v * 4 - (v * 4).rounded()).magnitude < 0.2  // dots
+        case 6: second = sin(6 * u) > 0  // stripes
+        default: second = (Int(floor(3 * u + 10)) + Int(floor(3 * v + 10))) & 1 == 0  // checker
+        }
+        return second ? 2 : 1
     }
 
     /// Writes `root/train/<class>/` and `root/val/<class>/` of PNG (or JPEG) files; returns the file count.

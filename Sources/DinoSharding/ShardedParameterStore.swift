@@ -8,9 +8,13 @@
 //   release(unit)         FULL_SHARD / HYBRID_SHARD: the gathered buffer returns to the pool, so at
 //                         most two units are gathered at any time
 //   gradients(unit)       a zeroed full-size gradient buffer for the unit
-//   gradientsReady(unit)  reduce-scatter (sum) inside the shard group, divide by the rank count,
-//                         add to the local gradient shard; HYBRID_SHARD then all-reduces the shard
-//                         across the replica groups; NO_SHARD all-reduces the whole unit
+//   gradientsReady(unit)  starts the unit's gradient reduction and returns: reduce-scatter (sum)
+//                         inside the shard group (an all-reduce for units of 16 MiB and more, which
+//                         Open MPI 4.1 runs faster), NO_SHARD an all-reduce of the whole unit; it
+//                         completes while the next unit computes backward (progress is polled), at
+//                         the latest when the next reduction starts or at endStep(); then HYBRID_SHARD
+//                         all-reduces the shard across the replica groups, and the sum / ranks is
+//                         added to the local gradient shard
 // With one rank every strategy degenerates to a local store: the same code path as N ranks.
 // Gradient sums are over every rank of the job, so the result is the mean over ranks (each rank's
 // loss is a mean over its own crops, as the official recipe).
@@ -74,12 +78,28 @@ public final class ShardedParameterStore: ParameterStore {
     public let gradientsShard: UnitBuffers<Float>
     private var gathered: [Int: GrowableBuffer<Float>] = [:]
     private var pool: [GrowableBuffer<Float>] = []
-    private let fullGradient = GrowableBuffer<Float>()
+    /// The gradient buffer being filled by the unit in backward, and free ones.
+    private var currentGradient: GrowableBuffer<Float>? = nil
+    private var gradientPool: [GrowableBuffer<Float>] = []
     private var gradientUnit = -1
+    /// Gradient reductions in flight, oldest first (at most `maxReductionsInFlight`).
+    private var reducing: [(unit: Int, buffer: GrowableBuffer<Float>, request: CommRequest, started: Double,
+                            result: UnsafeMutablePointer<Float>)] = []
+    /// Where a reduce-scatter leaves this rank's block (MPI forbids it to overlap the input).
+    private let scatterResult = GrowableBuffer<Float>()
+    /// Overlap gradient reductions with the backward of the following units (off: blocking, for comparison).
+    public var overlapReductions = true
+    /// One reduction in flight overlaps with the next unit's backward and holds one full-unit gradient
+    /// buffer besides the one being filled.
+    let maxReductionsInFlight = 1
+    /// Units at least this large are all-reduced instead of reduce-scattered (Open MPI 4.1's
+    /// reduce-scatter is several times slower there; see Benchmarks/RESULTS.md).
+    let allReduceThresholdBytes = 16 << 20
     /// Gathers started ahead of use: the next unit in the direction the pass is moving.
     private var prefetched: [Int: (buffer: GrowableBuffer<Float>, request: CommRequest, started: Double)] = [:]
     private var lastRequested = -1
     private let driver: ProgressDriver
+    private let replicaDriver: ProgressDriver?
     /// Start the next unit's all-gather before the current unit computes (FULL_SHARD, HYBRID_SHARD).
     public var prefetch = true
     /// Largest number of units gathered (or being gathered) at the same time.
@@ -115,6 +135,7 @@ public final class ShardedParameterStore: ParameterStore {
         parametersShard = UnitBuffers(counts: counts)
         gradientsShard = UnitBuffers(counts: counts)
         driver = ProgressDriver(shardGroup, intervalMicroseconds: 200)
+        replicaDriver = replicaGroup.map { ProgressDriver($0, intervalMicroseconds: 200) }
     }
 
     /// Clears the communication timers.
@@ -175,7 +196,8 @@ public final class ShardedParameterStore: ParameterStore {
     }
 
     public func progress() throws {
-        if !prefetched.isEmpty { try driver.poll() }
+        if !prefetched.isEmpty || !reducing.isEmpty { try driver.poll() }
+        if !reducing.isEmpty { try replicaDriver?.poll() }
     }
 
     /// Completes every prefetch still in flight (they must finish before their buffers are reused).
@@ -195,6 +217,7 @@ public final class ShardedParameterStore: ParameterStore {
     /// Releases every unit kept gathered (SHARD_GRAD_OP keeps them from forward to backward) and
     /// completes prefetches still in flight; called once per step after backward.
     public func endStep() throws {
+        while !reducing.isEmpty { try completeOldestReduction() }
         try finishPrefetches()
         for (_, buffer) in gathered { pool.append(buffer) }
         gathered.removeAll()
@@ -203,34 +226,67 @@ public final class ShardedParameterStore: ParameterStore {
 
     public func gradients(unit: Int) -> UnsafeMutablePointer<Float> {
         let padded = plan.paddedCount(unit)
-        let g = fullGradient.reserve(padded)
-        if gradientUnit != unit {
-            g.update(repeating: 0, count: padded)
+        if gradientUnit != unit || currentGradient == nil {
+            let buffer = currentGradient ?? gradientPool.popLast() ?? GrowableBuffer<Float>()
+            buffer.reserve(padded).update(repeating: 0, count: padded)
+            currentGradient = buffer
             gradientUnit = unit
         }
-        return g
+        return currentGradient!.base
     }
 
     public func gradientsReady(unit: Int) throws {
-        let padded = plan.paddedCount(unit), s = plan.shardCount(unit)
+        let padded = plan.paddedCount(unit)
         let full = gradients(unit: unit)
+        guard let buffer = currentGradient else { return }
+        currentGradient = nil
         gradientUnit = -1
-        let scale = 1 / Float(worldSize)
+        let communicator = shardGroup.worldSize > 1 ? shardGroup : replicaGroup
+        guard let communicator else {
+            // One rank: the gradient is already the sum.
+            accumulate(full + plan.shardRange(unit).lowerBound, unit: unit)
+            gradientPool.append(buffer)
+            return
+        }
+        if reducing.count >= maxReductionsInFlight { try completeOldestReduction() }
         let start = MonotonicClock.seconds()
-        defer {
-            let elapsed = MonotonicClock.seconds() - start
-            exposedCommunicationSeconds += elapsed
-            totalCommunicationSeconds += elapsed
+        let whole = UnsafeMutableBufferPointer(start: full, count: padded)
+        let allReduce = shardGroup.worldSize == 1 || padded * MemoryLayout<Float>.stride >= allReduceThresholdBytes
+        let request: CommRequest, result: UnsafeMutablePointer<Float>
+        if allReduce {
+            request = try communicator.startAllReduce(whole, op: .sum)
+            result = full + plan.shardRange(unit).lowerBound
+        } else {
+            result = scatterResult.reserve(plan.shardCount(unit))
+            request = try communicator.startReduceScatter(UnsafeBufferPointer(whole),
+                                                          into: UnsafeMutableBufferPointer(start: result, count: plan.shardCount(unit)),
+                                                          op: .sum)
         }
-        if shardGroup.worldSize > 1 {
-            try shardGroup.reduceScatter(inPlace: UnsafeMutableBufferPointer(start: full, count: padded), op: .sum)
+        exposedCommunicationSeconds += MonotonicClock.seconds() - start
+        reducing.append((unit, buffer, request, start, result))
+        if !overlapReductions { try completeOldestReduction() }
+    }
+
+    /// Waits for the oldest gradient reduction, finishes it across replicas and adds it to the shard.
+    private func completeOldestReduction() throws {
+        let entry = reducing.removeFirst()
+        let waitStart = MonotonicClock.seconds()
+        try entry.request.wait()
+        let mine = entry.result
+        if shardGroup.worldSize > 1, let replicaGroup {
+            try replicaGroup.allReduce(UnsafeMutableBufferPointer(start: mine, count: plan.shardCount(entry.unit)), op: .sum)
         }
-        let mine = full + plan.shardRange(unit).lowerBound
-        if let replicaGroup {
-            try replicaGroup.allReduce(UnsafeMutableBufferPointer(start: mine, count: s), op: .sum)
-        }
-        let shard = gradientsShard[unit]
-        for i in 0..<s { shard[i] += mine[i] * scale }
+        let end = MonotonicClock.seconds()
+        exposedCommunicationSeconds += end - waitStart
+        totalCommunicationSeconds += end - entry.started
+        accumulate(mine, unit: entry.unit)
+        gradientPool.append(entry.buffer)
+    }
+
+    /// Adds this rank's reduced range `mine` of `unit`'s gradient sum, divided by the rank count, to its shard.
+    private func accumulate(_ mine: UnsafePointer<Float>, unit: Int) {
+        let shard = gradientsShard[unit], scale = 1 / Float(worldSize)
+        for i in 0..<plan.shardCount(unit) { shard[i] += mine[i] * scale }
     }
 
     // MARK: - Shards
@@ -300,11 +356,12 @@ public final class ShardedParameterStore: ParameterStore {
         }
     }
 
-    /// Bytes of this rank's parameter and gradient shards, and of the gathered buffers it holds.
+    /// Bytes of this rank's parameter and gradient shards, and of the full-unit buffers it holds
+    /// (gathered parameters, and gradients being filled or reduced).
     public var residentBytes: (shards: Int, gathered: Int) {
         let shards = table.units.indices.reduce(0) { $0 + 2 * plan.shardCount($1) } * MemoryLayout<Float>.stride
-        let buffers = (Array(gathered.values) + prefetched.values.map(\.buffer) + pool).reduce(0) { $0 + $1.bytes }
-            + fullGradient.bytes
+        let gradientBuffers = gradientPool + reducing.map(\.buffer) + (currentGradient.map { [$0] } ?? []) + [scatterResult]
+        let buffers = (Array(gathered.values) + prefetched.values.map(\.buffer) + pool + gradientBuffers).reduce(0) { $0 + $1.bytes }
         return (shards, buffers)
     }
 }
