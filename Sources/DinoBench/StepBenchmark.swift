@@ -27,6 +27,9 @@ public struct StepReport: Codable, Sendable {
     public var timeCompute: Double
     public var timeCommunicationTotal: Double
     public var timeCommunicationExposed: Double
+    public var timeCommunicationExposedGathers: Double
+    public var timeCommunicationExposedReductions: Double
+    public var timeCommunicationExposedObjective: Double
     public var timeDataWait: Double
     public var timeOptimizer: Double
     public var timeEMA: Double
@@ -49,6 +52,9 @@ public struct StepReport: Codable, Sendable {
         case timeCompute = "time_compute"
         case timeCommunicationTotal = "time_comm_total"
         case timeCommunicationExposed = "time_comm_exposed"
+        case timeCommunicationExposedGathers = "time_comm_exposed_gathers"
+        case timeCommunicationExposedReductions = "time_comm_exposed_reductions"
+        case timeCommunicationExposedObjective = "time_comm_exposed_objective"
         case timeDataWait = "time_data_wait"
         case timeOptimizer = "time_optimizer"
         case timeEMA = "time_ema"
@@ -70,13 +76,15 @@ public enum StepBenchmark {
         BLAS.threadCount = 1
         let model = try SelfDistillation(config: config, communicator: comm, seed: seed, threads: threads)
         let b = config.train.batchSizePerRank, world = comm.worldSize
-        // Per timed step, the slowest rank's [step, compute, comm total, exposed, optimizer, ema, data wait].
+        // Per timed step, the slowest rank's [step, compute, comm total, exposed, optimizer, ema, data wait,
+        // exposed gathers, exposed reductions, exposed objective].
         var rows: [[Double]] = []
         var flops: [Double] = []
         func record(_ step: Int, _ timing: StepTiming, wait: Double) throws {
             guard step >= warmup else { return }
             let values = [timing.total + wait, timing.compute, timing.totalCommunication, timing.exposedCommunication,
-                          timing.optimizer, timing.ema, wait]
+                          timing.optimizer, timing.ema, wait, timing.exposedGathers, timing.exposedReductions,
+                          timing.exposedObjective]
             rows.append(try comm.allReduce(values, op: .max))
             flops.append(try comm.allReduce(model.stepFLOPs(images: b, maskedTokens: timing.maskedTokens), op: .sum))
         }
@@ -122,7 +130,8 @@ public enum StepBenchmark {
             tokensPerSecond: images * Double(tokensPerImage) / stepTime,
             modelGFLOPsPerSecond: flopsPerStep / stepTime / 1e9, mfu: flopsPerStep / stepTime / 1e9 / peak,
             sgemmPeakGFLOPs: peak, timeStep: stepTime, timeCompute: median(1), timeCommunicationTotal: median(2),
-            timeCommunicationExposed: median(3), timeDataWait: median(6), timeOptimizer: median(4), timeEMA: median(5),
+            timeCommunicationExposed: median(3), timeCommunicationExposedGathers: median(7), timeCommunicationExposedReductions: median(8),
+            timeCommunicationExposedObjective: median(9), timeDataWait: median(6), timeOptimizer: median(4), timeEMA: median(5),
             maxRSSBytes: Int(rssPerRank.max() ?? 0), rssBytesPerRank: rssPerRank.map { Int($0) }, worldSize: world,
             imagesPerRank: b, steps: steps, flopsPerStep: flopsPerStep, config: ConfigLoader.yaml(config))
     }

@@ -216,7 +216,7 @@ public final class Backbone<T: KernelScalar> {
         LayerNorm.forward(out: normed, mean: branch.mean.reserve(rows), rstd: branch.rstd.reserve(rows), input: input,
                           weight: p + o.norm1Weight, bias: p + o.norm1Bias, rows: rows, channels: d)
         let qkv = branch.first.reserve(rows * 3 * d)
-        Linear.forward(out: qkv, input: normed, weight: p + o.qkvWeight, bias: o.qkvBias >= 0 ? p + o.qkvBias : nil,
+        try linearForward(out: qkv, input: normed, weight: p + o.qkvWeight, bias: o.qkvBias >= 0 ? p + o.qkvBias : nil,
                        rows: rows, inFeatures: d, outFeatures: 3 * d)
         try poll()
         let attended = branch.second.reserve(rows * d), lse = branch.lse.reserve(rows * a.heads)
@@ -224,7 +224,7 @@ public final class Backbone<T: KernelScalar> {
                            headDim: a.headDim, workspace: attention, threads: threads)
         try poll()
         let projected = branch.output.reserve(rows * d)
-        Linear.forward(out: projected, input: attended, weight: p + o.projWeight,
+        try linearForward(out: projected, input: attended, weight: p + o.projWeight,
                        bias: o.projBias >= 0 ? p + o.projBias : nil, rows: rows, inFeatures: d, outFeatures: d)
         try poll()
         branch.scatterLayerScale(into: x, branchOutput: projected, gamma: p + o.layerScale1, channels: d)
@@ -238,7 +238,7 @@ public final class Backbone<T: KernelScalar> {
                           weight: p + o.norm2Weight, bias: p + o.norm2Bias, rows: rows, channels: d)
         let width = fc1Width
         let fc1 = branch.first.reserve(rows * width), activated = branch.second.reserve(rows * h)
-        Linear.forward(out: fc1, input: normed, weight: p + o.fc1Weight, bias: o.fc1Bias >= 0 ? p + o.fc1Bias : nil,
+        try linearForward(out: fc1, input: normed, weight: p + o.fc1Weight, bias: o.fc1Bias >= 0 ? p + o.fc1Bias : nil,
                        rows: rows, inFeatures: d, outFeatures: width)
         try poll()
         switch a.feedForward {
@@ -246,7 +246,7 @@ public final class Backbone<T: KernelScalar> {
         case .swiglu: SwiGLU.forward(hidden: activated, x12: fc1, rows: rows, hiddenFeatures: h)
         }
         let out = branch.output.reserve(rows * d)
-        Linear.forward(out: out, input: activated, weight: p + o.fc2Weight, bias: o.fc2Bias >= 0 ? p + o.fc2Bias : nil,
+        try linearForward(out: out, input: activated, weight: p + o.fc2Weight, bias: o.fc2Bias >= 0 ? p + o.fc2Bias : nil,
                        rows: rows, inFeatures: h, outFeatures: d)
         try poll()
         branch.scatterLayerScale(into: x, branchOutput: out, gamma: p + o.layerScale2, channels: d)
@@ -254,6 +254,37 @@ public final class Backbone<T: KernelScalar> {
 
     @inline(__always)
     private func poll() throws { try progressStore?.progress() }
+
+    /// `Linear.forward`, in pieces of the store's `pollingRows` rows with a progress poll between
+    /// them, so a peer rank waiting on a collective is held up by one piece, not a whole GEMM.
+    private func linearForward(out: UnsafeMutablePointer<T>, input: UnsafePointer<T>, weight: UnsafePointer<T>,
+                               bias: UnsafePointer<T>?, rows: Int, inFeatures: Int, outFeatures: Int) throws {
+        let piece = progressStore?.pollingRows ?? 0
+        var first = 0
+        repeat {
+            let count = piece > 0 ? Swift.min(piece, rows - first) : rows
+            Linear.forward(out: out + first * outFeatures, input: input + first * inFeatures, weight: weight, bias: bias,
+                           rows: count, inFeatures: inFeatures, outFeatures: outFeatures)
+            first += count
+            if first < rows { try poll() }
+        } while first < rows
+    }
+
+    /// `Linear.backward` in pieces of rows, as `linearForward` (weight gradients accumulate over pieces).
+    private func linearBackward(dInput: UnsafeMutablePointer<T>, dWeight: UnsafeMutablePointer<T>, dBias: UnsafeMutablePointer<T>?,
+                                dOut: UnsafePointer<T>, input: UnsafePointer<T>, weight: UnsafePointer<T>, rows: Int,
+                                inFeatures: Int, outFeatures: Int) throws {
+        let piece = progressStore?.pollingRows ?? 0
+        var first = 0
+        repeat {
+            let count = piece > 0 ? Swift.min(piece, rows - first) : rows
+            Linear.backward(dInput: dInput + first * inFeatures, dWeight: dWeight, dBias: dBias, dOut: dOut + first * outFeatures,
+                            input: input + first * inFeatures, weight: weight, rows: count, inFeatures: inFeatures,
+                            outFeatures: outFeatures)
+            first += count
+            if first < rows { try poll() }
+        } while first < rows
+    }
 
     private var fc1Width: Int {
         switch a.feedForward {
@@ -327,7 +358,7 @@ public final class Backbone<T: KernelScalar> {
                                   gamma: p + o.layerScale2, channels: d)
         // fc2 / w3.
         let dActivated = scratchC.reserve(rows * Swift.max(width, d))
-        Linear.backward(dInput: dActivated, dWeight: g + o.fc2Weight, dBias: o.fc2Bias >= 0 ? g + o.fc2Bias : nil,
+        try linearBackward(dInput: dActivated, dWeight: g + o.fc2Weight, dBias: o.fc2Bias >= 0 ? g + o.fc2Bias : nil,
                         dOut: dOut, input: branch.second.base, weight: p + o.fc2Weight, rows: rows, inFeatures: h,
                         outFeatures: d)
         try poll()
@@ -339,7 +370,7 @@ public final class Backbone<T: KernelScalar> {
         }
         // fc1 / w12: d(LN output) into dActivated's buffer.
         let dNormed = dActivated
-        Linear.backward(dInput: dNormed, dWeight: g + o.fc1Weight, dBias: o.fc1Bias >= 0 ? g + o.fc1Bias : nil,
+        try linearBackward(dInput: dNormed, dWeight: g + o.fc1Weight, dBias: o.fc1Bias >= 0 ? g + o.fc1Bias : nil,
                         dOut: dFc1, input: branch.normed.base, weight: p + o.fc1Weight, rows: rows, inFeatures: d,
                         outFeatures: width)
         try poll()
@@ -360,7 +391,7 @@ public final class Backbone<T: KernelScalar> {
         branch.layerScaleBackward(dBranch: dProjected, dGamma: g + o.layerScale1, dResidual: dResidual,
                                   gamma: p + o.layerScale1, channels: d)
         let dAttended = scratchC.reserve(rows * 3 * d)
-        Linear.backward(dInput: dAttended, dWeight: g + o.projWeight, dBias: o.projBias >= 0 ? g + o.projBias : nil,
+        try linearBackward(dInput: dAttended, dWeight: g + o.projWeight, dBias: o.projBias >= 0 ? g + o.projBias : nil,
                         dOut: dProjected, input: branch.second.base, weight: p + o.projWeight, rows: rows,
                         inFeatures: d, outFeatures: d)
         try poll()
@@ -370,7 +401,7 @@ public final class Backbone<T: KernelScalar> {
                             workspace: attention, threads: threads)
         try poll()
         let dNormed = dAttended
-        Linear.backward(dInput: dNormed, dWeight: g + o.qkvWeight, dBias: o.qkvBias >= 0 ? g + o.qkvBias : nil,
+        try linearBackward(dInput: dNormed, dWeight: g + o.qkvWeight, dBias: o.qkvBias >= 0 ? g + o.qkvBias : nil,
                         dOut: dQKV, input: branch.normed.base, weight: p + o.qkvWeight, rows: rows, inFeatures: d,
                         outFeatures: 3 * d)
         try poll()

@@ -7,9 +7,11 @@
 //   attempt round adds nothing.
 //   A step's plan over the global crops (2 per image): int(count p) crops are masked (p =
 //   mask_sample_probability); masked crop i gets target int(N U(r_i, r_{i+1})), r = linspace(min, max,
-//   masked + 1) (stratified ratios); which crops are masked is a random permutation. Deliberately
-//   over the global batch by global image index (the official code does it per rank's batch), so
-//   masks do not depend on the rank count.
+//   masked + 1) (stratified ratios). Deliberately over the global batch by global image index (the
+//   official code does it per rank's batch), so masks do not depend on the rank count; the masked
+//   crops and their strata are spread so that every rank's contiguous slice gets its share of both
+//   (the official per-rank balance, which keeps ranks' iBOT work and hence step times equal):
+//   masked crops every (1/p)-th crop in image order from a random phase, strata in mirrored pairs.
 
 import DinoCore
 import Foundation
@@ -91,13 +93,28 @@ public struct MaskPlan: Sendable {
         let masked = Int(Double(crops) * probability)
         let low = ratioRange.first ?? 0.1, high = ratioRange.last ?? 0.5
         var targets = [Int](repeating: 0, count: crops)
-        let shuffle = stream.child(1)
-        let permutation = (0..<crops).sorted { shuffle.bits(UInt64($0)) < shuffle.bits(UInt64($1)) }
-        for i in 0..<masked {
-            let lower = low + (high - low) * Double(i) / Double(masked)
-            let upper = low + (high - low) * Double(i + 1) / Double(masked)
-            let ratio = lower + (upper - lower) * stream.child(2).uniform(UInt64(i))
-            targets[permutation[i]] = Int(Double(patches) * ratio)
+        // Which crops: walking the crops image by image, every (1/p)-th from a random phase, so any
+        // run of consecutive images (every rank's slice, for any rank count) holds its share of
+        // masked crops, as the official per-rank collate does; a random view order per image.
+        let pick = stream.child(1)
+        let phase = pick.uniform(0), rate = Double(masked) / Double(crops)
+        var chosen: [Int] = []
+        for j in 0..<crops where chosen.count < masked {
+            guard Int((Double(j + 1) * rate + phase).rounded(.down)) > Int((Double(j) * rate + phase).rounded(.down)) else { continue }
+            let image = j / 2, flip = pick.bits(UInt64(1 + image)) & 1 == 1
+            chosen.append((flip ? 1 - j % 2 : j % 2) * globalImages + image)
+        }
+        // Which ratio stratum: consecutive chosen crops come in pairs whose strata add up to
+        // masked - 1 (a random low stratum and its mirror), so any run of whole pairs (every rank's
+        // slice when its masked count is even) carries the same expected number of masked tokens.
+        let pairs = masked / 2
+        let lows = (0..<pairs).sorted { pick.child(2).bits(UInt64($0)) < pick.child(2).bits(UInt64($1)) }
+        for (k, crop) in chosen.enumerated() {
+            let stratum = k / 2 < pairs ? (k % 2 == 0 ? lows[k / 2] : masked - 1 - lows[k / 2]) : pairs
+            let lower = low + (high - low) * Double(stratum) / Double(masked)
+            let upper = low + (high - low) * Double(stratum + 1) / Double(masked)
+            let ratio = lower + (upper - lower) * stream.child(2).uniform(UInt64(stratum))
+            targets[crop] = Int(Double(patches) * ratio)
         }
         self.targets = targets
     }

@@ -21,10 +21,14 @@ public protocol ParameterStore<Scalar>: AnyObject {
     /// Called between kernels: lets a store advance collectives in flight (Open MPI has no
     /// progress thread). Cheap when there is nothing to do.
     func progress() throws
+    /// Rows per GEMM piece in the backbone, with `progress()` between pieces, or 0 for whole GEMMs.
+    /// A property of the store (not of timing), so results never depend on when collectives finish.
+    var pollingRows: Int { get }
 }
 
 extension ParameterStore {
     public func progress() throws {}
+    public var pollingRows: Int { 0 }
 }
 
 /// One zero-initialised flat buffer per unit of a table (parameters, gradients, optimiser moments).

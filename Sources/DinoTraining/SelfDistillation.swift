@@ -50,6 +50,13 @@ public struct StepTiming: Sendable, Equatable {
     public var exposedCommunication = 0.0
     /// From start to completion of every collective, overlapped with compute or not.
     public var totalCommunication = 0.0
+    /// The exposed part waiting for parameter all-gathers.
+    public var exposedGathers = 0.0
+    /// The exposed part starting and waiting for gradient reductions.
+    public var exposedReductions = 0.0
+    /// The exposed part in the objective's own collectives (centering, Sinkhorn-Knopp, loss and norm
+    /// checks); waiting there also absorbs any compute imbalance between ranks.
+    public var exposedObjective = 0.0
     public var optimizer = 0.0
     public var ema = 0.0
     /// Everything else: forward and backward compute, heads and losses.
@@ -438,9 +445,12 @@ public final class SelfDistillation {
         // Communication: the stores' gathers and reductions, the targets' and norms' all-reduces.
         for part in parts {
             timing.exposedCommunication += part.student.exposedCommunicationSeconds + part.teacher.exposedCommunicationSeconds
+            timing.exposedGathers += part.student.exposedGatherSeconds + part.teacher.exposedGatherSeconds
+            timing.exposedReductions += part.student.exposedReductionSeconds + part.teacher.exposedReductionSeconds
             timing.totalCommunication += part.student.totalCommunicationSeconds + part.teacher.totalCommunicationSeconds
         }
         timing.exposedCommunication += communicator.seconds
+        timing.exposedObjective = communicator.seconds
         timing.totalCommunication += communicator.seconds
         timing.total = MonotonicClock.seconds() - stepStart
         lastTiming = timing

@@ -183,7 +183,7 @@ struct BenchCommand: ParsableCommand {
                     \(config.student.arch) on \(r.worldSize) rank(s), \(r.imagesPerRank) images per rank, median of \(r.steps) steps:
                       images/s \(f(r.imagesPerSecond, 2)) (per rank \(f(r.imagesPerSecondPerRank, 2))), tokens/s \(f(r.tokensPerSecond, 0))
                       model GFLOP/s \(f(r.modelGFLOPsPerSecond, 1)), MFU \(f(r.mfu)) of \(f(r.sgemmPeakGFLOPs, 1)) sgemm GFLOP/s
-                      step \(f(r.timeStep)) s: compute \(f(r.timeCompute)), comm exposed \(f(r.timeCommunicationExposed)) of \(f(r.timeCommunicationTotal)), optimizer \(f(r.timeOptimizer)), EMA \(f(r.timeEMA)), data wait \(f(r.timeDataWait)) (\(f(100 * r.timeDataWait / r.timeStep, 1)) %)
+                      step \(f(r.timeStep)) s: compute \(f(r.timeCompute)), comm exposed \(f(r.timeCommunicationExposed)) of \(f(r.timeCommunicationTotal)) (gathers \(f(r.timeCommunicationExposedGathers)), reductions \(f(r.timeCommunicationExposedReductions)), objective \(f(r.timeCommunicationExposedObjective))), optimizer \(f(r.timeOptimizer)), EMA \(f(r.timeEMA)), data wait \(f(r.timeDataWait)) (\(f(100 * r.timeDataWait / r.timeStep, 1)) %)
                       peak RSS per rank (MiB): \(r.rssBytesPerRank.map { String($0 >> 20) }.joined(separator: " "))
                     """)
                 if let json, comm.rank == 0 { try writeJSON(r, to: json) }

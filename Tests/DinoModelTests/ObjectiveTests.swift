@@ -158,6 +158,30 @@ struct ObjectiveTests {
         for r in 0..<n { #expect(abs(out[(r * k)..<((r + 1) * k)].reduce(0, +) - 1) < 1e-12) }
     }
 
+    @Test("masks: every rank's slice of the global plan gets half its crops masked and an even share of the ratio strata")
+    func maskBalance() {
+        let grid = 16, patches = 256, images = 64
+        for iteration in 0..<20 {
+            let plan = MaskPlan(seed: 3, iteration: UInt64(iteration), globalImages: images, grid: grid, probability: 0.5,
+                                ratioRange: [0.1, 0.5])
+            for ranks in [2, 4, 8, 16] {
+                let b = images / ranks
+                var tokens: [Int] = []
+                for rank in 0..<ranks {
+                    let mine = (0..<2).flatMap { view in (0..<b).map { plan.targets[view * images + rank * b + $0] } }
+                    // Exactly half of the rank's 2b crops are masked (one per image), as the official per-rank collate.
+                    #expect(mine.filter { $0 > 0 }.count == b, "rank \(rank) of \(ranks)")
+                    tokens.append(mine.reduce(0, +))
+                }
+                // Strata in mirrored pairs: a rank's b masked crops carry the same strata sum as any other's,
+                // so totals differ only by the draw inside each stratum (< one stratum width, 0.4 N / 64
+                // tokens, plus 1 for the rounding down, per crop).
+                #expect(Double(tokens.max()! - tokens.min()!) <= Double(b) * (0.4 * Double(patches) / 64 + 1),
+                        "\(ranks) ranks: \(tokens)")
+            }
+        }
+    }
+
     @Test("masks: over 10,000 crops the counts stay in the official range, half the crops are masked, blocks within limits")
     func masks() {
         let grid = 16, patches = 256
