@@ -17,7 +17,7 @@ public enum ReduceOp: String, Sendable, CaseIterable {
 
 /// The element types the collectives carry.
 public enum CommElementType: Sendable {
-    case float32, float64, int32, int64, uint8
+    case float32, float64, int32, int64, uint8, uint16
 }
 
 /// A scalar type that can travel through a collective.
@@ -32,6 +32,8 @@ extension Double: CommScalar { public static var commElementType: CommElementTyp
 extension Int32: CommScalar { public static var commElementType: CommElementType { .int32 } }
 extension Int64: CommScalar { public static var commElementType: CommElementType { .int64 } }
 extension UInt8: CommScalar { public static var commElementType: CommElementType { .uint8 } }
+/// bfloat16 bit patterns travel as UInt16 (bf16 all-gathers).
+extension UInt16: CommScalar { public static var commElementType: CommElementType { .uint16 } }
 
 /// A collective in flight.
 public protocol CommRequest: AnyObject {

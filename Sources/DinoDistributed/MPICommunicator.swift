@@ -296,6 +296,7 @@ public final class MPICommunicator: Communicator, @unchecked Sendable {
         case .int32: return dino_mpi_int32()
         case .int64: return dino_mpi_int64()
         case .uint8: return dino_mpi_uint8()
+        case .uint16: return dino_mpi_uint16()
         }
     }
 

@@ -15,6 +15,10 @@
 //                         the latest when the next reduction starts or at endStep(); then HYBRID_SHARD
 //                         all-reduces the shard across the replica groups, and the sum / ranks is
 //                         added to the local gradient shard
+//   bf16 all-gathers      (fsdp.allgather_dtype bf16) the shard is rounded to bfloat16, gathered as
+//                         16-bit words and expanded into the float32 unit buffer: half the bytes on
+//                         the wire; master shards, gradients and optimizer state stay float32. With
+//                         one shard the unit is rounded the same way, so 1 rank computes what N do.
 // With one rank every strategy degenerates to a local store: the same code path as N ranks.
 // Gradient sums are over every rank of the job, so the result is the mean over ranks (each rank's
 // loss is a mean over its own crops, as the official recipe).
@@ -96,7 +100,17 @@ public final class ShardedParameterStore: ParameterStore {
     /// reduce-scatter is several times slower there; see Benchmarks/RESULTS.md).
     let allReduceThresholdBytes = 16 << 20
     /// Gathers started ahead of use: the next unit in the direction the pass is moving.
-    private var prefetched: [Int: (buffer: GrowableBuffer<Float>, request: CommRequest, started: Double)] = [:]
+    private struct PendingGather {
+        var buffer: GrowableBuffer<Float>
+        var request: CommRequest
+        var started: Double
+        /// bf16 gathers: the shard rounded (the send buffer) and the gathered 16-bit words.
+        var wire: (shard: GrowableBuffer<UInt16>, full: GrowableBuffer<UInt16>)?
+    }
+    private var prefetched: [Int: PendingGather] = [:]
+    /// Gather parameters as bfloat16 (fsdp.allgather_dtype bf16).
+    public let allGatherBF16: Bool
+    private var wirePool: [GrowableBuffer<UInt16>] = []
     private var lastRequested = -1
     private let driver: ProgressDriver
     private let replicaDriver: ProgressDriver?
@@ -114,8 +128,10 @@ public final class ShardedParameterStore: ParameterStore {
     public private(set) var totalCommunicationSeconds = 0.0
 
     /// Shards `table` over `world` with `strategy`; `hybridGroupSize` ranks share one copy for HYBRID_SHARD.
-    public init(table: TensorTable, strategy: ShardingStrategy, world: any Communicator, hybridGroupSize: Int = 0) throws {
+    public init(table: TensorTable, strategy: ShardingStrategy, world: any Communicator, hybridGroupSize: Int = 0,
+                allGatherBF16: Bool = false) throws {
         self.strategy = strategy
+        self.allGatherBF16 = allGatherBF16
         worldSize = world.worldSize
         switch strategy {
         case .fullShard, .shardGradOp:
@@ -152,8 +168,20 @@ public final class ShardedParameterStore: ParameterStore {
     // MARK: - ParameterStore
 
     public func parameters(unit: Int) throws -> UnsafePointer<Float> {
-        // One shard (one rank, or NO_SHARD): the shard is the whole unit, nothing to gather or copy.
-        if plan.shards == 1 { return UnsafePointer(parametersShard[unit]) }
+        // One shard (one rank, or NO_SHARD): the shard is the whole unit, nothing to gather or copy
+        // (with bf16 gathers: a rounded copy, what the gather would have delivered).
+        if plan.shards == 1 {
+            guard allGatherBF16 else { return UnsafePointer(parametersShard[unit]) }
+            if let buffer = gathered[unit] { return UnsafePointer(buffer.base) }
+            let buffer = pool.popLast() ?? GrowableBuffer<Float>()
+            let count = plan.paddedCount(unit), wire = wirePool.popLast() ?? GrowableBuffer<UInt16>()
+            BFloat16.round(parametersShard[unit], into: wire.reserve(count), count: count)
+            BFloat16.expand(wire.base, into: buffer.reserve(count), count: count)
+            wirePool.append(wire)
+            gathered[unit] = buffer
+            peakGatheredUnits = Swift.max(peakGatheredUnits, gathered.count)
+            return UnsafePointer(buffer.base)
+        }
         defer { prefetchNext(after: unit) }
         if let buffer = gathered[unit] { return UnsafePointer(buffer.base) }
         let start = MonotonicClock.seconds()
@@ -161,13 +189,27 @@ public final class ShardedParameterStore: ParameterStore {
         if let pending = prefetched.removeValue(forKey: unit) {
             try pending.request.wait()
             buffer = pending.buffer
+            if let wire = pending.wire {
+                BFloat16.expand(wire.full.base, into: buffer.base, count: plan.paddedCount(unit))
+                wirePool += [wire.shard, wire.full]
+            }
             totalCommunicationSeconds += MonotonicClock.seconds() - pending.started
         } else {
             buffer = pool.popLast() ?? GrowableBuffer<Float>()
             let padded = plan.paddedCount(unit)
             let full = buffer.reserve(padded)
-            (full + plan.shardRange(unit).lowerBound).update(from: parametersShard[unit], count: plan.shardCount(unit))
-            try shardGroup.allGather(inPlace: UnsafeMutableBufferPointer(start: full, count: padded))
+            if allGatherBF16 {
+                let wire = wirePool.popLast() ?? GrowableBuffer<UInt16>()
+                let words = wire.reserve(padded)
+                BFloat16.round(parametersShard[unit], into: words + plan.shardRange(unit).lowerBound,
+                               count: plan.shardCount(unit))
+                try shardGroup.allGather(inPlace: UnsafeMutableBufferPointer(start: words, count: padded))
+                BFloat16.expand(words, into: full, count: padded)
+                wirePool.append(wire)
+            } else {
+                (full + plan.shardRange(unit).lowerBound).update(from: parametersShard[unit], count: plan.shardCount(unit))
+                try shardGroup.allGather(inPlace: UnsafeMutableBufferPointer(start: full, count: padded))
+            }
             totalCommunicationSeconds += MonotonicClock.seconds() - start
         }
         exposedGatherSeconds += MonotonicClock.seconds() - start
@@ -187,22 +229,29 @@ public final class ShardedParameterStore: ParameterStore {
         guard table.units.indices.contains(next), gathered[next] == nil, prefetched[next] == nil,
               gathered.count + prefetched.count < 2 || strategy == .shardGradOp else { return }
         let buffer = pool.popLast() ?? GrowableBuffer<Float>()
-        let padded = plan.paddedCount(next)
+        let padded = plan.paddedCount(next), shardCount = plan.shardCount(next)
         let full = buffer.reserve(padded)
+        var wire: (shard: GrowableBuffer<UInt16>, full: GrowableBuffer<UInt16>)? = nil
         do {
-            let request = try shardGroup.startAllGather(
-                UnsafeBufferPointer(start: parametersShard[next], count: plan.shardCount(next)),
-                into: UnsafeMutableBufferPointer(start: full, count: padded))
-            prefetched[next] = (buffer, request, MonotonicClock.seconds())
+            let request: CommRequest
+            if allGatherBF16 {
+                let pair = (shard: wirePool.popLast() ?? GrowableBuffer<UInt16>(), full: wirePool.popLast() ?? GrowableBuffer<UInt16>())
+                wire = pair
+                BFloat16.round(parametersShard[next], into: pair.shard.reserve(shardCount), count: shardCount)
+                request = try shardGroup.startAllGather(UnsafeBufferPointer(start: pair.shard.base, count: shardCount),
+                                                        into: UnsafeMutableBufferPointer(start: pair.full.reserve(padded), count: padded))
+            } else {
+                request = try shardGroup.startAllGather(UnsafeBufferPointer(start: parametersShard[next], count: shardCount),
+                                                        into: UnsafeMutableBufferPointer(start: full, count: padded))
+            }
+            prefetched[next] = PendingGather(buffer: buffer, request: request, started: MonotonicClock.seconds(), wire: wire)
             peakGatheredUnits = Swift.max(peakGatheredUnits, gathered.count + prefetched.count)
         } catch {
-            pool.append(buffer)  // the synchronous gather in parameters(unit:) reports the error
+            // The synchronous gather in parameters(unit:) reports the error.
+            pool.append(buffer)
+            if let wire { wirePool += [wire.shard, wire.full] }
         }
     }
-
-    /// Pieces of 256 rows (about 1-5 ms of GEMM for ViT-S..L widths) whenever this store talks to
-    /// other ranks; whole GEMMs on one rank.
-    public var pollingRows: Int { shardGroup.worldSize > 1 || replicaGroup != nil ? 256 : 0 }
 
     public func progress() throws {
         if !prefetched.isEmpty || !reducing.isEmpty { try driver.poll() }
@@ -214,6 +263,7 @@ public final class ShardedParameterStore: ParameterStore {
         for (_, pending) in prefetched {
             try pending.request.wait()
             pool.append(pending.buffer)
+            if let wire = pending.wire { wirePool += [wire.shard, wire.full] }
         }
         prefetched.removeAll()
     }
@@ -370,7 +420,9 @@ public final class ShardedParameterStore: ParameterStore {
     public var residentBytes: (shards: Int, gathered: Int) {
         let shards = table.units.indices.reduce(0) { $0 + 2 * plan.shardCount($1) } * MemoryLayout<Float>.stride
         let gradientBuffers = gradientPool + reducing.map(\.buffer) + (currentGradient.map { [$0] } ?? []) + [scatterResult]
+        let wires = wirePool + prefetched.values.flatMap { $0.wire.map { [$0.shard, $0.full] } ?? [] }
         let buffers = (Array(gathered.values) + prefetched.values.map(\.buffer) + pool + gradientBuffers).reduce(0) { $0 + $1.bytes }
+            + wires.reduce(0) { $0 + $1.bytes }
         return (shards, buffers)
     }
 }

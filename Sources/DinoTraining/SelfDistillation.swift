@@ -92,15 +92,15 @@ public final class ModelPart {
     let groups: [ParameterGroup]
 
     init(name: String, table: TensorTable, groups: [ParameterGroup], strategy: ShardingStrategy,
-         communicator: any Communicator, hybridGroupSize: Int) throws {
+         communicator: any Communicator, hybridGroupSize: Int, allGatherBF16: Bool) throws {
         self.name = name
         self.table = table
         self.groups = groups
         let student = try ShardedParameterStore(table: table, strategy: strategy, world: communicator,
-                                                hybridGroupSize: hybridGroupSize)
+                                                hybridGroupSize: hybridGroupSize, allGatherBF16: allGatherBF16)
         self.student = student
         teacher = try ShardedParameterStore(table: table, strategy: strategy, world: communicator,
-                                            hybridGroupSize: hybridGroupSize)
+                                            hybridGroupSize: hybridGroupSize, allGatherBF16: allGatherBF16)
         let counts = table.units.indices.map { student.plan.shardCount($0) }
         firstMoment = UnitBuffers(counts: counts)
         secondMoment = UnitBuffers(counts: counts)
@@ -180,15 +180,12 @@ public final class SelfDistillation {
         architecture = try ViTArchitecture(student: config.student, imageSize: config.crops.globalCropsSize)
         let layout = ParameterLayout(architecture)
         let depth = architecture.depth
-        guard config.fsdp.allgatherDtype == "fp32" else {
-            throw TrainingError.unsupported("fsdp.allgather_dtype \(config.fsdp.allgatherDtype): only fp32 all-gathers are implemented; set fsdp.allgather_dtype=fp32")
-        }
         guard let strategy = ShardingStrategy(rawValue: config.fsdp.shardingStrategy) else {
             throw CommunicatorError.invalidArgument("fsdp.sharding_strategy '\(config.fsdp.shardingStrategy)' is unknown")
         }
         func part(_ name: String, _ table: TensorTable, _ groups: [ParameterGroup]) throws -> ModelPart {
             try ModelPart(name: name, table: table, groups: groups, strategy: strategy, communicator: communicator,
-                          hybridGroupSize: config.fsdp.hybridGroupSize)
+                          hybridGroupSize: config.fsdp.hybridGroupSize, allGatherBF16: config.fsdp.allgatherDtype == "bf16")
         }
         backbone = try part("backbone", layout.table, layout.entries.map {
             ParameterGroups.backbone($0.name, depth: depth, layerwiseDecay: config.optim.layerwiseDecay,

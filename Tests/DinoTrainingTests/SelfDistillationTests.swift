@@ -3,6 +3,7 @@
 
 import DinoConfig
 import DinoCore
+import DinoKernels
 import DinoTestSupport
 import DinoTraining
 import Foundation
@@ -70,13 +71,45 @@ struct SelfDistillationTests {
         #expect(before == after)
     }
 
-    @Test("bf16 all-gathers are refused with a message, not silently ignored")
+    @Test("bf16 all-gathers: units reach compute rounded to bfloat16, master shards stay float32, one step stays close")
     func bf16() throws {
-        let config = try ConfigLoader.load(file: TestPaths.packageRoot.appendingPathComponent("Configs/tests/tiny.yaml").path,
-                                           overrides: ["fsdp.allgather_dtype=bf16"]).resolved(worldSize: 1)
-        #expect(throws: TrainingError.self) {
-            _ = try SelfDistillation(config: config, communicator: SingleProcessCommunicator(), seed: 1)
+        func model(_ dtype: String) throws -> SelfDistillation {
+            let config = try ConfigLoader.load(file: TestPaths.packageRoot.appendingPathComponent("Configs/tests/tiny.yaml").path,
+                                               overrides: ["fsdp.allgather_dtype=\(dtype)"]).resolved(worldSize: 1)
+            return try SelfDistillation(config: config, communicator: SingleProcessCommunicator(), seed: 1)
         }
+        let half = try model("bf16"), full = try model("fp32")
+        let store = half.backbone.student
+        for unit in store.table.units.indices {
+            let count = store.table.units[unit].count
+            let used = try store.parameters(unit: unit)
+            for i in 0..<count {
+                let master = store.parametersShard[unit][i]
+                #expect(used[i] == BFloat16.rounded(master))
+                #expect(master == full.backbone.student.parametersShard[unit][i])  // same float32 masters
+            }
+            try store.release(unit: unit)
+        }
+        try store.endStep()
+        // Rounding moves some parameters (the official init is not bf16-exact).
+        #expect(store.table.units.indices.contains { unit in
+            (0..<store.table.units[unit].count).contains { BFloat16.rounded(store.parametersShard[unit][$0]) != store.parametersShard[unit][$0] }
+        })
+        var random = TestRandom(seed: 3)
+        let b = half.config.train.batchSizePerRank
+        let global = random.normals(2 * b * 3 * 28 * 28).map { Float($0) }
+        let local = random.normals(half.config.crops.localCropsNumber * b * 3 * 14 * 14).map { Float($0) }
+        let masks = [Bool](repeating: false, count: 2 * b * 4)
+        func step(_ m: SelfDistillation) throws -> Double {
+            try global.withUnsafeBufferPointer { g in
+                try local.withUnsafeBufferPointer { l in
+                    try m.step(iteration: 0, globalImages: g.baseAddress!, localImages: l.baseAddress!, masks: masks, images: b).total
+                }
+            }
+        }
+        let a = try step(half), c = try step(full)
+        // bf16 keeps 8 significant bits (relative rounding <= 2^-9): the loss moves, but by far less than 1 %.
+        #expect(a != c && abs(a - c) / abs(c) < 1e-2, "bf16 \(a) vs fp32 \(c)")
     }
 }
 
