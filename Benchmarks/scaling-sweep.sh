@@ -4,18 +4,18 @@
 # SVG picture of throughput per rank and scaling efficiency (`bench scaling-report`).
 #
 #   Benchmarks/scaling-sweep.sh [--config Configs/vits14.yaml] [--ranks "1 2 4 8"] [--per-rank 2]
-#       [--global 8] [--steps 2] [--strategies "FULL_SHARD SHARD_GRAD_OP NO_SHARD HYBRID_SHARD"]
+#       [--global 16] [--steps 2] [--strategies "FULL_SHARD SHARD_GRAD_OP NO_SHARD HYBRID_SHARD"]
 #       [--output Benchmarks/sweep-vits14] [key=value ...]
 #
 # Every point is one `Launch/mpirun.sh -n N dinov2-fsdp bench step ... --json` run writing
 # OUTPUT/{weak,strong}-STRATEGY-N.json; HYBRID_SHARD runs with groups of 2 from 4 ranks on.
-# Strong scaling skips rank counts that do not divide the global batch. Points already written
+# Strong scaling skips rank counts that do not divide the global batch into at least 2 images per rank. Points already written
 # are kept (rerun after an interruption to fill the rest; delete the folder to start over).
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(dirname "$here")"
 
-config="Configs/vits14.yaml"; ranks="1 2 4 8"; per_rank=2; global=8; steps=2
+config="Configs/vits14.yaml"; ranks="1 2 4 8"; per_rank=2; global=16; steps=2
 strategies="FULL_SHARD SHARD_GRAD_OP NO_SHARD HYBRID_SHARD"; output=""; overrides=()
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -55,7 +55,8 @@ for strategy in $strategies; do
     if [ "$n" -eq 1 ] && [ "$strategy" != FULL_SHARD ]; then continue; fi
     if [ "$strategy" = HYBRID_SHARD ] && { [ "$n" -lt 4 ] || [ $((n % 2)) -ne 0 ]; }; then continue; fi
     point weak "$strategy" "$n" "$per_rank"
-    if [ $((global % n)) -eq 0 ]; then point strong "$strategy" "$n" $((global / n)); fi
+    # Strong scaling needs whole images per rank, and 2 for KoLeo (its nearest neighbour is per rank).
+    if [ $((global % n)) -eq 0 ] && [ $((global / n)) -ge 2 ]; then point strong "$strategy" "$n" $((global / n)); fi
   done
 done
 .build/release/dinov2-fsdp bench scaling-report "$output" --title "$name: weak ($per_rank images/rank) and strong (global batch $global) scaling"

@@ -36,9 +36,11 @@ public enum ScalingReport {
             : point.report.imagesPerSecond / (Double(point.ranks) * reference.imagesPerSecond)
     }
 
-    /// Writes FOLDER/scaling.csv and FOLDER/scaling.svg; returns the CSV text.
+    /// Writes FOLDER/scaling.csv and FOLDER/scaling.svg; returns the CSV text. `cores`: the cores
+    /// the sweep ran on; the efficiency panel shows the most that N ranks on them can reach,
+    /// min(1, cores / N) (ranks beyond the cores share them).
     @discardableResult
-    public static func write(folder: String, title: String) throws -> String {
+    public static func write(folder: String, title: String, cores: Int) throws -> String {
         let all = try points(folder: folder)
         guard !all.isEmpty else {
             throw CocoaError(.fileNoSuchFile, userInfo: [NSLocalizedDescriptionKey:
@@ -69,10 +71,14 @@ public enum ScalingReport {
                 efficiency(p, reference: reference(p.mode)).map { (Double(p.ranks), $0) }
             }, markers: true))
         }
+        let rankCounts = Array(Set(all.map { Double($0.ranks) })).sorted()
+        efficiencies.append(LineSeries(name: "limit of \(cores) cores", points: rankCounts.map { ($0, min(1, Double(cores) / $0)) }))
         let svg = LineChart.svg(title: title, panels: [
-            ChartPanel(title: "Throughput per rank", xLabel: "ranks", yLabel: "images/s per rank", series: throughput, logX: true),
-            ChartPanel(title: "Scaling efficiency", xLabel: "ranks", yLabel: "efficiency", series: efficiencies, logX: true),
-        ], columns: 2, panelWidth: 520, panelHeight: 320)
+            ChartPanel(title: "Throughput per rank", xLabel: "ranks", yLabel: "images/s per rank", series: throughput, logX: true,
+                       xTicks: rankCounts),
+            ChartPanel(title: "Scaling efficiency", xLabel: "ranks", yLabel: "efficiency", series: efficiencies, logX: true,
+                       xTicks: rankCounts),
+        ], columns: 2, panelWidth: 560, panelHeight: 360)
         try Data(csv.utf8).write(to: URL(fileURLWithPath: folder + "/scaling.csv"), options: .atomic)
         try Data(svg.utf8).write(to: URL(fileURLWithPath: folder + "/scaling.svg"), options: .atomic)
         return csv

@@ -73,7 +73,8 @@ public enum StepBenchmark {
     public static func run(config: TrainingConfig, communicator comm: any Communicator, steps: Int, warmup: Int,
                            seed: UInt64, threads: Int, data: ImageDataset? = nil) throws -> StepReport {
         let peak = try comm.allReduce(AttentionBenchmark.sgemmPeak(threads: threads, repeats: 3), op: .sum)
-        BLAS.threadCount = 1
+        // Linear layers use OpenBLAS with `threads` threads, attention its own `threads` workers.
+        BLAS.threadCount = threads
         let model = try SelfDistillation(config: config, communicator: comm, seed: seed, threads: threads)
         let b = config.train.batchSizePerRank, world = comm.worldSize
         // Per timed step, the slowest rank's [step, compute, comm total, exposed, optimizer, ema, data wait,

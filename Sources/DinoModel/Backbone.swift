@@ -220,8 +220,10 @@ public final class Backbone<T: KernelScalar> {
                        rows: rows, inFeatures: d, outFeatures: 3 * d)
         try poll()
         let attended = branch.second.reserve(rows * d), lse = branch.lse.reserve(rows * a.heads)
-        T.attentionForward(out: attended, lse: lse, qkv: qkv, sequences: branch.sequences, heads: a.heads,
-                           headDim: a.headDim, workspace: attention, threads: threads)
+        singleThreadedBLAS {
+            T.attentionForward(out: attended, lse: lse, qkv: qkv, sequences: branch.sequences, heads: a.heads,
+                               headDim: a.headDim, workspace: attention, threads: threads)
+        }
         try poll()
         let projected = branch.output.reserve(rows * d)
         try linearForward(out: projected, input: attended, weight: p + o.projWeight,
@@ -254,6 +256,15 @@ public final class Backbone<T: KernelScalar> {
 
     @inline(__always)
     private func poll() throws { try progressStore?.progress() }
+
+    /// Runs `body` (the attention kernel, which calls small GEMMs from its own worker threads) with
+    /// OpenBLAS on one thread, so the two levels of threading do not oversubscribe the cores.
+    private func singleThreadedBLAS(_ body: () -> Void) {
+        let saved = threads > 1 ? BLAS.threadCount : 1
+        if saved > 1 { BLAS.threadCount = 1 }
+        body()
+        if saved > 1 { BLAS.threadCount = saved }
+    }
 
     /// `Linear.forward`, in pieces of the store's `pollingRows` rows with a progress poll between
     /// them, so a peer rank waiting on a collective is held up by one piece, not a whole GEMM.
@@ -396,9 +407,11 @@ public final class Backbone<T: KernelScalar> {
                         inFeatures: d, outFeatures: d)
         try poll()
         let dQKV = dProjected  // [rows, 3D]; dProjected is consumed
-        T.attentionBackward(dQKV: dQKV, dOut: dAttended, qkv: branch.first.base, out: branch.second.base,
-                            lse: branch.lse.base, sequences: branch.sequences, heads: a.heads, headDim: a.headDim,
-                            workspace: attention, threads: threads)
+        singleThreadedBLAS {
+            T.attentionBackward(dQKV: dQKV, dOut: dAttended, qkv: branch.first.base, out: branch.second.base,
+                                lse: branch.lse.base, sequences: branch.sequences, heads: a.heads, headDim: a.headDim,
+                                workspace: attention, threads: threads)
+        }
         try poll()
         let dNormed = dAttended
         try linearBackward(dInput: dNormed, dWeight: g + o.qkvWeight, dBias: o.qkvBias >= 0 ? g + o.qkvBias : nil,

@@ -29,20 +29,24 @@ public struct ChartPanel: Sendable {
     public var logY: Bool
     /// Logarithmic x axis (e.g. rank counts 1, 2, 4, 8).
     public var logX: Bool
+    /// Tick positions on the x axis instead of the automatic ones (e.g. the rank counts measured).
+    public var xTicks: [Double]?
 
-    public init(title: String, xLabel: String, yLabel: String, series: [LineSeries], logY: Bool = false, logX: Bool = false) {
+    public init(title: String, xLabel: String, yLabel: String, series: [LineSeries], logY: Bool = false, logX: Bool = false,
+                xTicks: [Double]? = nil) {
         self.title = title
         self.xLabel = xLabel
         self.yLabel = yLabel
         self.series = series
         self.logY = logY
         self.logX = logX
+        self.xTicks = xTicks
     }
 }
 
 /// Renders panels into one SVG document.
 public enum LineChart {
-    static let palette = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf"]
+    static let palette = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#000000", "#7f7f7f"]
 
     /// The SVG text of `panels` laid out `columns` a row under `title`.
     public static func svg(title: String, panels: [ChartPanel], columns: Int = 2,
@@ -86,7 +90,7 @@ public enum LineChart {
 
         out += "<rect x=\"\(format(left))\" y=\"\(format(top))\" width=\"\(format(right - left))\" "
             + "height=\"\(format(bottom - top))\" fill=\"none\" stroke=\"#444\"/>\n"
-        let yTicks = yAxis.ticks(), xTicks = xAxis.ticks()
+        let yTicks = yAxis.ticks(), xTicks = panel.xTicks ?? xAxis.ticks()
         for tick in yTicks {
             let y = py(tick)
             out += "<line x1=\"\(format(left))\" x2=\"\(format(right))\" y1=\"\(format(y))\" y2=\"\(format(y))\" stroke=\"#e4e4e4\"/>\n"

@@ -254,10 +254,12 @@ extension BenchCommand {
             abstract: "Summarise a scaling sweep folder (Benchmarks/scaling-sweep.sh) as scaling.csv and scaling.svg.")
         @Argument(help: "Folder of {weak,strong}-STRATEGY-N.json reports from bench step.") var folder: String
         @Option(help: "Title of the picture.") var title = "Scaling"
+        @Option(help: "Cores the sweep ran on (default: this machine's); draws the efficiency they allow.") var cores: Int?
 
         func run() throws {
             do {
-                Console.write(try ScalingReport.write(folder: folder, title: title), to: 1)
+                let cores = self.cores ?? ProcessInfo.processInfo.activeProcessorCount
+                Console.write(try ScalingReport.write(folder: folder, title: title, cores: cores), to: 1)
                 Console.out("wrote \(folder)/scaling.csv and \(folder)/scaling.svg")
             } catch {
                 Console.write("error: \(error.localizedDescription)\n", to: 2)
