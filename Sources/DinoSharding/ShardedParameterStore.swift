@@ -284,14 +284,13 @@ public final class ShardedParameterStore: ParameterStore {
     }
 
     public func gradients(unit: Int) -> UnsafeMutablePointer<Float> {
+        if let current = currentGradient, gradientUnit == unit { return current.base }
         let padded = plan.paddedCount(unit)
-        if gradientUnit != unit || currentGradient == nil {
-            let buffer = currentGradient ?? gradientPool.popLast() ?? GrowableBuffer<Float>()
-            buffer.reserve(padded).update(repeating: 0, count: padded)
-            currentGradient = buffer
-            gradientUnit = unit
-        }
-        return currentGradient!.base
+        let buffer = currentGradient ?? gradientPool.popLast() ?? GrowableBuffer<Float>()
+        buffer.reserve(padded).update(repeating: 0, count: padded)
+        currentGradient = buffer
+        gradientUnit = unit
+        return buffer.base
     }
 
     public func gradientsReady(unit: Int) throws {
