@@ -14,6 +14,7 @@ import DinoKernels
 public enum TeacherTargets {
     /// q = softmax((t - center) / tau); `rankMean`: the batch center is the mean of the per-rank
     /// means (iBOT), otherwise the mean over every row of every rank (DINO CLS).
+    @inlinable  // specialised where it is called: element loops over K prototypes stay concrete
     public static func centered<T: KernelScalar>(
         out: UnsafeMutablePointer<T>, logits: UnsafePointer<T>, rows: Int, prototypes k: Int, temperature: Double,
         center: SoftmaxCenter<T>
@@ -31,6 +32,7 @@ public enum TeacherTargets {
     /// Q = exp(t / tau) / sum; 3 x (divide each prototype's sum (all-reduced) and by K; divide each
     /// row's sum and by totalRows); times totalRows, so every row sums to 1. The global maximum of
     /// t / tau is subtracted before exp (it cancels in the first normalisation) so nothing overflows.
+    @inlinable  // specialised where it is called: element loops over K prototypes stay concrete
     public static func sinkhornKnopp<T: KernelScalar>(
         out: UnsafeMutablePointer<T>, logits: UnsafePointer<T>, rows: Int, prototypes k: Int, temperature: Double,
         totalRows: Int, iterations: Int = 3, communicator: any Communicator, scratch: UnsafeMutablePointer<Double>
@@ -81,7 +83,9 @@ public final class SoftmaxCenter<T: KernelScalar> {
     public let prototypes: Int
     public let momentum: Double
     public let values = GrowableBuffer<T>()
-    private var pending: [Double]? = nil
+    @usableFromInline var pending: [Double]? = nil
+    /// Column sums of the batch being recorded (reused every step).
+    @usableFromInline let columnSums = GrowableBuffer<T>()
 
     public init(prototypes: Int, momentum: Double = 0.9) {
         self.prototypes = prototypes
@@ -99,6 +103,7 @@ public final class SoftmaxCenter<T: KernelScalar> {
         self.pending = pending
     }
 
+    @inlinable
     func applyPendingUpdate() {
         guard let pending else { return }
         let c = values.base
@@ -109,14 +114,19 @@ public final class SoftmaxCenter<T: KernelScalar> {
     /// Records this step's batch center (used from the next step on): the sum of `logits` rows,
     /// all-reduced, divided by the global row count (`rankMean` false) or by rows x ranks per rank
     /// mean (`rankMean` true: each rank's mean weighs the same, as the official iBOT center).
+    @inlinable  // specialised where it is called (the element loops are over K prototypes)
     public func recordBatch(_ logits: UnsafePointer<T>, rows: Int, rankMean: Bool, communicator: any Communicator) throws {
+        let columns = columnSums.reserve(prototypes)
+        columns.update(repeating: 0, count: prototypes)
+        T.addColumnSums(columns, logits, rows: rows, columns: prototypes)
         var sums = [Double](repeating: 0, count: prototypes)
-        for r in 0..<rows { for c in 0..<prototypes { sums[c] += Double(logits[r * prototypes + c]) } }
-        if rankMean, rows > 0 { for c in 0..<prototypes { sums[c] /= Double(rows) } }
-        let reduced = try communicator.allReduce(sums, op: .sum)
+        let rowScale = rankMean && rows > 0 ? 1 / Double(rows) : 1
+        for c in 0..<prototypes { sums[c] = Double(columns[c]) * rowScale }
+        try sums.withUnsafeMutableBufferPointer { try communicator.allReduce($0, op: .sum) }
         let divisor = rankMean ? Double(communicator.worldSize)
             : Double(try communicator.allReduce(Int64(rows), op: .sum))
-        pending = reduced.map { divisor > 0 ? $0 / divisor : 0 }
+        for c in 0..<prototypes { sums[c] = divisor > 0 ? sums[c] / divisor : 0 }
+        pending = sums
     }
 }
 
