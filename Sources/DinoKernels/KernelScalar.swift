@@ -24,6 +24,8 @@ public protocol KernelScalar: BinaryFloatingPoint, Sendable {
     static func scale(_ x: UnsafeMutablePointer<Self>, _ n: Int, _ factor: Self)
     /// `sum_i a[i] * b[i]`.
     static func dot(_ a: UnsafePointer<Self>, _ b: UnsafePointer<Self>, _ n: Int) -> Self
+    /// Sum of `n` values.
+    static func sum(_ x: UnsafePointer<Self>, _ n: Int) -> Self
     /// Softmax backward on one row: `dp[i] = p[i] * (dp[i] - rowDot)`.
     static func softmaxBackward(_ dp: UnsafeMutablePointer<Self>, _ p: UnsafePointer<Self>, _ n: Int, _ rowDot: Self)
     /// Scalar exp and natural log.
@@ -177,6 +179,23 @@ extension Float: KernelScalar {
     }
 
     @inlinable
+    public static func sum(_ x: UnsafePointer<Float>, _ n: Int) -> Float {
+        let raw = UnsafeRawPointer(x)
+        var acc = SIMD16<Float>()
+        var i = 0
+        while i + 16 <= n {
+            acc += raw.loadUnaligned(fromByteOffset: i * 4, as: SIMD16<Float>.self)
+            i += 16
+        }
+        var result = FastMath.horizontalSum(acc)
+        while i < n {
+            result += x[i]
+            i += 1
+        }
+        return result
+    }
+
+    @inlinable
     public static func softmaxBackward(_ dp: UnsafeMutablePointer<Float>, _ p: UnsafePointer<Float>, _ n: Int,
                                        _ rowDot: Float) {
         let rd = UnsafeMutableRawPointer(dp), rp = UnsafeRawPointer(p)
@@ -233,6 +252,12 @@ extension Double: KernelScalar {
         var sum = 0.0
         for i in 0..<n { sum += a[i] * b[i] }
         return sum
+    }
+
+    public static func sum(_ x: UnsafePointer<Double>, _ n: Int) -> Double {
+        var total = 0.0
+        for i in 0..<n { total += x[i] }
+        return total
     }
 
     public static func softmaxBackward(_ dp: UnsafeMutablePointer<Double>, _ p: UnsafePointer<Double>, _ n: Int,

@@ -59,8 +59,7 @@ public enum Softmax {
             let maximum = T.rowMax(p, columns)
             // log softmax_j = s_j - max - log(sum); loss = -sum_j t_j (s_j - max) + log(sum) * sum_j t_j
             let targetDotLogits = T.dot(t, p, columns)
-            var targetSum: T = 0
-            for j in 0..<columns { targetSum += t[j] }
+            let targetSum = T.sum(t, columns)
             let sum = T.expSubtractSum(p, columns, maximum)
             total += weight * (-(targetDotLogits - maximum * targetSum) + T.log(sum) * targetSum)
             T.scale(p, columns, 1 / sum)
