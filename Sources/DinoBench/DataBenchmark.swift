@@ -65,7 +65,9 @@ public enum DataBenchmark {
                            progress: (String) -> Void) throws -> DataReport {
         let pipeline = MultiCrop(config.crops)
         let g = pipeline.globalSize, l = pipeline.localSize
-        var global = [Float](repeating: 0, count: 3 * g * g), local = [Float](repeating: 0, count: 3 * l * l)
+        let global = UnsafeMutablePointer<Float>.allocate(capacity: 3 * g * g)
+        let local = UnsafeMutablePointer<Float>.allocate(capacity: 3 * l * l)
+        defer { global.deallocate(); local.deallocate() }
         var decodeTimes: [Double] = [], pipelineTimes: [Double] = []
         var width = 0.0, height = 0.0
         for pass in 0..<passes {
@@ -79,15 +81,8 @@ public enum DataBenchmark {
                     width += Double(image.width) / Double(files.count)
                     height += Double(image.height) / Double(files.count)
                 }
-                for crop in 0..<(2 + pipeline.localCrops) {
-                    let stream = RandomStream(seed: 0, purpose: .augmentation, UInt64(pass), UInt64(index), UInt64(crop))
-                    let out = pipeline.crop(image, crop: crop, stream: stream)
-                    if crop < 2 {
-                        global.withUnsafeMutableBufferPointer { Augment.normalize(out, into: $0.baseAddress!) }
-                    } else {
-                        local.withUnsafeMutableBufferPointer { Augment.normalize(out, into: $0.baseAddress!) }
-                    }
-                }
+                // The loader's own per-image work (pass plays the epoch); crops overwrite one scratch each.
+                pipeline.normalizedCrops(of: image, seed: 0, epoch: UInt64(pass), index: index) { $0 < 2 ? global : local }
             }
             pipelineTimes.append(MonotonicClock.seconds() - start)
             progress(String(format: "pass %d: decode %.1f images/s, decode + multi-crop %.1f images/s", pass + 1,

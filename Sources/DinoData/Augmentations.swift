@@ -296,6 +296,17 @@ public struct MultiCrop: Sendable {
         self.localScale = localScale
     }
 
+    /// Every crop of `image` (0, 1 global, then the local ones), each drawn from the stream keyed
+    /// (seed, epoch, dataset index, crop) -- so an image's crops never depend on rank or thread --
+    /// and normalised into `target(crop)` ([3, S, S] float32, S the crop's size).
+    public func normalizedCrops(of image: RGBImage, seed: UInt64, epoch: UInt64, index: Int,
+                                into target: (Int) -> UnsafeMutablePointer<Float>) {
+        for crop in 0..<(2 + localCrops) {
+            let stream = RandomStream(seed: seed, purpose: .augmentation, epoch, UInt64(index), UInt64(crop))
+            Augment.normalize(self.crop(image, crop: crop, stream: stream), into: target(crop))
+        }
+    }
+
     /// Crop `crop` (0, 1: global; 2...: local) of `image`, drawn from `stream` (keyed by seed, epoch,
     /// global image index and crop), as 8-bit RGB.
     public func crop(_ image: RGBImage, crop: Int, stream: RandomStream) -> RGBImage {

@@ -121,14 +121,9 @@ public final class CropLoader: @unchecked Sendable {
                     indexBuffer[i] = index
                     skipBuffer[i] = misses
                     let epoch = UInt64(self.sampler.epoch(at: slots[i].position))
-                    for crop in 0..<(2 + n) {
-                        let stream = RandomStream(seed: self.seed, purpose: .augmentation, epoch, UInt64(index), UInt64(crop))
-                        let out = self.pipeline.crop(image, crop: crop, stream: stream)
-                        if crop < 2 {
-                            Augment.normalize(out, into: outputs.value.0 + (crop * b + i) * 3 * g * g)
-                        } else {
-                            Augment.normalize(out, into: outputs.value.1 + ((crop - 2) * b + i) * 3 * l * l)
-                        }
+                    self.pipeline.normalizedCrops(of: image, seed: self.seed, epoch: epoch, index: index) { crop in
+                        crop < 2 ? outputs.value.0 + (crop * b + i) * 3 * g * g
+                            : outputs.value.1 + ((crop - 2) * b + i) * 3 * l * l
                     }
                 }
             }
