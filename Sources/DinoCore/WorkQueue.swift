@@ -28,6 +28,26 @@ public enum WorkQueue {
     }
 }
 
+extension WorkQueue {
+    /// Splits 0..<count into at most `threads` contiguous ranges (boundaries on multiples of 16, so
+    /// vector loops see the same alignment as one pass; no range shorter than `minimumChunk`) and
+    /// runs `body` on each in parallel. For element-wise loops whose results do not depend on
+    /// where a range starts: the output is the same for any thread count.
+    public static func forEachChunk(count: Int, threads: Int, minimumChunk: Int = 32_768,
+                                    _ body: (_ range: Range<Int>) -> Void) {
+        let chunks = Swift.max(1, Swift.min(threads, count / Swift.max(minimumChunk, 1)))
+        if chunks == 1 {
+            body(0..<count)
+            return
+        }
+        let length = ((count + chunks - 1) / chunks + 15) / 16 * 16
+        run(count: chunks, threads: chunks) { chunk, _ in
+            let start = Swift.min(chunk * length, count), end = Swift.min(start + length, count)
+            if start < end { body(start..<end) }
+        }
+    }
+}
+
 /// Carries a value into a concurrent closure whose callers guarantee data-race freedom themselves
 /// (disjoint outputs per item, read-only shared inputs).
 public struct UncheckedSendable<Value>: @unchecked Sendable {

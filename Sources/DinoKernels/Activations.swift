@@ -4,15 +4,24 @@
 //                                      dX12 = [dOut * x2 * silu'(x1), dOut * silu(x1)]              (=)
 // float32 erf: Abramowitz-Stegun 7.1.26 (4.8e-7 absolute with float32 rounding), exp: FastMath.exp.
 
+import DinoCore
+
 /// Exact-erf GELU, forward and backward over `count` contiguous values.
+/// `threads` > 1 splits the values into contiguous ranges run in parallel (same result bits).
 public enum GELU {
-    public static func forward<T: KernelScalar>(out: UnsafeMutablePointer<T>, input: UnsafePointer<T>, count: Int) {
-        T.gelu(out, input, count)
+    public static func forward<T: KernelScalar>(out: UnsafeMutablePointer<T>, input: UnsafePointer<T>, count: Int,
+                                                threads: Int = 1) {
+        WorkQueue.forEachChunk(count: count, threads: threads) { range in
+            T.gelu(out + range.lowerBound, input + range.lowerBound, range.count)
+        }
     }
 
     public static func backward<T: KernelScalar>(dInput: UnsafeMutablePointer<T>, dOut: UnsafePointer<T>,
-                                                 input: UnsafePointer<T>, count: Int) {
-        T.geluBackward(dInput, dOut, input, count)
+                                                 input: UnsafePointer<T>, count: Int, threads: Int = 1) {
+        WorkQueue.forEachChunk(count: count, threads: threads) { range in
+            let start = range.lowerBound
+            T.geluBackward(dInput + start, dOut + start, input + start, range.count)
+        }
     }
 }
 
@@ -24,16 +33,21 @@ public enum SwiGLU {
         return (Int(Double(h0) * 2.0 / 3.0) + 7) / 8 * 8
     }
 
+    /// `threads` > 1 runs ranges of rows in parallel (same result bits).
     public static func forward<T: KernelScalar>(hidden: UnsafeMutablePointer<T>, x12: UnsafePointer<T>, rows: Int,
-                                                hiddenFeatures h: Int) {
-        for r in 0..<rows { T.swiglu(hidden + r * h, x12 + r * 2 * h, x12 + r * 2 * h + h, h) }
+                                                hiddenFeatures h: Int, threads: Int = 1) {
+        WorkQueue.forEachChunk(count: rows, threads: threads, minimumChunk: Swift.max(1, 32_768 / Swift.max(h, 1))) { range in
+            for r in range { T.swiglu(hidden + r * h, x12 + r * 2 * h, x12 + r * 2 * h + h, h) }
+        }
     }
 
     public static func backward<T: KernelScalar>(dX12: UnsafeMutablePointer<T>, dHidden: UnsafePointer<T>,
-                                                 x12: UnsafePointer<T>, rows: Int, hiddenFeatures h: Int) {
-        for r in 0..<rows {
-            T.swigluBackward(dX12 + r * 2 * h, dX12 + r * 2 * h + h, dHidden + r * h, x12 + r * 2 * h,
-                             x12 + r * 2 * h + h, h)
+                                                 x12: UnsafePointer<T>, rows: Int, hiddenFeatures h: Int, threads: Int = 1) {
+        WorkQueue.forEachChunk(count: rows, threads: threads, minimumChunk: Swift.max(1, 32_768 / Swift.max(h, 1))) { range in
+            for r in range {
+                T.swigluBackward(dX12 + r * 2 * h, dX12 + r * 2 * h + h, dHidden + r * h, x12 + r * 2 * h,
+                                 x12 + r * 2 * h + h, h)
+            }
         }
     }
 }

@@ -30,10 +30,25 @@ extension Float {
     @inlinable
     public static func addColumnSums(_ sums: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>, rows: Int,
                                      columns: Int) {
-        vectorLoop(columns) { i, c in
-            var acc = SIMD16<Float>()
-            for r in 0..<rows { acc += load(x + r * columns, i, c) }
-            store(load(sums, i, c) + acc, sums, i, c)
+        // Column blocks of 512 (2 KiB of each row, read contiguously) summed down all rows into an
+        // L1-resident accumulator, then added: per column the order is that of a plain column walk
+        // (0 + x0 + x1 + ..., then sums += total), which walking 16-column strips down the rows
+        // also gave, but at one new cache line per row.
+        let block = 512
+        withUnsafeTemporaryAllocation(of: Float.self, capacity: block) { scratch in
+            guard let acc = scratch.baseAddress else { return }
+            var first = 0
+            while first < columns {
+                let width = Swift.min(block, columns - first)
+                vectorLoop(width) { i, c in store(SIMD16<Float>(), acc, i, c) }
+                for r in 0..<rows {
+                    let row = x + r * columns + first
+                    vectorLoop(width) { i, c in store(load(acc, i, c) + load(row, i, c), acc, i, c) }
+                }
+                let target = sums + first
+                vectorLoop(width) { i, c in store(load(target, i, c) + load(acc, i, c), target, i, c) }
+                first += width
+            }
         }
     }
 

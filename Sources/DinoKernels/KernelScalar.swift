@@ -268,3 +268,14 @@ extension Double: KernelScalar {
     public static func exp(_ x: Double) -> Double { Foundation.exp(x) }
     public static func log(_ x: Double) -> Double { Foundation.log(x) }
 }
+
+extension UnsafeMutablePointer where Pointee: KernelScalar {
+    /// Sets `count` elements to +0 with one memset. `update(repeating: 0, count:)` in code that is
+    /// not specialised for the element type assigns element by element through the type's value
+    /// witnesses, tens of times slower on gradient buffers of millions of elements.
+    @inlinable
+    public func setToZero(count: Int) {
+        guard count > 0 else { return }
+        memset(self, 0, count * MemoryLayout<Pointee>.stride)
+    }
+}

@@ -327,9 +327,9 @@ public enum PackedAttention {
 
         for t in 0..<length {
             let row = dQ + t * ld
-            (row).update(repeating: 0, count: d)
-            (row + c).update(repeating: 0, count: d)
-            (row + 2 * c).update(repeating: 0, count: d)
+            (row).setToZero(count: d)
+            (row + c).setToZero(count: d)
+            (row + 2 * c).setToZero(count: d)
         }
         transpose(k, rows: length, columns: d, stride: ld, into: keysT)
         transpose(v, rows: length, columns: d, stride: ld, into: valuesT)

@@ -244,8 +244,8 @@ public final class Backbone<T: KernelScalar> {
                        rows: rows, inFeatures: d, outFeatures: width)
         try poll()
         switch a.feedForward {
-        case .mlp: GELU.forward(out: activated, input: fc1, count: rows * h)
-        case .swiglu: SwiGLU.forward(hidden: activated, x12: fc1, rows: rows, hiddenFeatures: h)
+        case .mlp: GELU.forward(out: activated, input: fc1, count: rows * h, threads: threads)
+        case .swiglu: SwiGLU.forward(hidden: activated, x12: fc1, rows: rows, hiddenFeatures: h, threads: threads)
         }
         let out = branch.output.reserve(rows * d)
         try linearForward(out: out, input: activated, weight: p + o.fc2Weight, bias: o.fc2Bias >= 0 ? p + o.fc2Bias : nil,
@@ -349,7 +349,7 @@ public final class Backbone<T: KernelScalar> {
     private func beginUnitGradient(_ unit: Int) -> UnsafeMutablePointer<T> {
         let count = layout.units[unit].count
         let g = unitGradient.reserve(count)
-        g.update(repeating: 0, count: count)
+        g.setToZero(count: count)
         return g
     }
 
@@ -376,8 +376,9 @@ public final class Backbone<T: KernelScalar> {
         // Activation: d(fc1 output) into dOut's buffer.
         let dFc1 = dOut
         switch a.feedForward {
-        case .mlp: GELU.backward(dInput: dFc1, dOut: dActivated, input: branch.first.base, count: rows * h)
-        case .swiglu: SwiGLU.backward(dX12: dFc1, dHidden: dActivated, x12: branch.first.base, rows: rows, hiddenFeatures: h)
+        case .mlp: GELU.backward(dInput: dFc1, dOut: dActivated, input: branch.first.base, count: rows * h, threads: threads)
+        case .swiglu: SwiGLU.backward(dX12: dFc1, dHidden: dActivated, x12: branch.first.base, rows: rows, hiddenFeatures: h,
+                                      threads: threads)
         }
         // fc1 / w12: d(LN output) into dActivated's buffer.
         let dNormed = dActivated
@@ -431,7 +432,7 @@ public final class Backbone<T: KernelScalar> {
         for (i, batch) in inputs.enumerated() {
             let rows = batches[i], n = rows.patches
             let dPositionPatches = scratchA.reserve(n * d)
-            dPositionPatches.update(repeating: 0, count: n * d)
+            dPositionPatches.setToZero(count: n * d)
             let dPatchTokens = scratchC.reserve(batch.count * n * d)
             for crop in 0..<batch.count {
                 let clsRow = dx + rows.row(crop: crop, token: 0) * d
@@ -446,7 +447,7 @@ public final class Backbone<T: KernelScalar> {
                     let target = dPatchTokens + (crop * n + patch) * d
                     if batch.masks.map({ $0[crop * n + patch] }) ?? false {
                         T.add(g + layout.embed.maskToken, row, d)
-                        target.update(repeating: 0, count: d)
+                        target.setToZero(count: d)
                     } else {
                         target.update(from: row, count: d)
                     }

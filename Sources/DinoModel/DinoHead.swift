@@ -127,7 +127,7 @@ public final class DinoHead<T: KernelScalar> {
         let p = try store.parameters(unit: 0)
         let count = table.units[0].count
         let g = unitGradient.reserve(count)
-        g.update(repeating: 0, count: count)
+        g.setToZero(count: count)
         // Last layer: dW [K, b] = dLogits^T zn, dzn = dLogits W.
         let dW = scratchA.reserve(k * b)
         T.gemm(transposeA: true, transposeB: false, m: k, n: b, k: rows, alpha: 1, a: dLogits, lda: k, b: normalized.base,

@@ -90,7 +90,7 @@ public final class SoftmaxCenter<T: KernelScalar> {
     public init(prototypes: Int, momentum: Double = 0.9) {
         self.prototypes = prototypes
         self.momentum = momentum
-        values.reserve(prototypes).update(repeating: 0, count: prototypes)
+        values.reserve(prototypes).setToZero(count: prototypes)
     }
 
     /// The center that the next `TeacherTargets.centered` call will apply, for checkpoints.
@@ -117,7 +117,7 @@ public final class SoftmaxCenter<T: KernelScalar> {
     @inlinable  // specialised where it is called (the element loops are over K prototypes)
     public func recordBatch(_ logits: UnsafePointer<T>, rows: Int, rankMean: Bool, communicator: any Communicator) throws {
         let columns = columnSums.reserve(prototypes)
-        columns.update(repeating: 0, count: prototypes)
+        columns.setToZero(count: prototypes)
         T.addColumnSums(columns, logits, rows: rows, columns: prototypes)
         var sums = [Double](repeating: 0, count: prototypes)
         let rowScale = rankMean && rows > 0 ? 1 / Double(rows) : 1

@@ -83,7 +83,7 @@ public final class LocalParameters<Scalar: KernelScalar>: ParameterStore {
 
     /// Sets every gradient to zero.
     public func zeroGradients() {
-        for (u, unit) in table.units.enumerated() { grads[u].update(repeating: 0, count: unit.count) }
+        for (u, unit) in table.units.enumerated() { grads[u].setToZero(count: unit.count) }
     }
 
     /// The values of the tensor `name`, flattened row-major.

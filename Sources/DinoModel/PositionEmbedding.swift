@@ -86,7 +86,7 @@ public struct PositionInterpolation: Sendable {
             return
         }
         // Pass 1 along columns: scratch [M, gw, D].
-        scratch.update(repeating: 0, count: m * gw * d)
+        scratch.setToZero(count: m * gw * d)
         for a in 0..<m {
             for j in 0..<gw {
                 let target = scratch + (a * gw + j) * d
@@ -97,7 +97,7 @@ public struct PositionInterpolation: Sendable {
             }
         }
         // Pass 2 along rows: out [gh, gw, D].
-        out.update(repeating: 0, count: gh * gw * d)
+        out.setToZero(count: gh * gw * d)
         for i in 0..<gh {
             for a in 0..<m {
                 let weight = rows.weights[i * m + a]
@@ -118,7 +118,7 @@ public struct PositionInterpolation: Sendable {
             T.add(dGrid, dOut, m * m * d)
             return
         }
-        scratch.update(repeating: 0, count: m * gw * d)
+        scratch.setToZero(count: m * gw * d)
         for i in 0..<gh {
             for a in 0..<m {
                 let weight = rows.weights[i * m + a]

@@ -287,7 +287,7 @@ public final class ShardedParameterStore: ParameterStore {
         if let current = currentGradient, gradientUnit == unit { return current.base }
         let padded = plan.paddedCount(unit)
         let buffer = currentGradient ?? gradientPool.popLast() ?? GrowableBuffer<Float>()
-        buffer.reserve(padded).update(repeating: 0, count: padded)
+        buffer.reserve(padded).setToZero(count: padded)
         currentGradient = buffer
         gradientUnit = unit
         return buffer.base
@@ -351,7 +351,7 @@ public final class ShardedParameterStore: ParameterStore {
 
     /// Sets every local gradient to zero.
     public func zeroGradients() {
-        for u in table.units.indices { gradientsShard[u].update(repeating: 0, count: plan.shardCount(u)) }
+        for u in table.units.indices { gradientsShard[u].setToZero(count: plan.shardCount(u)) }
     }
 
     /// Squared L2 norm of this model part's whole gradient (padding excluded; one all-reduce).

@@ -322,7 +322,7 @@ extension SelfDistillation {
                 let real = mine.lowerBound..<Swift.max(mine.lowerBound, Swift.min(mine.upperBound, count))
                 for (kind, pointer) in [("student", part.student.parametersShard[u]), ("teacher", part.teacher.parametersShard[u]),
                                         ("adam_m", part.firstMoment[u]), ("adam_v", part.secondMoment[u])] {
-                    pointer.update(repeating: 0, count: part.student.plan.shardCount(u))
+                    pointer.setToZero(count: part.student.plan.shardCount(u))
                     var position = real.lowerBound
                     while position < real.upperBound {
                         let index = position / oldShard

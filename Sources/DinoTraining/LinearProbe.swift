@@ -69,9 +69,9 @@ public enum LinearProbe {
         let (w, bb, vW, vB, gW, gB, x) = (regions[0], regions[1], regions[2], regions[3], regions[4], regions[5], regions[6])
         let (t, z, pr, dz) = (regions[7], regions[8], regions[9], regions[10])
         for i in 0..<(classes * f) { w[i] = Float(0.01 * initial.normal(UInt64(i))) }
-        bb.update(repeating: 0, count: classes)
-        vW.update(repeating: 0, count: classes * f)
-        vB.update(repeating: 0, count: classes)
+        bb.setToZero(count: classes)
+        vW.setToZero(count: classes * f)
+        vB.setToZero(count: classes)
 
         let stepsPerEpoch = (n + b - 1) / b, totalSteps = max(1, epochs * stepsPerEpoch)
         var step = 0, lastEpochLoss = 0.0
@@ -81,7 +81,7 @@ public enum LinearProbe {
             var epochLoss = 0.0
             for start in stride(from: 0, to: n, by: b) {
                 let rows = min(b, n - start)
-                t.update(repeating: 0, count: rows * classes)
+                t.setToZero(count: rows * classes)
                 for (j, index) in permutation[start..<(start + rows)].enumerated() {
                     for c in 0..<f { x[j * f + c] = features[index * f + c] }
                     t[j * classes + labels[index]] = 1
@@ -90,8 +90,8 @@ public enum LinearProbe {
                 let loss = Softmax.crossEntropy(dLogits: dz, probabilities: pr, logits: z, targets: t, rows: rows,
                                                 columns: classes, temperature: 1, weight: 1 / Float(rows))
                 epochLoss += Double(loss) * Double(rows)
-                gW.update(repeating: 0, count: classes * f)
-                gB.update(repeating: 0, count: classes)
+                gW.setToZero(count: classes * f)
+                gB.setToZero(count: classes)
                 Linear.backward(dInput: nil, dWeight: gW, dBias: gB, dOut: dz, input: x, weight: w, rows: rows,
                                 inFeatures: f, outFeatures: classes)
                 // Cosine annealing to 0 over all steps; PyTorch SGD with momentum: v = 0.9 v + g, p -= lr v.

@@ -107,7 +107,7 @@ public final class ModelPart {
     }
 
     /// AdamW on this rank's slice of every tensor, with the tensor's lr and wd multipliers.
-    func adamW(schedule s: ScheduleValues, beta1: Double, beta2: Double, step: Int) {
+    func adamW(schedule s: ScheduleValues, beta1: Double, beta2: Double, step: Int, threads: Int) {
         for (index, entry) in table.entries.enumerated() {
             guard let slice = student.plan.localSlice(of: entry) else { continue }
             let group = groups[index]
@@ -117,7 +117,7 @@ public final class ModelPart {
                          gradients: student.gradientsShard[entry.unit] + offset,
                          firstMoment: firstMoment[entry.unit] + offset, secondMoment: secondMoment[entry.unit] + offset,
                          count: slice.inShard.count, lr: lr, weightDecay: s.weightDecay * group.weightDecayMultiplier,
-                         beta1: beta1, beta2: beta2, step: step)
+                         beta1: beta1, beta2: beta2, step: step, threads: threads)
         }
     }
 
@@ -357,11 +357,11 @@ public final class SelfDistillation {
                     into: input, at: clsRows + j, d)
         }
         let dInput = buffers.dInput.reserve((clsRows + m) * d)
-        dInput.update(repeating: 0, count: (clsRows + m) * d)
+        dInput.setToZero(count: (clsRows + m) * d)
         let dinoRows = shared ? clsRows + m : clsRows
         try studentDinoHead.forward(input, rows: dinoRows, store: dinoHead.student)
         let dDino = buffers.dLogits.reserve(dinoRows * kDino)
-        dDino.update(repeating: 0, count: dinoRows * kDino)
+        dDino.setToZero(count: dinoRows * kDino)
         let scratch = buffers.scratch.reserve(Swift.max(2 * b * kDino, kIbot))
         let cls = DinoLosses.clsLoss(dGlobal: dDino, dLocal: dDino + 2 * b * kDino, studentGlobal: studentDinoHead.output,
                                      studentLocal: studentDinoHead.output + 2 * b * kDino, teacherTargets: dinoTargets,
@@ -395,7 +395,7 @@ public final class SelfDistillation {
 
         // Backbone backward from the rows the heads and KoLeo read.
         let dOutput = buffers.dTokens.reserve(studentBackbone.tokenCount * d)
-        dOutput.update(repeating: 0, count: studentBackbone.tokenCount * d)
+        dOutput.setToZero(count: studentBackbone.tokenCount * d)
         for crop in 0..<(2 * b) { addRow(dInput, at: crop, into: dOutput, row: globalRows.row(crop: crop, token: 0), d) }
         for crop in 0..<(nLocal * b) { addRow(dInput, at: 2 * b + crop, into: dOutput, row: localRows.row(crop: crop, token: 0), d) }
         for (j, token) in maskedTokens.enumerated() {
@@ -433,7 +433,8 @@ public final class SelfDistillation {
         }
         optimizerSteps += 1
         for part in parts {
-            part.adamW(schedule: s, beta1: config.optim.adamwBeta1, beta2: config.optim.adamwBeta2, step: optimizerSteps)
+            part.adamW(schedule: s, beta1: config.optim.adamwBeta1, beta2: config.optim.adamwBeta2, step: optimizerSteps,
+                       threads: studentBackbone.threads)
         }
         let emaStart = MonotonicClock.seconds()
         timing.optimizer = emaStart - optimizerStart
@@ -470,7 +471,7 @@ public final class SelfDistillation {
     /// Keeps this rank's column sums, arg-max counts and entropy of `rows` targets for `targetStatistics()`.
     private func recordTargetStatistics(_ targets: UnsafePointer<Float>, rows: Int, k: Int) {
         let sums = buffers.targetSums.reserve(2 * k + 2)
-        sums.update(repeating: 0, count: 2 * k + 2)
+        sums.setToZero(count: 2 * k + 2)
         var entropy = 0.0
         for row in 0..<rows {
             let q = targets + row * k

@@ -147,6 +147,36 @@ struct KernelTests {
         #expect(normwiseError(dxf, dx) <= 1e-6)
     }
 
+    @Test("GELU and SwiGLU on two threads give the bits of one thread (ranges split off a 16-multiple)")
+    func activationsAcrossThreads() {
+        // 100,003 values: three chunks of at least 32,768 would not fit, so two chunks and a ragged tail.
+        // SwiGLU: 101 rows of 1,000 hidden features, in chunks of at least 32 rows.
+        let n = 100_003, h = 1_000, rows = 101
+        var random = TestRandom(seed: 11)
+        let x = random.normals(2 * rows * h, scale: 3).map { Float($0) }, g = random.normals(2 * rows * h).map { Float($0) }
+        func run(_ threads: Int) -> [[UInt32]] {
+            var out = [Float](repeating: .nan, count: n), dx = out
+            var hidden = [Float](repeating: .nan, count: rows * h), dX12 = [Float](repeating: .nan, count: rows * 2 * h)
+            x.withUnsafeBufferPointer { xp in g.withUnsafeBufferPointer { gp in
+                out.withUnsafeMutableBufferPointer { GELU.forward(out: $0.baseAddress!, input: xp.baseAddress!, count: n, threads: threads) }
+                dx.withUnsafeMutableBufferPointer {
+                    GELU.backward(dInput: $0.baseAddress!, dOut: gp.baseAddress!, input: xp.baseAddress!, count: n, threads: threads)
+                }
+                hidden.withUnsafeMutableBufferPointer {
+                    SwiGLU.forward(hidden: $0.baseAddress!, x12: xp.baseAddress!, rows: rows, hiddenFeatures: h, threads: threads)
+                }
+                dX12.withUnsafeMutableBufferPointer {
+                    SwiGLU.backward(dX12: $0.baseAddress!, dHidden: gp.baseAddress!, x12: xp.baseAddress!, rows: rows,
+                                    hiddenFeatures: h, threads: threads)
+                }
+            } }
+            return [out, dx, hidden, dX12].map { $0.map(\.bitPattern) }
+        }
+        let one = run(1), two = run(2)
+        #expect(one[0].count == n && !one.joined().contains(Float.nan.bitPattern))
+        for (a, b) in zip(one, two) { #expect(a == b) }
+    }
+
     @Test("SwiGLU: official hidden sizes; finite differences; float32 against float64")
     func swiglu() {
         #expect(SwiGLU.hiddenFeatures(embedDim: 384) == 1024)
