@@ -30,25 +30,30 @@ extension Float {
     @inlinable
     public static func addColumnSums(_ sums: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>, rows: Int,
                                      columns: Int) {
-        // Column blocks of 512 (2 KiB of each row, read contiguously) summed down all rows into an
-        // L1-resident accumulator, then added: per column the order is that of a plain column walk
-        // (0 + x0 + x1 + ..., then sums += total), which walking 16-column strips down the rows
-        // also gave, but at one new cache line per row.
-        let block = 512
-        withUnsafeTemporaryAllocation(of: Float.self, capacity: block) { scratch in
-            guard let acc = scratch.baseAddress else { return }
-            var first = 0
-            while first < columns {
-                let width = Swift.min(block, columns - first)
-                vectorLoop(width) { i, c in store(SIMD16<Float>(), acc, i, c) }
-                for r in 0..<rows {
-                    let row = x + r * columns + first
-                    vectorLoop(width) { i, c in store(load(acc, i, c) + load(row, i, c), acc, i, c) }
-                }
-                let target = sums + first
-                vectorLoop(width) { i, c in store(load(target, i, c) + load(acc, i, c), target, i, c) }
-                first += width
+        // Strips of 64 columns (four registers) walked down the rows: each row contributes 256
+        // contiguous bytes, where 16-column strips touched a new cache line per row. Per column the
+        // order is that of a plain column walk (0 + x0 + x1 + ..., then sums += total).
+        var first = 0
+        while first + 64 <= columns {
+            var a0 = SIMD16<Float>(), a1 = SIMD16<Float>(), a2 = SIMD16<Float>(), a3 = SIMD16<Float>()
+            for r in 0..<rows {
+                let row = x + r * columns + first
+                a0 += load(row, 0, 16)
+                a1 += load(row, 16, 16)
+                a2 += load(row, 32, 16)
+                a3 += load(row, 48, 16)
             }
+            let target = sums + first
+            store(load(target, 0, 16) + a0, target, 0, 16)
+            store(load(target, 16, 16) + a1, target, 16, 16)
+            store(load(target, 32, 16) + a2, target, 32, 16)
+            store(load(target, 48, 16) + a3, target, 48, 16)
+            first += 64
+        }
+        vectorLoop(columns - first) { i, c in
+            var acc = SIMD16<Float>()
+            for r in 0..<rows { acc += load(x + r * columns + first, i, c) }
+            store(load(sums + first, i, c) + acc, sums + first, i, c)
         }
     }
 

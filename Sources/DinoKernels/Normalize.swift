@@ -6,6 +6,8 @@
 //   CrossEntropy with soft targets: loss_r = -sum_j t_rj log softmax(s_r / tau)_j;
 //                dLogits_r = weight * (softmax(s_r / tau) - t_r) / tau (=), for targets that sum to 1.
 
+import DinoCore
+
 /// Row-wise L2 normalisation.
 public enum L2Normalize {
     public static func forward<T: KernelScalar>(out: UnsafeMutablePointer<T>, norms: UnsafeMutablePointer<T>,
@@ -47,24 +49,50 @@ public enum Softmax {
     }
 
     /// Soft-target cross-entropy per row; writes `dLogits = weight * (p - t) / tau` and returns the
-    /// weighted sum of the row losses. `probabilities` is scratch of the logits' size.
+    /// weighted sum of the row losses. `probabilities` is scratch of the logits' size. `threads` > 1
+    /// runs rows in parallel; row losses are summed in row order afterwards, so the result has the
+    /// same bits for any thread count.
     public static func crossEntropy<T: KernelScalar>(
         dLogits: UnsafeMutablePointer<T>, probabilities: UnsafeMutablePointer<T>, logits: UnsafePointer<T>,
-        targets: UnsafePointer<T>, rows: Int, columns: Int, temperature: T, weight: T
+        targets: UnsafePointer<T>, rows: Int, columns: Int, temperature: T, weight: T, threads: Int = 1
     ) -> T {
-        var total: T = 0
-        for r in 0..<rows {
-            let p = probabilities + r * columns, t = targets + r * columns
-            T.linearCombination(p, logits + r * columns, 1 / temperature, logits + r * columns, 0, columns)
-            let maximum = T.rowMax(p, columns)
-            // log softmax_j = s_j - max - log(sum); loss = -sum_j t_j (s_j - max) + log(sum) * sum_j t_j
-            let targetDotLogits = T.dot(t, p, columns)
-            let targetSum = T.sum(t, columns)
-            let sum = T.expSubtractSum(p, columns, maximum)
-            total += weight * (-(targetDotLogits - maximum * targetSum) + T.log(sum) * targetSum)
-            T.scale(p, columns, 1 / sum)
-            T.linearCombination(dLogits + r * columns, p, weight / temperature, t, -weight / temperature, columns)
+        if threads <= 1 || rows <= 1 {
+            var total: T = 0
+            for r in 0..<rows {
+                total += crossEntropyRow(dLogits: dLogits + r * columns, probabilities: probabilities + r * columns,
+                                         logits: logits + r * columns, targets: targets + r * columns, columns: columns,
+                                         temperature: temperature, weight: weight)
+            }
+            return total
         }
+        var rowLosses = [T](repeating: 0, count: rows)
+        rowLosses.withUnsafeMutableBufferPointer { losses in
+            guard let out = losses.baseAddress else { return }
+            WorkQueue.run(count: rows, threads: threads) { r, _ in
+                out[r] = crossEntropyRow(dLogits: dLogits + r * columns, probabilities: probabilities + r * columns,
+                                         logits: logits + r * columns, targets: targets + r * columns, columns: columns,
+                                         temperature: temperature, weight: weight)
+            }
+        }
+        var total: T = 0
+        for loss in rowLosses { total += loss }
         return total
+    }
+
+    /// One row of `crossEntropy`: returns weight * loss; `probabilities` is scratch of `columns` values.
+    public static func crossEntropyRow<T: KernelScalar>(
+        dLogits: UnsafeMutablePointer<T>, probabilities p: UnsafeMutablePointer<T>, logits: UnsafePointer<T>,
+        targets t: UnsafePointer<T>, columns: Int, temperature: T, weight: T
+    ) -> T {
+        T.linearCombination(p, logits, 1 / temperature, logits, 0, columns)
+        let maximum = T.rowMax(p, columns)
+        // log softmax_j = s_j - max - log(sum); loss = -sum_j t_j (s_j - max) + log(sum) * sum_j t_j
+        let targetDotLogits = T.dot(t, p, columns)
+        let targetSum = T.sum(t, columns)
+        let sum = T.expSubtractSum(p, columns, maximum)
+        let loss = weight * (-(targetDotLogits - maximum * targetSum) + T.log(sum) * targetSum)
+        T.scale(p, columns, 1 / sum)
+        T.linearCombination(dLogits, p, weight / temperature, t, -weight / temperature, columns)
+        return loss
     }
 }

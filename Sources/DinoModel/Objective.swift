@@ -17,12 +17,13 @@ public enum TeacherTargets {
     @inlinable  // specialised where it is called: element loops over K prototypes stay concrete
     public static func centered<T: KernelScalar>(
         out: UnsafeMutablePointer<T>, logits: UnsafePointer<T>, rows: Int, prototypes k: Int, temperature: Double,
-        center: SoftmaxCenter<T>
+        center: SoftmaxCenter<T>, threads: Int = 1
     ) {
         center.applyPendingUpdate()
-        for r in 0..<rows {
+        let centerValues = UnsafePointer(center.values.base)
+        WorkQueue.run(count: rows, threads: threads) { r, _ in
             let row = out + r * k
-            T.linearCombination(row, logits + r * k, T(1 / temperature), center.values.base, T(-1 / temperature), k)
+            T.linearCombination(row, logits + r * k, T(1 / temperature), centerValues, T(-1 / temperature), k)
             let sum = T.expSubtractSum(row, k, T.rowMax(row, k))
             T.scale(row, k, 1 / sum)
         }
@@ -137,7 +138,8 @@ public enum DinoLosses {
     public static func clsLoss<T: KernelScalar>(
         dGlobal: UnsafeMutablePointer<T>, dLocal: UnsafeMutablePointer<T>, studentGlobal: UnsafePointer<T>,
         studentLocal: UnsafePointer<T>, teacherTargets q: UnsafePointer<T>, images b: Int, localCrops: Int,
-        prototypes k: Int, studentTemperature: Double = 0.1, weight: Double, scratch: UnsafeMutablePointer<T>
+        prototypes k: Int, studentTemperature: Double = 0.1, weight: Double, scratch: UnsafeMutablePointer<T>,
+        threads: Int = 1
     ) -> (local: Double, global: Double) {
         let terms = Double(2 + Swift.max(2 * localCrops, 1))
         let pairWeight = T(weight / (Double(b) * terms))
@@ -146,7 +148,8 @@ public enum DinoLosses {
             // Student view v against the teacher's other view.
             global += Softmax.crossEntropy(dLogits: dGlobal + view * b * k, probabilities: scratch,
                                            logits: studentGlobal + view * b * k, targets: q + (1 - view) * b * k,
-                                           rows: b, columns: k, temperature: T(studentTemperature), weight: pairWeight)
+                                           rows: b, columns: k, temperature: T(studentTemperature), weight: pairWeight,
+                                           threads: threads)
         }
         // Each local crop against both teacher views: H is linear in the target, so one term with
         // the mean target and twice the weight.
@@ -157,26 +160,33 @@ public enum DinoLosses {
             for crop in 0..<localCrops {
                 local += Softmax.crossEntropy(dLogits: dLocal + crop * b * k, probabilities: scratch,
                                               logits: studentLocal + crop * b * k, targets: meanTarget, rows: b,
-                                              columns: k, temperature: T(studentTemperature), weight: 2 * pairWeight)
+                                              columns: k, temperature: T(studentTemperature), weight: 2 * pairWeight,
+                                              threads: threads)
             }
         }
         return (Double(local), Double(global))
     }
 
     /// The iBOT loss: sum over masked tokens of H(q, s) / m_i (m_i = masked tokens of the token's
-    /// crop), divided by the rank's global-crop count, times `weight`.
+    /// crop), divided by the rank's global-crop count, times `weight`. `scratch` holds `threads * k`
+    /// values; tokens run in parallel and their losses are summed in token order afterwards.
     public static func patchLoss<T: KernelScalar>(
         dStudent: UnsafeMutablePointer<T>, student: UnsafePointer<T>, teacherTargets q: UnsafePointer<T>,
         tokenWeights: [Double], globalCrops: Int, prototypes k: Int, studentTemperature: Double = 0.1, weight: Double,
-        scratch: UnsafeMutablePointer<T>
+        scratch: UnsafeMutablePointer<T>, threads: Int = 1
     ) -> Double {
-        var total = 0.0
-        for (j, w) in tokenWeights.enumerated() {
-            total += Double(Softmax.crossEntropy(dLogits: dStudent + j * k, probabilities: scratch, logits: student + j * k,
-                                                 targets: q + j * k, rows: 1, columns: k,
-                                                 temperature: T(studentTemperature),
-                                                 weight: T(weight * w / Double(globalCrops))))
+        var tokenLosses = [Double](repeating: 0, count: tokenWeights.count)
+        tokenLosses.withUnsafeMutableBufferPointer { losses in
+            guard let out = losses.baseAddress else { return }
+            WorkQueue.run(count: tokenWeights.count, threads: threads) { j, worker in
+                out[j] = Double(Softmax.crossEntropyRow(dLogits: dStudent + j * k, probabilities: scratch + worker * k,
+                                                        logits: student + j * k, targets: q + j * k, columns: k,
+                                                        temperature: T(studentTemperature),
+                                                        weight: T(weight * tokenWeights[j] / Double(globalCrops))))
+            }
         }
+        var total = 0.0
+        for loss in tokenLosses { total += loss }
         return total
     }
 

@@ -360,19 +360,21 @@ public final class SelfDistillation {
         dInput.setToZero(count: (clsRows + m) * d)
         let dinoRows = shared ? clsRows + m : clsRows
         try studentDinoHead.forward(input, rows: dinoRows, store: dinoHead.student)
+        // Every row of dDino is written (=) by the CLS and patch losses: no zeroing needed.
         let dDino = buffers.dLogits.reserve(dinoRows * kDino)
-        dDino.setToZero(count: dinoRows * kDino)
-        let scratch = buffers.scratch.reserve(Swift.max(2 * b * kDino, kIbot))
+        let threads = studentBackbone.threads
+        let scratch = buffers.scratch.reserve(Swift.max(2 * b * kDino, threads * kIbot))
         let cls = DinoLosses.clsLoss(dGlobal: dDino, dLocal: dDino + 2 * b * kDino, studentGlobal: studentDinoHead.output,
                                      studentLocal: studentDinoHead.output + 2 * b * kDino, teacherTargets: dinoTargets,
                                      images: b, localCrops: nLocal, prototypes: kDino, weight: config.dino.lossWeight,
-                                     scratch: scratch)
+                                     scratch: scratch, threads: threads)
         losses.dinoLocal = cls.local
         losses.dinoGlobal = cls.global
         if shared {
             losses.ibot = DinoLosses.patchLoss(dStudent: dDino + clsRows * kDino, student: studentDinoHead.output + clsRows * kDino,
                                                teacherTargets: ibotTargets, tokenWeights: tokenWeights, globalCrops: 2 * b,
-                                               prototypes: kIbot, weight: config.ibot.lossWeight, scratch: scratch)
+                                               prototypes: kIbot, weight: config.ibot.lossWeight, scratch: scratch,
+                                               threads: threads)
             try studentDinoHead.backward(dDino, dInput: dInput, store: dinoHead.student)
         } else if let studentIbotHead, let ibotHead {
             try studentDinoHead.backward(dDino, dInput: dInput, store: dinoHead.student)
@@ -380,7 +382,7 @@ public final class SelfDistillation {
             let dIbot = buffers.dIbotLogits.reserve(Swift.max(1, m * kIbot))
             losses.ibot = DinoLosses.patchLoss(dStudent: dIbot, student: studentIbotHead.output, teacherTargets: ibotTargets,
                                                tokenWeights: tokenWeights, globalCrops: 2 * b, prototypes: kIbot,
-                                               weight: config.ibot.lossWeight, scratch: scratch)
+                                               weight: config.ibot.lossWeight, scratch: scratch, threads: threads)
             try studentIbotHead.backward(dIbot, dInput: dInput + clsRows * d, store: ibotHead.student)
         }
         // KoLeo on each view's global CLS tokens, added to their gradient.
@@ -463,7 +465,8 @@ public final class SelfDistillation {
                                              totalRows: total, communicator: communicator,
                                              scratch: buffers.sinkhornScratch.reserve(k))
         } else {
-            TeacherTargets.centered(out: out, logits: logits, rows: rows, prototypes: k, temperature: temperature, center: center)
+            TeacherTargets.centered(out: out, logits: logits, rows: rows, prototypes: k, temperature: temperature, center: center,
+                                    threads: studentBackbone.threads)
             try center.recordBatch(logits, rows: rows, rankMean: rankMean, communicator: communicator)
         }
     }

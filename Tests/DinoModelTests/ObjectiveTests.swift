@@ -34,6 +34,43 @@ struct ObjectiveTests {
         #expect(abs(loss - 2.344_296_620_332_626_5) < 1e-12)
     }
 
+    @Test("CLS and iBOT losses on two threads: the same bits as one thread (losses and gradients)")
+    func lossesAcrossThreads() {
+        let b = 3, localCrops = 2, k = 1_000, tokens = 7
+        var random = TestRandom(seed: 21)
+        let logits = random.normals((2 + localCrops) * b * k + tokens * k, scale: 4).map { Float($0) }
+        // Targets: softmax rows of random logits (each sums to 1).
+        func softmaxRows(_ rows: Int) -> [Float] {
+            var out = [Float](repeating: 0, count: rows * k)
+            let raw = random.normals(rows * k, scale: 3).map { Float($0) }
+            raw.withUnsafeBufferPointer { r in out.withUnsafeMutableBufferPointer {
+                Softmax.forward(out: $0.baseAddress!, logits: r.baseAddress!, rows: rows, columns: k, temperature: 1) } }
+            return out
+        }
+        let clsTargets = softmaxRows(2 * b), patchTargets = softmaxRows(tokens)
+        let weights = (0..<tokens).map { 1 / Double(1 + $0 % 3) }
+        func run(_ threads: Int) -> (Double, Double, Double, [UInt32]) {
+            var d = [Float](repeating: .nan, count: logits.count)
+            var scratch = [Float](repeating: 0, count: Swift.max(2 * b * k, threads * k))
+            var cls = (local: 0.0, global: 0.0), patch = 0.0
+            logits.withUnsafeBufferPointer { l in d.withUnsafeMutableBufferPointer { dp in scratch.withUnsafeMutableBufferPointer { sp in
+                let base = l.baseAddress!, dBase = dp.baseAddress!, clsRows = (2 + localCrops) * b
+                cls = DinoLosses.clsLoss(dGlobal: dBase, dLocal: dBase + 2 * b * k, studentGlobal: base,
+                                         studentLocal: base + 2 * b * k, teacherTargets: clsTargets, images: b,
+                                         localCrops: localCrops, prototypes: k, weight: 1, scratch: sp.baseAddress!,
+                                         threads: threads)
+                patch = DinoLosses.patchLoss(dStudent: dBase + clsRows * k, student: base + clsRows * k,
+                                             teacherTargets: patchTargets, tokenWeights: weights, globalCrops: 2 * b,
+                                             prototypes: k, weight: 1, scratch: sp.baseAddress!, threads: threads)
+            } } }
+            return (cls.local, cls.global, patch, d.map(\.bitPattern))
+        }
+        let one = run(1), two = run(2)
+        #expect(one.0.isFinite && one.1 > 0 && one.2 > 0 && !one.3.contains(Float.nan.bitPattern))
+        #expect(one.0 == two.0 && one.1 == two.1 && one.2 == two.2)
+        #expect(one.3 == two.3)
+    }
+
     @Test("KoLeo by hand; finite when two embeddings coincide; gradient by finite differences")
     func koleo() {
         var dX = [Double](repeating: .nan, count: 6)
