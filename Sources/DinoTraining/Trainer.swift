@@ -12,6 +12,7 @@
 import DinoConfig
 import DinoCore
 import DinoData
+import DinoKernels
 import DinoModel
 import Foundation
 
@@ -70,7 +71,10 @@ public enum Trainer {
         // to the output folder, so a checkpoint of another configuration is refused untouched.
         // Every rank must take the same checkpoint: one that fails on any rank (each checks the files it
         // reads) is passed over by all.
-        var model = try SelfDistillation(config: config, communicator: comm, seed: UInt64(config.train.seed))
+        // The model's own parallel loops (attention, element-wise kernels) take as many threads as
+        // OpenBLAS was given (Launch/mpirun.sh: cores / ranks, at least 1). Results do not depend on it.
+        let threads = BLAS.threadCount
+        var model = try SelfDistillation(config: config, communicator: comm, seed: UInt64(config.train.seed), threads: threads)
         var start = 0, touched = false
         for folder in checkpoints(in: output).reversed() {
             var failure: CheckpointError?
@@ -95,7 +99,7 @@ public enum Trainer {
         }
         if touched {
             // Every checkpoint failed somewhere, but some loads succeeded here: start from a clean initialisation.
-            model = try SelfDistillation(config: config, communicator: comm, seed: UInt64(config.train.seed))
+            model = try SelfDistillation(config: config, communicator: comm, seed: UInt64(config.train.seed), threads: threads)
         }
         if comm.rank == 0 {
             try FileManager.default.createDirectory(atPath: output + "/checkpoints", withIntermediateDirectories: true)
@@ -182,7 +186,8 @@ public enum Trainer {
         }
         if let valDataset {
             // k-NN of the teacher now and of a fresh model of the same seed (the initialisation).
-            let initial = try SelfDistillation(config: config, communicator: comm, seed: UInt64(config.train.seed))
+            let initial = try SelfDistillation(config: config, communicator: comm, seed: UInt64(config.train.seed),
+                                               threads: threads)
             let before = try KNN.evaluate(model: initial, train: dataset, val: valDataset, communicator: comm)
             let after = try KNN.evaluate(model: model, train: dataset, val: valDataset, communicator: comm)
             let line = String(format: "k-NN (k 20) on %@: top-1 %.1f%% (at initialisation %.1f%%), top-5 %.1f%%",
