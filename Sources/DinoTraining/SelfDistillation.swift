@@ -41,6 +41,10 @@ public struct TargetStatistics: Sendable, Equatable {
     public var entropyOfMean: Double
     /// Prototypes that are the arg-max of at least one row.
     public var prototypesInUse: Int
+    /// Mean over channels of the standard deviation over crops of the teacher's CLS token
+    /// (x_norm_clstoken, the DINO head's input). Near 0 the CLS does not depend on the image, and
+    /// no target can either: the state of a LayerScale-1e-5 ViT early in training.
+    public var clsSpread: Double = 0
 }
 
 /// Where the time of one step went, in seconds, on this rank.
@@ -332,7 +336,7 @@ public final class SelfDistillation {
                         temperature: s.teacherTemperature, rankMean: true)
         }
 
-        recordTargetStatistics(dinoTargets, rows: 2 * b, k: kDino)
+        recordTargetStatistics(dinoTargets, rows: 2 * b, k: kDino, cls: teacherInput, channels: d)
 
         // Student.
         let dropPath = DropPath(seed: UInt64(config.train.seed), iteration: UInt64(iteration),
@@ -471,10 +475,21 @@ public final class SelfDistillation {
         }
     }
 
-    /// Keeps this rank's column sums, arg-max counts and entropy of `rows` targets for `targetStatistics()`.
-    private func recordTargetStatistics(_ targets: UnsafePointer<Float>, rows: Int, k: Int) {
-        let sums = buffers.targetSums.reserve(2 * k + 2)
-        sums.setToZero(count: 2 * k + 2)
+    /// Keeps this rank's column sums, arg-max counts and entropy of `rows` targets, and per-channel
+    /// sums and squared sums of the rows' teacher CLS tokens `cls` [rows, channels], for `targetStatistics()`.
+    /// Layout: [K column sums | K arg-max counts | entropy | rows | D sums | D squared sums].
+    private func recordTargetStatistics(_ targets: UnsafePointer<Float>, rows: Int, k: Int, cls: UnsafePointer<Float>,
+                                        channels d: Int) {
+        let count = 2 * k + 2 + 2 * d
+        let sums = buffers.targetSums.reserve(count)
+        sums.setToZero(count: count)
+        for row in 0..<rows {
+            for c in 0..<d {
+                let value = Double(cls[row * d + c])
+                sums[2 * k + 2 + c] += value
+                sums[2 * k + 2 + d + c] += value * value
+            }
+        }
         var entropy = 0.0
         for row in 0..<rows {
             let q = targets + row * k
@@ -493,9 +508,11 @@ public final class SelfDistillation {
 
     /// The collapse diagnostics of the last step's DINO targets over every rank (collective).
     public func targetStatistics() throws -> TargetStatistics {
-        let k = config.dino.headPrototypes
-        guard buffers.targetSums.capacity >= 2 * k + 2 else { return TargetStatistics(meanEntropy: 0, entropyOfMean: 0, prototypesInUse: 0) }
-        let local = Array(UnsafeBufferPointer(start: buffers.targetSums.base, count: 2 * k + 2))
+        let k = config.dino.headPrototypes, d = architecture.embedDim
+        guard buffers.targetSums.capacity >= 2 * k + 2 + 2 * d else {
+            return TargetStatistics(meanEntropy: 0, entropyOfMean: 0, prototypesInUse: 0)
+        }
+        let local = Array(UnsafeBufferPointer(start: buffers.targetSums.base, count: 2 * k + 2 + 2 * d))
         let total = try communicator.allReduce(local, op: .sum)
         let rows = Swift.max(total[2 * k + 1], 1)
         var entropyOfMean = 0.0
@@ -504,7 +521,13 @@ public final class SelfDistillation {
             entropyOfMean -= p * Foundation.log(p)
         }
         let inUse = total[k..<(2 * k)].filter { $0 > 0 }.count
-        return TargetStatistics(meanEntropy: total[2 * k] / rows, entropyOfMean: entropyOfMean, prototypesInUse: inUse)
+        var spread = 0.0
+        for c in 0..<d {
+            let mean = total[2 * k + 2 + c] / rows
+            spread += Swift.max(0, total[2 * k + 2 + d + c] / rows - mean * mean).squareRoot() / Double(d)
+        }
+        return TargetStatistics(meanEntropy: total[2 * k] / rows, entropyOfMean: entropyOfMean, prototypesInUse: inUse,
+                                clsSpread: spread)
     }
 
     private func copyRow(_ source: UnsafePointer<Float>, _ row: Int, into target: UnsafeMutablePointer<Float>, at index: Int,

@@ -46,6 +46,32 @@ struct SelfDistillationTests {
         #expect(totals.last! < totals.first!, "objective did not decrease: \(totals)")
     }
 
+    @Test("teacher CLS spread: near 0 with LayerScale 1e-5 at initialisation, of order 1 with LayerScale 1")
+    func clsSpread() throws {
+        func spread(_ layerscale: String) throws -> Double {
+            let config = try ConfigLoader.load(file: TestPaths.packageRoot.appendingPathComponent("Configs/tests/tiny.yaml").path,
+                                               overrides: ["student.layerscale=\(layerscale)", "train.batch_size_per_gpu=4"])
+                .resolved(worldSize: 1)
+            let model = try SelfDistillation(config: config, communicator: SingleProcessCommunicator(), seed: 5)
+            var random = TestRandom(seed: 3)
+            let b = config.train.batchSizePerRank
+            let global = random.normals(2 * b * 3 * 28 * 28).map { Float($0) }
+            let local = random.normals(config.crops.localCropsNumber * b * 3 * 14 * 14).map { Float($0) }
+            _ = try global.withUnsafeBufferPointer { g in
+                try local.withUnsafeBufferPointer { l in
+                    try model.step(iteration: 0, globalImages: g.baseAddress!, localImages: l.baseAddress!,
+                                   masks: [Bool](repeating: false, count: 2 * b * 4), images: b)
+                }
+            }
+            return try model.targetStatistics().clsSpread
+        }
+        // The teacher's CLS is LayerNorm(cls + pos + gamma * (block outputs)): with gamma = 1e-5 the image
+        // moves it by ~1e-5 of its unit-scale channels; with gamma = 1 by order 1.
+        let small = try spread("1.0e-05"), large = try spread("1.0")
+        #expect(small > 0 && small < 1e-3, "LayerScale 1e-5: \(small)")
+        #expect(large > 0.1 && large < 3, "LayerScale 1: \(large)")
+    }
+
     @Test("a non-finite loss stops the step before any parameter changes, naming the term and iteration")
     func nonFinite() throws {
         let config = try ConfigLoader.load(file: TestPaths.packageRoot.appendingPathComponent("Configs/tests/tiny.yaml").path)

@@ -30,7 +30,7 @@ struct TrainTests {
     static let fields = ["iteration", "loss", "dino_local_crops_loss", "dino_global_crops_loss", "ibot_loss", "koleo_loss",
                          "lr", "wd", "mom", "teacher_temp", "images_per_sec", "images_per_sec_per_rank",
                          "data_wait_fraction", "comm_exposed_fraction", "max_rss_bytes", "skipped_images", "teacher_entropy",
-                         "teacher_mean_entropy", "teacher_prototypes_in_use"]
+                         "teacher_mean_entropy", "teacher_prototypes_in_use", "teacher_cls_spread"]
 
     func dataset() throws -> URL {
         let root = try TestPaths.temporaryDirectory()
@@ -69,6 +69,9 @@ struct TrainTests {
                 #expect(value >= 0 && value <= log(64.0) + 1e-6, "\(key) \(value)")
             }
             #expect((1...64).contains(record["teacher_prototypes_in_use"] as? Int ?? 0))
+            // LayerNorm output over 4 or more crops: a spread in (0, a few), finite.
+            let spread = record["teacher_cls_spread"] as? Double ?? -1
+            #expect(spread > 0 && spread < 10, "teacher_cls_spread \(spread)")
         }
         // The run's picture, and `plot` redraws it elsewhere.
         let svg = try String(contentsOfFile: output + "/metrics.svg", encoding: .utf8)
