@@ -13,6 +13,11 @@ extension Double {
         }
     }
 
+    public static func multiply(_ out: UnsafeMutablePointer<Double>, _ a: UnsafePointer<Double>, _ b: UnsafePointer<Double>,
+                                _ n: Int) {
+        for i in 0..<n { out[i] = a[i] * b[i] }
+    }
+
     public static func add(_ x: UnsafeMutablePointer<Double>, _ y: UnsafePointer<Double>, _ n: Int) {
         for i in 0..<n { x[i] += y[i] }
     }

@@ -58,6 +58,12 @@ extension Float {
     }
 
     @inlinable
+    public static func multiply(_ out: UnsafeMutablePointer<Float>, _ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>,
+                                _ n: Int) {
+        vectorLoop(n) { i, c in store(load(a, i, c) * load(b, i, c), out, i, c) }
+    }
+
+    @inlinable
     public static func add(_ x: UnsafeMutablePointer<Float>, _ y: UnsafePointer<Float>, _ n: Int) {
         vectorLoop(n) { i, c in store(load(x, i, c) + load(y, i, c), x, i, c) }
     }

@@ -22,6 +22,8 @@ public protocol KernelScalar: BinaryFloatingPoint, Sendable {
     static func expSubtract(_ x: UnsafeMutablePointer<Self>, _ n: Int, _ shift: Self)
     /// `x[i] *= factor` for i < n.
     static func scale(_ x: UnsafeMutablePointer<Self>, _ n: Int, _ factor: Self)
+    /// `out[i] = a[i] * b[i]` for i < n (out may alias a or b).
+    static func multiply(_ out: UnsafeMutablePointer<Self>, _ a: UnsafePointer<Self>, _ b: UnsafePointer<Self>, _ n: Int)
     /// `sum_i a[i] * b[i]`.
     static func dot(_ a: UnsafePointer<Self>, _ b: UnsafePointer<Self>, _ n: Int) -> Self
     /// Sum of `n` values.

@@ -8,6 +8,9 @@
 // U(-1/sqrt(bottleneck), 1/sqrt(bottleneck)); weight_g 1.
 // Backward: dX [n, D] is written (=); parameter gradients are formed in scratch and added to the
 // store's buffer in one pass (running backward twice gives exactly twice the gradients).
+// W is never formed: logits = (zn . v^T) scaled per column by s_k = g_k / ||v_k||, and backward
+// scales dLogits' columns instead. With 65536-131072 prototypes W and dW were [K, bottleneck]
+// each, per head and per teacher head: ~1 GB a rank for ViT-L/14's two heads.
 
 import DinoCore
 import DinoKernels
@@ -63,8 +66,8 @@ public final class DinoHead<T: KernelScalar> {
     private var layerInputs: [GrowableBuffer<T>] = []     // input of each MLP layer (the activated output of the previous)
     private var preActivations: [GrowableBuffer<T>] = []  // pre-GELU output of each hidden layer
     private let bottleneckOut = GrowableBuffer<T>(), normalized = GrowableBuffer<T>(), norms = GrowableBuffer<T>()
-    private let weight = GrowableBuffer<T>(), rowNorms = GrowableBuffer<T>()
-    private let logits = GrowableBuffer<T>()
+    private let columnScale = GrowableBuffer<T>(), rowNorms = GrowableBuffer<T>()
+    private let logits = GrowableBuffer<T>(), scaledGradient = GrowableBuffer<T>()
     private let scratchA = GrowableBuffer<T>(), scratchB = GrowableBuffer<T>(), unitGradient = GrowableBuffer<T>()
 
     public init(_ architecture: HeadArchitecture) {
@@ -104,20 +107,22 @@ public final class DinoHead<T: KernelScalar> {
                 bottleneckOut.reserve(rows * shape.outF).update(from: out, count: rows * shape.outF)
             }
         }
-        // Weight norm, then L2-normalised bottleneck times W^T.
+        // Weight norm as a column scale: logits = (zn . v^T) * s, s_k = g_k / ||v_k||.
         let k = a.prototypes, b = a.bottleneck
-        let w = weight.reserve(k * b), vNorms = rowNorms.reserve(k)
+        let vNorms = rowNorms.reserve(k), scale = columnScale.reserve(k)
         for row in 0..<k {
             let v = p + vOffset + row * b
             let norm = T.dot(v, v, b).squareRoot()
             vNorms[row] = norm
-            T.linearCombination(w + row * b, v, p[gOffset + row] / norm, v, 0, b)
+            scale[row] = p[gOffset + row] / norm
         }
         let zn = normalized.reserve(rows * b)
         L2Normalize.forward(out: zn, norms: norms.reserve(rows), input: bottleneckOut.base, rows: rows, channels: b,
                             epsilon: T(1e-12))
-        T.gemm(transposeA: false, transposeB: true, m: rows, n: k, k: b, alpha: 1, a: zn, lda: b, b: w, ldb: b, beta: 0,
-               c: logits.reserve(rows * k), ldc: k)
+        let out = logits.reserve(rows * k)
+        T.gemm(transposeA: false, transposeB: true, m: rows, n: k, k: b, alpha: 1, a: zn, lda: b, b: p + vOffset, ldb: b,
+               beta: 0, c: out, ldc: k)
+        for r in 0..<rows { T.multiply(out + r * k, out + r * k, scale, k) }
         try store.release(unit: 0)
     }
 
@@ -128,8 +133,9 @@ public final class DinoHead<T: KernelScalar> {
         let count = table.units[0].count
         let g = unitGradient.reserve(count)
         g.setToZero(count: count)
-        // Last layer: dW [K, b] = dLogits^T zn, dzn = dLogits W.
-        let dW = scratchA.reserve(k * b)
+        // Last layer: dW [K, b] = dLogits^T zn, formed in dv's place and turned into dv row by row;
+        // dzn = dLogits W = (dLogits * s) v.
+        let dW = g + vOffset
         T.gemm(transposeA: true, transposeB: false, m: k, n: b, k: rows, alpha: 1, a: dLogits, lda: k, b: normalized.base,
                ldb: b, beta: 0, c: dW, ldc: b)
         for row in 0..<k {
@@ -139,11 +145,12 @@ public final class DinoHead<T: KernelScalar> {
             let projection = T.dot(dWRow, v, b) / norm
             g[gOffset + row] += projection
             let scale = p[gOffset + row] / norm
-            let dv = g + vOffset + row * b
-            T.linearCombination(dv, dWRow, scale, v, -scale * projection / norm, b)
+            T.linearCombination(dWRow, dWRow, scale, v, -scale * projection / norm, b)
         }
+        let scaled = scaledGradient.reserve(rows * k), scale = UnsafePointer(columnScale.base)
+        for r in 0..<rows { T.multiply(scaled + r * k, dLogits + r * k, scale, k) }
         let dzn = scratchB.reserve(rows * Swift.max(b, maxWidth))
-        T.gemm(transposeA: false, transposeB: false, m: rows, n: b, k: k, alpha: 1, a: dLogits, lda: k, b: weight.base,
+        T.gemm(transposeA: false, transposeB: false, m: rows, n: b, k: k, alpha: 1, a: scaled, lda: k, b: p + vOffset,
                ldb: b, beta: 0, c: dzn, ldc: b)
         let dz = scratchA.reserve(rows * maxWidth)
         L2Normalize.backward(dInput: dz, dOut: dzn, out: normalized.base, norms: norms.base, rows: rows, channels: b,
