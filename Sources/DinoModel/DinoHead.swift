@@ -87,6 +87,10 @@ public final class DinoHead<T: KernelScalar> {
     /// Logits [rows, K] of the last forward.
     public var output: UnsafePointer<T> { UnsafePointer(logits.base) }
 
+    /// The L2-normalised bottleneck outputs [rows, bottleneck] of the last forward (the vectors the
+    /// prototypes are compared with).
+    public var normalizedBottleneck: UnsafePointer<T> { UnsafePointer(normalized.base) }
+
     /// Computes logits for `rows` input rows [rows, inDim].
     public func forward(_ input: UnsafePointer<T>, rows: Int, store: any ParameterStore<T>) throws {
         self.rows = rows

@@ -45,6 +45,9 @@ public struct TargetStatistics: Sendable, Equatable {
     /// (x_norm_clstoken, the DINO head's input). Near 0 the CLS does not depend on the image, and
     /// no target can either: the state of a LayerScale-1e-5 ViT early in training.
     public var clsSpread: Double = 0
+    /// The same for the DINO head's L2-normalised bottleneck output (unit vectors, so at most ~1/sqrt(dim)):
+    /// near 0 with a varying CLS means the head maps every image to the same direction.
+    public var headSpread: Double = 0
 }
 
 /// Where the time of one step went, in seconds, on this rank.
@@ -336,7 +339,8 @@ public final class SelfDistillation {
                         temperature: s.teacherTemperature, rankMean: true)
         }
 
-        recordTargetStatistics(dinoTargets, rows: 2 * b, k: kDino, cls: teacherInput, channels: d)
+        recordTargetStatistics(dinoTargets, rows: 2 * b, k: kDino, cls: teacherInput, channels: d,
+                               bottleneck: teacherDinoHead.normalizedBottleneck, bottleneckChannels: teacherDinoHead.architecture.bottleneck)
 
         // Student.
         let dropPath = DropPath(seed: UInt64(config.train.seed), iteration: UInt64(iteration),
@@ -476,20 +480,25 @@ public final class SelfDistillation {
     }
 
     /// Keeps this rank's column sums, arg-max counts and entropy of `rows` targets, and per-channel
-    /// sums and squared sums of the rows' teacher CLS tokens `cls` [rows, channels], for `targetStatistics()`.
-    /// Layout: [K column sums | K arg-max counts | entropy | rows | D sums | D squared sums].
+    /// sums and squared sums of the rows' teacher CLS tokens `cls` [rows, D] and normalised head
+    /// bottlenecks [rows, E], for `targetStatistics()`.
+    /// Layout: [K column sums | K arg-max counts | entropy | rows | D sums | D squares | E sums | E squares].
     private func recordTargetStatistics(_ targets: UnsafePointer<Float>, rows: Int, k: Int, cls: UnsafePointer<Float>,
-                                        channels d: Int) {
-        let count = 2 * k + 2 + 2 * d
+                                        channels d: Int, bottleneck: UnsafePointer<Float>, bottleneckChannels e: Int) {
+        let count = 2 * k + 2 + 2 * d + 2 * e
         let sums = buffers.targetSums.reserve(count)
         sums.setToZero(count: count)
-        for row in 0..<rows {
-            for c in 0..<d {
-                let value = Double(cls[row * d + c])
-                sums[2 * k + 2 + c] += value
-                sums[2 * k + 2 + d + c] += value * value
+        func accumulate(_ x: UnsafePointer<Float>, channels: Int, at start: Int) {
+            for row in 0..<rows {
+                for c in 0..<channels {
+                    let value = Double(x[row * channels + c])
+                    sums[start + c] += value
+                    sums[start + channels + c] += value * value
+                }
             }
         }
+        accumulate(cls, channels: d, at: 2 * k + 2)
+        accumulate(bottleneck, channels: e, at: 2 * k + 2 + 2 * d)
         var entropy = 0.0
         for row in 0..<rows {
             let q = targets + row * k
@@ -508,11 +517,12 @@ public final class SelfDistillation {
 
     /// The collapse diagnostics of the last step's DINO targets over every rank (collective).
     public func targetStatistics() throws -> TargetStatistics {
-        let k = config.dino.headPrototypes, d = architecture.embedDim
-        guard buffers.targetSums.capacity >= 2 * k + 2 + 2 * d else {
+        let k = config.dino.headPrototypes, d = architecture.embedDim, e = config.dino.headBottleneckDim
+        let count = 2 * k + 2 + 2 * d + 2 * e
+        guard buffers.targetSums.capacity >= count else {
             return TargetStatistics(meanEntropy: 0, entropyOfMean: 0, prototypesInUse: 0)
         }
-        let local = Array(UnsafeBufferPointer(start: buffers.targetSums.base, count: 2 * k + 2 + 2 * d))
+        let local = Array(UnsafeBufferPointer(start: buffers.targetSums.base, count: count))
         let total = try communicator.allReduce(local, op: .sum)
         let rows = Swift.max(total[2 * k + 1], 1)
         var entropyOfMean = 0.0
@@ -521,13 +531,18 @@ public final class SelfDistillation {
             entropyOfMean -= p * Foundation.log(p)
         }
         let inUse = total[k..<(2 * k)].filter { $0 > 0 }.count
-        var spread = 0.0
-        for c in 0..<d {
-            let mean = total[2 * k + 2 + c] / rows
-            spread += Swift.max(0, total[2 * k + 2 + d + c] / rows - mean * mean).squareRoot() / Double(d)
+        // Mean over channels of the standard deviation over rows.
+        func spread(channels: Int, at start: Int) -> Double {
+            var sum = 0.0
+            for c in 0..<channels {
+                let mean = total[start + c] / rows
+                sum += Swift.max(0, total[start + channels + c] / rows - mean * mean).squareRoot() / Double(channels)
+            }
+            return sum
         }
         return TargetStatistics(meanEntropy: total[2 * k] / rows, entropyOfMean: entropyOfMean, prototypesInUse: inUse,
-                                clsSpread: spread)
+                                clsSpread: spread(channels: d, at: 2 * k + 2),
+                                headSpread: spread(channels: e, at: 2 * k + 2 + 2 * d))
     }
 
     private func copyRow(_ source: UnsafePointer<Float>, _ row: Int, into target: UnsafeMutablePointer<Float>, at index: Int,

@@ -165,13 +165,15 @@ public enum Trainer {
                     "max_rss_bytes": rss, "skipped_images": skipped,
                     "teacher_entropy": targets.meanEntropy, "teacher_mean_entropy": targets.entropyOfMean,
                     "teacher_prototypes_in_use": targets.prototypesInUse, "teacher_cls_spread": targets.clsSpread,
+                    "teacher_head_spread": targets.headSpread,
                 ]
                 if comm.rank == 0 { try append(record, to: metrics) }
                 let remaining = Double(total - done) * slowest[0] / Double(window.steps)
                 log.main(String(format: "[%d/%d] loss %.4f (dino local %.4f global %.4f ibot %.4f koleo %.4f) lr %.2e "
-                    + "teacher entropy %.2f / mean %.2f (%d prototypes, CLS spread %.3f) %.2f img/s (%.2f per rank) ETA %.0f s",
+                    + "teacher entropy %.2f / mean %.2f (%d prototypes, spread CLS %.3f head %.4f) %.2f img/s (%.2f per rank) "
+                    + "ETA %.0f s",
                     done, total, mean.reduce(0, +), mean[0], mean[1], mean[2], mean[3], s.lr, targets.meanEntropy,
-                    targets.entropyOfMean, targets.prototypesInUse, targets.clsSpread, perSecond,
+                    targets.entropyOfMean, targets.prototypesInUse, targets.clsSpread, targets.headSpread, perSecond,
                     perSecond / Double(comm.worldSize), remaining))
                 window = (0, 0, 0, 0, 0)
             }

@@ -59,8 +59,9 @@ public enum TrainingCurves {
             ChartPanel(title: "Teacher targets (ln K = uniform)", xLabel: "iteration", yLabel: "entropy (nats)", series: [
                 series("teacher_entropy", "mean entropy"), series("teacher_mean_entropy", "entropy of mean"),
             ]),
-            ChartPanel(title: "Teacher CLS spread over images (0 = image-independent)", xLabel: "iteration",
-                       yLabel: "mean std", series: [series("teacher_cls_spread", "CLS spread")]),
+            ChartPanel(title: "Teacher spread over images (0 = image-independent)", xLabel: "iteration",
+                       yLabel: "mean std", series: [series("teacher_cls_spread", "CLS"),
+                                                    series("teacher_head_spread", "head bottleneck (normalised)")]),
             ChartPanel(title: "Learning rate", xLabel: "iteration", yLabel: "lr", series: [series("lr")]),
             ChartPanel(title: "Throughput", xLabel: "iteration", yLabel: "images/s", series: [
                 series("images_per_sec", "total"), series("images_per_sec_per_rank", "per rank"),

@@ -63,7 +63,9 @@ struct SelfDistillationTests {
                                    masks: [Bool](repeating: false, count: 2 * b * 4), images: b)
                 }
             }
-            return try model.targetStatistics().clsSpread
+            let statistics = try model.targetStatistics()
+            #expect(statistics.headSpread >= 0 && statistics.headSpread <= 1)
+            return statistics.clsSpread
         }
         // The teacher's CLS is LayerNorm(cls + pos + gamma * (block outputs)): with gamma = 1e-5 the image
         // moves it by ~1e-5 of its unit-scale channels; with gamma = 1 by order 1.

@@ -30,7 +30,7 @@ struct TrainTests {
     static let fields = ["iteration", "loss", "dino_local_crops_loss", "dino_global_crops_loss", "ibot_loss", "koleo_loss",
                          "lr", "wd", "mom", "teacher_temp", "images_per_sec", "images_per_sec_per_rank",
                          "data_wait_fraction", "comm_exposed_fraction", "max_rss_bytes", "skipped_images", "teacher_entropy",
-                         "teacher_mean_entropy", "teacher_prototypes_in_use", "teacher_cls_spread"]
+                         "teacher_mean_entropy", "teacher_prototypes_in_use", "teacher_cls_spread", "teacher_head_spread"]
 
     func dataset() throws -> URL {
         let root = try TestPaths.temporaryDirectory()
@@ -72,6 +72,9 @@ struct TrainTests {
             // LayerNorm output over 4 or more crops: a spread in (0, a few), finite.
             let spread = record["teacher_cls_spread"] as? Double ?? -1
             #expect(spread > 0 && spread < 10, "teacher_cls_spread \(spread)")
+            // Unit vectors: each channel's spread is at most 1.
+            let head = record["teacher_head_spread"] as? Double ?? -1
+            #expect(head >= 0 && head <= 1, "teacher_head_spread \(head)")
         }
         // The run's picture, and `plot` redraws it elsewhere.
         let svg = try String(contentsOfFile: output + "/metrics.svg", encoding: .utf8)
