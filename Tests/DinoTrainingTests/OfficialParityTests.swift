@@ -74,25 +74,19 @@ struct OfficialParityTests {
                 }
             }
         }
-        // Adam's first update is g / (|g| + 1e-8), about sign(g): an entry whose step-1 gradient is
-        // below 1e-4 of its tensor's largest is moved by an amount its float32 rounding decides (the
-        // gradient check above measures that rounding at up to ~3e-5 of the largest entry: sharp
-        // softmaxes at temperatures 0.04-0.1 amplify it), and at exactly zero (the key third of
-        // attn.qkv.bias) by noise of either sign. Those entries are left out of the parameter
-        // comparison (2.2-2.5 % of them in this fixture; the gradient check covers them), at most 5 %.
+        // Entries whose first gradient is near zero move by amounts float32 rounding decides (see
+        // adamWellConditioned): left out of the parameter comparison, at most 5 % of them (2.2-2.5 % here).
         var compared = 0, left = 0
         for part in model.parts {
             for entry in part.table.entries {
-                let gradient = try file.readDoubles("\(variant)/gradients/\(part.name)/\(entry.name)")
-                let largest = gradient.map { abs($0) }.max() ?? 0
-                let keep = gradient.map { abs($0) >= 1e-4 * largest }
-                func kept<E>(_ values: [E]) -> [E] { zip(values, keep).filter { $0.1 }.map { $0.0 } }
+                let keep = adamWellConditioned(
+                    firstGradient: try file.readDoubles("\(variant)/gradients/\(part.name)/\(entry.name)"))
                 compared += keep.filter { $0 }.count
                 left += keep.filter { !$0 }.count
                 let student = try file.readDoubles("\(variant)/final_student/\(part.name)/\(entry.name)")
                 let teacher = try file.readDoubles("\(variant)/final_teacher/\(part.name)/\(entry.name)")
-                let studentError = normwiseError(kept(try part.student.gatherTensor(entry.name)), kept(student))
-                let teacherError = normwiseError(kept(try part.teacher.gatherTensor(entry.name)), kept(teacher))
+                let studentError = normwiseError(kept(try part.student.gatherTensor(entry.name), keep), kept(student, keep))
+                let teacherError = normwiseError(kept(try part.teacher.gatherTensor(entry.name), keep), kept(teacher, keep))
                 #expect(studentError <= 1e-4, "\(variant) student \(part.name) \(entry.name): \(studentError)")
                 #expect(teacherError <= 1e-4, "\(variant) teacher \(part.name) \(entry.name): \(teacherError)")
             }

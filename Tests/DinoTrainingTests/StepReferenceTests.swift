@@ -76,21 +76,24 @@ struct StepReferenceTests {
             }
         }
         // The key third of attn.qkv.bias has an exactly zero gradient (adding a constant to every key
-        // adds the same q . b_k to a row's scores, which softmax ignores). Adam divides that zero's
-        // rounding noise (~1e-9 in float32, ~1e-17 in float64) by its own square root, so each
-        // implementation moves those entries by lr-sized steps of arbitrary sign: they are checked to
-        // have a vanishing gradient above and left out of the parameter comparison.
+        // adds the same q . b_k to a row's scores, which softmax ignores), checked above; Adam moves
+        // such entries, and those with near-zero gradients, by amounts rounding decides: they are left
+        // out of the parameter comparison (adamWellConditioned), at most 5 % of all entries.
+        var compared = 0, left = 0
         for part in model.parts {
             for entry in part.table.entries {
-                let keep: (Int) -> Bool = { i in
-                    !entry.name.hasSuffix("attn.qkv.bias") || !(16..<32).contains(i)
-                }
-                func kept<E>(_ values: [E]) -> [E] { values.enumerated().filter { keep($0.offset) }.map { $0.element } }
+                let keep = adamWellConditioned(
+                    firstGradient: try file.readDoubles("\(centering)/gradients/\(part.name)/\(entry.name)"))
+                compared += keep.filter { $0 }.count
+                left += keep.filter { !$0 }.count
                 let student = try file.readDoubles("\(centering)/final_student/\(part.name)/\(entry.name)")
                 let teacher = try file.readDoubles("\(centering)/final_teacher/\(part.name)/\(entry.name)")
-                #expect(normwiseError(kept(try part.student.gatherTensor(entry.name)), kept(student)) <= 1e-4, "student \(entry.name)")
-                #expect(normwiseError(kept(try part.teacher.gatherTensor(entry.name)), kept(teacher)) <= 1e-4, "teacher \(entry.name)")
+                #expect(normwiseError(kept(try part.student.gatherTensor(entry.name), keep), kept(student, keep)) <= 1e-4,
+                        "student \(entry.name)")
+                #expect(normwiseError(kept(try part.teacher.gatherTensor(entry.name), keep), kept(teacher, keep)) <= 1e-4,
+                        "teacher \(entry.name)")
             }
         }
+        #expect(Double(left) <= 0.05 * Double(compared + left), "\(left) of \(compared + left) entries left out")
     }
 }
