@@ -2,6 +2,8 @@
 // calls the library. No math lives here.
 
 import ArgumentParser
+import DinoKernels
+import Foundation
 
 @main
 struct DinoV2FSDP: ParsableCommand {
@@ -17,4 +19,22 @@ struct DinoV2FSDP: ParsableCommand {
             TrainCommand.self, BenchCommand.self, EvalCommand.self, EmbedCommand.self, PCACommand.self, PlotCommand.self,
             CheckpointCommand.self, DataCommand.self, ConfigCommand.self, SelftestCommand.self,
         ])
+
+    static func main() {
+        relaunchWithFasterBLASIfNeeded()
+        main(nil)
+    }
+
+    /// OpenBLAS picks its kernels when it is loaded, before `main`; if it fell back to generic ones on a
+    /// CPU it does not know (see BLAS.preferredCoreType), start this program again with
+    /// OPENBLAS_CORETYPE set. Nothing has happened yet (no MPI, no files), so the new image simply
+    /// takes over the process, under mpirun as well.
+    static func relaunchWithFasterBLASIfNeeded() {
+        guard let core = BLAS.preferredCoreType else { return }
+        setenv("OPENBLAS_CORETYPE", core, 1)
+        let arguments = CommandLine.arguments.map { strdup($0) } + [nil]
+        execv("/proc/self/exe", arguments)
+        // execv returns only on failure: go on with the generic kernels (slower, same results).
+        unsetenv("OPENBLAS_CORETYPE")
+    }
 }
