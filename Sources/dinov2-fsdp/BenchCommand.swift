@@ -4,13 +4,15 @@ import ArgumentParser
 import DinoBench
 import DinoCore
 import DinoData
+import DinoTraining
 import Foundation
 
 struct BenchCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench",
         abstract: "Benchmarks: collectives, attention, kernels, training steps, the data pipeline, checkpoints.",
-        subcommands: [Comm.self, Attention.self, Kernels.self, Step.self, Data.self, Checkpoint.self, ScalingReportCommand.self])
+        subcommands: [Comm.self, Attention.self, Kernels.self, Step.self, Data.self, Checkpoint.self, ScalingReportCommand.self,
+                      LearningReportCommand.self])
 
     struct Checkpoint: ParsableCommand {
         static let configuration = CommandConfiguration(
@@ -263,6 +265,42 @@ extension BenchCommand {
                 Console.out("wrote \(folder)/scaling.csv and \(folder)/scaling.svg")
             } catch {
                 Console.write("error: \(error.localizedDescription)\n", to: 2)
+                throw ExitCode.failure
+            }
+        }
+    }
+}
+
+extension BenchCommand {
+    struct LearningReportCommand: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "learning-report",
+            abstract: "Learning curves of runs side by side (Benchmarks/learning.sh): learning.csv and learning.svg.",
+            discussion: """
+                Each --run is NAME=PATH, PATH a training output folder or a metrics.jsonl file (the \
+                official-modules reference script writes the same fields), e.g. `dinov2-fsdp bench \
+                learning-report --run ours=runs/learn --run official=runs/learn-official.jsonl --output out`.
+                """)
+        @Option(name: .customLong("run"), help: "NAME=PATH of a run's metrics (repeatable).") var runs: [String]
+        @Option(help: "Folder for learning.csv and learning.svg.") var output: String
+        @Option(help: "Prototypes of the DINO head (draws ln K and 0.9 ln K on the entropy panel).") var prototypes: Int?
+        @Option(help: "Title of the picture.") var title = "Learning"
+
+        func run() throws {
+            do {
+                let parsed = try runs.map { spec -> LearningReport.Run in
+                    guard let cut = spec.firstIndex(of: "="), cut != spec.startIndex else {
+                        throw ValidationError("--run \(spec): expected NAME=PATH, e.g. ours=runs/learn")
+                    }
+                    return try LearningReport.Run(name: String(spec[..<cut]), path: String(spec[spec.index(after: cut)...]))
+                }
+                let summary = try LearningReport.write(parsed, folder: output, title: title, prototypes: prototypes)
+                Console.out(summary)
+                Console.out("wrote \(output)/learning.csv and \(output)/learning.svg")
+            } catch let error as ValidationError {
+                throw error
+            } catch {
+                Console.write("error: \(error)\n", to: 2)
                 throw ExitCode.failure
             }
         }

@@ -341,7 +341,7 @@ struct DataCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "data",
         abstract: "Generate the embedded dataset and inspect image folders.",
-        subcommands: [Synth.self, Inspect.self, Crops.self])
+        subcommands: [Synth.self, Embedded.self, Inspect.self, Crops.self])
 
     struct Synth: ParsableCommand {
         static let configuration = CommandConfiguration(
@@ -364,6 +364,23 @@ struct DataCommand: ParsableCommand {
             let count = try SyntheticImages.write(root: output, classes: classes, trainPerClass: perClass,
                                                   valPerClass: valPerClass, size: size, seed: UInt64(seed), jpeg: jpeg)
             Console.out("wrote \(count) images to \(output)/train and \(output)/val")
+        }
+    }
+
+    struct Embedded: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Generate the embedded dataset into its cache folder if needed and print that folder.",
+            discussion: """
+                The folder `train` uses when train.dataset_path is "embedded" ($DINO_CACHE or \
+                ~/.cache/dinov2-fsdp, then embedded-vVERSION-SIZEpx), with train/ and val/ inside.
+                """)
+        @Option(help: "Image side in pixels.") var size = 128
+
+        func run() throws {
+            try RankedRun.execute { comm, log in
+                let root = try Trainer.embeddedDataset(communicator: comm, size: size)
+                if comm.rank == 0 { Console.out(root) }
+            }
         }
     }
 

@@ -84,13 +84,13 @@ struct DataTests {
         defer { try? FileManager.default.removeItem(at: root) }
         try SyntheticImages.write(root: root.path, classes: 3, trainPerClass: 2, valPerClass: 1, size: 32, seed: 1)
         let train = try ImageDataset(path: root.path + "/train")
-        #expect(train.classes == ["circle", "square", "triangle"])
+        #expect(train.classes == ["checker", "dots", "stripes"])
         #expect(train.samples.map(\.label) == [0, 0, 1, 1, 2, 2])
-        #expect(train.samples[2].path.hasSuffix("train/square/00000.png"))
+        #expect(train.samples[2].path.hasSuffix("train/dots/00000.png"))
         let list = root.appendingPathComponent("list.txt").path
-        try "train/circle/00000.png 4\n# comment\n\ntrain/ring.png\n".write(toFile: list, atomically: true, encoding: .utf8)
+        try "train/checker/00000.png 4\n# comment\n\ntrain/ring.png\n".write(toFile: list, atomically: true, encoding: .utf8)
         let listed = try ImageDataset(path: list)
-        #expect(listed.samples.map(\.label) == [4, -1] && listed.samples[0].path == root.path + "/train/circle/00000.png")
+        #expect(listed.samples.map(\.label) == [4, -1] && listed.samples[0].path == root.path + "/train/checker/00000.png")
         #expect(throws: DatasetError.missing(root.path + "/nope")) { try ImageDataset(path: root.path + "/nope") }
         try FileManager.default.createDirectory(atPath: root.path + "/empty/a", withIntermediateDirectories: true)
         #expect(throws: DatasetError.empty(root.path + "/empty")) { try ImageDataset(path: root.path + "/empty") }
@@ -125,7 +125,14 @@ struct DataTests {
         let a = try TestPaths.temporaryDirectory(), b = try TestPaths.temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: a); try? FileManager.default.removeItem(at: b) }
         #expect(try SyntheticImages.write(root: a.path, classes: 8, trainPerClass: 2, valPerClass: 1, size: 48, seed: 3) == 24)
-        try SyntheticImages.write(root: b.path, classes: 8, trainPerClass: 2, valPerClass: 1, size: 48, seed: 3)
+        // b is written in three parts (as three ranks share the work), the last over files already there.
+        let parts = try (0..<3).map { i in
+            try SyntheticImages.write(root: b.path, classes: 8, trainPerClass: 2, valPerClass: 1, size: 48, seed: 3,
+                                      part: (i, 3))
+        }
+        #expect(parts == [8, 8, 8])
+        #expect(try SyntheticImages.write(root: b.path, classes: 8, trainPerClass: 2, valPerClass: 1, size: 48, seed: 3,
+                                          keepExisting: true) == 0)
         let train = try ImageDataset(path: a.path + "/train")
         #expect(train.count == 16 && train.classes.count == 8)
         for sample in train.samples {

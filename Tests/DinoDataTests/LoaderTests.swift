@@ -59,13 +59,13 @@ struct LoaderTests {
     func corruptFiles() throws {
         let (root, _) = try dataset()
         defer { try? FileManager.default.removeItem(at: root) }
-        try Data("not a png".utf8).write(to: URL(fileURLWithPath: root.path + "/train/circle/00001.png"))
+        try Data("not a png".utf8).write(to: URL(fileURLWithPath: root.path + "/train/checker/00001.png"))
         let data = try ImageDataset(path: root.path + "/train")
         let loader = CropLoader(dataset: data, sampler: DistributedSampler(datasetSize: data.count, globalBatch: data.count, seed: 1),
                                 pipeline: pipeline, rank: 0, worldSize: 1, seed: 5, firstStep: 0)
         let batch = try loader.batch(step: 0)
         #expect(batch.skipped == 1)
-        #expect(!batch.indices.contains(1))  // dataset index 1 is circle/00001.png
+        #expect(!batch.indices.contains(1))  // dataset index 1 is checker/00001.png
         #expect(batch.globalCrops.allSatisfy { $0.isFinite })
         loader.stop()
     }

@@ -51,4 +51,37 @@ struct TrainingCurvesTests {
         defer { try? FileManager.default.removeItem(at: empty) }
         #expect(throws: TrainingCurves.CurvesError.self) { try TrainingCurves.svg(metrics: empty.path + "/metrics.jsonl", title: "x") }
     }
+
+    @Test("learning report: both runs' k-NN over iterations and wall time, CSV rows, summary with the gain")
+    func learningReport() throws {
+        func run(_ name: String, knn: [Double], seconds: Double) -> LearningReport.Run {
+            var records: [[String: Any]] = []
+            for (i, top1) in knn.enumerated() {
+                records.append(["iteration": i * 10, "knn_top1": top1, "elapsed_seconds": Double(i) * seconds])
+                if i > 0 {
+                    records.append(["iteration": i * 10, "loss": 9.0, "teacher_entropy": 5.0, "teacher_mean_entropy": 6.5,
+                                    "teacher_prototypes_in_use": 40, "teacher_cls_spread": 0.5,
+                                    "teacher_head_spread": 0.05, "elapsed_seconds": Double(i) * seconds])
+                }
+            }
+            return LearningReport.Run(name: name, records: records)
+        }
+        let runs = [run("ours", knn: [12.5, 20, 31.25], seconds: 60), run("official", knn: [12.5, 18, 27], seconds: 120)]
+        let csv: [String] = LearningReport.csv(runs).split(separator: "\n").map(String.init)
+        let header = "run,iteration,elapsed_seconds,knn_top1,teacher_entropy,teacher_mean_entropy,"
+            + "teacher_prototypes_in_use,teacher_cls_spread,teacher_head_spread,loss"
+        #expect(csv.first == header)
+        #expect(csv.count == 1 + 2 * 5)
+        let row = "ours,20.0,120.0,31.25,,,,,,"
+        #expect(csv.contains(row))
+        let svg = LearningReport.svg(runs, title: "t", prototypes: 256)
+        for title in ["over iterations", "over wall time", "Teacher target entropy", "Prototypes in use", "CLS spread"] {
+            #expect(svg.contains(title), "missing panel \(title)")
+        }
+        #expect(svg.contains("0.9 ln K"))
+        let summary: [String] = LearningReport.summary(runs, prototypes: 256).split(separator: "\n").map(String.init)
+        #expect(summary.count == 2)
+        #expect(summary[0].contains("12.5% at iteration 0 -> 31.2% at 20 (gain +18.8 points"), "\(summary[0])")
+        #expect(summary[0].contains("2.0 min") && summary[0].contains("(0.90 ln K)") && summary[0].contains("15.6 % of K"))
+    }
 }

@@ -91,12 +91,17 @@ struct TrainTests {
         let result = try train(ranks: 2, data: data, output: output, ["--val", data.path + "/val",
                                                                          "evaluation.eval_period_iterations=4"])
         #expect(result.status == 0 && result.stdout.contains("k-NN (k 20)"), "\(result.stdout)\n\(result.stderr)")
-        // The periodic evaluation at iteration 4 (of 8); the final one carries the initialisation's too.
+        // Periodic evaluations before step 1 and at iteration 4 (of 8); the final one carries the
+        // initialisation's (the iteration-0 value) and the gain; every record has the run's wall time.
         let periodic = try metrics(output).filter { $0["knn_top1"] != nil && $0["knn_top1_init"] == nil }
-        #expect(periodic.map { $0["iteration"] as? Int } == [4])
+        #expect(periodic.map { $0["iteration"] as? Int } == [0, 4])
         let last = try metrics(output).last ?? [:]
         let top1 = last["knn_top1"] as? Double ?? -1, initial = last["knn_top1_init"] as? Double ?? -1
         #expect((0...100).contains(top1) && (0...100).contains(initial))
+        #expect(initial == periodic.first?["knn_top1"] as? Double)
+        #expect(abs((last["knn_gain"] as? Double ?? -1000) - (top1 - initial)) < 1e-9)
+        let elapsed = try metrics(output).map { $0["elapsed_seconds"] as? Double ?? -1 }
+        #expect(elapsed.allSatisfy { $0 >= 0 } && elapsed == elapsed.sorted(), "\(elapsed)")
 
         // `eval knn` on the run folder loads the final checkpoint; on the same 2 ranks the features are
         // computed in the same batches, so the accuracy must equal the one training printed exactly.
