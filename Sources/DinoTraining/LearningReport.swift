@@ -50,7 +50,8 @@ public enum LearningReport {
         for run in runs {
             for r in run.records where fields.contains(where: { r[$0] != nil }) {
                 func cell(_ key: String) -> String { TrainingCurves.number(r[key]).map { String($0) } ?? "" }
-                lines.append(([run.name, cell("iteration"), cell("elapsed_seconds")] + fields.map(cell)).joined(separator: ","))
+                let cells = [run.name, cell("iteration"), cell("elapsed_seconds")] + fields.map(cell)
+                lines.append(cells.joined(separator: ","))
             }
         }
         return lines.joined(separator: "\n") + "\n"
@@ -68,7 +69,8 @@ public enum LearningReport {
         }
         let evaluationRows = runs.map { run in run.records.filter { $0["knn_top1"] != nil } }
         var entropy = runs.map { series($0, "teacher_entropy") }
-        if let k = prototypes, let last = runs.flatMap({ $0.training.compactMap { TrainingCurves.number($0["iteration"]) } }).max() {
+        let iterations = runs.flatMap { $0.training.compactMap { TrainingCurves.number($0["iteration"]) } }
+        if let k = prototypes, let last = iterations.max() {
             let lnK = log(Double(k))
             entropy.append(LineSeries(name: "ln K (uniform)", points: [(0, lnK), (last, lnK)]))
             entropy.append(LineSeries(name: "0.9 ln K (collapse bound)", points: [(0, 0.9 * lnK), (last, 0.9 * lnK)]))
@@ -102,7 +104,8 @@ public enum LearningReport {
             let end = run.training.last
             let entropy = TrainingCurves.number(end?["teacher_entropy"])
             let inUse = TrainingCurves.number(end?["teacher_prototypes_in_use"])
-            var line = String(format: "%@: k-NN top-1 %.1f%% at iteration %.0f -> %.1f%% at %.0f (gain %+.1f points; best %.1f%% at %.0f)",
+            var line = String(format: "%@: k-NN top-1 %.1f%% at iteration %.0f -> %.1f%% at %.0f "
+                                  + "(gain %+.1f points; best %.1f%% at %.0f)",
                               run.name, first.top1, first.iteration, last.top1, last.iteration, last.top1 - first.top1,
                               best.top1, best.iteration)
             if let seconds = last.seconds { line += String(format: ", %.1f min", seconds / 60) }

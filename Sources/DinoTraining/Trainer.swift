@@ -221,16 +221,19 @@ public enum Trainer {
         if let valDataset {
             // k-NN of the teacher now and of the initialisation (measured before step 1, or a fresh
             // model of the same seed when this process resumed).
-            let before = try initialKNN ?? KNN.evaluate(
-                model: SelfDistillation(config: config, communicator: comm, seed: UInt64(config.train.seed), threads: threads),
-                train: dataset, val: valDataset, communicator: comm)
+            let fresh = { try SelfDistillation(config: config, communicator: comm, seed: UInt64(config.train.seed),
+                                               threads: threads) }
+            let before = try initialKNN
+                ?? KNN.evaluate(model: fresh(), train: dataset, val: valDataset, communicator: comm)
             let after = try KNN.evaluate(model: model, train: dataset, val: valDataset, communicator: comm)
-            let line = String(format: "k-NN (k 20) on %@: top-1 %.1f%% (at initialisation %.1f%%), top-5 %.1f%%",
-                              validation ?? "", after.top1, before.top1, after.top5)
+            let line = String(format: "k-NN (k 20) on %@: top-1 %.1f%% (at initialisation %.1f%%, gain %+.1f points), "
+                                  + "top-5 %.1f%%", validation ?? "", after.top1, before.top1, after.top1 - before.top1,
+                              after.top5)
             log.main(line)
             if comm.rank == 0 {
-                try append(["iteration": total, "knn_top1_init": before.top1, "knn_top1": after.top1, "knn_top5": after.top5,
-                            "knn_gain": after.top1 - before.top1, "elapsed_seconds": elapsed()], to: metrics)
+                try append(["iteration": total, "knn_top1_init": before.top1, "knn_top1": after.top1,
+                            "knn_top5": after.top5, "knn_gain": after.top1 - before.top1,
+                            "elapsed_seconds": elapsed()], to: metrics)
             }
         }
         if comm.rank == 0 { writeCurves(output: output, log: log) }

@@ -11,8 +11,8 @@ struct BenchCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench",
         abstract: "Benchmarks: collectives, attention, kernels, training steps, the data pipeline, checkpoints.",
-        subcommands: [Comm.self, Attention.self, Kernels.self, Step.self, Data.self, Checkpoint.self, ScalingReportCommand.self,
-                      LearningReportCommand.self])
+        subcommands: [Comm.self, Attention.self, Kernels.self, Step.self, Data.self, Checkpoint.self,
+                      ScalingReportCommand.self, LearningReportCommand.self])
 
     struct Checkpoint: ParsableCommand {
         static let configuration = CommandConfiguration(
@@ -283,7 +283,8 @@ extension BenchCommand {
                 """)
         @Option(name: .customLong("run"), help: "NAME=PATH of a run's metrics (repeatable).") var runs: [String]
         @Option(help: "Folder for learning.csv and learning.svg.") var output: String
-        @Option(help: "Prototypes of the DINO head (draws ln K and 0.9 ln K on the entropy panel).") var prototypes: Int?
+        @Option(help: "Prototypes of the DINO head (draws ln K and 0.9 ln K on the entropy panel).")
+        var prototypes: Int?
         @Option(help: "Title of the picture.") var title = "Learning"
 
         func run() throws {
@@ -292,7 +293,8 @@ extension BenchCommand {
                     guard let cut = spec.firstIndex(of: "="), cut != spec.startIndex else {
                         throw ValidationError("--run \(spec): expected NAME=PATH, e.g. ours=runs/learn")
                     }
-                    return try LearningReport.Run(name: String(spec[..<cut]), path: String(spec[spec.index(after: cut)...]))
+                    let name = String(spec[..<cut]), path = String(spec[spec.index(after: cut)...])
+                    return try LearningReport.Run(name: name, path: path)
                 }
                 let summary = try LearningReport.write(parsed, folder: output, title: title, prototypes: prototypes)
                 Console.out(summary)

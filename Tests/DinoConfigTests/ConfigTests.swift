@@ -52,7 +52,8 @@ struct ConfigTests {
         #expect(g.student.arch == "vit_giant2" && g.train.batchSizePerRank == 12)
     }
 
-    @Test("every shipped config loads", arguments: ["default", "quickstart", "vits14", "vitb14", "vitl14", "vitg14", "tests/tiny"])
+    @Test("every shipped config loads",
+          arguments: ["default", "quickstart", "small-data", "vits14", "vitb14", "vitl14", "vitg14", "tests/tiny"])
     func shippedConfigs(name: String) throws {
         _ = try ConfigLoader.load(file: root + "/Configs/\(name).yaml")
     }

@@ -29,18 +29,13 @@ struct OfficialParityTests {
         let config = try ConfigLoader.load(file: nil, overrides: try file.readStrings("\(variant)/overrides"))
             .resolved(worldSize: 1)
         let model = try SelfDistillation(config: config, communicator: SingleProcessCommunicator(), seed: 0)
-        for part in model.parts {
-            for entry in part.table.entries {
-                let values = try file.readDoubles("\(variant)/initial/\(part.name)/\(entry.name)").map { Float($0) }
-                part.student.setTensor(entry.name, values)
-                part.teacher.setTensor(entry.name, values)
-            }
-        }
-        let globalCrops = try file.readDoubles("\(variant)/global_crops").map { Float($0) }
-        let localCrops = try file.readDoubles("\(variant)/local_crops").map { Float($0) }
-        let masks = try file.readDoubles("\(variant)/masks").map { $0 != 0 }
-        let schedule = try file.readDoubles("\(variant)/schedule")
-        let expectedLosses = try file.readDoubles("\(variant)/losses")
+        let fixture = StepFixture(file: file, group: variant)
+        try fixture.loadInitialState(into: model)
+        let globalCrops = try fixture.floats("global_crops")
+        let localCrops = try fixture.floats("local_crops")
+        let masks = try fixture.doubles("masks").map { $0 != 0 }
+        let schedule = try fixture.doubles("schedule")
+        let expectedLosses = try fixture.doubles("losses")
         let images = config.train.batchSizePerRank
         for step in 0..<3 {
             // Our schedules from the config keys against train.build_schedulers' values.
@@ -67,30 +62,13 @@ struct OfficialParityTests {
             if step == 0 {
                 for part in model.parts {
                     for entry in part.table.entries {
-                        let reference = try file.readDoubles("\(variant)/gradients/\(part.name)/\(entry.name)")
+                        let reference = try fixture.doubles("gradients/\(part.name)/\(entry.name)")
                         let error = normwiseError(try part.student.gatherGradient(entry.name), reference)
                         #expect(error <= 1e-4, "\(variant) gradient of \(part.name) \(entry.name): \(error)")
                     }
                 }
             }
         }
-        // Entries whose first gradient is near zero move by amounts float32 rounding decides (see
-        // adamWellConditioned): left out of the parameter comparison, at most 5 % of them (2.2-2.5 % here).
-        var compared = 0, left = 0
-        for part in model.parts {
-            for entry in part.table.entries {
-                let keep = adamWellConditioned(
-                    firstGradient: try file.readDoubles("\(variant)/gradients/\(part.name)/\(entry.name)"))
-                compared += keep.filter { $0 }.count
-                left += keep.filter { !$0 }.count
-                let student = try file.readDoubles("\(variant)/final_student/\(part.name)/\(entry.name)")
-                let teacher = try file.readDoubles("\(variant)/final_teacher/\(part.name)/\(entry.name)")
-                let studentError = normwiseError(kept(try part.student.gatherTensor(entry.name), keep), kept(student, keep))
-                let teacherError = normwiseError(kept(try part.teacher.gatherTensor(entry.name), keep), kept(teacher, keep))
-                #expect(studentError <= 1e-4, "\(variant) student \(part.name) \(entry.name): \(studentError)")
-                #expect(teacherError <= 1e-4, "\(variant) teacher \(part.name) \(entry.name): \(teacherError)")
-            }
-        }
-        #expect(Double(left) <= 0.05 * Double(compared + left), "\(variant): \(left) of \(compared + left) entries left out")
+        try fixture.expectFinalParameters(of: model)
     }
 }

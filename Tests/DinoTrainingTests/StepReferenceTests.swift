@@ -32,18 +32,13 @@ struct StepReferenceTests {
         let file = try HDF5File.open(Self.fixture)
         let model = try SelfDistillation(config: try Self.config(centering: centering),
                                          communicator: SingleProcessCommunicator(), seed: 0)
-        for part in model.parts {
-            for entry in part.table.entries {
-                let values = try file.readDoubles("\(centering)/initial/\(part.name)/\(entry.name)").map { Float($0) }
-                part.student.setTensor(entry.name, values)
-                part.teacher.setTensor(entry.name, values)
-            }
-        }
-        let globalImages = try file.readDoubles("\(centering)/global_images").map { Float($0) }
-        let localImages = try file.readDoubles("\(centering)/local_images").map { Float($0) }
-        let masks = try file.readDoubles("\(centering)/masks").map { $0 != 0 }
-        let schedule = try file.readDoubles("\(centering)/schedule")
-        let expectedLosses = try file.readDoubles("\(centering)/losses")
+        let fixture = StepFixture(file: file, group: centering)
+        try fixture.loadInitialState(into: model)
+        let globalImages = try fixture.floats("global_images")
+        let localImages = try fixture.floats("local_images")
+        let masks = try fixture.doubles("masks").map { $0 != 0 }
+        let schedule = try fixture.doubles("schedule")
+        let expectedLosses = try fixture.doubles("losses")
         for step in 0..<3 {
             let values = ScheduleValues(lr: schedule[step * 5], lastLayerLR: schedule[step * 5 + 1],
                                         weightDecay: schedule[step * 5 + 2], momentum: schedule[step * 5 + 3],
@@ -62,10 +57,12 @@ struct StepReferenceTests {
             if step == 0 {
                 for part in model.parts {
                     for entry in part.table.entries {
-                        let reference = try file.readDoubles("\(centering)/gradients/\(part.name)/\(entry.name)")
+                        let reference = try fixture.doubles("gradients/\(part.name)/\(entry.name)")
                         let mine = try part.student.gatherGradient(entry.name)
                         let error = normwiseError(mine, reference)
                         #expect(error <= 1e-4, "gradient of \(part.name) \(entry.name): \(error)")
+                        // The key third of attn.qkv.bias has an exactly zero gradient: adding a constant to
+                        // every key adds the same q . b_k to a row's scores, which softmax ignores.
                         if entry.name.hasSuffix("attn.qkv.bias") {
                             let scale = mine.map { abs(Double($0)) }.max() ?? 0
                             #expect(mine[16..<32].allSatisfy { abs(Double($0)) <= 1e-5 * scale }, "key bias gradient is not ~0")
@@ -75,25 +72,6 @@ struct StepReferenceTests {
                 }
             }
         }
-        // The key third of attn.qkv.bias has an exactly zero gradient (adding a constant to every key
-        // adds the same q . b_k to a row's scores, which softmax ignores), checked above; Adam moves
-        // such entries, and those with near-zero gradients, by amounts rounding decides: they are left
-        // out of the parameter comparison (adamWellConditioned), at most 5 % of all entries.
-        var compared = 0, left = 0
-        for part in model.parts {
-            for entry in part.table.entries {
-                let keep = adamWellConditioned(
-                    firstGradient: try file.readDoubles("\(centering)/gradients/\(part.name)/\(entry.name)"))
-                compared += keep.filter { $0 }.count
-                left += keep.filter { !$0 }.count
-                let student = try file.readDoubles("\(centering)/final_student/\(part.name)/\(entry.name)")
-                let teacher = try file.readDoubles("\(centering)/final_teacher/\(part.name)/\(entry.name)")
-                #expect(normwiseError(kept(try part.student.gatherTensor(entry.name), keep), kept(student, keep)) <= 1e-4,
-                        "student \(entry.name)")
-                #expect(normwiseError(kept(try part.teacher.gatherTensor(entry.name), keep), kept(teacher, keep)) <= 1e-4,
-                        "teacher \(entry.name)")
-            }
-        }
-        #expect(Double(left) <= 0.05 * Double(compared + left), "\(left) of \(compared + left) entries left out")
+        try fixture.expectFinalParameters(of: model)
     }
 }
