@@ -142,7 +142,7 @@ struct TrainTests {
         #expect(try a.readDoubles("labels") == (0..<16).map { Double($0 / 4) })
         #expect(try a.stringAttribute("classes").split(separator: "\n").count == 4)
         let paths = try a.readStrings("paths")
-        #expect(paths.count == 16 && paths.first?.hasSuffix("/train/circle/00000.png") == true, "\(paths)")
+        #expect(paths.count == 16 && paths.first?.hasSuffix("/train/checker/00000.png") == true, "\(paths)")
         #expect(try a.intAttribute("iteration") == 2)
         for name in ["cls", "patch"] {
             let x = try a.readDoubles(name), y = try b.readDoubles(name)
@@ -167,7 +167,7 @@ struct TrainTests {
         for name in ["cls", "patch"] { #expect(try c.readDoubles(name) == a.readDoubles(name), "\(name)") }
 
         // pca on 2 ranks: one PNG, a row per image: the 28-px evaluation view beside its 2x2 picture.
-        let files = ["circle", "cross", "square"].map { data.path + "/train/\($0)/00000.png" }
+        let files = ["checker", "dots", "stripes"].map { data.path + "/train/\($0)/00000.png" }
         let pca = try ProcessRunner.mpirun(ranks: 2, ["pca", "--checkpoint", output, "--output", data.path + "/pca.png"]
                                                + files, timeout: 120)
         #expect(pca.status == 0, "\(pca.stderr)")
