@@ -48,7 +48,7 @@ let modules: [Target] = [
         swiftSettings: hostCPUSettings),
     .target(
         name: "DinoSharding",
-        dependencies: ["DinoCore", "DinoKernels", "DinoModel"],
+        dependencies: ["DinoConfig", "DinoCore", "DinoKernels", "DinoModel"],
         swiftSettings: hostCPUSettings),
     .target(
         name: "DinoPlot",

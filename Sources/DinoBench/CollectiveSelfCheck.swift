@@ -7,6 +7,7 @@
 import DinoCore
 import DinoKernels
 import DinoModel
+import DinoTraining
 import Foundation
 
 /// Runs the collective checks and reports how many passed and which failed.
@@ -270,9 +271,10 @@ public struct CollectiveSelfCheck {
         var distributed = [Float](repeating: 0, count: mine.count), whole = [Float](repeating: 0, count: all.count)
         var scratch = [Double](repeating: 0, count: k)
         try TeacherTargets.sinkhornKnopp(out: &distributed, logits: mine, rows: counts[comm.rank], prototypes: k,
-                                         temperature: 0.07, totalRows: total, communicator: comm, scratch: &scratch)
+                                         temperature: 0.07, totalRows: total, reducer: CommunicatorRowReducer(comm),
+                                         scratch: &scratch)
         try TeacherTargets.sinkhornKnopp(out: &whole, logits: all, rows: total, prototypes: k, temperature: 0.07,
-                                         totalRows: total, communicator: SingleProcessCommunicator(), scratch: &scratch)
+                                         totalRows: total, reducer: LocalRowReducer(), scratch: &scratch)
         let reference = whole[(first * k)..<((first + counts[comm.rank]) * k)]
         let worst = zip(distributed, reference).reduce(Float(0)) { max($0, abs($1.0 - $1.1)) }
         record(worst <= 1e-6, "Sinkhorn-Knopp over \(world) ranks vs one process: max difference \(worst)")

@@ -96,7 +96,7 @@ public enum DataBenchmark {
                                              warmup: 1, seed: 0, threads: 1)
             stepPerImage = step.timeStep / Double(step.imagesPerRank)
             progress(String(format: "training step: %.3f s per image on one core (%@, batch %d)", stepPerImage,
-                            config.student.arch, step.imagesPerRank))
+                            config.student.arch.rawValue, step.imagesPerRank))
         }
         return DataReport(images: files.count, meanWidth: width, meanHeight: height, passes: passes,
                           decodeImagesPerSecond: decodeRate, pipelineImagesPerSecond: pipelineRate,

@@ -59,18 +59,14 @@ public enum ConfigLoader {
         for override in overrides {
             try apply(override: override, to: &values)
         }
-        let config = try decode(values)
-        try config.validate()
-        return config
+        return try decodeValidated(values)
     }
 
     /// Parses a YAML document layered on the defaults (for tests and embedded configs).
     public static func load(yaml text: String, source: String = "config") throws -> TrainingConfig {
         var values = try defaultValues()
         try apply(yaml: text, source: source, to: &values)
-        let config = try decode(values)
-        try config.validate()
-        return config
+        return try decodeValidated(values)
     }
 
     /// Renders `config` as YAML, sections and keys in the official order.
@@ -210,6 +206,25 @@ public enum ConfigLoader {
         return flat
     }
 
+    /// Decodes `values` and lists every problem at once: names outside a `ConfigChoice`'s set (decoded
+    /// as the default meanwhile) and values out of range.
+    static func decodeValidated(_ values: FlatConfig) throws -> TrainingConfig {
+        let defaults = try defaultValues()
+        var decodable = values
+        var problems: [String] = []
+        for (path, names) in TrainingConfig.choiceKeys {
+            guard case .string(let name) = values.value(at: path), !names.contains(name) else { continue }
+            problems.append(choiceProblem(path: path, value: name, names: names))
+            if let index = decodable.entries.firstIndex(where: { $0.path == path }), let fallback = defaults.value(at: path) {
+                decodable.entries[index].value = fallback
+            }
+        }
+        let config = try decode(decodable)
+        problems += config.rangeProblems()
+        if !problems.isEmpty { throw ConfigError.invalid(problems) }
+        return config
+    }
+
     /// Decodes through JSON text with shortest round-trip number formatting, so values are exact.
     static func decode(_ values: FlatConfig) throws -> TrainingConfig {
         var sections: [String] = []
@@ -339,6 +354,7 @@ enum ConfigValue: Equatable, Sendable {
         case (.float, let v as Double): self = .float(v)
         case (.bool, let v as Bool): self = .bool(v)
         case (.string, let v as String): self = .string(v)
+        case (.string, let v as any ConfigChoice): self = .string(v.rawValue)
         case (.floatList, let v as [Double]): self = .floatList(v)
         case (.intList, let v as [Int]): self = .intList(v)
         default: preconditionFailure("config field \(value) does not have the schema's kind \(kind)")

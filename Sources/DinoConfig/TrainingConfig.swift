@@ -78,7 +78,7 @@ public struct TrainConfig: Codable, Equatable, Sendable {
     public var workers = 10
     public var officialEpochLength = 1250
     public var cacheDataset = true
-    public var centering = "centering"
+    public var centering = Centering.softmax
     /// Iterations between two records in metrics.jsonl (ours).
     public var logEvery = 10
 
@@ -100,13 +100,13 @@ public struct TrainConfig: Codable, Equatable, Sendable {
 public struct StudentConfig: Codable, Equatable, Sendable {
     public init() {}
 
-    public var arch = "vit_large"
+    public var arch = Architecture.vitLarge
     public var patchSize = 16
     public var dropPathRate = 0.3
     public var layerScale = 1.0e-05
     public var dropPathUniform = true
     public var pretrainedWeights = ""
-    public var ffnLayer = "mlp"
+    public var ffnLayer = FeedForwardLayer.mlp
     public var blockChunks = 0
     public var qkvBias = true
     public var projBias = true
@@ -173,7 +173,7 @@ public struct OptimConfig: Codable, Equatable, Sendable {
     public var minLR = 1.0e-06
     public var clipGrad = 3.0
     public var freezeLastLayerEpochs = 1
-    public var scalingRule = "sqrt_wrt_1024"
+    public var scalingRule = ScalingRule.sqrtWrt1024
     public var patchEmbedLRMult = 0.2
     public var layerwiseDecay = 0.9
     public var adamwBeta1 = 0.9
@@ -231,10 +231,10 @@ public struct EvaluationConfig: Codable, Equatable, Sendable {
 public struct FSDPConfig: Codable, Equatable, Sendable {
     public init() {}
 
-    public var shardingStrategy = "FULL_SHARD"
+    public var shardingStrategy = ShardingStrategy.fullShard
     /// Ranks per sharding group for HYBRID_SHARD; 0 means the ranks of one node.
     public var hybridGroupSize = 0
-    public var allgatherDtype = "fp32"
+    public var allgatherDtype = AllGatherPrecision.fp32
 
     enum CodingKeys: String, CodingKey {
         case shardingStrategy = "sharding_strategy"

@@ -5,10 +5,31 @@
 // image, then view 2), local logits [n_local B, K] (crop-major), teacher targets [2B, K] in the
 // teacher's own view order; masked-token logits [M, K].
 // Gradients of the losses are written (=) into the caller's buffers, already multiplied by the
-// loss weights, so they feed the heads' backward directly.
+// loss weights, so they feed the heads' backward directly. The targets need sums and maxima over
+// every rank's rows: they come through an injected `RowReducer`, so the model never sees a rank.
 
 import DinoCore
 import DinoKernels
+
+/// Sums and maxima over the rows every rank holds: the collectives of the teacher targets. The
+/// training step passes one over its communicator; one process on its own uses `LocalRowReducer`.
+public protocol RowReducer: AnyObject {
+    /// Ranks contributing rows.
+    var ranks: Int { get }
+    /// Element-wise sums over ranks, in place.
+    func sum(_ values: UnsafeMutableBufferPointer<Double>) throws
+    func sum(_ value: Double) throws -> Double
+    func max(_ value: Double) throws -> Double
+}
+
+/// The reducer of a single process: every value is already the total.
+public final class LocalRowReducer: RowReducer {
+    public init() {}
+    public var ranks: Int { 1 }
+    public func sum(_ values: UnsafeMutableBufferPointer<Double>) throws {}
+    public func sum(_ value: Double) throws -> Double { value }
+    public func max(_ value: Double) throws -> Double { value }
+}
 
 /// Where the teacher's targets come from (`train.centering`).
 public enum TeacherTargets {
@@ -36,14 +57,13 @@ public enum TeacherTargets {
     @inlinable  // specialised where it is called: element loops over K prototypes stay concrete
     public static func sinkhornKnopp<T: KernelScalar>(
         out: UnsafeMutablePointer<T>, logits: UnsafePointer<T>, rows: Int, prototypes k: Int, temperature: Double,
-        totalRows: Int, iterations: Int = 3, communicator: any Communicator, scratch: UnsafeMutablePointer<Double>
+        totalRows: Int, iterations: Int = 3, reducer: any RowReducer, scratch: UnsafeMutablePointer<Double>
     ) throws {
         // Vector kernels for exp and scaling; prototype sums in float64; divisions hoisted into one
         // reciprocal per prototype and per row (this runs on every teacher row of every step).
         var localMax = -Double.infinity
         for r in 0..<rows { localMax = Swift.max(localMax, Double(T.rowMax(logits + r * k, k))) }
-        let globalMax = try communicator.allReduce(rows > 0 ? localMax / temperature : -Double.greatestFiniteMagnitude,
-                                                   op: .max)
+        let globalMax = try reducer.max(rows > 0 ? localMax / temperature : -Double.greatestFiniteMagnitude)
         var localSum = 0.0
         for r in 0..<rows {
             let row = out + r * k
@@ -51,7 +71,7 @@ public enum TeacherTargets {
             T.scale(row, k, T(1 / temperature))
             localSum += Double(T.expSubtractSum(row, k, T(globalMax)))
         }
-        let total = try communicator.allReduce(localSum, op: .sum)
+        let total = try reducer.sum(localSum)
         T.scale(out, rows * k, T(1 / total))
         let prototypeScale = UnsafeMutableBufferPointer(start: scratch, count: k)
         for iteration in 0..<iterations {
@@ -60,7 +80,7 @@ public enum TeacherTargets {
                 let row = out + r * k
                 for c in 0..<k { prototypeScale[c] += Double(row[c]) }
             }
-            try communicator.allReduce(prototypeScale, op: .sum)
+            try reducer.sum(prototypeScale)
             for c in 0..<k { prototypeScale[c] = 1 / (prototypeScale[c] * Double(k)) }
             // The last row normalisation leaves each row summing to 1 (the official final x totalRows).
             let rowTarget = iteration == iterations - 1 ? 1.0 : Double(totalRows)
@@ -116,16 +136,15 @@ public final class SoftmaxCenter<T: KernelScalar> {
     /// all-reduced, divided by the global row count (`rankMean` false) or by rows x ranks per rank
     /// mean (`rankMean` true: each rank's mean weighs the same, as the official iBOT center).
     @inlinable  // specialised where it is called (the element loops are over K prototypes)
-    public func recordBatch(_ logits: UnsafePointer<T>, rows: Int, rankMean: Bool, communicator: any Communicator) throws {
+    public func recordBatch(_ logits: UnsafePointer<T>, rows: Int, rankMean: Bool, reducer: any RowReducer) throws {
         let columns = columnSums.reserve(prototypes)
         columns.setToZero(count: prototypes)
         T.addColumnSums(columns, logits, rows: rows, columns: prototypes)
         var sums = [Double](repeating: 0, count: prototypes)
         let rowScale = rankMean && rows > 0 ? 1 / Double(rows) : 1
         for c in 0..<prototypes { sums[c] = Double(columns[c]) * rowScale }
-        try sums.withUnsafeMutableBufferPointer { try communicator.allReduce($0, op: .sum) }
-        let divisor = rankMean ? Double(communicator.worldSize)
-            : Double(try communicator.allReduce(Int64(rows), op: .sum))
+        try sums.withUnsafeMutableBufferPointer { try reducer.sum($0) }
+        let divisor = rankMean ? Double(reducer.ranks) : try reducer.sum(Double(rows))
         for c in 0..<prototypes { sums[c] = divisor > 0 ? sums[c] / divisor : 0 }
         pending = sums
     }

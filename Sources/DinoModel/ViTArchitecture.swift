@@ -57,25 +57,28 @@ public struct ViTArchitecture: Sendable, Equatable {
     }
 
     /// Width, depth and heads of the official factories.
-    public static let factories: [String: (embedDim: Int, depth: Int, heads: Int)] = [
-        "vit_small": (384, 12, 6), "vit_base": (768, 12, 12), "vit_large": (1024, 24, 16), "vit_giant2": (1536, 40, 24),
-    ]
+    public static func factory(_ arch: Architecture) -> (embedDim: Int, depth: Int, heads: Int) {
+        switch arch {
+        case .vitSmall: return (384, 12, 6)
+        case .vitBase: return (768, 12, 12)
+        case .vitLarge: return (1024, 24, 16)
+        case .vitGiant2: return (1536, 40, 24)
+        }
+    }
 
     /// The backbone a student config describes, with the position embedding built for `imageSize`
     /// (the global crop size in training, 518 for the released hub models).
     public init(student: StudentConfig, imageSize: Int) throws {
-        guard let base = Self.factories[student.arch] else {
-            throw ArchitectureError.unknownArchitecture(student.arch)
-        }
+        let base = Self.factory(student.arch)
         let embedDim = student.embedDim > 0 ? student.embedDim : base.embedDim
         let depth = student.depth > 0 ? student.depth : base.depth
         let heads = student.numHeads > 0 ? student.numHeads : base.heads
         guard embedDim % heads == 0 else { throw ArchitectureError.indivisibleHeads(embedDim: embedDim, heads: heads) }
         let feedForward: FeedForward
         switch student.ffnLayer {
-        case "mlp": feedForward = .mlp(hidden: embedDim * 4)
-        case "swiglu", "swiglufused": feedForward = .swiglu(hidden: SwiGLUWidth.hidden(embedDim: embedDim))
-        default: throw ArchitectureError.unsupportedFeedForward(student.ffnLayer)
+        case .mlp: feedForward = .mlp(hidden: embedDim * 4)
+        case .swiglu, .swigluFused: feedForward = .swiglu(hidden: SwiGLUWidth.hidden(embedDim: embedDim))
+        case .identity: throw ArchitectureError.unsupportedFeedForward(student.ffnLayer.rawValue)
         }
         self.init(embedDim: embedDim, depth: depth, heads: heads, patchSize: student.patchSize,
                   feedForward: feedForward, registers: student.registerTokens, imageSize: imageSize)
@@ -102,15 +105,12 @@ enum SwiGLUWidth {
 
 /// Configurations that do not describe a backbone we can build.
 public enum ArchitectureError: Error, CustomStringConvertible, Equatable {
-    case unknownArchitecture(String)
     case unsupportedFeedForward(String)
     case indivisibleHeads(embedDim: Int, heads: Int)
     case indivisibleChunks(depth: Int, chunks: Int)
 
     public var description: String {
         switch self {
-        case .unknownArchitecture(let name):
-            return "student.arch: unknown architecture '\(name)' (vit_small, vit_base, vit_large, vit_giant2)"
         case .unsupportedFeedForward(let name):
             return "student.ffn_layer: '\(name)' is not supported (mlp, swiglu, swiglufused)"
         case .indivisibleHeads(let embedDim, let heads):

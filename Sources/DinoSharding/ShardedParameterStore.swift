@@ -23,17 +23,10 @@
 // Gradient sums are over every rank of the job, so the result is the mean over ranks (each rank's
 // loss is a mean over its own crops, as the official recipe).
 
+import DinoConfig  // ShardingStrategy (fsdp.sharding_strategy)
 import DinoCore
 import DinoKernels
 import DinoModel
-
-/// How parameters are split over ranks (`fsdp.sharding_strategy`).
-public enum ShardingStrategy: String, Sendable, CaseIterable {
-    case fullShard = "FULL_SHARD"
-    case shardGradOp = "SHARD_GRAD_OP"
-    case noShard = "NO_SHARD"
-    case hybridShard = "HYBRID_SHARD"
-}
 
 /// Which contiguous range of every unit this rank owns.
 public struct ShardPlan: Sendable {

@@ -134,7 +134,7 @@ extension SelfDistillation {
         if comm.rank == 0 {
             let manifest = CheckpointManifest(
                 format: CheckpointManifest.format, version: CheckpointManifest.currentVersion, iteration: iteration,
-                optimizerSteps: optimizerSteps, worldSize: comm.worldSize, strategy: config.fsdp.shardingStrategy,
+                optimizerSteps: optimizerSteps, worldSize: comm.worldSize, strategy: config.fsdp.shardingStrategy.rawValue,
                 shards: backbone.student.plan.shards, config: ConfigLoader.yaml(config),
                 parts: parts.map { part in
                     CheckpointManifest.Part(name: part.name, unitCounts: part.table.units.map(\.count),
@@ -221,7 +221,7 @@ extension SelfDistillation {
                     + "written by `dinov2-fsdp checkpoint export`")
             }
             var config = try ConfigLoader.load(yaml: text, source: path)
-            config.fsdp.shardingStrategy = "FULL_SHARD"
+            config.fsdp.shardingStrategy = .fullShard
             config.student.pretrainedWeights = path
             let model = try SelfDistillation(config: config.resolved(worldSize: comm.worldSize), communicator: comm,
                                              seed: UInt64(config.train.seed))
@@ -241,7 +241,7 @@ extension SelfDistillation {
                 let manifest = try readManifest(folder)
                 var config = try ConfigLoader.load(yaml: manifest.config, source: folder + "/manifest.json")
                 // Loading is strategy-agnostic; the saved strategy may not fit this job's rank count.
-                config.fsdp.shardingStrategy = "FULL_SHARD"
+                config.fsdp.shardingStrategy = .fullShard
                 let model = try SelfDistillation(config: config.resolved(worldSize: comm.worldSize), communicator: comm,
                                                  seed: UInt64(config.train.seed))
                 return (model, folder, try model.loadCheckpoint(from: folder))

@@ -1,15 +1,18 @@
-// One DINOv2 training step on one rank (dinov2/train/ssl_meta_arch.py forward_backward, train.py):
-//   1. schedule values for the iteration; zero the student's gradients
-//   2. teacher backbone on the global crops (no masks, no drop path) -> CLS [2B, D] and the patch
-//      tokens at the student's masked positions [M, D] -> teacher head(s) -> targets by softmax
-//      centering (center updated one step late) or Sinkhorn-Knopp
-//   3. student backbone on [global crops with masks, local crops] with stochastic depth -> CLS of
-//      every crop and the masked patch tokens -> student head(s)
-//   4. DINO CLS loss, iBOT loss, KoLeo on each view's global CLS -> one backward through heads and
-//      backbone
-//   5. gradient clipping per sub-module (backbone, DINO head, iBOT head) at optim.clip_grad
-//   6. AdamW with each tensor's lr and wd multipliers (last layer on its own schedule)
-//   7. teacher <- m teacher + (1 - m) student, every tensor
+// One DINOv2 training step on one rank (dinov2/train/ssl_meta_arch.py forward_backward, train.py),
+// in the stages `step` calls, each a function below:
+//   1. StepCrops: the masked tokens and their iBOT weights; the student's gradients zeroed
+//   2. teacherTargets: teacher backbone on the global crops (no masks, no drop path) -> CLS [2B, D]
+//      and the patch tokens at the student's masked positions [M, D] (HeadRows) -> teacher head(s)
+//      -> targets by softmax centering (center updated one step late) or Sinkhorn-Knopp
+//   3. studentForwardAndLoss: student backbone on [global crops with masks, local crops] with
+//      stochastic depth -> CLS of every crop and the masked patch tokens (HeadRows) -> student
+//      head(s) -> DINO CLS loss, iBOT loss, KoLeo on each view's global CLS -> the heads' backward
+//   4. backwardAndReduce: backbone backward from the head rows' gradient, every unit's gradient
+//      reduction, the losses and gradient norms reduced over ranks and checked finite
+//   5. clipAndAdamW: clipping per sub-module (backbone, DINO head, iBOT head) at optim.clip_grad,
+//      AdamW with each tensor's lr and wd multipliers (last layer on its own schedule)
+//   6. EMA: teacher <- m teacher + (1 - m) student, every tensor
+// StepClock times the stages and collects the communication counters once.
 // Crop layout: global images [2B, 3, S, S] view-major (view 1 of every image, then view 2), local
 // images [n_local B, 3, s, s] crop-major, masks [2B, N]. Collectives (centering, Sinkhorn) go
 // through the communicator, so one rank runs the same code as many.
@@ -177,22 +180,23 @@ public final class SelfDistillation {
     }
     /// The world, timed: the step's own collectives (targets, loss and norm checks) add up here.
     let communicator: TimedCommunicator
+    /// The objective's collectives, over `communicator` (so they are timed with it).
+    private let rowReducer: CommunicatorRowReducer
 
     /// Builds the model for `config` (its `optim.lr` already scaled for the world size) and
     /// initialises the student from `seed`; the teacher starts as a copy of the student.
     public init(config: TrainingConfig, communicator: any Communicator, seed: UInt64, threads: Int = 1) throws {
         self.config = config
         self.communicator = TimedCommunicator(communicator)
+        rowReducer = CommunicatorRowReducer(self.communicator)
         schedules = TrainingSchedules(config)
         architecture = try ViTArchitecture(student: config.student, imageSize: config.crops.globalCropsSize)
         let layout = ParameterLayout(architecture)
         let depth = architecture.depth
-        guard let strategy = ShardingStrategy(rawValue: config.fsdp.shardingStrategy) else {
-            throw CommunicatorError.invalidArgument("fsdp.sharding_strategy '\(config.fsdp.shardingStrategy)' is unknown")
-        }
+        let strategy = config.fsdp.shardingStrategy
         func part(_ name: String, _ table: TensorTable, _ groups: [ParameterGroup]) throws -> ModelPart {
             try ModelPart(name: name, table: table, groups: groups, strategy: strategy, communicator: communicator,
-                          hybridGroupSize: config.fsdp.hybridGroupSize, allGatherBF16: config.fsdp.allgatherDtype == "bf16")
+                          hybridGroupSize: config.fsdp.hybridGroupSize, allGatherBF16: config.fsdp.allgatherDtype == .bf16)
         }
         backbone = try part("backbone", layout.table, layout.entries.map {
             ParameterGroups.backbone($0.name, depth: depth, layerwiseDecay: config.optim.layerwiseDecay,
@@ -278,122 +282,119 @@ public final class SelfDistillation {
     /// Backbone, DINO head and (when separate) iBOT head.
     public var parts: [ModelPart] { [backbone, dinoHead] + (ibotHead.map { [$0] } ?? []) }
 
-    /// One optimisation step on this rank's crops; returns the rank's losses.
+    /// One optimisation step on this rank's crops; returns the rank's losses. The stages are the
+    /// header's: teacher targets (2), student forward and loss (3, 4), backward with the gradient
+    /// reduction and the finite check, then clip / AdamW / EMA (5-7).
     public func step(iteration: Int, globalImages: UnsafePointer<Float>, localImages: UnsafePointer<Float>,
                      masks: [Bool], images b: Int, schedule: ScheduleValues? = nil) throws -> StepLosses {
         let s = schedule ?? schedules.values(at: iteration)
-        let stepStart = MonotonicClock.seconds()
-        var timing = StepTiming()
-        communicator.reset()
-        for part in parts {
-            part.student.resetCommunicationTimers()
-            part.teacher.resetCommunicationTimers()
-        }
-        let a = architecture, d = a.embedDim
-        let nLocal = config.crops.localCropsNumber
-        let globalSize = config.crops.globalCropsSize, localSize = config.crops.localCropsSize
-        let patches = a.patches(cropSize: globalSize)
-        precondition(masks.count == 2 * b * patches, "masks: \(masks.count) values for \(2 * b) crops of \(patches) patches")
+        var clock = StepClock(parts: parts, communicator: communicator)
         for part in parts { part.student.zeroGradients() }
+        let crops = StepCrops(config: config, architecture: architecture, images: b, masks: masks)
+        clock.maskedTokens = crops.maskedTokens.count
 
-        // Masked tokens: (crop, patch) in crop order, and each token's iBOT weight 1 / m_crop.
-        var maskedTokens: [(crop: Int, patch: Int)] = []
-        var tokenWeights: [Double] = []
-        for crop in 0..<(2 * b) {
-            let count = (0..<patches).filter { masks[crop * patches + $0] }.count
-            for patch in 0..<patches where masks[crop * patches + patch] {
-                maskedTokens.append((crop, patch))
-                tokenWeights.append(1 / Double(Swift.max(count, 1)))
-            }
-        }
-        let m = maskedTokens.count
-        timing.maskedTokens = m
-        let shared = ibotHead == nil
-        let kDino = config.dino.headPrototypes
-        let kIbot = shared ? kDino : config.ibot.headPrototypes
-
-        // Teacher.
-        try teacherBackbone.forward([CropBatch(images: globalImages, count: 2 * b, size: globalSize)],
-                                    store: backbone.teacher, keepActivations: false)
-        let teacherRows = teacherBackbone.batches[0]
-        let teacherInput = buffers.teacherInput.reserve((2 * b + m) * d)
-        for crop in 0..<(2 * b) { copyRow(teacherBackbone.output, teacherRows.row(crop: crop, token: 0), into: teacherInput, at: crop, d) }
-        for (j, token) in maskedTokens.enumerated() {
-            copyRow(teacherBackbone.output, teacherRows.row(crop: token.crop, token: 1 + a.registers + token.patch),
-                    into: teacherInput, at: 2 * b + j, d)
-        }
-        let dinoTargets = buffers.dinoTargets.reserve(2 * b * kDino)
-        let ibotTargets = buffers.ibotTargets.reserve(m * kIbot)
-        if shared {
-            try teacherDinoHead.forward(teacherInput, rows: 2 * b + m, store: dinoHead.teacher)
-            try targets(dinoTargets, logits: teacherDinoHead.output, rows: 2 * b, k: kDino, center: dinoCenter,
-                        temperature: s.teacherTemperature, rankMean: false)
-            try targets(ibotTargets, logits: teacherDinoHead.output + 2 * b * kDino, rows: m, k: kIbot,
-                        center: ibotCenter, temperature: s.teacherTemperature, rankMean: true)
-        } else if let teacherIbotHead, let ibotHead {
-            try teacherDinoHead.forward(teacherInput, rows: 2 * b, store: dinoHead.teacher)
-            try targets(dinoTargets, logits: teacherDinoHead.output, rows: 2 * b, k: kDino, center: dinoCenter,
-                        temperature: s.teacherTemperature, rankMean: false)
-            try teacherIbotHead.forward(teacherInput + 2 * b * d, rows: m, store: ibotHead.teacher)
-            try targets(ibotTargets, logits: teacherIbotHead.output, rows: m, k: kIbot, center: ibotCenter,
-                        temperature: s.teacherTemperature, rankMean: true)
-        }
-
-        recordTargetStatistics(dinoTargets, rows: 2 * b, k: kDino, cls: teacherInput, channels: d,
-                               bottleneck: teacherDinoHead.normalizedBottleneck, bottleneckChannels: teacherDinoHead.architecture.bottleneck)
-
-        // Student.
-        let dropPath = DropPath(seed: UInt64(config.train.seed), iteration: UInt64(iteration),
-                                rate: config.student.dropPathRate, depth: a.depth, uniform: config.student.dropPathUniform)
+        let targets = try teacherTargets(crops, globalImages: globalImages, schedule: s)
         var losses = StepLosses(dinoLocal: 0, dinoGlobal: 0, ibot: 0, koleo: 0)
-        try masks.withUnsafeBufferPointer { maskPointer in
+        let heads = try studentForwardAndLoss(crops, globalImages: globalImages, localImages: localImages,
+                                              targets: targets, iteration: iteration, losses: &losses)
+        let norms = try backwardAndReduce(crops, heads: heads, losses: losses, iteration: iteration)
+        clock.measure(\.optimizer) { clipAndAdamW(norms: norms, schedule: s) }
+        clock.measure(\.ema) { for part in parts { part.updateTeacher(momentum: s.momentum) } }
+        lastTiming = clock.finish()
+        return losses
+    }
+
+    /// The teacher's DINO targets [2B, K] and iBOT targets [M, K] (stage 2), with the collapse
+    /// statistics of the DINO targets recorded.
+    private func teacherTargets(_ crops: StepCrops, globalImages: UnsafePointer<Float>, schedule s: ScheduleValues)
+        throws -> (dino: UnsafeMutablePointer<Float>, ibot: UnsafeMutablePointer<Float>)
+    {
+        let b = crops.images, m = crops.maskedTokens.count, d = architecture.embedDim
+        let kDino = crops.dinoPrototypes, kIbot = crops.ibotPrototypes, temperature = s.teacherTemperature
+        try teacherBackbone.forward([CropBatch(images: globalImages, count: 2 * b, size: crops.globalSize)],
+                                    store: backbone.teacher, keepActivations: false)
+        let rows = HeadRows(cls: [teacherBackbone.batches[0]], masked: crops.maskedTokens,
+                            of: teacherBackbone.batches[0], firstPatch: crops.firstPatch)
+        let input = buffers.teacherInput.reserve(rows.count * d)
+        rows.gather(teacherBackbone.output, into: input, channels: d)
+        let dino = buffers.dinoTargets.reserve(2 * b * kDino)
+        let ibot = buffers.ibotTargets.reserve(m * kIbot)
+        if let teacherIbotHead, let ibotHead {
+            try teacherDinoHead.forward(input, rows: 2 * b, store: dinoHead.teacher)
+            try targets(dino, logits: teacherDinoHead.output, rows: 2 * b, k: kDino, center: dinoCenter,
+                        temperature: temperature, rankMean: false)
+            try teacherIbotHead.forward(input + 2 * b * d, rows: m, store: ibotHead.teacher)
+            try targets(ibot, logits: teacherIbotHead.output, rows: m, k: kIbot, center: ibotCenter,
+                        temperature: temperature, rankMean: true)
+        } else {
+            // The shared head runs once over the CLS and masked rows.
+            try teacherDinoHead.forward(input, rows: 2 * b + m, store: dinoHead.teacher)
+            try targets(dino, logits: teacherDinoHead.output, rows: 2 * b, k: kDino, center: dinoCenter,
+                        temperature: temperature, rankMean: false)
+            try targets(ibot, logits: teacherDinoHead.output + 2 * b * kDino, rows: m, k: kIbot, center: ibotCenter,
+                        temperature: temperature, rankMean: true)
+        }
+        recordTargetStatistics(dino, rows: 2 * b, k: kDino, cls: input, channels: d,
+                               bottleneck: teacherDinoHead.normalizedBottleneck,
+                               bottleneckChannels: teacherDinoHead.architecture.bottleneck)
+        return (dino, ibot)
+    }
+
+    /// The student backbone on every crop, its heads, the DINO, iBOT and KoLeo losses, and the heads'
+    /// backward (stages 3, 4): returns the head rows with their gradient [rows, D] in `buffers.dInput`.
+    private func studentForwardAndLoss(
+        _ crops: StepCrops, globalImages: UnsafePointer<Float>, localImages: UnsafePointer<Float>,
+        targets: (dino: UnsafeMutablePointer<Float>, ibot: UnsafeMutablePointer<Float>), iteration: Int,
+        losses: inout StepLosses
+    ) throws -> HeadRows {
+        let b = crops.images, nLocal = crops.localCrops, m = crops.maskedTokens.count, d = architecture.embedDim
+        let kDino = crops.dinoPrototypes, kIbot = crops.ibotPrototypes
+        let dropPath = DropPath(seed: UInt64(config.train.seed), iteration: UInt64(iteration),
+                                rate: config.student.dropPathRate, depth: architecture.depth,
+                                uniform: config.student.dropPathUniform)
+        try crops.masks.withUnsafeBufferPointer { maskPointer in
             guard let maskBase = maskPointer.baseAddress else { return }
-            try studentBackbone.forward([CropBatch(images: globalImages, count: 2 * b, size: globalSize, masks: maskBase),
-                                         CropBatch(images: localImages, count: nLocal * b, size: localSize)],
+            try studentBackbone.forward([CropBatch(images: globalImages, count: 2 * b, size: crops.globalSize, masks: maskBase),
+                                         CropBatch(images: localImages, count: nLocal * b, size: crops.localSize)],
                                         store: backbone.student, dropPath: config.student.dropPathRate > 0 ? dropPath : nil)
         }
-        let globalRows = studentBackbone.batches[0], localRows = studentBackbone.batches[1]
-        let clsRows = 2 * b + nLocal * b
         // Head input rows: global CLS, local CLS, masked patch tokens.
-        let input = buffers.studentInput.reserve((clsRows + m) * d)
-        for crop in 0..<(2 * b) { copyRow(studentBackbone.output, globalRows.row(crop: crop, token: 0), into: input, at: crop, d) }
-        for crop in 0..<(nLocal * b) {
-            copyRow(studentBackbone.output, localRows.row(crop: crop, token: 0), into: input, at: 2 * b + crop, d)
-        }
-        for (j, token) in maskedTokens.enumerated() {
-            copyRow(studentBackbone.output, globalRows.row(crop: token.crop, token: 1 + a.registers + token.patch),
-                    into: input, at: clsRows + j, d)
-        }
-        let dInput = buffers.dInput.reserve((clsRows + m) * d)
-        dInput.setToZero(count: (clsRows + m) * d)
-        let dinoRows = shared ? clsRows + m : clsRows
+        let rows = HeadRows(cls: studentBackbone.batches, masked: crops.maskedTokens, of: studentBackbone.batches[0],
+                            firstPatch: crops.firstPatch)
+        let clsRows = rows.count - m
+        let input = buffers.studentInput.reserve(rows.count * d)
+        rows.gather(studentBackbone.output, into: input, channels: d)
+        let dInput = buffers.dInput.reserve(rows.count * d)
+        dInput.setToZero(count: rows.count * d)
+        let shared = ibotHead == nil
+        let dinoRows = shared ? rows.count : clsRows
         try studentDinoHead.forward(input, rows: dinoRows, store: dinoHead.student)
         // Every row of dDino is written (=) by the CLS and patch losses: no zeroing needed.
         let dDino = buffers.dLogits.reserve(dinoRows * kDino)
         let threads = studentBackbone.threads
         let scratch = buffers.scratch.reserve(Swift.max(2 * b * kDino, threads * kIbot))
         let cls = DinoLosses.clsLoss(dGlobal: dDino, dLocal: dDino + 2 * b * kDino, studentGlobal: studentDinoHead.output,
-                                     studentLocal: studentDinoHead.output + 2 * b * kDino, teacherTargets: dinoTargets,
+                                     studentLocal: studentDinoHead.output + 2 * b * kDino, teacherTargets: targets.dino,
                                      images: b, localCrops: nLocal, prototypes: kDino, weight: config.dino.lossWeight,
                                      scratch: scratch, threads: threads)
         losses.dinoLocal = cls.local
         losses.dinoGlobal = cls.global
-        if shared {
-            losses.ibot = DinoLosses.patchLoss(dStudent: dDino + clsRows * kDino, student: studentDinoHead.output + clsRows * kDino,
-                                               teacherTargets: ibotTargets, tokenWeights: tokenWeights, globalCrops: 2 * b,
-                                               prototypes: kIbot, weight: config.ibot.lossWeight, scratch: scratch,
-                                               threads: threads)
-            try studentDinoHead.backward(dDino, dInput: dInput, store: dinoHead.student)
-        } else if let studentIbotHead, let ibotHead {
+        if let studentIbotHead, let ibotHead {
             try studentDinoHead.backward(dDino, dInput: dInput, store: dinoHead.student)
             try studentIbotHead.forward(input + clsRows * d, rows: m, store: ibotHead.student)
             let dIbot = buffers.dIbotLogits.reserve(Swift.max(1, m * kIbot))
-            losses.ibot = DinoLosses.patchLoss(dStudent: dIbot, student: studentIbotHead.output, teacherTargets: ibotTargets,
-                                               tokenWeights: tokenWeights, globalCrops: 2 * b, prototypes: kIbot,
+            losses.ibot = DinoLosses.patchLoss(dStudent: dIbot, student: studentIbotHead.output, teacherTargets: targets.ibot,
+                                               tokenWeights: crops.tokenWeights, globalCrops: 2 * b, prototypes: kIbot,
                                                weight: config.ibot.lossWeight, scratch: scratch, threads: threads)
             try studentIbotHead.backward(dIbot, dInput: dInput + clsRows * d, store: ibotHead.student)
+        } else {
+            losses.ibot = DinoLosses.patchLoss(dStudent: dDino + clsRows * kDino, student: studentDinoHead.output + clsRows * kDino,
+                                               teacherTargets: targets.ibot, tokenWeights: crops.tokenWeights,
+                                               globalCrops: 2 * b, prototypes: kIbot, weight: config.ibot.lossWeight,
+                                               scratch: scratch, threads: threads)
+            try studentDinoHead.backward(dDino, dInput: dInput, store: dinoHead.student)
         }
-        // KoLeo on each view's global CLS tokens, added to their gradient.
+        // KoLeo on each view's global CLS tokens (head rows [view B, (view + 1) B)), added to their gradient.
         if config.dino.koleoLossWeight > 0 {
             let dKoleo = buffers.dKoleo.reserve(b * d)
             for view in 0..<2 {
@@ -402,41 +403,43 @@ public final class SelfDistillation {
                 Float.add(dInput + view * b * d, dKoleo, b * d)
             }
         }
+        return rows
+    }
 
-        // Backbone backward from the rows the heads and KoLeo read.
+    /// The backbone backward from the head rows' gradient, every unit's gradient reduction, and the
+    /// finite check: the losses and gradient norms are reduced over every rank, so a non-finite value
+    /// anywhere stops every rank at the same point, before the optimizer touches anything. Returns
+    /// each part's gradient norm (over every shard).
+    private func backwardAndReduce(_ crops: StepCrops, heads: HeadRows, losses: StepLosses, iteration: Int)
+        throws -> [Double]
+    {
+        let d = architecture.embedDim
         let dOutput = buffers.dTokens.reserve(studentBackbone.tokenCount * d)
         dOutput.setToZero(count: studentBackbone.tokenCount * d)
-        for crop in 0..<(2 * b) { addRow(dInput, at: crop, into: dOutput, row: globalRows.row(crop: crop, token: 0), d) }
-        for crop in 0..<(nLocal * b) { addRow(dInput, at: 2 * b + crop, into: dOutput, row: localRows.row(crop: crop, token: 0), d) }
-        for (j, token) in maskedTokens.enumerated() {
-            addRow(dInput, at: clsRows + j, into: dOutput, row: globalRows.row(crop: token.crop, token: 1 + a.registers + token.patch), d)
-        }
+        heads.scatterAdd(buffers.dInput.base, into: dOutput, channels: d)
         try studentBackbone.backward(dOutput, store: backbone.student)
-
         for part in parts {
             try part.student.endStep()
             try part.teacher.endStep()
         }
-
-        // The losses and gradient norms are reduced over every rank, so a non-finite value anywhere
-        // stops every rank at the same point, before the optimizer touches anything.
-        let lossValues = try communicator.allReduce([losses.dinoLocal, losses.dinoGlobal, losses.ibot, losses.koleo], op: .sum)
+        let lossValues = try communicator.allReduce([losses.dinoLocal, losses.dinoGlobal, losses.ibot, losses.koleo],
+                                                    op: .sum)
         for (value, name) in zip(lossValues, ["dino_local_crops_loss", "dino_global_crops_loss", "ibot_loss", "koleo_loss"])
         where !value.isFinite {
             throw TrainingError.nonFinite("\(name) is \(value) at iteration \(iteration) (summed over ranks); nothing was updated")
         }
-        var norms: [Double] = []
-        for part in parts {
+        return try parts.map { part in
             let norm = try part.student.gradientSquaredNorm().squareRoot()
             guard norm.isFinite else {
-                throw TrainingError.nonFinite("the \(part.name) gradient norm is \(norm) at iteration \(iteration); nothing was updated")
+                throw TrainingError.nonFinite("the \(part.name) gradient norm is \(norm) at iteration \(iteration); "
+                    + "nothing was updated")
             }
-            norms.append(norm)
+            return norm
         }
+    }
 
-
-        // Clip each sub-module (norms over every shard), AdamW on the shards, teacher EMA.
-        let optimizerStart = MonotonicClock.seconds()
+    /// Clips each sub-module at optim.clip_grad (its norm over every shard), then AdamW on the shards.
+    private func clipAndAdamW(norms: [Double], schedule s: ScheduleValues) {
         for (part, norm) in zip(parts, norms) {
             let coefficient = AdamW.clipCoefficient(norm: norm, maxNorm: config.optim.clipGrad)
             if coefficient < 1 { part.student.scaleGradients(Float(coefficient)) }
@@ -446,36 +449,19 @@ public final class SelfDistillation {
             part.adamW(schedule: s, beta1: config.optim.adamwBeta1, beta2: config.optim.adamwBeta2, step: optimizerSteps,
                        threads: studentBackbone.threads)
         }
-        let emaStart = MonotonicClock.seconds()
-        timing.optimizer = emaStart - optimizerStart
-        for part in parts { part.updateTeacher(momentum: s.momentum) }
-        timing.ema = MonotonicClock.seconds() - emaStart
-        // Communication: the stores' gathers and reductions, the targets' and norms' all-reduces.
-        for part in parts {
-            timing.exposedCommunication += part.student.exposedCommunicationSeconds + part.teacher.exposedCommunicationSeconds
-            timing.exposedGathers += part.student.exposedGatherSeconds + part.teacher.exposedGatherSeconds
-            timing.exposedReductions += part.student.exposedReductionSeconds + part.teacher.exposedReductionSeconds
-            timing.totalCommunication += part.student.totalCommunicationSeconds + part.teacher.totalCommunicationSeconds
-        }
-        timing.exposedCommunication += communicator.seconds
-        timing.exposedObjective = communicator.seconds
-        timing.totalCommunication += communicator.seconds
-        timing.total = MonotonicClock.seconds() - stepStart
-        lastTiming = timing
-        return losses
     }
 
     private func targets(_ out: UnsafeMutablePointer<Float>, logits: UnsafePointer<Float>, rows: Int, k: Int,
                          center: SoftmaxCenter<Float>, temperature: Double, rankMean: Bool) throws {
-        if config.train.centering == "sinkhorn_knopp" {
-            let total = Int(try communicator.allReduce(Int64(rows), op: .sum))
+        if config.train.centering == .sinkhornKnopp {
+            let total = Int(try rowReducer.sum(Double(rows)))
             try TeacherTargets.sinkhornKnopp(out: out, logits: logits, rows: rows, prototypes: k, temperature: temperature,
-                                             totalRows: total, communicator: communicator,
+                                             totalRows: total, reducer: rowReducer,
                                              scratch: buffers.sinkhornScratch.reserve(k))
         } else {
             TeacherTargets.centered(out: out, logits: logits, rows: rows, prototypes: k, temperature: temperature, center: center,
                                     threads: studentBackbone.threads)
-            try center.recordBatch(logits, rows: rows, rankMean: rankMean, communicator: communicator)
+            try center.recordBatch(logits, rows: rows, rankMean: rankMean, reducer: rowReducer)
         }
     }
 
@@ -543,15 +529,5 @@ public final class SelfDistillation {
         return TargetStatistics(meanEntropy: total[2 * k] / rows, entropyOfMean: entropyOfMean, prototypesInUse: inUse,
                                 clsSpread: spread(channels: d, at: 2 * k + 2),
                                 headSpread: spread(channels: e, at: 2 * k + 2 + 2 * d))
-    }
-
-    private func copyRow(_ source: UnsafePointer<Float>, _ row: Int, into target: UnsafeMutablePointer<Float>, at index: Int,
-                         _ d: Int) {
-        (target + index * d).update(from: source + row * d, count: d)
-    }
-
-    private func addRow(_ source: UnsafePointer<Float>, at index: Int, into target: UnsafeMutablePointer<Float>, row: Int,
-                        _ d: Int) {
-        Float.add(target + row * d, source + index * d, d)
     }
 }

@@ -60,60 +60,21 @@ public enum Trainer {
     public static func run(config loaded: TrainingConfig, output: String, data: String?, val: String? = nil,
                            communicator comm: any Communicator, log: Log) throws -> TrainingOutcome {
         let config = loaded.resolved(worldSize: comm.worldSize)
-        // Data.
-        let source: String
-        var validation = val
-        if let data {
-            source = data
-        } else if config.train.datasetPath == "embedded" {
-            let root = try embeddedDataset(communicator: comm, size: 128)
-            source = root + "/train"
-            if validation == nil { validation = root + "/val" }
-        } else {
-            source = config.train.datasetPath
-        }
-        let valDataset = try validation.map { try ImageDataset(path: $0) }
-        let dataset = try ImageDataset(path: source)
+        let images = try openData(config: config, data: data, val: val, communicator: comm)
         let b = config.train.batchSizePerRank, globalBatch = b * comm.worldSize
-        guard dataset.count >= globalBatch else {
-            throw TrainingError.unsupported("\(source) holds \(dataset.count) images, fewer than one global batch of "
-                + "\(globalBatch) (train.batch_size_per_gpu \(b) x \(comm.worldSize) ranks); add images or lower the batch")
+        guard images.train.count >= globalBatch else {
+            throw TrainingError.unsupported("\(images.source) holds \(images.train.count) images, fewer than one global "
+                + "batch of \(globalBatch) (train.batch_size_per_gpu \(b) x \(comm.worldSize) ranks); add images or lower the batch")
         }
-
-        // Model, resumed from the newest complete checkpoint. This comes before anything is written
-        // to the output folder, so a checkpoint of another configuration is refused untouched.
-        // Every rank must take the same checkpoint: one that fails on any rank (each checks the files it
-        // reads) is passed over by all.
         // The model's own parallel loops (attention, element-wise kernels) take as many threads as
         // OpenBLAS was given (Launch/mpirun.sh: cores / ranks, at least 1). Results do not depend on it.
         let threads = BLAS.threadCount
-        var model = try SelfDistillation(config: config, communicator: comm, seed: UInt64(config.train.seed), threads: threads)
-        var start = 0, touched = false
-        for folder in checkpoints(in: output).reversed() {
-            var failure: CheckpointError?
-            do {
-                touched = true
-                start = try model.loadCheckpoint(from: folder)
-            } catch let error as CheckpointError {
-                if case .mismatch(let why) = error {
-                    // Another configuration (the same on every rank): never continue over it, never overwrite it.
-                    throw TrainingError.unsupported("\(folder) was written by an incompatible configuration (\(why)); "
-                        + "train into another --output, or use the configuration in \(output)/config.yaml")
-                }
-                failure = error
-            }
-            if let failure { Console.write("[rank \(comm.rank)] warning: passing over \(folder): \(failure)\n", to: 2) }
-            if try comm.allReduce(Int64(failure == nil ? 0 : 1), op: .max) == 0 {
-                log.main("resumed from \(folder) at iteration \(start)")
-                touched = false
-                break
-            }
-            start = 0
+        let freshModel = {
+            try SelfDistillation(config: config, communicator: comm, seed: UInt64(config.train.seed), threads: threads)
         }
-        if touched {
-            // Every checkpoint failed somewhere, but some loads succeeded here: start from a clean initialisation.
-            model = try SelfDistillation(config: config, communicator: comm, seed: UInt64(config.train.seed), threads: threads)
-        }
+        // Resuming comes before anything is written to the output folder, so a checkpoint of another
+        // configuration is refused untouched.
+        let (model, start) = try resume(freshModel: freshModel, output: output, communicator: comm, log: log)
         if comm.rank == 0 {
             try FileManager.default.createDirectory(atPath: output + "/checkpoints", withIntermediateDirectories: true)
             try ConfigLoader.write(config, to: output + "/config.yaml")
@@ -125,13 +86,14 @@ public enum Trainer {
             return .finished(iteration: start)
         }
 
-        let loader = CropLoader.training(config, dataset: dataset, rank: comm.rank, worldSize: comm.worldSize, firstStep: start)
+        let loader = CropLoader.training(config, dataset: images.train, rank: comm.rank, worldSize: comm.worldSize,
+                                         firstStep: start)
         defer { loader.stop() }
         signal(SIGUSR1) { _ in stopRequested = 1 }
         signal(SIGTERM) { _ in stopRequested = 1 }
         let grid = config.crops.globalCropsSize / config.student.patchSize
         let metrics = output + "/metrics.jsonl"
-        log.main("training \(config.student.arch) on \(comm.worldSize) rank(s), \(dataset.count) images, "
+        log.main("training \(config.student.arch) on \(comm.worldSize) rank(s), \(images.train.count) images, "
             + "global batch \(globalBatch), iterations \(start)..<\(total), output \(output)")
 
         // Wall time of this run (from here; a resumed run continues from the last record's value), for
@@ -139,18 +101,20 @@ public enum Trainer {
         let clockStart = MonotonicClock.seconds() - lastElapsedSeconds(metrics: metrics, before: start)
         func elapsed() -> Double { MonotonicClock.seconds() - clockStart }
         let period = config.evaluation.evalPeriodIterations
-        var initialKNN: (top1: Double, top5: Double)?
-        if let valDataset, period > 0, start == 0 {
-            // The curve's first point: the initial teacher (= student) before any step.
-            let result = try KNN.evaluate(model: model, train: dataset, val: valDataset, communicator: comm)
-            initialKNN = result
-            log.main(String(format: "[0/%d] k-NN (k 20): top-1 %.1f%%, top-5 %.1f%%", total, result.top1, result.top5))
-            if comm.rank == 0 {
-                try append(["iteration": 0, "knn_top1": result.top1, "knn_top5": result.top5,
-                            "elapsed_seconds": elapsed()], to: metrics)
-            }
+        /// The teacher's k-NN on the validation split, logged and recorded at `iteration`.
+        func evaluate(at iteration: Int) throws -> (top1: Double, top5: Double)? {
+            guard let val = images.val, period > 0 else { return nil }
+            let result = try KNN.evaluate(model: model, train: images.train, val: val, communicator: comm)
+            log.main(String(format: "[%d/%d] k-NN (k 20): top-1 %.1f%%, top-5 %.1f%%", iteration, total, result.top1,
+                            result.top5))
+            var record = MetricsRecord(iteration: iteration)
+            (record.knnTop1, record.knnTop5, record.elapsedSeconds) = (result.top1, result.top5, elapsed())
+            if comm.rank == 0 { try MetricsFile.append(record, to: metrics) }
+            return result
         }
-        var window = (seconds: 0.0, wait: 0.0, exposed: 0.0, steps: 0, skipped: 0)
+        // The curve's first point: the initial teacher (= student) before any step.
+        let initialKNN = start == 0 ? try evaluate(at: 0) : nil
+        var window = ThroughputWindow()
         for iteration in start..<total {
             if try comm.allReduce(Int64(stopRequested), op: .max) > 0 {
                 try save(model, output: output, iteration: iteration, config: config, log: log)
@@ -168,8 +132,7 @@ public enum Trainer {
                     try model.step(iteration: iteration, globalImages: g, localImages: l, masks: masks, images: b)
                 }
             }
-            let seconds = MonotonicClock.seconds() - stepStart
-            window.seconds += seconds
+            window.seconds += MonotonicClock.seconds() - stepStart
             window.wait += loader.takeWaitSeconds()
             window.exposed += model.lastTiming.exposedCommunication
             window.steps += 1
@@ -177,67 +140,129 @@ public enum Trainer {
 
             let done = iteration + 1
             if done % config.train.logEvery == 0 || done == total {
-                let mean = try comm.allReduce([losses.dinoLocal, losses.dinoGlobal, losses.ibot, losses.koleo], op: .sum)
-                    .map { $0 / Double(comm.worldSize) }
-                let slowest = try comm.allReduce([window.seconds, window.wait, window.exposed], op: .max)
-                let skipped = try comm.allReduce(Int64(window.skipped), op: .sum)
-                let rss = try comm.allReduce(Int64(peakRSSBytes()), op: .max)
-                let s = model.schedules.values(at: iteration)
-                let targets = try model.targetStatistics()
-                let perSecond = Double(globalBatch * window.steps) / slowest[0]
-                let record: [String: Any] = [
-                    "iteration": done, "loss": mean.reduce(0, +), "dino_local_crops_loss": mean[0],
-                    "dino_global_crops_loss": mean[1], "ibot_loss": mean[2], "koleo_loss": mean[3], "lr": s.lr,
-                    "wd": s.weightDecay, "mom": s.momentum, "teacher_temp": s.teacherTemperature,
-                    "images_per_sec": perSecond, "images_per_sec_per_rank": perSecond / Double(comm.worldSize),
-                    "data_wait_fraction": slowest[1] / slowest[0], "comm_exposed_fraction": slowest[2] / slowest[0],
-                    "max_rss_bytes": rss, "skipped_images": skipped,
-                    "teacher_entropy": targets.meanEntropy, "teacher_mean_entropy": targets.entropyOfMean,
-                    "teacher_prototypes_in_use": targets.prototypesInUse, "teacher_cls_spread": targets.clsSpread,
-                    "teacher_head_spread": targets.headSpread, "elapsed_seconds": elapsed(),
-                ]
-                if comm.rank == 0 { try append(record, to: metrics) }
-                let remaining = Double(total - done) * slowest[0] / Double(window.steps)
-                log.main(String(format: "[%d/%d] loss %.4f (dino local %.4f global %.4f ibot %.4f koleo %.4f) lr %.2e "
-                    + "teacher entropy %.2f / mean %.2f (%d prototypes, spread CLS %.3f head %.4f) %.2f img/s (%.2f per rank) "
-                    + "ETA %.0f s",
-                    done, total, mean.reduce(0, +), mean[0], mean[1], mean[2], mean[3], s.lr, targets.meanEntropy,
-                    targets.entropyOfMean, targets.prototypesInUse, targets.clsSpread, targets.headSpread, perSecond,
-                    perSecond / Double(comm.worldSize), remaining))
-                window = (0, 0, 0, 0, 0)
+                var record = try trainingRecord(model, iteration: iteration, losses: losses, window: &window,
+                                                globalBatch: globalBatch, communicator: comm)
+                record.elapsedSeconds = elapsed()
+                if comm.rank == 0 { try MetricsFile.append(record, to: metrics) }
+                log.main(progressLine(record, total: total, secondsPerStep: window.slowestSeconds / Double(window.steps)))
+                window = ThroughputWindow()
             }
-            if let valDataset, period > 0, done % period == 0, done < total {
-                let result = try KNN.evaluate(model: model, train: dataset, val: valDataset, communicator: comm)
-                log.main(String(format: "[%d/%d] k-NN (k 20): top-1 %.1f%%, top-5 %.1f%%", done, total, result.top1, result.top5))
-                if comm.rank == 0 {
-                    try append(["iteration": done, "knn_top1": result.top1, "knn_top5": result.top5,
-                                "elapsed_seconds": elapsed()], to: metrics)
-                }
-            }
+            if done % Swift.max(period, 1) == 0, done < total { _ = try evaluate(at: done) }
             if done % config.checkpointing.period == 0 || done == total {
                 try save(model, output: output, iteration: done, config: config, log: log)
             }
         }
-        if let valDataset {
+        if let val = images.val {
             // k-NN of the teacher now and of the initialisation (measured before step 1, or a fresh
             // model of the same seed when this process resumed).
-            let fresh = { try SelfDistillation(config: config, communicator: comm, seed: UInt64(config.train.seed),
-                                               threads: threads) }
             let before = try initialKNN
-                ?? KNN.evaluate(model: fresh(), train: dataset, val: valDataset, communicator: comm)
-            let after = try KNN.evaluate(model: model, train: dataset, val: valDataset, communicator: comm)
-            let line = String(format: "k-NN (k 20) on %@: top-1 %.1f%% (at initialisation %.1f%%, gain %+.1f points), "
-                                  + "top-5 %.1f%%", validation ?? "", after.top1, before.top1, after.top1 - before.top1,
-                              after.top5)
-            log.main(line)
-            if comm.rank == 0 {
-                try append(["iteration": total, "knn_top1_init": before.top1, "knn_top1": after.top1,
-                            "knn_top5": after.top5, "knn_gain": after.top1 - before.top1,
-                            "elapsed_seconds": elapsed()], to: metrics)
-            }
+                ?? KNN.evaluate(model: freshModel(), train: images.train, val: val, communicator: comm)
+            let after = try KNN.evaluate(model: model, train: images.train, val: val, communicator: comm)
+            log.main(String(format: "k-NN (k 20) on %@: top-1 %.1f%% (at initialisation %.1f%%, gain %+.1f points), "
+                                + "top-5 %.1f%%", images.valSource ?? "", after.top1, before.top1, after.top1 - before.top1,
+                            after.top5))
+            var record = MetricsRecord(iteration: total)
+            (record.knnTop1Init, record.knnTop1, record.knnTop5) = (before.top1, after.top1, after.top5)
+            (record.knnGain, record.elapsedSeconds) = (after.top1 - before.top1, elapsed())
+            if comm.rank == 0 { try MetricsFile.append(record, to: metrics) }
         }
         if comm.rank == 0 { writeCurves(output: output, log: log) }
         return .finished(iteration: total)
+    }
+
+    /// The training and validation images: --data / --val, else the embedded dataset (generated once
+    /// into the cache, its val split as validation) when train.dataset_path is `embedded`, else
+    /// train.dataset_path.
+    static func openData(config: TrainingConfig, data: String?, val: String?, communicator comm: any Communicator)
+        throws -> (train: ImageDataset, source: String, val: ImageDataset?, valSource: String?)
+    {
+        var source = config.train.datasetPath, validation = val
+        if let data {
+            source = data
+        } else if config.train.datasetPath == "embedded" {
+            let root = try embeddedDataset(communicator: comm, size: 128)
+            source = root + "/train"
+            if validation == nil { validation = root + "/val" }
+        }
+        let valDataset = try validation.map { try ImageDataset(path: $0) }
+        return (try ImageDataset(path: source), source, valDataset, validation)
+    }
+
+    /// The model resumed from the newest complete checkpoint in OUTPUT/checkpoints, and its iteration
+    /// (a fresh model and 0 when there is none). Every rank must take the same checkpoint: one that
+    /// fails on any rank (each checks the files it reads) is passed over by all.
+    static func resume(freshModel: () throws -> SelfDistillation, output: String, communicator comm: any Communicator,
+                       log: Log) throws -> (SelfDistillation, Int) {
+        let model = try freshModel()
+        var touched = false
+        for folder in checkpoints(in: output).reversed() {
+            var failure: CheckpointError?
+            var start = 0
+            do {
+                touched = true
+                start = try model.loadCheckpoint(from: folder)
+            } catch let error as CheckpointError {
+                if case .mismatch(let why) = error {
+                    // Another configuration (the same on every rank): never continue over it, never overwrite it.
+                    throw TrainingError.unsupported("\(folder) was written by an incompatible configuration (\(why)); "
+                        + "train into another --output, or use the configuration in \(output)/config.yaml")
+                }
+                failure = error
+            }
+            if let failure { Console.write("[rank \(comm.rank)] warning: passing over \(folder): \(failure)\n", to: 2) }
+            if try comm.allReduce(Int64(failure == nil ? 0 : 1), op: .max) == 0 {
+                log.main("resumed from \(folder) at iteration \(start)")
+                return (model, start)
+            }
+        }
+        // Every checkpoint failed somewhere, but some loads succeeded here: start from a clean initialisation.
+        return (touched ? try freshModel() : model, 0)
+    }
+
+    /// Step time, data wait and exposed communication of the steps since the last record, on this rank.
+    struct ThroughputWindow {
+        var seconds = 0.0, wait = 0.0, exposed = 0.0
+        var steps = 0, skipped = 0
+        /// The slowest rank's step seconds, set by `trainingRecord`.
+        var slowestSeconds = 0.0
+    }
+
+    /// The record of the steps in `window` ending at `iteration`: losses averaged over ranks, the
+    /// slowest rank's throughput, peak memory, schedules and the teacher's collapse diagnostics (collective).
+    static func trainingRecord(_ model: SelfDistillation, iteration: Int, losses: StepLosses,
+                               window: inout ThroughputWindow, globalBatch: Int, communicator comm: any Communicator)
+        throws -> MetricsRecord
+    {
+        let mean = try comm.allReduce([losses.dinoLocal, losses.dinoGlobal, losses.ibot, losses.koleo], op: .sum)
+            .map { $0 / Double(comm.worldSize) }
+        let slowest = try comm.allReduce([window.seconds, window.wait, window.exposed], op: .max)
+        window.slowestSeconds = slowest[0]
+        let s = model.schedules.values(at: iteration)
+        let targets = try model.targetStatistics()
+        let perSecond = Double(globalBatch * window.steps) / slowest[0]
+        var r = MetricsRecord(iteration: iteration + 1)
+        r.loss = mean.reduce(0, +)
+        (r.dinoLocalCropsLoss, r.dinoGlobalCropsLoss, r.ibotLoss, r.koleoLoss) = (mean[0], mean[1], mean[2], mean[3])
+        (r.lr, r.wd, r.mom, r.teacherTemp) = (s.lr, s.weightDecay, s.momentum, s.teacherTemperature)
+        (r.imagesPerSec, r.imagesPerSecPerRank) = (perSecond, perSecond / Double(comm.worldSize))
+        (r.dataWaitFraction, r.commExposedFraction) = (slowest[1] / slowest[0], slowest[2] / slowest[0])
+        r.maxRSSBytes = Int(try comm.allReduce(Int64(peakRSSBytes()), op: .max))
+        r.skippedImages = Int(try comm.allReduce(Int64(window.skipped), op: .sum))
+        (r.teacherEntropy, r.teacherMeanEntropy) = (targets.meanEntropy, targets.entropyOfMean)
+        r.teacherPrototypesInUse = targets.prototypesInUse
+        (r.teacherCLSSpread, r.teacherHeadSpread) = (targets.clsSpread, targets.headSpread)
+        return r
+    }
+
+    /// The progress line of a training record.
+    static func progressLine(_ r: MetricsRecord, total: Int, secondsPerStep: Double) -> String {
+        let remaining = Double(total - r.iteration) * secondsPerStep
+        return String(format: "[%d/%d] loss %.4f (dino local %.4f global %.4f ibot %.4f koleo %.4f) lr %.2e "
+            + "teacher entropy %.2f / mean %.2f (%d prototypes, spread CLS %.3f head %.4f) %.2f img/s (%.2f per rank) "
+            + "ETA %.0f s",
+            r.iteration, total, r.loss ?? 0, r.dinoLocalCropsLoss ?? 0, r.dinoGlobalCropsLoss ?? 0, r.ibotLoss ?? 0,
+            r.koleoLoss ?? 0, r.lr ?? 0, r.teacherEntropy ?? 0, r.teacherMeanEntropy ?? 0, r.teacherPrototypesInUse ?? 0,
+            r.teacherCLSSpread ?? 0, r.teacherHeadSpread ?? 0, r.imagesPerSec ?? 0, r.imagesPerSecPerRank ?? 0, remaining)
     }
 
     /// OUTPUT/metrics.svg from the metrics so far; a failure only warns (the run itself succeeded).
@@ -277,21 +302,8 @@ public enum Trainer {
 
     /// The largest `elapsed_seconds` among the records of `metrics` before iteration `start` (0 if none).
     static func lastElapsedSeconds(metrics: String, before start: Int) -> Double {
-        guard start > 0, let records = try? TrainingCurves.records(path: metrics) else { return 0 }
-        return records.filter { (TrainingCurves.number($0["iteration"]) ?? 0) <= Double(start) }
-            .compactMap { TrainingCurves.number($0["elapsed_seconds"]) }.max() ?? 0
-    }
-
-    static func append(_ record: [String: Any], to path: String) throws {
-        var data = try JSONSerialization.data(withJSONObject: record, options: [.sortedKeys])
-        data.append(0x0A)
-        if let handle = FileHandle(forWritingAtPath: path) {
-            defer { try? handle.close() }
-            try handle.seekToEnd()
-            try handle.write(contentsOf: data)
-        } else {
-            try data.write(to: URL(fileURLWithPath: path))
-        }
+        guard start > 0, let records = try? MetricsFile.read(metrics) else { return 0 }
+        return records.filter { $0.iteration <= start }.compactMap(\.elapsedSeconds).max() ?? 0
     }
 
     /// This process's peak resident set size in bytes.

@@ -237,7 +237,7 @@ extension BenchCommand {
                     config.crops.globalCropsSize, config.crops.localCropsNumber, config.crops.localCropsSize,
                     r.pipelineImagesPerSecond))
                 if r.stepSecondsPerImage > 0 {
-                    Console.out(String(format: "share of a %@ training step (per image, one core): %.2f %%", config.student.arch,
+                    Console.out(String(format: "share of a %@ training step (per image, one core): %.2f %%", config.student.arch.rawValue,
                                        100 * r.shareOfStep))
                 }
                 if let json { try writeJSON(r, to: json) }

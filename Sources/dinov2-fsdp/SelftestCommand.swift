@@ -80,7 +80,7 @@ struct SelftestCommand: ParsableCommand {
                     }
                 }
                 if let json, comm.rank == 0 {
-                    let report = ShardingReport(worldSize: comm.worldSize, strategy: config.fsdp.shardingStrategy,
+                    let report = ShardingReport(worldSize: comm.worldSize, strategy: config.fsdp.shardingStrategy.rawValue,
                                                 losses: losses.map { [$0.dinoLocal, $0.dinoGlobal, $0.ibot, $0.koleo] },
                                                 parameters: parameters, unshardedElements: fullElements,
                                                 paddedElements: paddedElements,

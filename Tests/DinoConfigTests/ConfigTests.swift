@@ -12,7 +12,7 @@ struct ConfigTests {
     @Test("code defaults equal the official ssl_default_config.yaml values")
     func officialDefaults() {
         let c = TrainingConfig()
-        #expect(c.student.arch == "vit_large" && c.student.patchSize == 16 && c.student.ffnLayer == "mlp")
+        #expect(c.student.arch == .vitLarge && c.student.patchSize == 16 && c.student.ffnLayer == .mlp)
         #expect(c.student.layerScale == 1.0e-05 && c.student.dropPathRate == 0.3 && c.student.interpolateOffset == 0.1)
         #expect(c.dino.headPrototypes == 65536 && c.dino.headBottleneckDim == 256 && c.dino.headHiddenDim == 2048)
         #expect(c.dino.koleoLossWeight == 0.1 && c.ibot.maskRatioMinMax == [0.1, 0.5] && !c.ibot.separateHead)
@@ -23,7 +23,7 @@ struct ConfigTests {
         #expect(c.teacher.warmupTeacherTempEpochs == 30)
         #expect(c.crops.globalCropsScale == [0.32, 1.0] && c.crops.localCropsScale == [0.05, 0.32])
         #expect(c.crops.localCropsNumber == 8 && c.crops.globalCropsSize == 224 && c.crops.localCropsSize == 96)
-        #expect(c.train.batchSizePerRank == 64 && c.train.officialEpochLength == 1250 && c.train.centering == "centering")
+        #expect(c.train.batchSizePerRank == 64 && c.train.officialEpochLength == 1250 && c.train.centering == .softmax)
         #expect(c.evaluation.evalPeriodIterations == 12500)
     }
 
@@ -40,16 +40,16 @@ struct ConfigTests {
     @Test("vitl14.yaml carries the official long-recipe values")
     func vitl14() throws {
         let c = try ConfigLoader.load(file: root + "/Configs/vitl14.yaml")
-        #expect(c.student.arch == "vit_large" && c.student.patchSize == 14 && c.student.ffnLayer == "swiglufused")
+        #expect(c.student.arch == .vitLarge && c.student.patchSize == 14 && c.student.ffnLayer == .swigluFused)
         #expect(c.student.blockChunks == 4 && c.student.dropPathRate == 0.4)
         #expect(c.dino.headPrototypes == 131072 && c.dino.headBottleneckDim == 384)
         #expect(c.ibot.separateHead && c.ibot.headPrototypes == 131072 && c.ibot.headBottleneckDim == 256)
-        #expect(c.train.centering == "sinkhorn_knopp" && c.train.batchSizePerRank == 32)
+        #expect(c.train.centering == .sinkhornKnopp && c.train.batchSizePerRank == 32)
         #expect(c.optim.baseLR == 2.0e-04 && c.optim.epochs == 500 && c.optim.warmupEpochs == 80)
         #expect(c.optim.layerwiseDecay == 1.0 && c.optim.weightDecayEnd == 0.2 && c.teacher.momentumTeacher == 0.994)
         #expect(c.crops.localCropsSize == 98)
         let g = try ConfigLoader.load(file: root + "/Configs/vitg14.yaml")
-        #expect(g.student.arch == "vit_giant2" && g.train.batchSizePerRank == 12)
+        #expect(g.student.arch == .vitGiant2 && g.train.batchSizePerRank == 12)
     }
 
     @Test("every shipped config loads",
@@ -72,7 +72,7 @@ struct ConfigTests {
         #expect(c.optim.warmupEpochs == 10)  // default kept
         #expect(c.crops.globalCropsScale == [0.4, 1.0])  // integers accepted where numbers are expected
         #expect(c.ibot.maskRatioMinMax == [0.2, 0.4])
-        #expect(c.train.centering == "sinkhorn_knopp" && c.ibot.separateHead)
+        #expect(c.train.centering == .sinkhornKnopp && c.ibot.separateHead)
     }
 
     @Test("unknown keys name the dotted path and suggest the near miss")

@@ -14,9 +14,9 @@ import Testing
 struct ModelTests {
     func official(_ arch: String, ffn: String = "mlp", imageSize: Int = 518, chunks: Int = 0) throws -> ParameterLayout {
         var student = StudentConfig()
-        student.arch = arch
+        student.arch = try #require(Architecture(rawValue: arch))
         student.patchSize = 14
-        student.ffnLayer = ffn
+        student.ffnLayer = try #require(FeedForwardLayer(rawValue: ffn))
         student.blockChunks = chunks
         return ParameterLayout(try ViTArchitecture(student: student, imageSize: imageSize))
     }
@@ -50,7 +50,7 @@ struct ModelTests {
         #expect(chunked.units.count == 6)
         #expect(chunked.entry(named: "blocks.1.6.attn.qkv.weight") != nil)
         var registers = StudentConfig()
-        registers.arch = "vit_small"
+        registers.arch = .vitSmall
         registers.patchSize = 14
         registers.registerTokens = 4
         let withRegisters = ParameterLayout(try ViTArchitecture(student: registers, imageSize: 518))

@@ -148,13 +148,13 @@ struct ObjectiveTests {
 
     @Test("softmax centering applies the EMA center one step late")
     func centering() throws {
-        let comm = SingleProcessCommunicator()
+        let reducer = LocalRowReducer()
         let center = SoftmaxCenter<Double>(prototypes: 2)
         let logits: [Double] = [1, 3, 3, 5]  // two rows; batch mean [2, 4]
         var out = [Double](repeating: 0, count: 4)
         TeacherTargets.centered(out: &out, logits: logits, rows: 2, prototypes: 2, temperature: 0.5, center: center)
         #expect(abs(out[0] - 1 / (1 + exp(4.0))) < 1e-15)  // center 0: softmax([2, 6])
-        try center.recordBatch(logits, rows: 2, rankMean: false, communicator: comm)
+        try center.recordBatch(logits, rows: 2, rankMean: false, reducer: reducer)
         TeacherTargets.centered(out: &out, logits: logits, rows: 2, prototypes: 2, temperature: 0.5, center: center)
         #expect(abs(center.values.base[0] - 0.2) < 1e-15 && abs(center.values.base[1] - 0.4) < 1e-15)  // 0.9 * 0 + 0.1 * [2, 4]
         #expect(abs(out[0] - 1 / (1 + exp((3 - 0.4 - 1 + 0.2) / 0.5))) < 1e-15)
@@ -185,12 +185,12 @@ struct ObjectiveTests {
         let t = random.normals(n * k)
         var out = [Double](repeating: 0, count: n * k), scratch = [Double](repeating: 0, count: k)
         try TeacherTargets.sinkhornKnopp(out: &out, logits: t, rows: n, prototypes: k, temperature: 0.07, totalRows: n,
-                                         communicator: SingleProcessCommunicator(), scratch: &scratch)
+                                         reducer: LocalRowReducer(), scratch: &scratch)
         #expect(normwiseError(out, referenceSinkhorn(t, rows: n, k: k, temperature: 0.07)) <= 1e-12)
         for r in 0..<n { #expect(abs(out[(r * k)..<((r + 1) * k)].reduce(0, +) - 1) < 1e-12) }
         // Run to convergence, both marginals reach the transport polytope's: rows 1, prototypes n / k.
         try TeacherTargets.sinkhornKnopp(out: &out, logits: t, rows: n, prototypes: k, temperature: 1, totalRows: n,
-                                         iterations: 300, communicator: SingleProcessCommunicator(), scratch: &scratch)
+                                         iterations: 300, reducer: LocalRowReducer(), scratch: &scratch)
         for c in 0..<k { #expect(abs((0..<n).reduce(0.0) { $0 + out[$1 * k + c] } - Double(n) / Double(k)) < 1e-9) }
         for r in 0..<n { #expect(abs(out[(r * k)..<((r + 1) * k)].reduce(0, +) - 1) < 1e-12) }
     }

@@ -1,0 +1,140 @@
+// One line of OUTPUT/metrics.jsonl, as `train` writes it and the plots, the learning report and a
+// resumed run read it back: a training record (every train.log_every iterations), a k-NN
+// evaluation, or the run's final k-NN summary. Every field but the iteration is optional: a record
+// carries only what was measured. JSON keys are the snake_case names below (the official
+// training_metrics.json names where one exists: loss terms, lr, wd, mom).
+
+import Foundation
+
+/// A metrics.jsonl record.
+public struct MetricsRecord: Codable, Equatable, Sendable {
+    public var iteration: Int
+    // Training: losses averaged over ranks, schedules, throughput, memory, collapse diagnostics.
+    public var loss: Double?
+    public var dinoLocalCropsLoss: Double?
+    public var dinoGlobalCropsLoss: Double?
+    public var ibotLoss: Double?
+    public var koleoLoss: Double?
+    public var lr: Double?
+    public var wd: Double?
+    public var mom: Double?
+    public var teacherTemp: Double?
+    public var imagesPerSec: Double?
+    public var imagesPerSecPerRank: Double?
+    public var dataWaitFraction: Double?
+    public var commExposedFraction: Double?
+    public var maxRSSBytes: Int?
+    public var skippedImages: Int?
+    public var teacherEntropy: Double?
+    public var teacherMeanEntropy: Double?
+    public var teacherPrototypesInUse: Int?
+    public var teacherCLSSpread: Double?
+    public var teacherHeadSpread: Double?
+    // Evaluation: the teacher's k-NN on the validation split; the final record adds the gain.
+    public var knnTop1: Double?
+    public var knnTop5: Double?
+    public var knnTop1Init: Double?
+    public var knnGain: Double?
+    /// Wall time of the run so far (continued across resumes).
+    public var elapsedSeconds: Double?
+
+    public init(iteration: Int) { self.iteration = iteration }
+
+    enum CodingKeys: String, CodingKey, CaseIterable {
+        case iteration, loss
+        case dinoLocalCropsLoss = "dino_local_crops_loss"
+        case dinoGlobalCropsLoss = "dino_global_crops_loss"
+        case ibotLoss = "ibot_loss"
+        case koleoLoss = "koleo_loss"
+        case lr, wd, mom
+        case teacherTemp = "teacher_temp"
+        case imagesPerSec = "images_per_sec"
+        case imagesPerSecPerRank = "images_per_sec_per_rank"
+        case dataWaitFraction = "data_wait_fraction"
+        case commExposedFraction = "comm_exposed_fraction"
+        case maxRSSBytes = "max_rss_bytes"
+        case skippedImages = "skipped_images"
+        case teacherEntropy = "teacher_entropy"
+        case teacherMeanEntropy = "teacher_mean_entropy"
+        case teacherPrototypesInUse = "teacher_prototypes_in_use"
+        case teacherCLSSpread = "teacher_cls_spread"
+        case teacherHeadSpread = "teacher_head_spread"
+        case knnTop1 = "knn_top1"
+        case knnTop5 = "knn_top5"
+        case knnTop1Init = "knn_top1_init"
+        case knnGain = "knn_gain"
+        case elapsedSeconds = "elapsed_seconds"
+    }
+
+    /// A training record (the loss is there).
+    public var isTraining: Bool { loss != nil }
+
+    /// The iteration as a plot coordinate.
+    public var iterationValue: Double? { Double(iteration) }
+    /// Prototypes in use as a plot coordinate.
+    public var prototypesInUse: Double? { teacherPrototypesInUse.map(Double.init) }
+}
+
+/// A metrics file that cannot be used, naming the file and what is wrong with it.
+public enum MetricsError: Error, CustomStringConvertible {
+    case unreadable(String)
+    case malformed(path: String, line: Int, reason: String)
+    case empty(String)
+
+    public var description: String {
+        switch self {
+        case .unreadable(let path): return "cannot read \(path): is it a training output folder's metrics.jsonl?"
+        case .malformed(let path, let line, let reason):
+            return "\(path) line \(line) is not a metrics record (\(reason)); was it written by `dinov2-fsdp train`?"
+        case .empty(let path): return "\(path) holds no training records yet (they come every train.log_every iterations)"
+        }
+    }
+}
+
+/// Reads and appends metrics.jsonl files.
+public enum MetricsFile {
+    /// The records of `path`, in file order.
+    public static func read(_ path: String) throws -> [MetricsRecord] {
+        guard let data = FileManager.default.contents(atPath: path), let text = String(data: data, encoding: .utf8) else {
+            throw MetricsError.unreadable(path)
+        }
+        var records: [MetricsRecord] = []
+        let decoder = JSONDecoder()
+        for (index, line) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+            let trimmed = line.trimmingCharacters(in: .whitespaces)
+            if trimmed.isEmpty { continue }
+            do {
+                records.append(try decoder.decode(MetricsRecord.self, from: Data(trimmed.utf8)))
+            } catch {
+                throw MetricsError.malformed(path: path, line: index + 1, reason: reason(error))
+            }
+        }
+        return records
+    }
+
+    /// Appends `record` as one line of `path` (created if missing).
+    public static func append(_ record: MetricsRecord, to path: String) throws {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        var data = try encoder.encode(record)
+        data.append(0x0A)
+        if let handle = FileHandle(forWritingAtPath: path) {
+            defer { try? handle.close() }
+            try handle.seekToEnd()
+            try handle.write(contentsOf: data)
+        } else {
+            try data.write(to: URL(fileURLWithPath: path))
+        }
+    }
+
+    /// A decoding failure in a few words: the field and the problem.
+    static func reason(_ error: Error) -> String {
+        switch error as? DecodingError {
+        case .keyNotFound(let key, _): return "no \(key.stringValue)"
+        case .typeMismatch(_, let context), .valueNotFound(_, let context):
+            return "\(context.codingPath.map(\.stringValue).joined(separator: ".")) has the wrong type"
+        case .dataCorrupted: return "not JSON"
+        default: return "\(error)"
+        }
+    }
+}
