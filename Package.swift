@@ -27,54 +27,43 @@ let systemLibraries: [Target] = [
 // MARK: - Swift modules
 
 let modules: [Target] = [
+    .target(name: "DinoCore", swiftSettings: hostCPUSettings),
     .target(
-        name: "DinoCore",
+        name: "DinoConfig", dependencies: [.product(name: "Yams", package: "Yams")], swiftSettings: hostCPUSettings),
+    .target(name: "DinoKernels", dependencies: ["DinoCore", "CBLAS"], swiftSettings: hostCPUSettings),
+    .target(
+        name: "DinoModel", dependencies: ["DinoCore", "DinoKernels", "DinoConfig"], swiftSettings: hostCPUSettings),
+    .target(name: "DinoData", dependencies: ["DinoCore", "CTurboJPEG", "CPNG"], swiftSettings: hostCPUSettings),
+    .target(name: "DinoDistributed", dependencies: ["DinoCore", "CMPI"], swiftSettings: hostCPUSettings),
+    .target(
+        name: "DinoSharding", dependencies: ["DinoConfig", "DinoCore", "DinoKernels", "DinoModel"],
         swiftSettings: hostCPUSettings),
     .target(
-        name: "DinoConfig",
-        dependencies: [.product(name: "Yams", package: "Yams")],
+        name: "DinoCheckpoint", dependencies: ["DinoCore", "DinoKernels", "DinoModel", "DinoSharding", "CHDF5"],
         swiftSettings: hostCPUSettings),
     .target(
-        name: "DinoKernels",
-        dependencies: ["DinoCore", "CBLAS"],
+        name: "DinoEval", dependencies: ["DinoCore", "DinoKernels", "DinoData", "DinoCheckpoint"],
         swiftSettings: hostCPUSettings),
-    .target(
-        name: "DinoModel",
-        dependencies: ["DinoCore", "DinoKernels", "DinoConfig"],
-        swiftSettings: hostCPUSettings),
-    .target(
-        name: "DinoData",
-        dependencies: ["DinoCore", "CTurboJPEG", "CPNG"],
-        swiftSettings: hostCPUSettings),
-    .target(
-        name: "DinoSharding",
-        dependencies: ["DinoConfig", "DinoCore", "DinoKernels", "DinoModel"],
-        swiftSettings: hostCPUSettings),
-    .target(
-        name: "DinoPlot",
-        swiftSettings: hostCPUSettings),
+    .target(name: "DinoPlot", swiftSettings: hostCPUSettings),
     .target(
         name: "DinoTraining",
-        dependencies: ["DinoCore", "DinoKernels", "DinoModel", "DinoConfig", "DinoSharding", "DinoCheckpoint", "DinoData",
-                       "DinoPlot"],
-        swiftSettings: hostCPUSettings),
-    .target(
-        name: "DinoDistributed",
-        dependencies: ["DinoCore", "CMPI"],
-        swiftSettings: hostCPUSettings),
-    .target(
-        name: "DinoCheckpoint",
-        dependencies: ["DinoCore", "CHDF5"],
+        dependencies: [
+            "DinoCheckpoint", "DinoConfig", "DinoCore", "DinoData", "DinoEval", "DinoKernels", "DinoModel",
+            "DinoPlot", "DinoSharding",
+        ],
         swiftSettings: hostCPUSettings),
     .target(
         name: "DinoBench",
-        dependencies: ["DinoCore", "DinoKernels", "DinoModel", "DinoDistributed", "DinoTraining", "DinoConfig", "DinoData"],
+        dependencies: [
+            "DinoCheckpoint", "DinoConfig", "DinoCore", "DinoData", "DinoKernels", "DinoModel", "DinoPlot",
+            "DinoTraining",
+        ],
         swiftSettings: hostCPUSettings),
     .executableTarget(
         name: "dinov2-fsdp",
         dependencies: [
-            "DinoCore", "DinoConfig", "DinoKernels", "DinoDistributed", "DinoCheckpoint", "DinoBench", "DinoTraining", "DinoData",
-            "DinoPlot", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            "DinoBench", "DinoCheckpoint", "DinoConfig", "DinoCore", "DinoData", "DinoDistributed", "DinoEval",
+            "DinoKernels", "DinoTraining", .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ],
         swiftSettings: hostCPUSettings),
 ]
@@ -82,34 +71,29 @@ let modules: [Target] = [
 // MARK: - Tests
 
 let tests: [Target] = [
-    .target(
-        name: "DinoTestSupport",
-        dependencies: ["DinoCore"],
-        path: "Tests/DinoTestSupport"),
-    .testTarget(
-        name: "DinoConfigTests",
-        dependencies: ["DinoConfig", "DinoTestSupport"]),
-    .testTarget(
-        name: "DinoKernelsTests",
-        dependencies: ["DinoKernels", "DinoTestSupport"]),
+    .target(name: "DinoTestSupport", path: "Tests/DinoTestSupport"),
+    .testTarget(name: "DinoConfigTests", dependencies: ["DinoConfig", "DinoTestSupport"]),
+    .testTarget(name: "DinoKernelsTests", dependencies: ["DinoKernels", "DinoTestSupport"]),
     .testTarget(
         name: "DinoModelTests",
-        dependencies: ["DinoModel", "DinoKernels", "DinoConfig", "DinoCheckpoint", "DinoTestSupport"],
+        dependencies: ["DinoCheckpoint", "DinoConfig", "DinoCore", "DinoKernels", "DinoModel", "DinoTestSupport"],
         exclude: ["Fixtures"]),
     .testTarget(
         name: "DinoTrainingTests",
-        dependencies: ["DinoTraining", "DinoCore", "DinoModel", "DinoConfig", "DinoCheckpoint", "DinoTestSupport"],
+        dependencies: [
+            "DinoCheckpoint", "DinoConfig", "DinoCore", "DinoEval", "DinoKernels", "DinoModel",
+            "DinoTestSupport", "DinoTraining",
+        ],
         exclude: ["Fixtures"]),
     .testTarget(
-        name: "DinoDataTests",
-        dependencies: ["DinoData", "DinoCore", "DinoCheckpoint", "DinoTestSupport"],
+        name: "DinoDataTests", dependencies: ["DinoCheckpoint", "DinoCore", "DinoData", "DinoTestSupport"],
         exclude: ["Fixtures"]),
     .testTarget(
-        name: "DinoCoreTests",
-        dependencies: ["DinoCore", "DinoKernels", "DinoCheckpoint", "DinoTestSupport"]),
+        name: "DinoCoreTests", dependencies: ["DinoCheckpoint", "DinoCore", "DinoKernels", "DinoTestSupport"]),
+    // Imports only what it lists besides dinov2-fsdp, which it launches under mpirun (so it must be built first).
     .testTarget(
         name: "MPIIntegrationTests",
-        dependencies: ["dinov2-fsdp", "DinoTestSupport", "DinoCheckpoint", "DinoTraining", "DinoData"]),
+        dependencies: ["dinov2-fsdp", "DinoCheckpoint", "DinoData", "DinoTestSupport", "DinoTraining"]),
 ]
 
 let package = Package(

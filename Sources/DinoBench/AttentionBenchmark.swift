@@ -71,7 +71,11 @@ public struct AttentionBenchmark {
         let a = UnsafeMutablePointer<Float>.allocate(capacity: n * n)
         let b = UnsafeMutablePointer<Float>.allocate(capacity: n * n)
         let c = UnsafeMutablePointer<Float>.allocate(capacity: n * n)
-        defer { a.deallocate(); b.deallocate(); c.deallocate() }
+        defer {
+            a.deallocate()
+            b.deallocate()
+            c.deallocate()
+        }
         for i in 0..<(n * n) {
             a[i] = Float(i % 13) * 0.01
             b[i] = Float(i % 7) * 0.02
@@ -119,14 +123,17 @@ public struct AttentionBenchmark {
 
         let workspace = AttentionWorkspace<Float>()
         let kernelForward = time {
-            PackedAttention.forward(out: out, lse: lse, qkv: qkv, sequences: sequences, heads: h, headDim: d,
-                                    workspace: workspace, threads: threads)
+            PackedAttention.forward(
+                out: out, lse: lse, qkv: qkv, sequences: sequences, heads: h, headDim: d,
+                workspace: workspace, threads: threads)
         }
         let kernelBoth = time {
-            PackedAttention.forward(out: out, lse: lse, qkv: qkv, sequences: sequences, heads: h, headDim: d,
-                                    workspace: workspace, threads: threads)
-            PackedAttention.backward(dQKV: dQKV, dOut: dOut, qkv: qkv, out: out, lse: lse, sequences: sequences,
-                                     heads: h, headDim: d, workspace: workspace, threads: threads)
+            PackedAttention.forward(
+                out: out, lse: lse, qkv: qkv, sequences: sequences, heads: h, headDim: d,
+                workspace: workspace, threads: threads)
+            PackedAttention.backward(
+                dQKV: dQKV, dOut: dOut, qkv: qkv, out: out, lse: lse, sequences: sequences,
+                heads: h, headDim: d, workspace: workspace, threads: threads)
         }
         let extra = workspace.bytes + t * h * MemoryLayout<Float>.stride
 
@@ -138,13 +145,15 @@ public struct AttentionBenchmark {
         }
 
         let flops = PackedAttention.forwardFLOPs(sequences: sequences, heads: h, headDim: d)
-        func record(_ suffix: String, _ seconds: Double, _ naiveSeconds: Double, _ multiple: Double) -> AttentionRecord {
+        func record(_ suffix: String, _ seconds: Double, _ naiveSeconds: Double, _ multiple: Double) -> AttentionRecord
+        {
             let gflops = flops * multiple / seconds / 1e9
-            return AttentionRecord(name: benchCase.name + suffix, tokens: t, sequences: sequences.count, heads: h,
-                                   headDim: d, threads: threads, seconds: seconds, gflops: gflops,
-                                   peakRatio: gflops / peak, sgemmPeakGflops: peak, naiveSeconds: naiveSeconds,
-                                   speedupOverNaive: naiveSeconds / seconds, extraBytes: extra,
-                                   naiveExtraBytes: naive.extraBytes)
+            return AttentionRecord(
+                name: benchCase.name + suffix, tokens: t, sequences: sequences.count, heads: h,
+                headDim: d, threads: threads, seconds: seconds, gflops: gflops,
+                peakRatio: gflops / peak, sgemmPeakGflops: peak, naiveSeconds: naiveSeconds,
+                speedupOverNaive: naiveSeconds / seconds, extraBytes: extra,
+                naiveExtraBytes: naive.extraBytes)
         }
         return [record("_fwd", kernelForward, naiveForward, 1), record("_fwd_bwd", kernelBoth, naiveBoth, 3.5)]
     }
@@ -156,9 +165,11 @@ public struct AttentionBenchmark {
         let header = ["name", "tokens", "ms", "GFLOP/s", "peak", "naive ms", "vs naive", "extra MiB", "naive MiB"]
         var rows = [header]
         for r in records {
-            rows.append([r.name, String(r.tokens), format(r.seconds * 1e3, 1), format(r.gflops, 1),
-                         format(r.peakRatio, 3), format(r.naiveSeconds * 1e3, 1), format(r.speedupOverNaive, 2) + "x",
-                         format(Double(r.extraBytes) / 1_048_576, 2), format(Double(r.naiveExtraBytes) / 1_048_576, 1)])
+            rows.append([
+                r.name, String(r.tokens), format(r.seconds * 1e3, 1), format(r.gflops, 1),
+                format(r.peakRatio, 3), format(r.naiveSeconds * 1e3, 1), format(r.speedupOverNaive, 2) + "x",
+                format(Double(r.extraBytes) / 1_048_576, 2), format(Double(r.naiveExtraBytes) / 1_048_576, 1),
+            ])
         }
         let widths = header.indices.map { column in rows.map { $0[column].count }.max() ?? 0 }
         return rows.map { row in

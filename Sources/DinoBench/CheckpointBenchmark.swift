@@ -4,6 +4,7 @@
 // the time of a save or load is the slowest rank's. Files are fsynced, so the write figures include
 // reaching the disk; reads may be served from the page cache, for the checkpoint and the raw file alike.
 
+import DinoCheckpoint
 import DinoConfig
 import DinoCore
 import DinoTraining
@@ -39,14 +40,16 @@ public struct CheckpointReport: Codable, Sendable {
 }
 
 public enum CheckpointBenchmark {
-    public static func run(config: TrainingConfig, communicator comm: any Communicator, folder: String) throws -> CheckpointReport {
+    public static func run(
+        config: TrainingConfig, communicator comm: any Communicator, folder: String
+    ) throws -> CheckpointReport {
         let model = try SelfDistillation(config: config, communicator: comm, seed: 0)
         let checkpoint = folder + "/bench-checkpoint"
         try comm.barrier()
         let saveStart = MonotonicClock.seconds()
         try model.saveCheckpoint(to: checkpoint, iteration: 0)
         let save = try comm.allReduce(MonotonicClock.seconds() - saveStart, op: .max)
-        let manifest = try SelfDistillation.readManifest(checkpoint)
+        let manifest = try ShardedCheckpoint.readManifest(checkpoint)
         let bytes = manifest.ranks.reduce(0) { $0 + $1.bytes }
         let mine = manifest.ranks[comm.rank].bytes
         try comm.barrier()
@@ -65,7 +68,10 @@ public enum CheckpointBenchmark {
         while written < mine {
             let n = Swift.min(chunk.count, mine - written)
             let result = chunk.withUnsafeBytes { Foundation.write(fd, $0.baseAddress, n) }
-            guard result > 0 else { close(fd); throw CheckpointError.io("write to \(raw) failed") }
+            guard result > 0 else {
+                close(fd)
+                throw CheckpointError.io("write to \(raw) failed")
+            }
             written += result
         }
         fsync(fd)
@@ -85,7 +91,8 @@ public enum CheckpointBenchmark {
         return CheckpointReport(
             worldSize: comm.worldSize, bytesTotal: bytes, saveSeconds: save, loadSeconds: load,
             saveMBPerSecond: megabytes / save, saveMBPerSecondPerRank: megabytes / save / Double(comm.worldSize),
-            loadMBPerSecond: megabytes / load, rawWriteMBPerSecond: megabytes / rawWrite, rawReadMBPerSecond: megabytes / rawRead,
+            loadMBPerSecond: megabytes / load, rawWriteMBPerSecond: megabytes / rawWrite,
+            rawReadMBPerSecond: megabytes / rawRead,
             saveRatio: rawWrite / save, loadRatio: rawRead / load)
     }
 }

@@ -86,11 +86,14 @@ public struct CollectiveBenchmark {
                 try times.withUnsafeMutableBufferPointer { try comm.allReduce($0, op: .max) }
                 let time = Statistics.median(times)
                 let algorithmBandwidth = Double(elements * 4) / time / 1e9
-                let factor = collective == "allreduce"
+                let factor =
+                    collective == "allreduce"
                     ? 2 * Double(world - 1) / Double(world) : Double(world - 1) / Double(world)
-                records.append(CollectiveBandwidth(collective: collective, bytes: elements * 4, elements: elements,
-                    ranks: world, iterations: iterations, timeMicroseconds: time * 1e6,
-                    algorithmBandwidthGBps: algorithmBandwidth, busBandwidthGBps: algorithmBandwidth * factor))
+                records.append(
+                    CollectiveBandwidth(
+                        collective: collective, bytes: elements * 4, elements: elements,
+                        ranks: world, iterations: iterations, timeMicroseconds: time * 1e6,
+                        algorithmBandwidthGBps: algorithmBandwidth, busBandwidthGBps: algorithmBandwidth * factor))
             }
         }
         return records
@@ -111,12 +114,15 @@ public struct CollectiveBenchmark {
             }
             return text
         }
-        var lines = [pad("collective", 14) + pad("bytes", 12) + pad("iters", 7) + pad("time (us)", 13)
-            + pad("algbw (GB/s)", 14) + pad("busbw (GB/s)", 14)]
+        var lines = [
+            pad("collective", 14) + pad("bytes", 12) + pad("iters", 7) + pad("time (us)", 13)
+                + pad("algbw (GB/s)", 14) + pad("busbw (GB/s)", 14)
+        ]
         for r in records {
-            lines.append(pad(r.collective, 14) + pad(String(r.bytes), 12) + pad(String(r.iterations), 7)
-                + pad(fixed(r.timeMicroseconds, 1), 13) + pad(fixed(r.algorithmBandwidthGBps, 3), 14)
-                + pad(fixed(r.busBandwidthGBps, 3), 14))
+            lines.append(
+                pad(r.collective, 14) + pad(String(r.bytes), 12) + pad(String(r.iterations), 7)
+                    + pad(fixed(r.timeMicroseconds, 1), 13) + pad(fixed(r.algorithmBandwidthGBps, 3), 14)
+                    + pad(fixed(r.busBandwidthGBps, 3), 14))
         }
         return lines.joined(separator: "\n")
     }

@@ -158,7 +158,8 @@ public struct CollectiveSelfCheck {
         try shard.withUnsafeBufferPointer { source in
             try full.withUnsafeMutableBufferPointer { try comm.allGather(source, into: $0) }
         }
-        let expected = expectedReduction(Float.self, count: count, offset: 0, op: .sum)
+        let expected =
+            expectedReduction(Float.self, count: count, offset: 0, op: .sum)
             + [Float](repeating: 0, count: padded - count)
         record(full == expected, "padded unit of \(count) over \(comm.worldSize) ranks")
     }
@@ -206,13 +207,17 @@ public struct CollectiveSelfCheck {
             }
         }
         record(product == reference, "GEMM result unchanged by overlapped communication")
-        record(gathered == (0..<world).flatMap { values(Float.self, rank: $0, count: block) },
+        record(
+            gathered == (0..<world).flatMap { values(Float.self, rank: $0, count: block) },
             "startAllGather overlapped with compute, block \(block)")
-        record(reduced == expectedReduction(Float.self, count: block, offset: comm.rank * block, op: .sum),
+        record(
+            reduced == expectedReduction(Float.self, count: block, offset: comm.rank * block, op: .sum),
             "startReduceScatter overlapped with compute, block \(block)")
-        record(summed == expectedReduction(Float.self, count: 4099, offset: 0, op: .max),
+        record(
+            summed == expectedReduction(Float.self, count: 4099, offset: 0, op: .max),
             "startAllReduce max overlapped with compute")
-        record(broadcasted == values(Float.self, rank: world - 1, count: 513),
+        record(
+            broadcasted == values(Float.self, rank: world - 1, count: 513),
             "startBroadcast overlapped with compute")
         record(driver.progressCalls == 20, "progress polled on every GEMM (\(driver.progressCalls) of 20)")
     }
@@ -221,7 +226,8 @@ public struct CollectiveSelfCheck {
         a.withUnsafeBufferPointer { ap in
             c.withUnsafeMutableBufferPointer { cp in
                 guard let abase = ap.baseAddress, let cbase = cp.baseAddress else { return }
-                BLAS.sgemm(transposeA: false, transposeB: true, m: n, n: n, k: n, a: abase, lda: n,
+                BLAS.sgemm(
+                    transposeA: false, transposeB: true, m: n, n: n, k: n, a: abase, lda: n,
                     b: abase, ldb: n, c: cbase, ldc: n)
             }
         }
@@ -236,7 +242,8 @@ public struct CollectiveSelfCheck {
             let first = comm.rank / groupSize * groupSize
             let sum = try group.allReduce(Int64(comm.rank), op: .sum)
             let expected = Int64((first..<first + groupSize).reduce(0, +))
-            record(group.worldSize == groupSize && group.rank == comm.rank % groupSize && sum == expected,
+            record(
+                group.worldSize == groupSize && group.rank == comm.rank % groupSize && sum == expected,
                 "split into groups of \(groupSize)")
         }
         // Across groups: the ranks with the same position in each group (hybrid sharding's replicas).
@@ -270,11 +277,13 @@ public struct CollectiveSelfCheck {
         let mine = Array(all[(first * k)..<((first + counts[comm.rank]) * k)])
         var distributed = [Float](repeating: 0, count: mine.count), whole = [Float](repeating: 0, count: all.count)
         var scratch = [Double](repeating: 0, count: k)
-        try TeacherTargets.sinkhornKnopp(out: &distributed, logits: mine, rows: counts[comm.rank], prototypes: k,
-                                         temperature: 0.07, totalRows: total, reducer: CommunicatorRowReducer(comm),
-                                         scratch: &scratch)
-        try TeacherTargets.sinkhornKnopp(out: &whole, logits: all, rows: total, prototypes: k, temperature: 0.07,
-                                         totalRows: total, reducer: LocalRowReducer(), scratch: &scratch)
+        try TeacherTargets.sinkhornKnopp(
+            out: &distributed, logits: mine, rows: counts[comm.rank], prototypes: k,
+            temperature: 0.07, totalRows: total, reducer: CommunicatorRowReducer(comm),
+            scratch: &scratch)
+        try TeacherTargets.sinkhornKnopp(
+            out: &whole, logits: all, rows: total, prototypes: k, temperature: 0.07,
+            totalRows: total, reducer: LocalRowReducer(), scratch: &scratch)
         let reference = whole[(first * k)..<((first + counts[comm.rank]) * k)]
         let worst = zip(distributed, reference).reduce(Float(0)) { max($0, abs($1.0 - $1.1)) }
         record(worst <= 1e-6, "Sinkhorn-Knopp over \(world) ranks vs one process: max difference \(worst)")

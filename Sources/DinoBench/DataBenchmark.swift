@@ -46,8 +46,9 @@ public enum DataBenchmark {
         try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
         let side = max(width, height)
         return try (0..<count).map { index in
-            let square = SyntheticImages.draw(label: index % SyntheticImages.classNames.count, index: index, split: 0,
-                                              size: side, seed: 11)
+            let square = SyntheticImages.draw(
+                label: index % SyntheticImages.classNames.count, index: index, split: 0,
+                size: side, seed: 11)
             var pixels = [UInt8](repeating: 0, count: width * height * 3)
             for y in 0..<height {
                 for x in 0..<(width * 3) { pixels[y * width * 3 + x] = square.pixels[y * side * 3 + x] }
@@ -61,13 +62,18 @@ public enum DataBenchmark {
 
     /// Times `passes` passes over `files` with the pipeline of `config`; with `stepSteps` > 0 also
     /// times that many training steps (after one warm-up) of `config` on one core.
-    public static func run(files: [String], config: TrainingConfig, passes: Int, stepSteps: Int,
-                           progress: (String) -> Void) throws -> DataReport {
+    public static func run(
+        files: [String], config: TrainingConfig, passes: Int, stepSteps: Int,
+        progress: (String) -> Void
+    ) throws -> DataReport {
         let pipeline = MultiCrop(config.crops)
         let g = pipeline.globalSize, l = pipeline.localSize
         let global = UnsafeMutablePointer<Float>.allocate(capacity: 3 * g * g)
         let local = UnsafeMutablePointer<Float>.allocate(capacity: 3 * l * l)
-        defer { global.deallocate(); local.deallocate() }
+        defer {
+            global.deallocate()
+            local.deallocate()
+        }
         var decodeTimes: [Double] = [], pipelineTimes: [Double] = []
         var width = 0.0, height = 0.0
         for pass in 0..<passes {
@@ -82,26 +88,34 @@ public enum DataBenchmark {
                     height += Double(image.height) / Double(files.count)
                 }
                 // The loader's own per-image work (pass plays the epoch); crops overwrite one scratch each.
-                pipeline.normalizedCrops(of: image, seed: 0, epoch: UInt64(pass), index: index) { $0 < 2 ? global : local }
+                pipeline.normalizedCrops(of: image, seed: 0, epoch: UInt64(pass), index: index) {
+                    $0 < 2 ? global : local
+                }
             }
             pipelineTimes.append(MonotonicClock.seconds() - start)
-            progress(String(format: "pass %d: decode %.1f images/s, decode + multi-crop %.1f images/s", pass + 1,
-                            Double(files.count) / decodeTimes[pass], Double(files.count) / pipelineTimes[pass]))
+            progress(
+                String(
+                    format: "pass %d: decode %.1f images/s, decode + multi-crop %.1f images/s", pass + 1,
+                    Double(files.count) / decodeTimes[pass], Double(files.count) / pipelineTimes[pass]))
         }
         let decodeRate = Double(files.count) / Statistics.median(decodeTimes)
         let pipelineRate = Double(files.count) / Statistics.median(pipelineTimes)
         var stepPerImage = 0.0
         if stepSteps > 0 {
-            let step = try StepBenchmark.run(config: config, communicator: SingleProcessCommunicator(), steps: stepSteps,
-                                             warmup: 1, seed: 0, threads: 1)
+            let step = try StepBenchmark.run(
+                config: config, communicator: SingleProcessCommunicator(), steps: stepSteps,
+                warmup: 1, seed: 0, threads: 1)
             stepPerImage = step.timeStep / Double(step.imagesPerRank)
-            progress(String(format: "training step: %.3f s per image on one core (%@, batch %d)", stepPerImage,
-                            config.student.arch.rawValue, step.imagesPerRank))
+            progress(
+                String(
+                    format: "training step: %.3f s per image on one core (%@, batch %d)", stepPerImage,
+                    config.student.arch.rawValue, step.imagesPerRank))
         }
-        return DataReport(images: files.count, meanWidth: width, meanHeight: height, passes: passes,
-                          decodeImagesPerSecond: decodeRate, pipelineImagesPerSecond: pipelineRate,
-                          stepSecondsPerImage: stepPerImage,
-                          shareOfStep: stepPerImage > 0 ? (1 / pipelineRate) / stepPerImage : 0,
-                          config: ConfigLoader.yaml(config))
+        return DataReport(
+            images: files.count, meanWidth: width, meanHeight: height, passes: passes,
+            decodeImagesPerSecond: decodeRate, pipelineImagesPerSecond: pipelineRate,
+            stepSecondsPerImage: stepPerImage,
+            shareOfStep: stepPerImage > 0 ? (1 / pipelineRate) / stepPerImage : 0,
+            config: ConfigLoader.yaml(config))
     }
 }

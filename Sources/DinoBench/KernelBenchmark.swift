@@ -60,27 +60,35 @@ public struct KernelBenchmark {
         let out = filled(rows * outF), dx = filled(rows * inF), dw = filled(outF * inF), db = filled(outF)
         defer { for p in [x, w, b, g, out, dx, dw, db] { p.deallocate() } }
         let forwardFlops = 2.0 * Double(rows * inF * outF)
-        let forward = time { Linear.forward(out: out, input: x, weight: w, bias: b, rows: rows, inFeatures: inF, outFeatures: outF) }
+        let forward = time {
+            Linear.forward(out: out, input: x, weight: w, bias: b, rows: rows, inFeatures: inF, outFeatures: outF)
+        }
         let forwardGemm = time {
-            BLAS.sgemm(transposeA: false, transposeB: true, m: rows, n: outF, k: inF, a: x, lda: inF, b: w, ldb: inF,
-                       c: out, ldc: outF)
+            BLAS.sgemm(
+                transposeA: false, transposeB: true, m: rows, n: outF, k: inF, a: x, lda: inF, b: w, ldb: inF,
+                c: out, ldc: outF)
         }
         let backward = time {
-            Linear.backward(dInput: dx, dWeight: dw, dBias: db, dOut: g, input: x, weight: w, rows: rows,
-                            inFeatures: inF, outFeatures: outF)
+            Linear.backward(
+                dInput: dx, dWeight: dw, dBias: db, dOut: g, input: x, weight: w, rows: rows,
+                inFeatures: inF, outFeatures: outF)
         }
         let backwardGemm = time {
-            BLAS.sgemm(transposeA: false, transposeB: false, m: rows, n: inF, k: outF, a: g, lda: outF, b: w, ldb: inF,
-                       c: dx, ldc: inF)
-            BLAS.sgemm(transposeA: true, transposeB: false, m: outF, n: inF, k: rows, a: g, lda: outF, b: x, ldb: inF,
-                       beta: 1, c: dw, ldc: inF)
+            BLAS.sgemm(
+                transposeA: false, transposeB: false, m: rows, n: inF, k: outF, a: g, lda: outF, b: w, ldb: inF,
+                c: dx, ldc: inF)
+            BLAS.sgemm(
+                transposeA: true, transposeB: false, m: outF, n: inF, k: rows, a: g, lda: outF, b: x, ldb: inF,
+                beta: 1, c: dw, ldc: inF)
         }
         let shape = "[\(rows), \(inF)] x [\(outF), \(inF)]^T"
         return [
-            KernelRecord(name: "linear_\(name)_fwd", seconds: forward, gflops: forwardFlops / forward / 1e9,
-                         sgemmRatio: forwardGemm / forward, peakRatio: nil, detail: shape),
-            KernelRecord(name: "linear_\(name)_bwd", seconds: backward, gflops: 2 * forwardFlops / backward / 1e9,
-                         sgemmRatio: backwardGemm / backward, peakRatio: nil, detail: shape + ", dInput and dWeight"),
+            KernelRecord(
+                name: "linear_\(name)_fwd", seconds: forward, gflops: forwardFlops / forward / 1e9,
+                sgemmRatio: forwardGemm / forward, peakRatio: nil, detail: shape),
+            KernelRecord(
+                name: "linear_\(name)_bwd", seconds: backward, gflops: 2 * forwardFlops / backward / 1e9,
+                sgemmRatio: backwardGemm / backward, peakRatio: nil, detail: shape + ", dInput and dWeight"),
         ]
     }
 
@@ -91,20 +99,30 @@ public struct KernelBenchmark {
         let x = filled(h), y = filled(h), z = filled(h), w = filled(channels), b = filled(channels)
         let mean = filled(rows), rstd = filled(rows), dw = filled(channels), db = filled(channels)
         defer { for p in [x, y, z, w, b, mean, rstd, dw, db] { p.deallocate() } }
-        let ln = time { LayerNorm.forward(out: y, mean: mean, rstd: rstd, input: x, weight: w, bias: b, rows: rows, channels: channels) }
+        let ln = time {
+            LayerNorm.forward(
+                out: y, mean: mean, rstd: rstd, input: x, weight: w, bias: b, rows: rows, channels: channels)
+        }
         let lnBack = time {
-            LayerNorm.backward(dInput: z, dWeight: dw, dBias: db, dOut: y, input: x, weight: w, mean: mean, rstd: rstd,
-                               rows: rows, channels: channels)
+            LayerNorm.backward(
+                dInput: z, dWeight: dw, dBias: db, dOut: y, input: x, weight: w, mean: mean, rstd: rstd,
+                rows: rows, channels: channels)
         }
         let gelu = time { GELU.forward(out: y, input: x, count: h) }
         let geluBack = time { GELU.backward(dInput: z, dOut: y, input: x, count: h) }
         func record(_ name: String, _ seconds: Double, _ elements: Int, _ flopsPerElement: Double) -> KernelRecord {
-            KernelRecord(name: name, seconds: seconds, gflops: Double(elements) * flopsPerElement / seconds / 1e9,
-                         sgemmRatio: nil, peakRatio: nil,
-                         detail: "\(elements) elements, \(Int(Double(elements) / seconds / 1e6)) M elements/s, \(Int(flopsPerElement)) flop/element counted")
+            KernelRecord(
+                name: name, seconds: seconds, gflops: Double(elements) * flopsPerElement / seconds / 1e9,
+                sgemmRatio: nil, peakRatio: nil,
+                detail:
+                    "\(elements) elements, \(Int(Double(elements) / seconds / 1e6)) M elements/s, "
+                    + "\(Int(flopsPerElement)) flop/element counted"
+            )
         }
-        return [record("layernorm_fwd", ln, n, 8), record("layernorm_bwd", lnBack, n, 14),
-                record("gelu_fwd", gelu, h, 20), record("gelu_bwd", geluBack, h, 30)]
+        return [
+            record("layernorm_fwd", ln, n, 8), record("layernorm_bwd", lnBack, n, 14),
+            record("gelu_fwd", gelu, h, 20), record("gelu_bwd", geluBack, h, 30),
+        ]
     }
 
     // MARK: - The whole ViT-S/14 backbone
@@ -116,9 +134,14 @@ public struct KernelBenchmark {
         let store = LocalParameters<Float>(layout: layout)
         store.initialize(seed: 0)
         let global = filled(2 * images * 3 * 224 * 224), local = filled(8 * images * 3 * 98 * 98)
-        defer { global.deallocate(); local.deallocate() }
-        let batches = [CropBatch(images: UnsafePointer(global), count: 2 * images, size: 224),
-                       CropBatch(images: UnsafePointer(local), count: 8 * images, size: 98)]
+        defer {
+            global.deallocate()
+            local.deallocate()
+        }
+        let batches = [
+            CropBatch(images: UnsafePointer(global), count: 2 * images, size: 224),
+            CropBatch(images: UnsafePointer(local), count: 8 * images, size: 98),
+        ]
         let backbone = Backbone<Float>(layout: layout)
         let gradient = filled(914 * images * 384)
         defer { gradient.deallocate() }
@@ -133,10 +156,13 @@ public struct KernelBenchmark {
         let flops = Self.backboneFLOPs(layout.architecture, crops: [(2 * images, 224), (8 * images, 98)])
         let gflops = flops / seconds / 1e9
         let activationMiB = Double(backbone.activationBytes) / 1_048_576
-        return KernelRecord(name: "vits14_backbone_fwd_bwd", seconds: seconds, gflops: gflops, sgemmRatio: nil,
-                            peakRatio: gflops / peak,
-                            detail: "\(images) image(s) of 2 x 224 + 8 x 98 crops, \(914 * images) tokens, "
-                                + "saved activations and scratch \(Int(activationMiB)) MiB (\(Int(activationMiB / Double(images))) MiB per image)")
+        return KernelRecord(
+            name: "vits14_backbone_fwd_bwd", seconds: seconds, gflops: gflops, sgemmRatio: nil,
+            peakRatio: gflops / peak,
+            detail: "\(images) image(s) of 2 x 224 + 8 x 98 crops, \(914 * images) tokens, "
+                + "saved activations and scratch \(Int(activationMiB)) MiB (\(Int(activationMiB / Double(images))) "
+                + "MiB per image)"
+        )
     }
 
     /// Model FLOPs of one forward+backward (see the file header).

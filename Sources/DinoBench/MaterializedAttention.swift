@@ -24,7 +24,9 @@ final class MaterializedAttention: @unchecked Sendable {
         self.headDim = headDim
         var offsets = [0]
         for s in 0..<sequences.count {
-            for _ in 0..<heads { offsets.append(offsets[offsets.count - 1] + sequences.length(s) * sequences.length(s)) }
+            for _ in 0..<heads {
+                offsets.append(offsets[offsets.count - 1] + sequences.length(s) * sequences.length(s))
+            }
         }
         self.offsets = offsets
         probabilities = .allocate(capacity: max(1, offsets[offsets.count - 1]))
@@ -45,20 +47,24 @@ final class MaterializedAttention: @unchecked Sendable {
             let start = self.sequences.starts[s], l = self.sequences.length(s)
             let q = qkv + start * ld + h * d, k = q + c, v = q + 2 * c
             let p = self.probabilities + self.offsets[item]
-            BLAS.sgemm(transposeA: false, transposeB: true, m: l, n: l, k: d, alpha: scale, a: q, lda: ld, b: k,
-                       ldb: ld, c: p, ldc: l)
+            BLAS.sgemm(
+                transposeA: false, transposeB: true, m: l, n: l, k: d, alpha: scale, a: q, lda: ld, b: k,
+                ldb: ld, c: p, ldc: l)
             for r in 0..<l {
                 let row = p + r * l
                 let sum = Float.expSubtractSum(row, l, Float.rowMax(row, l))
                 Float.scale(row, l, 1 / sum)
             }
-            BLAS.sgemm(transposeA: false, transposeB: false, m: l, n: d, k: l, a: p, lda: l, b: v, ldb: ld,
-                       c: out + start * c + h * d, ldc: c)
+            BLAS.sgemm(
+                transposeA: false, transposeB: false, m: l, n: d, k: l, a: p, lda: l, b: v, ldb: ld,
+                c: out + start * c + h * d, ldc: c)
         }
     }
 
-    func backward(dQKV: UnsafeMutablePointer<Float>, dOut: UnsafePointer<Float>, qkv: UnsafePointer<Float>,
-                  out: UnsafePointer<Float>, threads: Int) {
+    func backward(
+        dQKV: UnsafeMutablePointer<Float>, dOut: UnsafePointer<Float>, qkv: UnsafePointer<Float>,
+        out: UnsafePointer<Float>, threads: Int
+    ) {
         let c = heads * headDim, ld = 3 * c, d = headDim
         let scale = 1 / Float(d).squareRoot()
         parallel(threads) { item, worker in
@@ -68,17 +74,21 @@ final class MaterializedAttention: @unchecked Sendable {
             let dq = dQKV + start * ld + h * d, dk = dq + c, dv = dq + 2 * c
             let o = out + start * c + h * d, g = dOut + start * c + h * d
             let p = self.probabilities + self.offsets[item], dp = self.scratch[worker]
-            BLAS.sgemm(transposeA: true, transposeB: false, m: l, n: d, k: l, a: p, lda: l, b: g, ldb: c,
-                       c: dv, ldc: ld)
-            BLAS.sgemm(transposeA: false, transposeB: true, m: l, n: l, k: d, a: g, lda: c, b: v, ldb: ld,
-                       c: dp, ldc: l)
+            BLAS.sgemm(
+                transposeA: true, transposeB: false, m: l, n: d, k: l, a: p, lda: l, b: g, ldb: c,
+                c: dv, ldc: ld)
+            BLAS.sgemm(
+                transposeA: false, transposeB: true, m: l, n: l, k: d, a: g, lda: c, b: v, ldb: ld,
+                c: dp, ldc: l)
             for r in 0..<l {
                 Float.softmaxBackward(dp + r * l, p + r * l, l, Float.dot(g + r * c, o + r * c, d))
             }
-            BLAS.sgemm(transposeA: false, transposeB: false, m: l, n: d, k: l, alpha: scale, a: dp, lda: l, b: k,
-                       ldb: ld, c: dq, ldc: ld)
-            BLAS.sgemm(transposeA: true, transposeB: false, m: l, n: d, k: l, alpha: scale, a: dp, lda: l, b: q,
-                       ldb: ld, c: dk, ldc: ld)
+            BLAS.sgemm(
+                transposeA: false, transposeB: false, m: l, n: d, k: l, alpha: scale, a: dp, lda: l, b: k,
+                ldb: ld, c: dq, ldc: ld)
+            BLAS.sgemm(
+                transposeA: true, transposeB: false, m: l, n: d, k: l, alpha: scale, a: dp, lda: l, b: q,
+                ldb: ld, c: dk, ldc: ld)
         }
     }
 

@@ -21,10 +21,13 @@ public enum ScalingReport {
         var points: [ScalingPoint] = []
         for name in names {
             let parts = name.dropLast(5).split(separator: "-")
-            guard parts.count == 3, ["weak", "strong"].contains(String(parts[0])), let ranks = Int(parts[2]) else { continue }
+            guard parts.count == 3, ["weak", "strong"].contains(String(parts[0])), let ranks = Int(parts[2]) else {
+                continue
+            }
             let data = try Data(contentsOf: URL(fileURLWithPath: folder + "/" + name))
             let report = try JSONDecoder().decode(StepReport.self, from: data)
-            points.append(ScalingPoint(mode: String(parts[0]), strategy: String(parts[1]), ranks: ranks, report: report))
+            points.append(
+                ScalingPoint(mode: String(parts[0]), strategy: String(parts[1]), ranks: ranks, report: report))
         }
         return points.sorted { ($0.mode, $0.strategy, $0.ranks) < ($1.mode, $1.strategy, $1.ranks) }
     }
@@ -32,7 +35,8 @@ public enum ScalingReport {
     /// Scaling efficiency of `point` against the 1-rank reference of its mode.
     static func efficiency(_ point: ScalingPoint, reference: StepReport?) -> Double? {
         guard let reference, reference.imagesPerSecond > 0 else { return nil }
-        return point.mode == "weak" ? point.report.imagesPerSecondPerRank / reference.imagesPerSecondPerRank
+        return point.mode == "weak"
+            ? point.report.imagesPerSecondPerRank / reference.imagesPerSecondPerRank
             : point.report.imagesPerSecond / (Double(point.ranks) * reference.imagesPerSecond)
     }
 
@@ -43,20 +47,31 @@ public enum ScalingReport {
     public static func write(folder: String, title: String, cores: Int) throws -> String {
         let all = try points(folder: folder)
         guard !all.isEmpty else {
-            throw CocoaError(.fileNoSuchFile, userInfo: [NSLocalizedDescriptionKey:
-                "\(folder) holds no {weak,strong}-STRATEGY-N.json reports; run Benchmarks/scaling-sweep.sh first"])
+            throw CocoaError(
+                .fileNoSuchFile,
+                userInfo: [
+                    NSLocalizedDescriptionKey:
+                        "\(folder) holds no {weak,strong}-STRATEGY-N.json reports; run Benchmarks/scaling-sweep.sh "
+                        + "first"
+                ])
         }
         func reference(_ mode: String) -> StepReport? {
             all.first { $0.mode == mode && $0.ranks == 1 }?.report
         }
-        var csv = "mode,strategy,ranks,images_per_rank,images_per_sec,images_per_sec_per_rank,efficiency,mfu,"
+        var csv =
+            "mode,strategy,ranks,images_per_rank,images_per_sec,images_per_sec_per_rank,efficiency,mfu,"
             + "time_step,time_compute,time_comm_exposed,time_comm_total,max_rss_bytes\n"
         for p in all {
             let r = p.report
             let e = efficiency(p, reference: reference(p.mode)).map { String(format: "%.3f", $0) } ?? ""
-            csv += "\(p.mode),\(p.strategy),\(p.ranks),\(r.imagesPerRank)," + String(format: "%.4f,%.4f,", r.imagesPerSecond,
-                r.imagesPerSecondPerRank) + e + String(format: ",%.3f,%.3f,%.3f,%.3f,%.3f,", r.mfu, r.timeStep, r.timeCompute,
-                r.timeCommunicationExposed, r.timeCommunicationTotal) + "\(r.maxRSSBytes)\n"
+            csv +=
+                "\(p.mode),\(p.strategy),\(p.ranks),\(r.imagesPerRank),"
+                + String(
+                    format: "%.4f,%.4f,", r.imagesPerSecond,
+                    r.imagesPerSecondPerRank) + e
+                + String(
+                    format: ",%.3f,%.3f,%.3f,%.3f,%.3f,", r.mfu, r.timeStep, r.timeCompute,
+                    r.timeCommunicationExposed, r.timeCommunicationTotal) + "\(r.maxRSSBytes)\n"
         }
         // A line per (mode, strategy), each starting at the shared 1-rank point.
         var throughput: [LineSeries] = [], efficiencies: [LineSeries] = []
@@ -65,20 +80,32 @@ public enum ScalingReport {
             let parts = line.split(separator: " ").map(String.init)
             var members = all.filter { $0.mode == parts[0] && $0.strategy == parts[1] && $0.ranks > 1 }
             if let one = all.first(where: { $0.mode == parts[0] && $0.ranks == 1 }) { members.insert(one, at: 0) }
-            throughput.append(LineSeries(name: line, points: members.map { (Double($0.ranks), $0.report.imagesPerSecondPerRank) },
-                                         markers: true))
-            efficiencies.append(LineSeries(name: line, points: members.compactMap { p in
-                efficiency(p, reference: reference(p.mode)).map { (Double(p.ranks), $0) }
-            }, markers: true))
+            throughput.append(
+                LineSeries(
+                    name: line, points: members.map { (Double($0.ranks), $0.report.imagesPerSecondPerRank) },
+                    markers: true))
+            efficiencies.append(
+                LineSeries(
+                    name: line,
+                    points: members.compactMap { p in
+                        efficiency(p, reference: reference(p.mode)).map { (Double(p.ranks), $0) }
+                    }, markers: true))
         }
         let rankCounts = Array(Set(all.map { Double($0.ranks) })).sorted()
-        efficiencies.append(LineSeries(name: "limit of \(cores) cores", points: rankCounts.map { ($0, min(1, Double(cores) / $0)) }))
-        let svg = LineChart.svg(title: title, panels: [
-            ChartPanel(title: "Throughput per rank", xLabel: "ranks", yLabel: "images/s per rank", series: throughput, logX: true,
-                       xTicks: rankCounts),
-            ChartPanel(title: "Scaling efficiency", xLabel: "ranks", yLabel: "efficiency", series: efficiencies, logX: true,
-                       xTicks: rankCounts),
-        ], columns: 2, panelWidth: 560, panelHeight: 360)
+        efficiencies.append(
+            LineSeries(name: "limit of \(cores) cores", points: rankCounts.map { ($0, min(1, Double(cores) / $0)) }))
+        let svg = LineChart.svg(
+            title: title,
+            panels: [
+                ChartPanel(
+                    title: "Throughput per rank", xLabel: "ranks", yLabel: "images/s per rank", series: throughput,
+                    logX: true,
+                    xTicks: rankCounts),
+                ChartPanel(
+                    title: "Scaling efficiency", xLabel: "ranks", yLabel: "efficiency", series: efficiencies,
+                    logX: true,
+                    xTicks: rankCounts),
+            ], columns: 2, panelWidth: 560, panelHeight: 360)
         try Data(csv.utf8).write(to: URL(fileURLWithPath: folder + "/scaling.csv"), options: .atomic)
         try Data(svg.utf8).write(to: URL(fileURLWithPath: folder + "/scaling.svg"), options: .atomic)
         return csv

@@ -1,6 +1,7 @@
 // Full training steps, timed per step on every rank, on synthetic crops (no data pipeline: data
 // wait is 0) or, with a dataset, on real images through the training loader (decoding and
-// multi-crop on background threads; the wait for a batch counts in the step): images/s in total and per rank, tokens/s, model GFLOP/s and MFU
+// multi-crop on background threads; the wait for a batch counts in the step): images/s in total and per rank,
+// tokens/s, model GFLOP/s and MFU
 // against the sgemm peak measured on every rank at the start (summed over ranks), the time
 // split (compute, total and exposed communication, optimizer, EMA) and peak RSS per rank.
 // The peak is the better of 1024^3 and 2048^3 sgemm; a model whose GEMMs run faster than that
@@ -70,8 +71,10 @@ public struct StepReport: Codable, Sendable {
 
 /// Times training steps of `config` on synthetic crops.
 public enum StepBenchmark {
-    public static func run(config: TrainingConfig, communicator comm: any Communicator, steps: Int, warmup: Int,
-                           seed: UInt64, threads: Int, data: ImageDataset? = nil) throws -> StepReport {
+    public static func run(
+        config: TrainingConfig, communicator comm: any Communicator, steps: Int, warmup: Int,
+        seed: UInt64, threads: Int, data: ImageDataset? = nil
+    ) throws -> StepReport {
         let peak = try comm.allReduce(AttentionBenchmark.sgemmPeak(threads: threads, repeats: 3), op: .sum)
         // Linear layers use OpenBLAS with `threads` threads, attention its own `threads` workers.
         BLAS.threadCount = threads
@@ -83,15 +86,18 @@ public enum StepBenchmark {
         var flops: [Double] = []
         func record(_ step: Int, _ timing: StepTiming, wait: Double) throws {
             guard step >= warmup else { return }
-            let values = [timing.total + wait, timing.compute, timing.totalCommunication, timing.exposedCommunication,
-                          timing.optimizer, timing.ema, wait, timing.exposedGathers, timing.exposedReductions,
-                          timing.exposedObjective]
+            let values = [
+                timing.total + wait, timing.compute, timing.totalCommunication, timing.exposedCommunication,
+                timing.optimizer, timing.ema, wait, timing.exposedGathers, timing.exposedReductions,
+                timing.exposedObjective,
+            ]
             rows.append(try comm.allReduce(values, op: .max))
             flops.append(try comm.allReduce(model.stepFLOPs(images: b, maskedTokens: timing.maskedTokens), op: .sum))
         }
         if let data {
             guard data.count >= b * world else {
-                throw TrainingError.unsupported("\(data.root) holds \(data.count) images, fewer than one global batch of \(b * world)")
+                throw TrainingError.data(
+                    "\(data.root) holds \(data.count) images, fewer than one global batch of \(b * world)")
             }
             let loader = CropLoader.training(config, dataset: data, rank: comm.rank, worldSize: world, firstStep: 0)
             defer { loader.stop() }
@@ -99,9 +105,11 @@ public enum StepBenchmark {
             for step in 0..<(warmup + steps) {
                 let batch = try loader.batch(step: step)
                 let wait = loader.takeWaitSeconds()
-                let masks = MaskPlan(seed: seed, iteration: UInt64(step), globalImages: b * world, grid: grid,
-                                     probability: config.ibot.maskSampleProbability, ratioRange: config.ibot.maskRatioMinMax)
-                    .masks(firstImage: comm.rank * b, count: b)
+                let masks = MaskPlan(
+                    seed: seed, iteration: UInt64(step), globalImages: b * world, grid: grid,
+                    probability: config.ibot.maskSampleProbability, ratioRange: config.ibot.maskRatioMinMax
+                )
+                .masks(firstImage: comm.rank * b, count: b)
                 _ = try withBase(batch.globalCrops) { g in
                     try withBase(batch.localCrops) { l in
                         try model.step(iteration: step, globalImages: g, localImages: l, masks: masks, images: b)
@@ -117,7 +125,8 @@ public enum StepBenchmark {
         func median(_ column: Int) -> Double { Statistics.median(rows.map { $0[column] }) }
         let stepTime = median(0)
         let a = model.architecture
-        let tokensPerImage = 2 * a.tokens(cropSize: config.crops.globalCropsSize)
+        let tokensPerImage =
+            2 * a.tokens(cropSize: config.crops.globalCropsSize)
             + config.crops.localCropsNumber * a.tokens(cropSize: config.crops.localCropsSize)
         let flopsPerStep = Statistics.median(flops)
         let rss = Int64(Trainer.peakRSSBytes())
@@ -131,8 +140,10 @@ public enum StepBenchmark {
             tokensPerSecond: images * Double(tokensPerImage) / stepTime,
             modelGFLOPsPerSecond: flopsPerStep / stepTime / 1e9, mfu: flopsPerStep / stepTime / 1e9 / peak,
             sgemmPeakGFLOPs: peak, timeStep: stepTime, timeCompute: median(1), timeCommunicationTotal: median(2),
-            timeCommunicationExposed: median(3), timeCommunicationExposedGathers: median(7), timeCommunicationExposedReductions: median(8),
-            timeCommunicationExposedObjective: median(9), timeDataWait: median(6), timeOptimizer: median(4), timeEMA: median(5),
+            timeCommunicationExposed: median(3), timeCommunicationExposedGathers: median(7),
+            timeCommunicationExposedReductions: median(8),
+            timeCommunicationExposedObjective: median(9), timeDataWait: median(6), timeOptimizer: median(4),
+            timeEMA: median(5),
             maxRSSBytes: Int(rssPerRank.max() ?? 0), rssBytesPerRank: rssPerRank.map { Int($0) }, worldSize: world,
             imagesPerRank: b, steps: steps, flopsPerStep: flopsPerStep, config: ConfigLoader.yaml(config))
     }

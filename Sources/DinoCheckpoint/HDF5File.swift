@@ -51,20 +51,24 @@ public final class HDF5File {
     /// Writes `values` as dataset `name` with `shape` (product must equal the count).
     /// Intermediate groups in `name` ("student/blocks.0.attn.qkv.weight") are created.
     public func write(_ name: String, values: UnsafeBufferPointer<Float>, shape: [Int]) throws {
-        try write(name, base: UnsafeRawPointer(values.baseAddress), count: values.count, shape: shape,
-                  type: dino_h5t_native_float())
+        try write(
+            name, base: UnsafeRawPointer(values.baseAddress), count: values.count, shape: shape,
+            type: dino_h5t_native_float())
     }
 
     /// Writes float64 `values` as dataset `name` with `shape`.
     public func write(_ name: String, doubles values: [Double], shape: [Int]) throws {
         try values.withUnsafeBufferPointer {
-            try write(name, base: UnsafeRawPointer($0.baseAddress), count: values.count, shape: shape,
-                      type: dino_h5t_native_double())
+            try write(
+                name, base: UnsafeRawPointer($0.baseAddress), count: values.count, shape: shape,
+                type: dino_h5t_native_double())
         }
     }
 
-    private func write(_ name: String, base: UnsafeRawPointer?, count: Int, shape: [Int], type: hid_t,
-                       fill: Bool = true) throws {
+    private func write(
+        _ name: String, base: UnsafeRawPointer?, count: Int, shape: [Int], type: hid_t,
+        fill: Bool = true
+    ) throws {
         precondition(shape.reduce(1, *) == count, "\(name): shape \(shape) does not hold \(count) values")
         var dims = shape.map { hsize_t($0) }
         let space = H5Screate_simple(Int32(dims.count), &dims, nil)
@@ -96,8 +100,10 @@ public final class HDF5File {
 
     /// Selects elements `range` of the flat row-major view of dataset `name` (any contiguous range,
     /// whatever the shape) and runs one read or write of them through `transfer`.
-    private func transferFlat(_ name: String, _ range: Range<Int>, action: String,
-                              _ transfer: (_ dataset: hid_t, _ memorySpace: hid_t, _ fileSpace: hid_t) -> herr_t) throws {
+    private func transferFlat(
+        _ name: String, _ range: Range<Int>, action: String,
+        _ transfer: (_ dataset: hid_t, _ memorySpace: hid_t, _ fileSpace: hid_t) -> herr_t
+    ) throws {
         let total = try shape(of: name).reduce(1, *)
         guard range.lowerBound >= 0, range.upperBound <= total else {
             throw HDF5Error(path: path, what: "range \(range) is outside dataset \(name) of \(total) elements")
@@ -121,8 +127,9 @@ public final class HDF5File {
     /// Writes 64-bit integers as dataset `name` with `shape`.
     public func write(_ name: String, integers values: [Int64], shape: [Int]) throws {
         try values.withUnsafeBufferPointer {
-            try write(name, base: UnsafeRawPointer($0.baseAddress), count: values.count, shape: shape,
-                      type: dino_h5t_native_int64())
+            try write(
+                name, base: UnsafeRawPointer($0.baseAddress), count: values.count, shape: shape,
+                type: dino_h5t_native_int64())
         }
     }
 
@@ -152,7 +159,9 @@ public final class HDF5File {
         var bytes = [UInt8](repeating: 0, count: Swift.max(1, width * count))
         guard H5Dread(dataset, type, dino_h5s_all(), dino_h5s_all(), dino_h5p_default(), &bytes) >= 0
         else { throw HDF5Error(path: path, what: "cannot read dataset \(name)") }
-        return (0..<count).map { i in String(decoding: bytes[(i * width)..<((i + 1) * width)].prefix { $0 != 0 }, as: UTF8.self) }
+        return (0..<count).map { i in
+            String(decoding: bytes[(i * width)..<((i + 1) * width)].prefix { $0 != 0 }, as: UTF8.self)
+        }
     }
 
     /// The shape of dataset `name`.
@@ -182,8 +191,10 @@ public final class HDF5File {
         let dataset = try openDataset(name)
         defer { H5Dclose(dataset) }
         var values = [Double](repeating: 0, count: count)
-        guard H5Dread(dataset, dino_h5t_native_double(), dino_h5s_all(), dino_h5s_all(), dino_h5p_default(),
-                      &values) >= 0
+        guard
+            H5Dread(
+                dataset, dino_h5t_native_double(), dino_h5s_all(), dino_h5s_all(), dino_h5p_default(),
+                &values) >= 0
         else { throw HDF5Error(path: path, what: "cannot read dataset \(name)") }
         return values
     }
@@ -233,7 +244,8 @@ public final class HDF5File {
     public func setAttribute(_ name: String, int value: Int64) throws {
         let space = H5Screate(H5S_SCALAR)
         defer { H5Sclose(space) }
-        let attribute = H5Acreate2(id, name, dino_h5t_native_int64(), space, dino_h5p_default(),
+        let attribute = H5Acreate2(
+            id, name, dino_h5t_native_int64(), space, dino_h5p_default(),
             dino_h5p_default())
         guard attribute >= 0 else { throw HDF5Error(path: path, what: "cannot create attribute \(name)") }
         defer { H5Aclose(attribute) }

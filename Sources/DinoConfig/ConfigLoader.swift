@@ -107,7 +107,7 @@ public enum ConfigLoader {
     static func apply(yaml text: String, source: String, to values: inout FlatConfig) throws {
         let root: Node?
         do { root = try Yams.compose(yaml: text) } catch {
-            throw ConfigError.syntax(source: source, message: "\(error)")
+            throw ConfigError.syntax(source: source, message: oneLine(error))
         }
         guard let root else { return }  // an empty file changes nothing
         if case .scalar(let scalar) = root, scalar.string.isEmpty || root.tag.description.hasSuffix(":null") {
@@ -131,7 +131,7 @@ public enum ConfigLoader {
         do {
             node = try Yams.compose(yaml: valueText) ?? Node("", Tag(.null))
         } catch {
-            throw ConfigError.syntax(source: source, message: "\(error)")
+            throw ConfigError.syntax(source: source, message: oneLine(error))
         }
         if parts.count == 2, case .string = values.value(at: path) ?? .int(0), node.scalar == nil {
             // `key=a: b` parses as a mapping; for a string key the text itself is meant.
@@ -173,7 +173,8 @@ public enum ConfigLoader {
     /// (Only the structure is taken from the YAML encoder: it prints 15 significant digits.)
     private static let schema: FlatConfig? = {
         guard let encoded = try? YAMLEncoder().encode(TrainingConfig()),
-              let root = try? Yams.compose(yaml: encoded), let sections = root.mapping else { return nil }
+            let root = try? Yams.compose(yaml: encoded), let sections = root.mapping
+        else { return nil }
         var flat = FlatConfig()
         for (sectionNode, sectionBody) in sections {
             guard let section = sectionNode.string, let keys = sectionBody.mapping else { continue }
@@ -215,7 +216,9 @@ public enum ConfigLoader {
         for (path, names) in TrainingConfig.choiceKeys {
             guard case .string(let name) = values.value(at: path), !names.contains(name) else { continue }
             problems.append(choiceProblem(path: path, value: name, names: names))
-            if let index = decodable.entries.firstIndex(where: { $0.path == path }), let fallback = defaults.value(at: path) {
+            if let index = decodable.entries.firstIndex(where: { $0.path == path }),
+                let fallback = defaults.value(at: path)
+            {
                 decodable.entries[index].value = fallback
             }
         }
@@ -230,7 +233,9 @@ public enum ConfigLoader {
         var sections: [String] = []
         var current = ""
         var fields: [String] = []
-        func close() { if !current.isEmpty { sections.append("\(jsonString(current)): {" + fields.joined(separator: ", ") + "}") } }
+        func close() {
+            if !current.isEmpty { sections.append("\(jsonString(current)): {" + fields.joined(separator: ", ") + "}") }
+        }
         for entry in values.entries {
             if entry.section != current {
                 close()
@@ -254,7 +259,11 @@ public enum ConfigLoader {
             case "\t": out += "\\t"
             case "\r": out += "\\r"
             default:
-                if scalar.value < 0x20 { out += String(format: "\\u%04x", scalar.value) } else { out.unicodeScalars.append(scalar) }
+                if scalar.value < 0x20 {
+                    out += String(format: "\\u%04x", scalar.value)
+                } else {
+                    out.unicodeScalars.append(scalar)
+                }
             }
         }
         return out + "\""
@@ -300,6 +309,16 @@ struct FlatConfig: Sendable {
     }
 }
 
+/// A parser message on one line: Yams ends it with the offending source line and a caret under the
+/// column, which the message's "line L, column C" already locates.
+func oneLine(_ error: Error) -> String {
+    var lines = "\(error)".split(separator: "\n").map { $0.trimmingCharacters(in: .whitespaces) }
+    if let caret = lines.lastIndex(where: { !$0.isEmpty && $0.allSatisfy { $0 == "^" } }) {
+        lines.removeSubrange(Swift.max(0, caret - 1)...caret)
+    }
+    return lines.filter { !$0.isEmpty }.map { $0.hasSuffix(":") ? String($0.dropLast()) : $0 }.joined(separator: "; ")
+}
+
 /// Levenshtein distance between two strings.
 func editDistance(_ a: String, _ b: String) -> Int {
     let a = Array(a.utf8), b = Array(b.utf8)
@@ -332,10 +351,15 @@ enum ConfigValue: Equatable, Sendable {
         switch node {
         case .scalar:
             let tag = node.tag.description
-            if tag.hasSuffix(":int"), let value = node.int { self = .int(value) }
-            else if tag.hasSuffix(":float"), let value = node.float { self = .float(value) }
-            else if tag.hasSuffix(":bool"), let value = node.bool { self = .bool(value) }
-            else { self = .string(node.string ?? "") }
+            if tag.hasSuffix(":int"), let value = node.int {
+                self = .int(value)
+            } else if tag.hasSuffix(":float"), let value = node.float {
+                self = .float(value)
+            } else if tag.hasSuffix(":bool"), let value = node.bool {
+                self = .bool(value)
+            } else {
+                self = .string(node.string ?? "")
+            }
         case .sequence(let items):
             if items.allSatisfy({ $0.tag.description.hasSuffix(":int") }) {
                 self = .intList(items.compactMap { $0.int })
@@ -403,8 +427,8 @@ enum ConfigValue: Equatable, Sendable {
             return .int(value)
         case .float:
             guard case .scalar(let scalar) = node, !tag.hasSuffix(":bool"),
-                  let value = Double(scalar.string.trimmingCharacters(in: .whitespaces)) ?? node.float,
-                  value.isFinite
+                let value = Double(scalar.string.trimmingCharacters(in: .whitespaces)) ?? node.float,
+                value.isFinite
             else { throw mismatch() }
             return .float(value)
         case .bool:
@@ -418,7 +442,8 @@ enum ConfigValue: Equatable, Sendable {
             var numbers: [Double] = []
             for item in items {
                 guard case .scalar(let scalar) = item, !item.tag.description.hasSuffix(":bool"),
-                      let value = Double(scalar.string) ?? item.float, value.isFinite else { throw mismatch() }
+                    let value = Double(scalar.string) ?? item.float, value.isFinite
+                else { throw mismatch() }
                 numbers.append(value)
             }
             return .floatList(numbers)
@@ -451,7 +476,8 @@ enum ConfigValue: Equatable, Sendable {
 
     /// True when `text` reads back as the same string without quotes in YAML 1.1 and 1.2.
     static func isPlainSafe(_ text: String) -> Bool {
-        guard let first = text.unicodeScalars.first, CharacterSet.letters.contains(first) || first == "_" || first == "/" || first == "."
+        guard let first = text.unicodeScalars.first,
+            CharacterSet.letters.contains(first) || first == "_" || first == "/" || first == "."
         else { return false }
         let allowed = CharacterSet.alphanumerics.union(CharacterSet(charactersIn: "_-./:=,"))
         guard text.unicodeScalars.allSatisfy({ allowed.contains($0) }), !text.hasSuffix(":") else { return false }

@@ -21,7 +21,8 @@ extension TrainingConfig {
                 return
             }
             let lowOK = openLower ? values[0] > lower : values[0] >= lower
-            require(lowOK && values[0] <= values[1] && values[1] <= upper, path,
+            require(
+                lowOK && values[0] <= values[1] && values[1] <= upper, path,
                 "needs \(openLower ? "\(lower) <" : "\(lower) <=") min <= max <= \(upper), got \(values)")
         }
 
@@ -32,22 +33,27 @@ extension TrainingConfig {
         require(student.blockChunks >= 0, "student.block_chunks", "must be >= 0")
         require(student.registerTokens >= 0, "student.num_register_tokens", "must be >= 0")
         require(student.interpolateOffset >= 0, "student.interpolate_offset", "must be >= 0")
-        require(student.embedDim >= 0 && student.depth >= 0 && student.numHeads >= 0, "student.embed_dim/depth/num_heads",
+        require(
+            student.embedDim >= 0 && student.depth >= 0 && student.numHeads >= 0, "student.embed_dim/depth/num_heads",
             "must be >= 0 (0 keeps the value of student.arch)")
         if student.embedDim > 0 && student.numHeads > 0 {
-            require(student.embedDim % student.numHeads == 0, "student.embed_dim",
+            require(
+                student.embedDim % student.numHeads == 0, "student.embed_dim",
                 "\(student.embedDim) is not divisible by student.num_heads \(student.numHeads)")
         }
         if student.blockChunks > 0 && student.depth > 0 {
-            require(student.depth % student.blockChunks == 0, "student.block_chunks",
+            require(
+                student.depth % student.blockChunks == 0, "student.block_chunks",
                 "\(student.blockChunks) does not divide student.depth \(student.depth)")
         }
 
         // crops
         if student.patchSize > 0 {
-            require(crops.globalCropsSize > 0 && crops.globalCropsSize % student.patchSize == 0, "crops.global_crops_size",
+            require(
+                crops.globalCropsSize > 0 && crops.globalCropsSize % student.patchSize == 0, "crops.global_crops_size",
                 "\(crops.globalCropsSize) must be a positive multiple of student.patch_size \(student.patchSize)")
-            require(crops.localCropsSize > 0 && crops.localCropsSize % student.patchSize == 0, "crops.local_crops_size",
+            require(
+                crops.localCropsSize > 0 && crops.localCropsSize % student.patchSize == 0, "crops.local_crops_size",
                 "\(crops.localCropsSize) must be a positive multiple of student.patch_size \(student.patchSize)")
         }
         require(crops.localCropsNumber >= 0, "crops.local_crops_number", "must be >= 0")
@@ -72,9 +78,10 @@ extension TrainingConfig {
 
         // train
         require(train.batchSizePerRank >= 1, "train.batch_size_per_gpu", "must be >= 1")
-        require(dino.koleoLossWeight == 0 || train.batchSizePerRank >= 2, "train.batch_size_per_gpu",
+        require(
+            dino.koleoLossWeight == 0 || train.batchSizePerRank >= 2, "train.batch_size_per_gpu",
             "must be >= 2 while dino.koleo_loss_weight > 0 (KoLeo needs a nearest neighbour among the rank's images); "
-            + "raise the batch or set dino.koleo_loss_weight=0")
+                + "raise the batch or set dino.koleo_loss_weight=0")
         require(train.officialEpochLength >= 1, "train.OFFICIAL_EPOCH_LENGTH", "must be >= 1")
         require(train.workers >= 0, "train.num_workers", "must be >= 0")
         require(train.seed >= 0, "train.seed", "must be >= 0")
@@ -89,7 +96,8 @@ extension TrainingConfig {
 
         // optim
         require(optim.epochs >= 1, "optim.epochs", "must be >= 1")
-        require(optim.warmupEpochs >= 0 && optim.warmupEpochs <= optim.epochs, "optim.warmup_epochs",
+        require(
+            optim.warmupEpochs >= 0 && optim.warmupEpochs <= optim.epochs, "optim.warmup_epochs",
             "must be in [0, optim.epochs = \(optim.epochs)]")
         require(optim.freezeLastLayerEpochs >= 0, "optim.freeze_last_layer_epochs", "must be >= 0")
         require(optim.baseLR > 0, "optim.base_lr", "must be positive")

@@ -80,14 +80,19 @@ public protocol Communicator: AnyObject, Sendable {
         _ full: UnsafeBufferPointer<T>, into shard: UnsafeMutableBufferPointer<T>, op: ReduceOp
     ) throws
     /// Reduce-scatter in place: block `rank` of the reduction is left in `full[rank*n ..< (rank+1)*n]`.
-    func reduceScatter<T: CommScalar>(inPlace full: UnsafeMutableBufferPointer<T>, op: ReduceOp)
+    func reduceScatter<T: CommScalar>(
+        inPlace full: UnsafeMutableBufferPointer<T>, op: ReduceOp)
         throws
 
     /// Starts a broadcast; see `broadcast(_:root:)`.
-    func startBroadcast<T: CommScalar>(_ buffer: UnsafeMutableBufferPointer<T>, root: Int) throws
+    func startBroadcast<T: CommScalar>(
+        _ buffer: UnsafeMutableBufferPointer<T>, root: Int
+    ) throws
         -> CommRequest
     /// Starts an in-place all-reduce; see `allReduce(_:op:)`.
-    func startAllReduce<T: CommScalar>(_ buffer: UnsafeMutableBufferPointer<T>, op: ReduceOp)
+    func startAllReduce<T: CommScalar>(
+        _ buffer: UnsafeMutableBufferPointer<T>, op: ReduceOp
+    )
         throws -> CommRequest
     /// Starts an all-gather; see `allGather(_:into:)`.
     func startAllGather<T: CommScalar>(
@@ -148,7 +153,8 @@ public enum CollectiveShape {
     /// Checks that `full` holds exactly `worldSize` blocks of `shard` and returns the block size.
     @inlinable
     public static func blockCount(full: Int, shard: Int, worldSize: Int, _ call: String) -> Int {
-        precondition(full == shard * worldSize,
+        precondition(
+            full == shard * worldSize,
             "\(call): full buffer has \(full) elements, expected shard \(shard) x \(worldSize) ranks")
         return shard
     }
@@ -156,7 +162,8 @@ public enum CollectiveShape {
     /// Returns the block size of an in-place collective over `full`.
     @inlinable
     public static func inPlaceBlock(full: Int, worldSize: Int, _ call: String) -> Int {
-        precondition(full % worldSize == 0,
+        precondition(
+            full % worldSize == 0,
             "\(call): in-place buffer of \(full) elements is not a multiple of \(worldSize) ranks")
         return full / worldSize
     }

@@ -1,9 +1,9 @@
 // Wall-clock timing for benchmarks and progress throttling: CLOCK_MONOTONIC in nanoseconds.
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #elseif canImport(Darwin)
-import Darwin
+    import Darwin
 #endif
 
 /// A monotonic clock, unaffected by changes of the system time.

@@ -4,6 +4,8 @@
 // thread timing, rank count or how many draws happened before, and a resumed run draws the same.
 // Mixing: SplitMix64's finaliser (a bijective 64-bit avalanche), applied per component.
 
+import Foundation
+
 /// What a random draw is for; part of every key, so streams of different purposes never overlap.
 public enum RandomPurpose: UInt64, Sendable {
     case parameterInit = 1
@@ -85,5 +87,3 @@ public struct RandomStream: Sendable, Equatable {
     @usableFromInline static func logarithm(_ x: Double) -> Double { Foundation.log(x) }
     @usableFromInline static func cosine(_ x: Double) -> Double { Foundation.cos(x) }
 }
-
-import Foundation

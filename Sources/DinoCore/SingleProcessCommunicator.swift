@@ -40,7 +40,8 @@ public final class SingleProcessCommunicator: Communicator, @unchecked Sendable 
     public func allGather<T: CommScalar>(
         _ shard: UnsafeBufferPointer<T>, counts: [Int], into full: UnsafeMutableBufferPointer<T>
     ) throws {
-        precondition(counts == [shard.count] && full.count == shard.count,
+        precondition(
+            counts == [shard.count] && full.count == shard.count,
             "allGather(counts:): counts \(counts) do not match shard \(shard.count) / full \(full.count)")
         copy(shard, to: full)
     }
@@ -54,14 +55,18 @@ public final class SingleProcessCommunicator: Communicator, @unchecked Sendable 
 
     public func reduceScatter<T: CommScalar>(inPlace full: UnsafeMutableBufferPointer<T>, op: ReduceOp) throws {}
 
-    public func startBroadcast<T: CommScalar>(_ buffer: UnsafeMutableBufferPointer<T>, root: Int) throws
+    public func startBroadcast<T: CommScalar>(
+        _ buffer: UnsafeMutableBufferPointer<T>, root: Int
+    ) throws
         -> CommRequest
     {
         try broadcast(buffer, root: root)
         return CompletedRequest()
     }
 
-    public func startAllReduce<T: CommScalar>(_ buffer: UnsafeMutableBufferPointer<T>, op: ReduceOp) throws
+    public func startAllReduce<T: CommScalar>(
+        _ buffer: UnsafeMutableBufferPointer<T>, op: ReduceOp
+    ) throws
         -> CommRequest
     {
         CompletedRequest()
@@ -100,7 +105,8 @@ public final class SingleProcessCommunicator: Communicator, @unchecked Sendable 
 
     private func copy<T>(_ source: UnsafeBufferPointer<T>, to target: UnsafeMutableBufferPointer<T>) {
         guard let from = source.baseAddress, let to = target.baseAddress,
-              UnsafeRawPointer(from) != UnsafeRawPointer(to) else { return }
+            UnsafeRawPointer(from) != UnsafeRawPointer(to)
+        else { return }
         to.update(from: from, count: source.count)
     }
 }

@@ -29,39 +29,54 @@ public final class TimedCommunicator: Communicator, @unchecked Sendable {
     public func allReduce<T: CommScalar>(_ buffer: UnsafeMutableBufferPointer<T>, op: ReduceOp) throws {
         try timed { try base.allReduce(buffer, op: op) }
     }
-    public func allReduce<T: CommScalar>(_ input: UnsafeBufferPointer<T>, into output: UnsafeMutableBufferPointer<T>,
-                                         op: ReduceOp) throws {
+    public func allReduce<T: CommScalar>(
+        _ input: UnsafeBufferPointer<T>, into output: UnsafeMutableBufferPointer<T>,
+        op: ReduceOp
+    ) throws {
         try timed { try base.allReduce(input, into: output, op: op) }
     }
-    public func allGather<T: CommScalar>(_ shard: UnsafeBufferPointer<T>, into full: UnsafeMutableBufferPointer<T>) throws {
+    public func allGather<T: CommScalar>(
+        _ shard: UnsafeBufferPointer<T>, into full: UnsafeMutableBufferPointer<T>
+    ) throws {
         try timed { try base.allGather(shard, into: full) }
     }
     public func allGather<T: CommScalar>(inPlace full: UnsafeMutableBufferPointer<T>) throws {
         try timed { try base.allGather(inPlace: full) }
     }
-    public func allGather<T: CommScalar>(_ shard: UnsafeBufferPointer<T>, counts: [Int],
-                                         into full: UnsafeMutableBufferPointer<T>) throws {
+    public func allGather<T: CommScalar>(
+        _ shard: UnsafeBufferPointer<T>, counts: [Int],
+        into full: UnsafeMutableBufferPointer<T>
+    ) throws {
         try timed { try base.allGather(shard, counts: counts, into: full) }
     }
-    public func reduceScatter<T: CommScalar>(_ full: UnsafeBufferPointer<T>, into shard: UnsafeMutableBufferPointer<T>,
-                                             op: ReduceOp) throws {
+    public func reduceScatter<T: CommScalar>(
+        _ full: UnsafeBufferPointer<T>, into shard: UnsafeMutableBufferPointer<T>,
+        op: ReduceOp
+    ) throws {
         try timed { try base.reduceScatter(full, into: shard, op: op) }
     }
     public func reduceScatter<T: CommScalar>(inPlace full: UnsafeMutableBufferPointer<T>, op: ReduceOp) throws {
         try timed { try base.reduceScatter(inPlace: full, op: op) }
     }
-    public func startBroadcast<T: CommScalar>(_ buffer: UnsafeMutableBufferPointer<T>, root: Int) throws -> CommRequest {
+    public func startBroadcast<T: CommScalar>(_ buffer: UnsafeMutableBufferPointer<T>, root: Int) throws -> CommRequest
+    {
         try timed { try base.startBroadcast(buffer, root: root) }
     }
-    public func startAllReduce<T: CommScalar>(_ buffer: UnsafeMutableBufferPointer<T>, op: ReduceOp) throws -> CommRequest {
+    public func startAllReduce<T: CommScalar>(
+        _ buffer: UnsafeMutableBufferPointer<T>, op: ReduceOp
+    ) throws -> CommRequest {
         try timed { try base.startAllReduce(buffer, op: op) }
     }
-    public func startAllGather<T: CommScalar>(_ shard: UnsafeBufferPointer<T>,
-                                              into full: UnsafeMutableBufferPointer<T>) throws -> CommRequest {
+    public func startAllGather<T: CommScalar>(
+        _ shard: UnsafeBufferPointer<T>,
+        into full: UnsafeMutableBufferPointer<T>
+    ) throws -> CommRequest {
         try timed { try base.startAllGather(shard, into: full) }
     }
-    public func startReduceScatter<T: CommScalar>(_ full: UnsafeBufferPointer<T>, into shard: UnsafeMutableBufferPointer<T>,
-                                                  op: ReduceOp) throws -> CommRequest {
+    public func startReduceScatter<T: CommScalar>(
+        _ full: UnsafeBufferPointer<T>, into shard: UnsafeMutableBufferPointer<T>,
+        op: ReduceOp
+    ) throws -> CommRequest {
         try timed { try base.startReduceScatter(full, into: shard, op: op) }
     }
     public func progress() throws { try timed { try base.progress() } }

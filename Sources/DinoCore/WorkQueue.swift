@@ -33,8 +33,10 @@ extension WorkQueue {
     /// vector loops see the same alignment as one pass; no range shorter than `minimumChunk`) and
     /// runs `body` on each in parallel. For element-wise loops whose results do not depend on
     /// where a range starts: the output is the same for any thread count.
-    public static func forEachChunk(count: Int, threads: Int, minimumChunk: Int = 32_768,
-                                    _ body: (_ range: Range<Int>) -> Void) {
+    public static func forEachChunk(
+        count: Int, threads: Int, minimumChunk: Int = 32_768,
+        _ body: (_ range: Range<Int>) -> Void
+    ) {
         let chunks = Swift.max(1, Swift.min(threads, count / Swift.max(minimumChunk, 1)))
         if chunks == 1 {
             body(0..<count)

@@ -51,7 +51,8 @@ public enum Augment {
         return CropBox(top: (height - h) / 2, left: (width - w) / 2, height: h, width: w)
     }
 
-    /// PIL's antialiased bicubic weights for resampling `source` samples to `target`: [target][taps] with the first tap index.
+    /// PIL's antialiased bicubic weights for resampling `source` samples to `target`: [target][taps] with the first
+    /// tap index.
     static func resampleWeights(source: Int, target: Int) -> [(first: Int, weights: [Double])] {
         let scale = Double(source) / Double(target)
         let filterScale = Swift.max(scale, 1)
@@ -118,7 +119,9 @@ public enum Augment {
     }
 
     @inline(__always)
-    static func clamp8(_ value: Double) -> UInt8 { UInt8(Swift.max(0, Swift.min(255, value.rounded(.toNearestOrAwayFromZero)))) }
+    static func clamp8(_ value: Double) -> UInt8 {
+        UInt8(Swift.max(0, Swift.min(255, value.rounded(.toNearestOrAwayFromZero))))
+    }
 
     /// Mirrors left and right.
     public static func flip(_ image: RGBImage) -> RGBImage {
@@ -163,7 +166,9 @@ public enum Augment {
         return RGBImage(width: image.width, height: image.height, pixels: out)
     }
 
-    public static func brightness(_ image: RGBImage, factor: Double) -> RGBImage { blend(image, factor: factor) { _ in 0 } }
+    public static func brightness(_ image: RGBImage, factor: Double) -> RGBImage {
+        blend(image, factor: factor) { _ in 0 }
+    }
 
     public static func contrast(_ image: RGBImage, factor: Double) -> RGBImage {
         var sum = 0
@@ -247,7 +252,9 @@ public enum Augment {
             for x in 0..<w {
                 for c in 0..<3 {
                     var sum = 0.0
-                    for k in 0..<kernel { sum += weights[k] * Double(image.pixels[(y * w + reflect(x + k - half, w)) * 3 + c]) }
+                    for k in 0..<kernel {
+                        sum += weights[k] * Double(image.pixels[(y * w + reflect(x + k - half, w)) * 3 + c])
+                    }
                     middle[(y * w + x) * 3 + c] = sum
                 }
             }
@@ -287,8 +294,10 @@ public struct MultiCrop: Sendable {
     public var globalSize: Int, localSize: Int, localCrops: Int
     public var globalScale: ClosedRange<Double>, localScale: ClosedRange<Double>
 
-    public init(globalSize: Int, localSize: Int, localCrops: Int, globalScale: ClosedRange<Double>,
-                localScale: ClosedRange<Double>) {
+    public init(
+        globalSize: Int, localSize: Int, localCrops: Int, globalScale: ClosedRange<Double>,
+        localScale: ClosedRange<Double>
+    ) {
         self.globalSize = globalSize
         self.localSize = localSize
         self.localCrops = localCrops
@@ -299,8 +308,10 @@ public struct MultiCrop: Sendable {
     /// Every crop of `image` (0, 1 global, then the local ones), each drawn from the stream keyed
     /// (seed, epoch, dataset index, crop) -- so an image's crops never depend on rank or thread --
     /// and normalised into `target(crop)` ([3, S, S] float32, S the crop's size).
-    public func normalizedCrops(of image: RGBImage, seed: UInt64, epoch: UInt64, index: Int,
-                                into target: (Int) -> UnsafeMutablePointer<Float>) {
+    public func normalizedCrops(
+        of image: RGBImage, seed: UInt64, epoch: UInt64, index: Int,
+        into target: (Int) -> UnsafeMutablePointer<Float>
+    ) {
         for crop in 0..<(2 + localCrops) {
             let stream = RandomStream(seed: seed, purpose: .augmentation, epoch, UInt64(index), UInt64(crop))
             Augment.normalize(self.crop(image, crop: crop, stream: stream), into: target(crop))
@@ -316,13 +327,15 @@ public struct MultiCrop: Sendable {
             return stream.uniform(draw)
         }
         let global = crop < 2
-        let box = Augment.cropBox(width: image.width, height: image.height, scale: global ? globalScale : localScale,
-                                  uniform: uniform)
+        let box = Augment.cropBox(
+            width: image.width, height: image.height, scale: global ? globalScale : localScale,
+            uniform: uniform)
         var out = Augment.resizedCrop(image, box: box, size: global ? globalSize : localSize)
         if uniform() < 0.5 { out = Augment.flip(out) }
         if uniform() < 0.8 {
             // The four factors are drawn first, then applied in a random order (torchvision ColorJitter).
-            let b = 0.6 + 0.8 * uniform(), c = 0.6 + 0.8 * uniform(), s = 0.8 + 0.4 * uniform(), h = -0.1 + 0.2 * uniform()
+            let b = 0.6 + 0.8 * uniform(), c = 0.6 + 0.8 * uniform(), s = 0.8 + 0.4 * uniform(),
+                h = -0.1 + 0.2 * uniform()
             let order = (0..<4).sorted { stream.child(1).bits(UInt64($0)) < stream.child(1).bits(UInt64($1)) }
             for op in order {
                 switch op {

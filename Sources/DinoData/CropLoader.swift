@@ -39,8 +39,10 @@ public final class CropLoader: @unchecked Sendable {
     private var thread: Thread? = nil
 
     /// Starts producing from `firstStep` (the resume position).
-    public init(dataset: ImageDataset, sampler: DistributedSampler, pipeline: MultiCrop, rank: Int, worldSize: Int,
-                seed: UInt64, firstStep: Int, workers: Int = 1, prefetch: Int = 2) {
+    public init(
+        dataset: ImageDataset, sampler: DistributedSampler, pipeline: MultiCrop, rank: Int, worldSize: Int,
+        seed: UInt64, firstStep: Int, workers: Int = 1, prefetch: Int = 2
+    ) {
         self.dataset = dataset
         self.sampler = sampler
         self.pipeline = pipeline
@@ -92,7 +94,10 @@ public final class CropLoader: @unchecked Sendable {
         while true {
             condition.lock()
             while ready.count >= prefetch && !stopping { condition.wait() }
-            if stopping { condition.unlock(); return }
+            if stopping {
+                condition.unlock()
+                return
+            }
             let step = nextToProduce
             nextToProduce += 1
             condition.unlock()
@@ -111,7 +116,10 @@ public final class CropLoader: @unchecked Sendable {
         let globalCount = 2 * b * 3 * g * g, localCount = n * b * 3 * l * l
         let global = UnsafeMutablePointer<Float>.allocate(capacity: max(1, globalCount))
         let local = UnsafeMutablePointer<Float>.allocate(capacity: max(1, localCount))
-        defer { global.deallocate(); local.deallocate() }
+        defer {
+            global.deallocate()
+            local.deallocate()
+        }
         var indices = [Int](repeating: 0, count: b), skipped = [Int](repeating: 0, count: b)
         let outputs = UncheckedSendable((global, local))
         indices.withUnsafeMutableBufferPointer { indexBuffer in
@@ -122,15 +130,17 @@ public final class CropLoader: @unchecked Sendable {
                     skipBuffer[i] = misses
                     let epoch = UInt64(self.sampler.epoch(at: slots[i].position))
                     self.pipeline.normalizedCrops(of: image, seed: self.seed, epoch: epoch, index: index) { crop in
-                        crop < 2 ? outputs.value.0 + (crop * b + i) * 3 * g * g
+                        crop < 2
+                            ? outputs.value.0 + (crop * b + i) * 3 * g * g
                             : outputs.value.1 + ((crop - 2) * b + i) * 3 * l * l
                     }
                 }
             }
         }
-        return CropBatchData(step: step, globalCrops: Array(UnsafeBufferPointer(start: global, count: globalCount)),
-                             localCrops: Array(UnsafeBufferPointer(start: local, count: localCount)), indices: indices,
-                             labels: indices.map { dataset.samples[$0].label }, skipped: skipped.reduce(0, +))
+        return CropBatchData(
+            step: step, globalCrops: Array(UnsafeBufferPointer(start: global, count: globalCount)),
+            localCrops: Array(UnsafeBufferPointer(start: local, count: localCount)), indices: indices,
+            labels: indices.map { dataset.samples[$0].label }, skipped: skipped.reduce(0, +))
     }
 
     /// The first readable image at or after `index` (wrapping), and how many were skipped.

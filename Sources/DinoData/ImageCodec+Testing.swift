@@ -14,8 +14,10 @@ public enum ImageCodecTesting {
     }
 
     /// A PNG of raw `bytes` in `layout` (with an RGB `colormap` of `entries` colours for palettes).
-    public static func png(_ bytes: [UInt8], width: Int, height: Int, layout: PNGLayout, colormap: [UInt8]? = nil,
-                           entries: Int = 0) throws -> Data {
+    public static func png(
+        _ bytes: [UInt8], width: Int, height: Int, layout: PNGLayout, colormap: [UInt8]? = nil,
+        entries: Int = 0
+    ) throws -> Data {
         let format: png_uint_32
         switch layout {
         case .gray: format = dino_png_format_gray()
@@ -23,14 +25,16 @@ public enum ImageCodecTesting {
         case .rgba: format = dino_png_format_rgba()
         case .palette: format = dino_png_format_rgb_colormap()
         }
-        return try ImageCodec.encodePNG(bytes: bytes, width: width, height: height, format: format, colormap: colormap,
-                                        colormapEntries: entries)
+        return try ImageCodec.encodePNG(
+            bytes: bytes, width: width, height: height, format: format, colormap: colormap,
+            colormapEntries: entries)
     }
 
     /// A CMYK JPEG of a flat colour.
     public static func cmykJPEG(width: Int, height: Int) throws -> Data {
         let pixels = [UInt8](repeating: 90, count: width * height * 4)
-        return try ImageCodec.encodeJPEG(pixels: pixels, width: width, height: height, format: TJPF_CMYK, quality: 90,
-                                         progressive: false)
+        return try ImageCodec.encodeJPEG(
+            pixels: pixels, width: width, height: height, format: TJPF_CMYK, quality: 90,
+            progressive: false)
     }
 }

@@ -43,7 +43,9 @@ public enum ImageCodec {
     public static func decode(_ data: Data) throws -> RGBImage {
         let bytes = [UInt8](data)
         if bytes.count >= 3, bytes[0] == 0xFF, bytes[1] == 0xD8, bytes[2] == 0xFF { return try decodeJPEG(bytes) }
-        if bytes.count >= 8, bytes[0..<8] == [0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A] { return try decodePNG(bytes) }
+        if bytes.count >= 8, bytes[0..<8] == [0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A] {
+            return try decodePNG(bytes)
+        }
         throw ImageError.notAnImage
     }
 
@@ -57,10 +59,12 @@ public enum ImageCodec {
         let header = tjDecompressHeader3(handle, &input, UInt(input.count), &width, &height, &subsampling, &colorspace)
         guard header == 0, width > 0, height > 0 else { throw ImageError.corrupt(message(handle)) }
         if colorspace == Int32(TJCS_CMYK.rawValue) || colorspace == Int32(TJCS_YCCK.rawValue) {
-            throw ImageError.unsupported("CMYK JPEG; convert it to RGB (for example with ImageMagick: convert in.jpg -colorspace sRGB out.jpg)")
+            throw ImageError.unsupported(
+                "CMYK JPEG; convert it to RGB (for example with ImageMagick: convert in.jpg -colorspace sRGB out.jpg)")
         }
         var pixels = [UInt8](repeating: 0, count: Int(width) * Int(height) * 3)
-        let status = tjDecompress2(handle, &input, UInt(input.count), &pixels, width, 0, height, Int32(TJPF_RGB.rawValue), 0)
+        let status = tjDecompress2(
+            handle, &input, UInt(input.count), &pixels, width, 0, height, Int32(TJPF_RGB.rawValue), 0)
         // A warning (for example a premature end of data) leaves grey rows: refuse it as truncated.
         guard status == 0 else { throw ImageError.corrupt(message(handle)) }
         return RGBImage(width: Int(width), height: Int(height), pixels: pixels)
@@ -68,12 +72,15 @@ public enum ImageCodec {
 
     /// Encodes `image` as a baseline (or progressive) 4:2:0 JPEG of `quality` 1...100.
     public static func encodeJPEG(_ image: RGBImage, quality: Int = 90, progressive: Bool = false) throws -> Data {
-        try encodeJPEG(pixels: image.pixels, width: image.width, height: image.height, format: TJPF_RGB, quality: quality,
-                       progressive: progressive)
+        try encodeJPEG(
+            pixels: image.pixels, width: image.width, height: image.height, format: TJPF_RGB, quality: quality,
+            progressive: progressive)
     }
 
     /// Encodes raw pixels of `format` (TJPF_RGB, TJPF_CMYK, ...).
-    static func encodeJPEG(pixels: [UInt8], width: Int, height: Int, format: TJPF, quality: Int, progressive: Bool) throws -> Data {
+    static func encodeJPEG(
+        pixels: [UInt8], width: Int, height: Int, format: TJPF, quality: Int, progressive: Bool
+    ) throws -> Data {
         guard let handle = tjInitCompress() else { throw ImageError.encode("cannot start the JPEG encoder") }
         defer { tjDestroy(handle) }
         var output: UnsafeMutablePointer<UInt8>? = nil
@@ -81,8 +88,9 @@ public enum ImageCodec {
         var input = pixels
         let flags = progressive ? Int32(TJFLAG_PROGRESSIVE) : 0
         let subsampling = format == TJPF_CMYK ? Int32(TJSAMP_444.rawValue) : Int32(TJSAMP_420.rawValue)
-        let status = tjCompress2(handle, &input, Int32(width), 0, Int32(height), Int32(format.rawValue), &output, &size,
-                                 subsampling, Int32(quality), flags)
+        let status = tjCompress2(
+            handle, &input, Int32(width), 0, Int32(height), Int32(format.rawValue), &output, &size,
+            subsampling, Int32(quality), flags)
         defer { if let output { tjFree(output) } }
         guard status == 0, let output else { throw ImageError.encode(message(handle)) }
         return Data(bytes: output, count: Int(size))
@@ -115,8 +123,10 @@ public enum ImageCodec {
     }
 
     /// Encodes raw samples in libpng simplified `format` (gray, RGBA, 16-bit linear, colormapped ...).
-    static func encodePNG(bytes: [UInt8], width: Int, height: Int, format: png_uint_32, colormap: [UInt8]? = nil,
-                          colormapEntries: Int = 0) throws -> Data {
+    static func encodePNG(
+        bytes: [UInt8], width: Int, height: Int, format: png_uint_32, colormap: [UInt8]? = nil,
+        colormapEntries: Int = 0
+    ) throws -> Data {
         var image = png_image()
         image.version = dino_png_image_version()
         image.width = png_uint_32(width)
@@ -126,7 +136,8 @@ public enum ImageCodec {
         var size = 0
         let measured = bytes.withUnsafeBytes { source in
             (colormap ?? []).withUnsafeBytes { map in
-                png_image_write_to_memory(&image, nil, &size, 0, source.baseAddress, 0, colormap == nil ? nil : map.baseAddress)
+                png_image_write_to_memory(
+                    &image, nil, &size, 0, source.baseAddress, 0, colormap == nil ? nil : map.baseAddress)
             }
         }
         guard measured != 0, size > 0 else { throw ImageError.encode(pngMessage(&image)) }
@@ -134,8 +145,9 @@ public enum ImageCodec {
         let written = output.withUnsafeMutableBytes { target in
             bytes.withUnsafeBytes { source in
                 (colormap ?? []).withUnsafeBytes { map in
-                    png_image_write_to_memory(&image, target.baseAddress, &size, 0, source.baseAddress, 0,
-                                              colormap == nil ? nil : map.baseAddress)
+                    png_image_write_to_memory(
+                        &image, target.baseAddress, &size, 0, source.baseAddress, 0,
+                        colormap == nil ? nil : map.baseAddress)
                 }
             }
         }

@@ -19,7 +19,10 @@ public enum DatasetError: Error, CustomStringConvertible, Equatable {
 
     public var description: String {
         switch self {
-        case .missing(let path): return "data source \(path) does not exist; pass an image folder or a list file (--data)"
+        case .missing(let path):
+            return
+                "image source \(path) does not exist; pass an image folder (class subfolders of .jpg / .png files) "
+                + "or a list file"
         case .empty(let path): return "data source \(path) holds no .jpg, .jpeg or .png images"
         case .badLine(let file, let line, let text):
             return "\(file):\(line): '\(text)' is not 'PATH' or 'PATH LABEL' (LABEL an integer)"
@@ -39,7 +42,9 @@ public struct ImageDataset: Sendable {
     /// Opens an ImageFolder directory or a list file.
     public init(path: String) throws {
         var isDirectory: ObjCBool = false
-        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else { throw DatasetError.missing(path) }
+        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else {
+            throw DatasetError.missing(path)
+        }
         root = path
         if isDirectory.boolValue {
             let manager = FileManager.default
@@ -70,7 +75,9 @@ public struct ImageDataset: Sendable {
                 guard fields.count <= 2 else { throw DatasetError.badLine(file: path, line: number + 1, text: line) }
                 var label = -1
                 if fields.count == 2 {
-                    guard let value = Int(fields[1]) else { throw DatasetError.badLine(file: path, line: number + 1, text: line) }
+                    guard let value = Int(fields[1]) else {
+                        throw DatasetError.badLine(file: path, line: number + 1, text: line)
+                    }
                     label = value
                 }
                 let file = String(fields[0])

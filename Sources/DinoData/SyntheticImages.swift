@@ -32,12 +32,13 @@ public enum SyntheticImages {
         }
         // Lengths are in pixels of a 128-px image, so that the texture looks the same at any size.
         let s = Double(size), unit = s / 128
-        let texture = Texture(label: label % classNames.count, scale: unit * (0.8 + 0.45 * uniform()),
-                              angle: 2 * Double.pi * uniform(), phase: (uniform(), uniform()),
-                              centre: (s * uniform(), s * uniform()),
-                              waves: (0..<6).map { _ in
-                                  (0.04 + 0.04 * uniform(), 2 * Double.pi * uniform(), 2 * Double.pi * uniform())
-                              })
+        let texture = Texture(
+            label: label % classNames.count, scale: unit * (0.8 + 0.45 * uniform()),
+            angle: 2 * Double.pi * uniform(), phase: (uniform(), uniform()),
+            centre: (s * uniform(), s * uniform()),
+            waves: (0..<6).map { _ in
+                (0.04 + 0.04 * uniform(), 2 * Double.pi * uniform(), 2 * Double.pi * uniform())
+            })
         // Colours: every texture element (a stripe, a square, a dot and its cell, a ring, a brick, a
         // blob) and the paper around it draw their own colour from the element's key, so an image's
         // colours are a fresh sample of the same spread everywhere: what crops of one image share is
@@ -45,8 +46,10 @@ public enum SyntheticImages {
         let colours = RandomStream(seed: seed, purpose: .synthesis, UInt64(split), UInt64(label), UInt64(index), 2)
         func colour(_ element: Int64, _ ink: Bool) -> (Double, Double, Double) {
             let key = UInt64(bitPattern: element) &* 4 &+ (ink ? 1 : 0)
-            return (colours.uniform(3 &* key) * 255, colours.uniform(3 &* key &+ 1) * 255,
-                    colours.uniform(3 &* key &+ 2) * 255)
+            return (
+                colours.uniform(3 &* key) * 255, colours.uniform(3 &* key &+ 1) * 255,
+                colours.uniform(3 &* key &+ 2) * 255
+            )
         }
         var pixels = [UInt8](repeating: 0, count: size * size * 3)
         let noise = RandomStream(seed: seed, purpose: .synthesis, UInt64(split), UInt64(label), UInt64(index), 1)
@@ -110,15 +113,19 @@ public enum SyntheticImages {
                 let brick = abs(fraction(shifted / 20) - 0.5) < 0.42 && abs(fraction(v / 10) - 0.5) < 0.38
                 return (brick, cell(shifted / 20, row))
             }
-        }    }
+        }
+    }
 
     /// Writes `root/train/<class>/` and `root/val/<class>/` of PNG (or JPEG) files; returns the file count.
     /// With `part` (index, count), writes only every count-th file from the index-th (one rank's share);
     /// with `keepExisting`, files already there are kept (they hold the same pixels: drawing is deterministic).
     @discardableResult
-    public static func write(root: String, classes: Int, trainPerClass: Int, valPerClass: Int, size: Int, seed: UInt64,
-                             jpeg: Bool = false, part: (index: Int, count: Int) = (0, 1), keepExisting: Bool = false)
-        throws -> Int {
+    public static func write(
+        root: String, classes: Int, trainPerClass: Int, valPerClass: Int, size: Int, seed: UInt64,
+        jpeg: Bool = false, part: (index: Int, count: Int) = (0, 1), keepExisting: Bool = false
+    )
+        throws -> Int
+    {
         precondition((1...classNames.count).contains(classes), "1 to \(classNames.count) classes")
         var written = 0, position = 0
         for (split, (name, count)) in [("train", trainPerClass), ("val", valPerClass)].enumerated() {

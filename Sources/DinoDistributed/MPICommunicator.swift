@@ -27,11 +27,13 @@ public final class MPICommunicator: Communicator, @unchecked Sendable {
         try check(MPI_Initialized(&initialized), "MPI_Initialized", rank: -1)
         if initialized == 0 {
             var provided: Int32 = 0
-            try check(MPI_Init_thread(nil, nil, Int32(MPI_THREAD_FUNNELED), &provided),
+            try check(
+                MPI_Init_thread(nil, nil, Int32(MPI_THREAD_FUNNELED), &provided),
                 "MPI_Init_thread", rank: -1)
         }
         let world = dino_mpi_comm_world()
-        try check(MPI_Comm_set_errhandler(world, dino_mpi_errors_return()),
+        try check(
+            MPI_Comm_set_errhandler(world, dino_mpi_errors_return()),
             "MPI_Comm_set_errhandler", rank: -1)
         return try MPICommunicator(handle: world, ownsHandle: false)
     }
@@ -76,13 +78,17 @@ public final class MPICommunicator: Communicator, @unchecked Sendable {
 
     public func broadcast<T: CommScalar>(_ buffer: UnsafeMutableBufferPointer<T>, root: Int) throws {
         try checkRoot(root, "MPI_Bcast")
-        try check(MPI_Bcast(buffer.baseAddress, try count32(buffer.count, "MPI_Bcast"),
-            Self.datatype(T.self), Int32(root), handle), "MPI_Bcast")
+        try check(
+            MPI_Bcast(
+                buffer.baseAddress, try count32(buffer.count, "MPI_Bcast"),
+                Self.datatype(T.self), Int32(root), handle), "MPI_Bcast")
     }
 
     public func allReduce<T: CommScalar>(_ buffer: UnsafeMutableBufferPointer<T>, op: ReduceOp) throws {
-        try check(MPI_Allreduce(dino_mpi_in_place(), buffer.baseAddress,
-            try count32(buffer.count, "MPI_Allreduce"), Self.datatype(T.self), Self.mpiOp(op), handle),
+        try check(
+            MPI_Allreduce(
+                dino_mpi_in_place(), buffer.baseAddress,
+                try count32(buffer.count, "MPI_Allreduce"), Self.datatype(T.self), Self.mpiOp(op), handle),
             "MPI_Allreduce")
     }
 
@@ -90,35 +96,42 @@ public final class MPICommunicator: Communicator, @unchecked Sendable {
         _ input: UnsafeBufferPointer<T>, into output: UnsafeMutableBufferPointer<T>, op: ReduceOp
     ) throws {
         precondition(input.count == output.count, "MPI_Allreduce: input and output counts differ")
-        try check(MPI_Allreduce(input.baseAddress, output.baseAddress,
-            try count32(input.count, "MPI_Allreduce"), Self.datatype(T.self), Self.mpiOp(op), handle),
+        try check(
+            MPI_Allreduce(
+                input.baseAddress, output.baseAddress,
+                try count32(input.count, "MPI_Allreduce"), Self.datatype(T.self), Self.mpiOp(op), handle),
             "MPI_Allreduce")
     }
 
     public func allGather<T: CommScalar>(
         _ shard: UnsafeBufferPointer<T>, into full: UnsafeMutableBufferPointer<T>
     ) throws {
-        let n = CollectiveShape.blockCount(full: full.count, shard: shard.count, worldSize: worldSize,
+        let n = CollectiveShape.blockCount(
+            full: full.count, shard: shard.count, worldSize: worldSize,
             "MPI_Allgather")
         let type = Self.datatype(T.self)
         let count = try count32(n, "MPI_Allgather")
         _ = try count32(full.count, "MPI_Allgather")
-        try check(MPI_Allgather(shard.baseAddress, count, type, full.baseAddress, count, type, handle),
+        try check(
+            MPI_Allgather(shard.baseAddress, count, type, full.baseAddress, count, type, handle),
             "MPI_Allgather")
     }
 
     public func allGather<T: CommScalar>(inPlace full: UnsafeMutableBufferPointer<T>) throws {
         let n = CollectiveShape.inPlaceBlock(full: full.count, worldSize: worldSize, "MPI_Allgather")
         let type = Self.datatype(T.self)
-        try check(MPI_Allgather(dino_mpi_in_place(), 0, type, full.baseAddress,
-            try count32(n, "MPI_Allgather"), type, handle), "MPI_Allgather")
+        try check(
+            MPI_Allgather(
+                dino_mpi_in_place(), 0, type, full.baseAddress,
+                try count32(n, "MPI_Allgather"), type, handle), "MPI_Allgather")
     }
 
     public func allGather<T: CommScalar>(
         _ shard: UnsafeBufferPointer<T>, counts: [Int], into full: UnsafeMutableBufferPointer<T>
     ) throws {
         precondition(counts.count == worldSize, "MPI_Allgatherv: \(counts.count) counts for \(worldSize) ranks")
-        precondition(counts[rank] == shard.count, "MPI_Allgatherv: shard has \(shard.count), counts say \(counts[rank])")
+        precondition(
+            counts[rank] == shard.count, "MPI_Allgatherv: shard has \(shard.count), counts say \(counts[rank])")
         precondition(counts.reduce(0, +) == full.count, "MPI_Allgatherv: full buffer does not hold the sum of counts")
         let counts32 = try counts.map { try count32($0, "MPI_Allgatherv") }
         var displacements = [Int32](repeating: 0, count: worldSize)
@@ -128,26 +141,34 @@ public final class MPICommunicator: Communicator, @unchecked Sendable {
             offset += counts[r]
         }
         let type = Self.datatype(T.self)
-        try check(MPI_Allgatherv(shard.baseAddress, counts32[rank], type, full.baseAddress, counts32,
-            displacements, type, handle), "MPI_Allgatherv")
+        try check(
+            MPI_Allgatherv(
+                shard.baseAddress, counts32[rank], type, full.baseAddress, counts32,
+                displacements, type, handle), "MPI_Allgatherv")
     }
 
     public func reduceScatter<T: CommScalar>(
         _ full: UnsafeBufferPointer<T>, into shard: UnsafeMutableBufferPointer<T>, op: ReduceOp
     ) throws {
-        let n = CollectiveShape.blockCount(full: full.count, shard: shard.count, worldSize: worldSize,
+        let n = CollectiveShape.blockCount(
+            full: full.count, shard: shard.count, worldSize: worldSize,
             "MPI_Reduce_scatter_block")
         _ = try count32(full.count, "MPI_Reduce_scatter_block")
-        try check(MPI_Reduce_scatter_block(full.baseAddress, shard.baseAddress,
-            try count32(n, "MPI_Reduce_scatter_block"), Self.datatype(T.self), Self.mpiOp(op), handle),
+        try check(
+            MPI_Reduce_scatter_block(
+                full.baseAddress, shard.baseAddress,
+                try count32(n, "MPI_Reduce_scatter_block"), Self.datatype(T.self), Self.mpiOp(op), handle),
             "MPI_Reduce_scatter_block")
     }
 
     public func reduceScatter<T: CommScalar>(inPlace full: UnsafeMutableBufferPointer<T>, op: ReduceOp) throws {
-        let n = CollectiveShape.inPlaceBlock(full: full.count, worldSize: worldSize,
+        let n = CollectiveShape.inPlaceBlock(
+            full: full.count, worldSize: worldSize,
             "MPI_Reduce_scatter_block")
-        try check(MPI_Reduce_scatter_block(dino_mpi_in_place(), full.baseAddress,
-            try count32(n, "MPI_Reduce_scatter_block"), Self.datatype(T.self), Self.mpiOp(op), handle),
+        try check(
+            MPI_Reduce_scatter_block(
+                dino_mpi_in_place(), full.baseAddress,
+                try count32(n, "MPI_Reduce_scatter_block"), Self.datatype(T.self), Self.mpiOp(op), handle),
             "MPI_Reduce_scatter_block")
         // MPI leaves the block at the front; our contract puts it at the rank's own offset.
         if rank > 0, n > 0, let base = full.baseAddress {
@@ -157,7 +178,9 @@ public final class MPICommunicator: Communicator, @unchecked Sendable {
 
     // MARK: - Nonblocking collectives
 
-    public func startBroadcast<T: CommScalar>(_ buffer: UnsafeMutableBufferPointer<T>, root: Int) throws
+    public func startBroadcast<T: CommScalar>(
+        _ buffer: UnsafeMutableBufferPointer<T>, root: Int
+    ) throws
         -> CommRequest
     {
         try checkRoot(root, "MPI_Ibcast")
@@ -167,12 +190,15 @@ public final class MPICommunicator: Communicator, @unchecked Sendable {
         }
     }
 
-    public func startAllReduce<T: CommScalar>(_ buffer: UnsafeMutableBufferPointer<T>, op: ReduceOp) throws
+    public func startAllReduce<T: CommScalar>(
+        _ buffer: UnsafeMutableBufferPointer<T>, op: ReduceOp
+    ) throws
         -> CommRequest
     {
         let count = try count32(buffer.count, "MPI_Iallreduce")
         return try start("MPI_Iallreduce") { request in
-            MPI_Iallreduce(dino_mpi_in_place(), buffer.baseAddress, count, Self.datatype(T.self),
+            MPI_Iallreduce(
+                dino_mpi_in_place(), buffer.baseAddress, count, Self.datatype(T.self),
                 Self.mpiOp(op), handle, request)
         }
     }
@@ -180,7 +206,8 @@ public final class MPICommunicator: Communicator, @unchecked Sendable {
     public func startAllGather<T: CommScalar>(
         _ shard: UnsafeBufferPointer<T>, into full: UnsafeMutableBufferPointer<T>
     ) throws -> CommRequest {
-        let n = CollectiveShape.blockCount(full: full.count, shard: shard.count, worldSize: worldSize,
+        let n = CollectiveShape.blockCount(
+            full: full.count, shard: shard.count, worldSize: worldSize,
             "MPI_Iallgather")
         let count = try count32(n, "MPI_Iallgather")
         _ = try count32(full.count, "MPI_Iallgather")
@@ -193,12 +220,14 @@ public final class MPICommunicator: Communicator, @unchecked Sendable {
     public func startReduceScatter<T: CommScalar>(
         _ full: UnsafeBufferPointer<T>, into shard: UnsafeMutableBufferPointer<T>, op: ReduceOp
     ) throws -> CommRequest {
-        let n = CollectiveShape.blockCount(full: full.count, shard: shard.count, worldSize: worldSize,
+        let n = CollectiveShape.blockCount(
+            full: full.count, shard: shard.count, worldSize: worldSize,
             "MPI_Ireduce_scatter_block")
         let count = try count32(n, "MPI_Ireduce_scatter_block")
         _ = try count32(full.count, "MPI_Ireduce_scatter_block")
         return try start("MPI_Ireduce_scatter_block") { request in
-            MPI_Ireduce_scatter_block(full.baseAddress, shard.baseAddress, count, Self.datatype(T.self),
+            MPI_Ireduce_scatter_block(
+                full.baseAddress, shard.baseAddress, count, Self.datatype(T.self),
                 Self.mpiOp(op), handle, request)
         }
     }
@@ -224,7 +253,8 @@ public final class MPICommunicator: Communicator, @unchecked Sendable {
         var child: MPI_Comm? = nil
         try check(MPI_Comm_split(handle, Int32(color), Int32(clamping: key), &child), "MPI_Comm_split")
         guard let child else {
-            throw CommunicatorError.mpi(function: "MPI_Comm_split", code: 0,
+            throw CommunicatorError.mpi(
+                function: "MPI_Comm_split", code: 0,
                 message: "returned no communicator", rank: rank)
         }
         return try MPICommunicator(handle: child, ownsHandle: true)
@@ -232,10 +262,13 @@ public final class MPICommunicator: Communicator, @unchecked Sendable {
 
     public func splitByNode() throws -> any Communicator {
         var child: MPI_Comm? = nil
-        try check(MPI_Comm_split_type(handle, dino_mpi_comm_type_shared(), Int32(rank),
-            dino_mpi_info_null(), &child), "MPI_Comm_split_type")
+        try check(
+            MPI_Comm_split_type(
+                handle, dino_mpi_comm_type_shared(), Int32(rank),
+                dino_mpi_info_null(), &child), "MPI_Comm_split_type")
         guard let child else {
-            throw CommunicatorError.mpi(function: "MPI_Comm_split_type", code: 0,
+            throw CommunicatorError.mpi(
+                function: "MPI_Comm_split_type", code: 0,
                 message: "returned no communicator", rank: rank)
         }
         return try MPICommunicator(handle: child, ownsHandle: true)
@@ -249,7 +282,9 @@ public final class MPICommunicator: Communicator, @unchecked Sendable {
 
     // MARK: - Helpers
 
-    private func start(_ function: String, _ call: (UnsafeMutablePointer<MPI_Request?>) -> Int32) throws
+    private func start(
+        _ function: String, _ call: (UnsafeMutablePointer<MPI_Request?>) -> Int32
+    ) throws
         -> CommRequest
     {
         let request = MPIRequest(function: function, rank: rank)
@@ -324,7 +359,8 @@ final class MPIRequest: CommRequest {
     func test() throws -> Bool {
         if done { return true }
         var flag: Int32 = 0
-        try MPICommunicator.check(MPI_Test(&handle, &flag, dino_mpi_status_ignore()), "MPI_Test(\(function))",
+        try MPICommunicator.check(
+            MPI_Test(&handle, &flag, dino_mpi_status_ignore()), "MPI_Test(\(function))",
             rank: rank)
         done = flag != 0
         return done
@@ -332,7 +368,8 @@ final class MPIRequest: CommRequest {
 
     func wait() throws {
         if done { return }
-        try MPICommunicator.check(MPI_Wait(&handle, dino_mpi_status_ignore()), "MPI_Wait(\(function))",
+        try MPICommunicator.check(
+            MPI_Wait(&handle, dino_mpi_status_ignore()), "MPI_Wait(\(function))",
             rank: rank)
         done = true
     }

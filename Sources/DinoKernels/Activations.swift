@@ -9,15 +9,19 @@ import DinoCore
 /// Exact-erf GELU, forward and backward over `count` contiguous values.
 /// `threads` > 1 splits the values into contiguous ranges run in parallel (same result bits).
 public enum GELU {
-    public static func forward<T: KernelScalar>(out: UnsafeMutablePointer<T>, input: UnsafePointer<T>, count: Int,
-                                                threads: Int = 1) {
+    public static func forward<T: KernelScalar>(
+        out: UnsafeMutablePointer<T>, input: UnsafePointer<T>, count: Int,
+        threads: Int = 1
+    ) {
         WorkQueue.forEachChunk(count: count, threads: threads) { range in
             T.gelu(out + range.lowerBound, input + range.lowerBound, range.count)
         }
     }
 
-    public static func backward<T: KernelScalar>(dInput: UnsafeMutablePointer<T>, dOut: UnsafePointer<T>,
-                                                 input: UnsafePointer<T>, count: Int, threads: Int = 1) {
+    public static func backward<T: KernelScalar>(
+        dInput: UnsafeMutablePointer<T>, dOut: UnsafePointer<T>,
+        input: UnsafePointer<T>, count: Int, threads: Int = 1
+    ) {
         WorkQueue.forEachChunk(count: count, threads: threads) { range in
             let start = range.lowerBound
             T.geluBackward(dInput + start, dOut + start, input + start, range.count)
@@ -34,19 +38,26 @@ public enum SwiGLU {
     }
 
     /// `threads` > 1 runs ranges of rows in parallel (same result bits).
-    public static func forward<T: KernelScalar>(hidden: UnsafeMutablePointer<T>, x12: UnsafePointer<T>, rows: Int,
-                                                hiddenFeatures h: Int, threads: Int = 1) {
-        WorkQueue.forEachChunk(count: rows, threads: threads, minimumChunk: Swift.max(1, 32_768 / Swift.max(h, 1))) { range in
+    public static func forward<T: KernelScalar>(
+        hidden: UnsafeMutablePointer<T>, x12: UnsafePointer<T>, rows: Int,
+        hiddenFeatures h: Int, threads: Int = 1
+    ) {
+        WorkQueue.forEachChunk(count: rows, threads: threads, minimumChunk: Swift.max(1, 32_768 / Swift.max(h, 1))) {
+            range in
             for r in range { T.swiglu(hidden + r * h, x12 + r * 2 * h, x12 + r * 2 * h + h, h) }
         }
     }
 
-    public static func backward<T: KernelScalar>(dX12: UnsafeMutablePointer<T>, dHidden: UnsafePointer<T>,
-                                                 x12: UnsafePointer<T>, rows: Int, hiddenFeatures h: Int, threads: Int = 1) {
-        WorkQueue.forEachChunk(count: rows, threads: threads, minimumChunk: Swift.max(1, 32_768 / Swift.max(h, 1))) { range in
+    public static func backward<T: KernelScalar>(
+        dX12: UnsafeMutablePointer<T>, dHidden: UnsafePointer<T>,
+        x12: UnsafePointer<T>, rows: Int, hiddenFeatures h: Int, threads: Int = 1
+    ) {
+        WorkQueue.forEachChunk(count: rows, threads: threads, minimumChunk: Swift.max(1, 32_768 / Swift.max(h, 1))) {
+            range in
             for r in range {
-                T.swigluBackward(dX12 + r * 2 * h, dX12 + r * 2 * h + h, dHidden + r * h, x12 + r * 2 * h,
-                                 x12 + r * 2 * h + h, h)
+                T.swigluBackward(
+                    dX12 + r * 2 * h, dX12 + r * 2 * h + h, dHidden + r * h, x12 + r * 2 * h,
+                    x12 + r * 2 * h + h, h)
             }
         }
     }

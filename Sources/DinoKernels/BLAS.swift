@@ -14,7 +14,8 @@ public enum BLAS {
         alpha: Float = 1, a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int,
         beta: Float = 0, c: UnsafeMutablePointer<Float>, ldc: Int
     ) {
-        cblas_sgemm(CblasRowMajor, transposeA ? CblasTrans : CblasNoTrans,
+        cblas_sgemm(
+            CblasRowMajor, transposeA ? CblasTrans : CblasNoTrans,
             transposeB ? CblasTrans : CblasNoTrans, Int32(m), Int32(n), Int32(k), alpha, a, Int32(lda),
             b, Int32(ldb), beta, c, Int32(ldc))
     }
@@ -32,9 +33,11 @@ public enum BLAS {
     }
 
     /// OpenBLAS's generic x86 kernel families: what it falls back to on a CPU newer than itself.
-    static let genericCores: Set<String> = ["Prescott", "Core2", "Penryn", "Dunnington", "Nehalem", "Katmai",
-                                            "Coppermine", "Northwood", "Banias", "Atom", "Athlon", "Opteron",
-                                            "Barcelona", "Unknown", "unknown"]
+    static let genericCores: Set<String> = [
+        "Prescott", "Core2", "Penryn", "Dunnington", "Nehalem", "Katmai",
+        "Coppermine", "Northwood", "Banias", "Atom", "Athlon", "Opteron",
+        "Barcelona", "Unknown", "unknown",
+    ]
 
     /// The kernel family to force through OPENBLAS_CORETYPE when OpenBLAS chose a generic one on a
     /// CPU with AVX2 or AVX-512 (nil otherwise, or when the user set OPENBLAS_CORETYPE). Debian 12's
@@ -42,8 +45,8 @@ public enum BLAS {
     /// "Prescott" kernels there: sgemm at ~25 instead of ~135 GFLOP/s per core, measured.
     public static var preferredCoreType: String? {
         guard ProcessInfo.processInfo.environment["OPENBLAS_CORETYPE"] == nil, genericCores.contains(coreName),
-              let cpuinfo = try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8),
-              let line = cpuinfo.split(separator: "\n").first(where: { $0.hasPrefix("flags") })
+            let cpuinfo = try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8),
+            let line = cpuinfo.split(separator: "\n").first(where: { $0.hasPrefix("flags") })
         else { return nil }
         let flags = Set(line.split(separator: " ").map(String.init))
         let amd = cpuinfo.contains("AuthenticAMD")

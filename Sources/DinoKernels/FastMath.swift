@@ -77,7 +77,9 @@ public enum FastMath {
     public static func erf(_ x: SIMD16<Float>, expOfMinusSquare e: SIMD16<Float>) -> SIMD16<Float> {
         let zero = SIMD16<Float>(repeating: 0)
         let magnitude = x.replacing(with: zero - x, where: x .< zero)
-        let t = SIMD16<Float>(repeating: 1) / (magnitude * SIMD16<Float>(repeating: 0.327_591_1) + SIMD16<Float>(repeating: 1))
+        let t =
+            SIMD16<Float>(repeating: 1)
+            / (magnitude * SIMD16<Float>(repeating: 0.327_591_1) + SIMD16<Float>(repeating: 1))
         var poly = t * SIMD16<Float>(repeating: 1.061_405_429) + SIMD16<Float>(repeating: -1.453_152_027)
         poly = poly * t + SIMD16<Float>(repeating: 1.421_413_741)
         poly = poly * t + SIMD16<Float>(repeating: -0.284_496_736)

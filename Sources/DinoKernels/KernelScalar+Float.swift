@@ -14,7 +14,8 @@ extension Float {
 
     @inlinable @inline(__always)
     static func load(_ p: UnsafePointer<Float>, _ offset: Int, _ count: Int) -> SIMD16<Float> {
-        count == 16 ? UnsafeRawPointer(p + offset).loadUnaligned(as: SIMD16<Float>.self)
+        count == 16
+            ? UnsafeRawPointer(p + offset).loadUnaligned(as: SIMD16<Float>.self)
             : FastMath.loadPartial(p + offset, count)
     }
 
@@ -28,8 +29,10 @@ extension Float {
     }
 
     @inlinable
-    public static func addColumnSums(_ sums: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>, rows: Int,
-                                     columns: Int) {
+    public static func addColumnSums(
+        _ sums: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>, rows: Int,
+        columns: Int
+    ) {
         // Strips of 64 columns (four registers) walked down the rows: each row contributes 256
         // contiguous bytes, where 16-column strips touched a new cache line per row. Per column the
         // order is that of a plain column walk (0 + x0 + x1 + ..., then sums += total).
@@ -58,8 +61,10 @@ extension Float {
     }
 
     @inlinable
-    public static func multiply(_ out: UnsafeMutablePointer<Float>, _ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>,
-                                _ n: Int) {
+    public static func multiply(
+        _ out: UnsafeMutablePointer<Float>, _ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>,
+        _ n: Int
+    ) {
         vectorLoop(n) { i, c in store(load(a, i, c) * load(b, i, c), out, i, c) }
     }
 
@@ -69,23 +74,29 @@ extension Float {
     }
 
     @inlinable
-    public static func linearCombination(_ out: UnsafeMutablePointer<Float>, _ a: UnsafePointer<Float>, _ alpha: Float,
-                                         _ b: UnsafePointer<Float>, _ beta: Float, _ n: Int) {
+    public static func linearCombination(
+        _ out: UnsafeMutablePointer<Float>, _ a: UnsafePointer<Float>, _ alpha: Float,
+        _ b: UnsafePointer<Float>, _ beta: Float, _ n: Int
+    ) {
         let va = SIMD16<Float>(repeating: alpha), vb = SIMD16<Float>(repeating: beta)
         vectorLoop(n) { i, c in store(load(a, i, c) * va + load(b, i, c) * vb, out, i, c) }
     }
 
     @inlinable
-    public static func addScaledProduct(_ x: UnsafeMutablePointer<Float>, _ gamma: UnsafePointer<Float>,
-                                        _ y: UnsafePointer<Float>, _ n: Int, _ scale: Float) {
+    public static func addScaledProduct(
+        _ x: UnsafeMutablePointer<Float>, _ gamma: UnsafePointer<Float>,
+        _ y: UnsafePointer<Float>, _ n: Int, _ scale: Float
+    ) {
         let s = SIMD16<Float>(repeating: scale)
         vectorLoop(n) { i, c in store(load(x, i, c) + s * load(gamma, i, c) * load(y, i, c), x, i, c) }
     }
 
     @inlinable
-    public static func addScaledProductBackward(_ dY: UnsafeMutablePointer<Float>, _ dGamma: UnsafeMutablePointer<Float>,
-                                                _ dX: UnsafePointer<Float>, _ y: UnsafePointer<Float>,
-                                                _ gamma: UnsafePointer<Float>, _ n: Int, _ scale: Float) {
+    public static func addScaledProductBackward(
+        _ dY: UnsafeMutablePointer<Float>, _ dGamma: UnsafeMutablePointer<Float>,
+        _ dX: UnsafePointer<Float>, _ y: UnsafePointer<Float>,
+        _ gamma: UnsafePointer<Float>, _ n: Int, _ scale: Float
+    ) {
         let s = SIMD16<Float>(repeating: scale)
         vectorLoop(n) { i, c in
             let g = load(dX, i, c) * s
@@ -95,9 +106,11 @@ extension Float {
     }
 
     @inlinable
-    public static func layerNormForward(_ out: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>,
-                                        _ weight: UnsafePointer<Float>, _ bias: UnsafePointer<Float>, _ n: Int,
-                                        _ epsilon: Float) -> (mean: Float, rstd: Float) {
+    public static func layerNormForward(
+        _ out: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>,
+        _ weight: UnsafePointer<Float>, _ bias: UnsafePointer<Float>, _ n: Int,
+        _ epsilon: Float
+    ) -> (mean: Float, rstd: Float) {
         var sum = SIMD16<Float>()
         vectorLoop(n) { i, c in sum += load(x, i, c) }  // partial vectors are zero-filled
         let mean = FastMath.horizontalSum(sum) / Float(n)
@@ -115,10 +128,12 @@ extension Float {
     }
 
     @inlinable
-    public static func layerNormBackward(_ dX: UnsafeMutablePointer<Float>, _ dWeight: UnsafeMutablePointer<Float>,
-                                         _ dBias: UnsafeMutablePointer<Float>, _ dOut: UnsafePointer<Float>,
-                                         _ x: UnsafePointer<Float>, _ weight: UnsafePointer<Float>, _ mean: Float,
-                                         _ rstd: Float, _ n: Int, accumulate: Bool) {
+    public static func layerNormBackward(
+        _ dX: UnsafeMutablePointer<Float>, _ dWeight: UnsafeMutablePointer<Float>,
+        _ dBias: UnsafeMutablePointer<Float>, _ dOut: UnsafePointer<Float>,
+        _ x: UnsafePointer<Float>, _ weight: UnsafePointer<Float>, _ mean: Float,
+        _ rstd: Float, _ n: Int, accumulate: Bool
+    ) {
         let m = SIMD16<Float>(repeating: mean), r = SIMD16<Float>(repeating: rstd)
         var sumG = SIMD16<Float>(), sumGX = SIMD16<Float>()
         vectorLoop(n) { i, c in
@@ -159,8 +174,10 @@ extension Float {
     }
 
     @inlinable
-    public static func geluBackward(_ dX: UnsafeMutablePointer<Float>, _ dOut: UnsafePointer<Float>,
-                                    _ x: UnsafePointer<Float>, _ n: Int) {
+    public static func geluBackward(
+        _ dX: UnsafeMutablePointer<Float>, _ dOut: UnsafePointer<Float>,
+        _ x: UnsafePointer<Float>, _ n: Int
+    ) {
         var i = 0
         while i < n {
             let c = Swift.min(16, n - i)
@@ -173,14 +190,19 @@ extension Float {
     /// it made LLVM split the whole body into 128-bit pieces (4x slower); this form stays in zmm.
     @inlinable @inline(__always)
     static func geluDerivativeVector(_ v: SIMD16<Float>) -> SIMD16<Float> {
-        let cdf = SIMD16<Float>(repeating: 0.5) * (SIMD16<Float>(repeating: 1) + FastMath.erf(v * SIMD16<Float>(repeating: 0.707_106_781_186_547_6)))
-        let pdf = SIMD16<Float>(repeating: 0.398_942_280_401_432_7) * FastMath.exp(v * v * SIMD16<Float>(repeating: -0.5))
+        let cdf =
+            SIMD16<Float>(repeating: 0.5)
+            * (SIMD16<Float>(repeating: 1) + FastMath.erf(v * SIMD16<Float>(repeating: 0.707_106_781_186_547_6)))
+        let pdf =
+            SIMD16<Float>(repeating: 0.398_942_280_401_432_7) * FastMath.exp(v * v * SIMD16<Float>(repeating: -0.5))
         return cdf + v * pdf
     }
 
     @inlinable
-    public static func swiglu(_ out: UnsafeMutablePointer<Float>, _ x1: UnsafePointer<Float>, _ x2: UnsafePointer<Float>,
-                              _ n: Int) {
+    public static func swiglu(
+        _ out: UnsafeMutablePointer<Float>, _ x1: UnsafePointer<Float>, _ x2: UnsafePointer<Float>,
+        _ n: Int
+    ) {
         var i = 0
         while i < n {
             let c = Swift.min(16, n - i)
@@ -191,9 +213,11 @@ extension Float {
     }
 
     @inlinable
-    public static func swigluBackward(_ dX1: UnsafeMutablePointer<Float>, _ dX2: UnsafeMutablePointer<Float>,
-                                      _ dOut: UnsafePointer<Float>, _ x1: UnsafePointer<Float>, _ x2: UnsafePointer<Float>,
-                                      _ n: Int) {
+    public static func swigluBackward(
+        _ dX1: UnsafeMutablePointer<Float>, _ dX2: UnsafeMutablePointer<Float>,
+        _ dOut: UnsafePointer<Float>, _ x1: UnsafePointer<Float>, _ x2: UnsafePointer<Float>,
+        _ n: Int
+    ) {
         let one = SIMD16<Float>(repeating: 1)
         var i = 0
         while i < n {
@@ -208,18 +232,24 @@ extension Float {
 }
 
 extension Float {
-    public static func attentionForward(out: UnsafeMutablePointer<Float>, lse: UnsafeMutablePointer<Float>,
-                                        qkv: UnsafePointer<Float>, sequences: PackedSequences, heads: Int, headDim: Int,
-                                        workspace: AttentionWorkspace<Float>, threads: Int) {
-        PackedAttention.forward(out: out, lse: lse, qkv: qkv, sequences: sequences, heads: heads, headDim: headDim,
-                                workspace: workspace, threads: threads)
+    public static func attentionForward(
+        out: UnsafeMutablePointer<Float>, lse: UnsafeMutablePointer<Float>,
+        qkv: UnsafePointer<Float>, sequences: PackedSequences, heads: Int, headDim: Int,
+        workspace: AttentionWorkspace<Float>, threads: Int
+    ) {
+        PackedAttention.forward(
+            out: out, lse: lse, qkv: qkv, sequences: sequences, heads: heads, headDim: headDim,
+            workspace: workspace, threads: threads)
     }
 
-    public static func attentionBackward(dQKV: UnsafeMutablePointer<Float>, dOut: UnsafePointer<Float>,
-                                         qkv: UnsafePointer<Float>, out: UnsafePointer<Float>, lse: UnsafePointer<Float>,
-                                         sequences: PackedSequences, heads: Int, headDim: Int,
-                                         workspace: AttentionWorkspace<Float>, threads: Int) {
-        PackedAttention.backward(dQKV: dQKV, dOut: dOut, qkv: qkv, out: out, lse: lse, sequences: sequences,
-                                 heads: heads, headDim: headDim, workspace: workspace, threads: threads)
+    public static func attentionBackward(
+        dQKV: UnsafeMutablePointer<Float>, dOut: UnsafePointer<Float>,
+        qkv: UnsafePointer<Float>, out: UnsafePointer<Float>, lse: UnsafePointer<Float>,
+        sequences: PackedSequences, heads: Int, headDim: Int,
+        workspace: AttentionWorkspace<Float>, threads: Int
+    ) {
+        PackedAttention.backward(
+            dQKV: dQKV, dOut: dOut, qkv: qkv, out: out, lse: lse, sequences: sequences,
+            heads: heads, headDim: headDim, workspace: workspace, threads: threads)
     }
 }

@@ -11,9 +11,10 @@ import Foundation
 /// A floating-point type the kernels run in.
 public protocol KernelScalar: BinaryFloatingPoint, Sendable {
     /// Row-major GEMM: `C = alpha * op(A) * op(B) + beta * C`.
-    static func gemm(transposeA: Bool, transposeB: Bool, m: Int, n: Int, k: Int, alpha: Self,
-                     a: UnsafePointer<Self>, lda: Int, b: UnsafePointer<Self>, ldb: Int, beta: Self,
-                     c: UnsafeMutablePointer<Self>, ldc: Int)
+    static func gemm(
+        transposeA: Bool, transposeB: Bool, m: Int, n: Int, k: Int, alpha: Self,
+        a: UnsafePointer<Self>, lda: Int, b: UnsafePointer<Self>, ldb: Int, beta: Self,
+        c: UnsafeMutablePointer<Self>, ldc: Int)
     /// The largest of `n` elements (`-infinity` for n = 0).
     static func rowMax(_ x: UnsafePointer<Self>, _ n: Int) -> Self
     /// `x[i] = exp(x[i] - shift)` for i < n; returns the sum of the new values.
@@ -23,7 +24,8 @@ public protocol KernelScalar: BinaryFloatingPoint, Sendable {
     /// `x[i] *= factor` for i < n.
     static func scale(_ x: UnsafeMutablePointer<Self>, _ n: Int, _ factor: Self)
     /// `out[i] = a[i] * b[i]` for i < n (out may alias a or b).
-    static func multiply(_ out: UnsafeMutablePointer<Self>, _ a: UnsafePointer<Self>, _ b: UnsafePointer<Self>, _ n: Int)
+    static func multiply(
+        _ out: UnsafeMutablePointer<Self>, _ a: UnsafePointer<Self>, _ b: UnsafePointer<Self>, _ n: Int)
     /// `sum_i a[i] * b[i]`.
     static func dot(_ a: UnsafePointer<Self>, _ b: UnsafePointer<Self>, _ n: Int) -> Self
     /// Sum of `n` values.
@@ -35,56 +37,70 @@ public protocol KernelScalar: BinaryFloatingPoint, Sendable {
     static func log(_ x: Self) -> Self
 
     /// Packed attention forward in this precision (see `PackedAttention`).
-    static func attentionForward(out: UnsafeMutablePointer<Self>, lse: UnsafeMutablePointer<Self>,
-                                 qkv: UnsafePointer<Self>, sequences: PackedSequences, heads: Int, headDim: Int,
-                                 workspace: AttentionWorkspace<Self>, threads: Int)
+    static func attentionForward(
+        out: UnsafeMutablePointer<Self>, lse: UnsafeMutablePointer<Self>,
+        qkv: UnsafePointer<Self>, sequences: PackedSequences, heads: Int, headDim: Int,
+        workspace: AttentionWorkspace<Self>, threads: Int)
     /// Packed attention backward in this precision (see `PackedAttention`).
-    static func attentionBackward(dQKV: UnsafeMutablePointer<Self>, dOut: UnsafePointer<Self>, qkv: UnsafePointer<Self>,
-                                  out: UnsafePointer<Self>, lse: UnsafePointer<Self>, sequences: PackedSequences,
-                                  heads: Int, headDim: Int, workspace: AttentionWorkspace<Self>, threads: Int)
+    static func attentionBackward(
+        dQKV: UnsafeMutablePointer<Self>, dOut: UnsafePointer<Self>, qkv: UnsafePointer<Self>,
+        out: UnsafePointer<Self>, lse: UnsafePointer<Self>, sequences: PackedSequences,
+        heads: Int, headDim: Int, workspace: AttentionWorkspace<Self>, threads: Int)
     /// `sums[c] += sum over rows of x[r, c]`; the row sum is formed first, so calling twice from
     /// zero gives exactly twice the result (the accumulation contract of parameter gradients).
     static func addColumnSums(_ sums: UnsafeMutablePointer<Self>, _ x: UnsafePointer<Self>, rows: Int, columns: Int)
     /// `x += y`.
     static func add(_ x: UnsafeMutablePointer<Self>, _ y: UnsafePointer<Self>, _ n: Int)
     /// `out = alpha * a + beta * b` (out may alias a or b).
-    static func linearCombination(_ out: UnsafeMutablePointer<Self>, _ a: UnsafePointer<Self>, _ alpha: Self,
-                                  _ b: UnsafePointer<Self>, _ beta: Self, _ n: Int)
+    static func linearCombination(
+        _ out: UnsafeMutablePointer<Self>, _ a: UnsafePointer<Self>, _ alpha: Self,
+        _ b: UnsafePointer<Self>, _ beta: Self, _ n: Int)
     /// LayerScale into the residual stream: `x += scale * gamma * y`.
-    static func addScaledProduct(_ x: UnsafeMutablePointer<Self>, _ gamma: UnsafePointer<Self>, _ y: UnsafePointer<Self>,
-                                 _ n: Int, _ scale: Self)
+    static func addScaledProduct(
+        _ x: UnsafeMutablePointer<Self>, _ gamma: UnsafePointer<Self>, _ y: UnsafePointer<Self>,
+        _ n: Int, _ scale: Self)
     /// Backward of `addScaledProduct`: `dY = scale * gamma * dX` (=), `dGamma += scale * y * dX`.
-    static func addScaledProductBackward(_ dY: UnsafeMutablePointer<Self>, _ dGamma: UnsafeMutablePointer<Self>,
-                                         _ dX: UnsafePointer<Self>, _ y: UnsafePointer<Self>,
-                                         _ gamma: UnsafePointer<Self>, _ n: Int, _ scale: Self)
+    static func addScaledProductBackward(
+        _ dY: UnsafeMutablePointer<Self>, _ dGamma: UnsafeMutablePointer<Self>,
+        _ dX: UnsafePointer<Self>, _ y: UnsafePointer<Self>,
+        _ gamma: UnsafePointer<Self>, _ n: Int, _ scale: Self)
     /// LayerNorm of one row: `out = (x - mean) * rstd * weight + bias`; returns (mean, rstd).
-    static func layerNormForward(_ out: UnsafeMutablePointer<Self>, _ x: UnsafePointer<Self>, _ weight: UnsafePointer<Self>,
-                                 _ bias: UnsafePointer<Self>, _ n: Int, _ epsilon: Self) -> (mean: Self, rstd: Self)
+    static func layerNormForward(
+        _ out: UnsafeMutablePointer<Self>, _ x: UnsafePointer<Self>, _ weight: UnsafePointer<Self>,
+        _ bias: UnsafePointer<Self>, _ n: Int, _ epsilon: Self
+    ) -> (mean: Self, rstd: Self)
     /// LayerNorm backward of one row: dWeight, dBias accumulate; dX accumulates when `accumulate`.
-    static func layerNormBackward(_ dX: UnsafeMutablePointer<Self>, _ dWeight: UnsafeMutablePointer<Self>,
-                                  _ dBias: UnsafeMutablePointer<Self>, _ dOut: UnsafePointer<Self>,
-                                  _ x: UnsafePointer<Self>, _ weight: UnsafePointer<Self>, _ mean: Self, _ rstd: Self,
-                                  _ n: Int, accumulate: Bool)
+    static func layerNormBackward(
+        _ dX: UnsafeMutablePointer<Self>, _ dWeight: UnsafeMutablePointer<Self>,
+        _ dBias: UnsafeMutablePointer<Self>, _ dOut: UnsafePointer<Self>,
+        _ x: UnsafePointer<Self>, _ weight: UnsafePointer<Self>, _ mean: Self, _ rstd: Self,
+        _ n: Int, accumulate: Bool)
     /// Exact GELU `0.5 x (1 + erf(x / sqrt 2))`.
     static func gelu(_ out: UnsafeMutablePointer<Self>, _ x: UnsafePointer<Self>, _ n: Int)
     /// GELU backward: `dX = dOut * (Phi(x) + x phi(x))` (=).
-    static func geluBackward(_ dX: UnsafeMutablePointer<Self>, _ dOut: UnsafePointer<Self>, _ x: UnsafePointer<Self>,
-                             _ n: Int)
+    static func geluBackward(
+        _ dX: UnsafeMutablePointer<Self>, _ dOut: UnsafePointer<Self>, _ x: UnsafePointer<Self>,
+        _ n: Int)
     /// SwiGLU gate: `out = silu(x1) * x2`.
-    static func swiglu(_ out: UnsafeMutablePointer<Self>, _ x1: UnsafePointer<Self>, _ x2: UnsafePointer<Self>, _ n: Int)
+    static func swiglu(
+        _ out: UnsafeMutablePointer<Self>, _ x1: UnsafePointer<Self>, _ x2: UnsafePointer<Self>, _ n: Int)
     /// SwiGLU backward: `dX1 = dOut * x2 * silu'(x1)`, `dX2 = dOut * silu(x1)` (both =).
-    static func swigluBackward(_ dX1: UnsafeMutablePointer<Self>, _ dX2: UnsafeMutablePointer<Self>,
-                               _ dOut: UnsafePointer<Self>, _ x1: UnsafePointer<Self>, _ x2: UnsafePointer<Self>,
-                               _ n: Int)
+    static func swigluBackward(
+        _ dX1: UnsafeMutablePointer<Self>, _ dX2: UnsafeMutablePointer<Self>,
+        _ dOut: UnsafePointer<Self>, _ x1: UnsafePointer<Self>, _ x2: UnsafePointer<Self>,
+        _ n: Int)
 }
 
 extension Float: KernelScalar {
     @inlinable
-    public static func gemm(transposeA: Bool, transposeB: Bool, m: Int, n: Int, k: Int, alpha: Float,
-                            a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int, beta: Float,
-                            c: UnsafeMutablePointer<Float>, ldc: Int) {
-        BLAS.sgemm(transposeA: transposeA, transposeB: transposeB, m: m, n: n, k: k, alpha: alpha, a: a, lda: lda,
-                   b: b, ldb: ldb, beta: beta, c: c, ldc: ldc)
+    public static func gemm(
+        transposeA: Bool, transposeB: Bool, m: Int, n: Int, k: Int, alpha: Float,
+        a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int, beta: Float,
+        c: UnsafeMutablePointer<Float>, ldc: Int
+    ) {
+        BLAS.sgemm(
+            transposeA: transposeA, transposeB: transposeB, m: m, n: n, k: k, alpha: alpha, a: a, lda: lda,
+            b: b, ldb: ldb, beta: beta, c: c, ldc: ldc)
     }
 
     @inlinable
@@ -152,8 +168,9 @@ extension Float: KernelScalar {
         let f = SIMD16<Float>(repeating: factor)
         var i = 0
         while i + 16 <= n {
-            raw.storeBytes(of: raw.loadUnaligned(fromByteOffset: i * 4, as: SIMD16<Float>.self) * f,
-                           toByteOffset: i * 4, as: SIMD16<Float>.self)
+            raw.storeBytes(
+                of: raw.loadUnaligned(fromByteOffset: i * 4, as: SIMD16<Float>.self) * f,
+                toByteOffset: i * 4, as: SIMD16<Float>.self)
             i += 16
         }
         while i < n {
@@ -168,8 +185,9 @@ extension Float: KernelScalar {
         var acc = SIMD16<Float>()
         var i = 0
         while i + 16 <= n {
-            acc.addProduct(ra.loadUnaligned(fromByteOffset: i * 4, as: SIMD16<Float>.self),
-                           rb.loadUnaligned(fromByteOffset: i * 4, as: SIMD16<Float>.self))
+            acc.addProduct(
+                ra.loadUnaligned(fromByteOffset: i * 4, as: SIMD16<Float>.self),
+                rb.loadUnaligned(fromByteOffset: i * 4, as: SIMD16<Float>.self))
             i += 16
         }
         var result = FastMath.horizontalSum(acc)
@@ -198,8 +216,10 @@ extension Float: KernelScalar {
     }
 
     @inlinable
-    public static func softmaxBackward(_ dp: UnsafeMutablePointer<Float>, _ p: UnsafePointer<Float>, _ n: Int,
-                                       _ rowDot: Float) {
+    public static func softmaxBackward(
+        _ dp: UnsafeMutablePointer<Float>, _ p: UnsafePointer<Float>, _ n: Int,
+        _ rowDot: Float
+    ) {
         let rd = UnsafeMutableRawPointer(dp), rp = UnsafeRawPointer(p)
         let d = SIMD16<Float>(repeating: rowDot)
         var i = 0
@@ -220,11 +240,14 @@ extension Float: KernelScalar {
 }
 
 extension Double: KernelScalar {
-    public static func gemm(transposeA: Bool, transposeB: Bool, m: Int, n: Int, k: Int, alpha: Double,
-                            a: UnsafePointer<Double>, lda: Int, b: UnsafePointer<Double>, ldb: Int, beta: Double,
-                            c: UnsafeMutablePointer<Double>, ldc: Int) {
-        cblas_dgemm(CblasRowMajor, transposeA ? CblasTrans : CblasNoTrans, transposeB ? CblasTrans : CblasNoTrans,
-                    Int32(m), Int32(n), Int32(k), alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
+    public static func gemm(
+        transposeA: Bool, transposeB: Bool, m: Int, n: Int, k: Int, alpha: Double,
+        a: UnsafePointer<Double>, lda: Int, b: UnsafePointer<Double>, ldb: Int, beta: Double,
+        c: UnsafeMutablePointer<Double>, ldc: Int
+    ) {
+        cblas_dgemm(
+            CblasRowMajor, transposeA ? CblasTrans : CblasNoTrans, transposeB ? CblasTrans : CblasNoTrans,
+            Int32(m), Int32(n), Int32(k), alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
     }
 
     public static func rowMax(_ x: UnsafePointer<Double>, _ n: Int) -> Double {
@@ -262,8 +285,10 @@ extension Double: KernelScalar {
         return total
     }
 
-    public static func softmaxBackward(_ dp: UnsafeMutablePointer<Double>, _ p: UnsafePointer<Double>, _ n: Int,
-                                       _ rowDot: Double) {
+    public static func softmaxBackward(
+        _ dp: UnsafeMutablePointer<Double>, _ p: UnsafePointer<Double>, _ n: Int,
+        _ rowDot: Double
+    ) {
         for i in 0..<n { dp[i] = p[i] * (dp[i] - rowDot) }
     }
 

@@ -26,8 +26,9 @@ public enum LayerNorm {
         rstd: UnsafePointer<T>, rows: Int, channels: Int, accumulate: Bool = true
     ) {
         for r in 0..<rows {
-            T.layerNormBackward(dInput + r * channels, dWeight, dBias, dOut + r * channels, input + r * channels,
-                                weight, mean[r], rstd[r], channels, accumulate: accumulate)
+            T.layerNormBackward(
+                dInput + r * channels, dWeight, dBias, dOut + r * channels, input + r * channels,
+                weight, mean[r], rstd[r], channels, accumulate: accumulate)
         }
     }
 }

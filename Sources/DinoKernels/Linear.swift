@@ -15,8 +15,9 @@ public enum Linear {
         if let bias {
             for r in 0..<rows { (out + r * outFeatures).update(from: bias, count: outFeatures) }
         }
-        T.gemm(transposeA: false, transposeB: true, m: rows, n: outFeatures, k: inFeatures, alpha: 1, a: input,
-               lda: inFeatures, b: weight, ldb: inFeatures, beta: bias == nil ? 0 : 1, c: out, ldc: outFeatures)
+        T.gemm(
+            transposeA: false, transposeB: true, m: rows, n: outFeatures, k: inFeatures, alpha: 1, a: input,
+            lda: inFeatures, b: weight, ldb: inFeatures, beta: bias == nil ? 0 : 1, c: out, ldc: outFeatures)
     }
 
     /// Backpropagates `dOut` into `dInput` (if given), `dWeight` and `dBias`.
@@ -27,11 +28,13 @@ public enum Linear {
     ) {
         guard rows > 0 else { return }
         if let dInput {
-            T.gemm(transposeA: false, transposeB: false, m: rows, n: inFeatures, k: outFeatures, alpha: 1, a: dOut,
-                   lda: outFeatures, b: weight, ldb: inFeatures, beta: accumulate ? 1 : 0, c: dInput, ldc: inFeatures)
+            T.gemm(
+                transposeA: false, transposeB: false, m: rows, n: inFeatures, k: outFeatures, alpha: 1, a: dOut,
+                lda: outFeatures, b: weight, ldb: inFeatures, beta: accumulate ? 1 : 0, c: dInput, ldc: inFeatures)
         }
-        T.gemm(transposeA: true, transposeB: false, m: outFeatures, n: inFeatures, k: rows, alpha: 1, a: dOut,
-               lda: outFeatures, b: input, ldb: inFeatures, beta: 1, c: dWeight, ldc: inFeatures)
+        T.gemm(
+            transposeA: true, transposeB: false, m: outFeatures, n: inFeatures, k: rows, alpha: 1, a: dOut,
+            lda: outFeatures, b: input, ldb: inFeatures, beta: 1, c: dWeight, ldc: inFeatures)
         if let dBias { T.addColumnSums(dBias, dOut, rows: rows, columns: outFeatures) }
     }
 }

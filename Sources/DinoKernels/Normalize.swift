@@ -10,8 +10,10 @@ import DinoCore
 
 /// Row-wise L2 normalisation.
 public enum L2Normalize {
-    public static func forward<T: KernelScalar>(out: UnsafeMutablePointer<T>, norms: UnsafeMutablePointer<T>,
-                                                input: UnsafePointer<T>, rows: Int, channels: Int, epsilon: T) {
+    public static func forward<T: KernelScalar>(
+        out: UnsafeMutablePointer<T>, norms: UnsafeMutablePointer<T>,
+        input: UnsafePointer<T>, rows: Int, channels: Int, epsilon: T
+    ) {
         for r in 0..<rows {
             let x = input + r * channels
             let norm = T.dot(x, x, channels).squareRoot()
@@ -20,9 +22,11 @@ public enum L2Normalize {
         }
     }
 
-    public static func backward<T: KernelScalar>(dInput: UnsafeMutablePointer<T>, dOut: UnsafePointer<T>,
-                                                 out: UnsafePointer<T>, norms: UnsafePointer<T>, rows: Int,
-                                                 channels: Int, epsilon: T) {
+    public static func backward<T: KernelScalar>(
+        dInput: UnsafeMutablePointer<T>, dOut: UnsafePointer<T>,
+        out: UnsafePointer<T>, norms: UnsafePointer<T>, rows: Int,
+        channels: Int, epsilon: T
+    ) {
         for r in 0..<rows {
             let y = out + r * channels, g = dOut + r * channels
             if norms[r] > epsilon {
@@ -38,8 +42,10 @@ public enum L2Normalize {
 /// Tempered softmax and soft-target cross-entropy over rows of logits.
 public enum Softmax {
     /// `out = softmax(logits / temperature)` for each row.
-    public static func forward<T: KernelScalar>(out: UnsafeMutablePointer<T>, logits: UnsafePointer<T>, rows: Int,
-                                                columns: Int, temperature: T) {
+    public static func forward<T: KernelScalar>(
+        out: UnsafeMutablePointer<T>, logits: UnsafePointer<T>, rows: Int,
+        columns: Int, temperature: T
+    ) {
         for r in 0..<rows {
             let row = out + r * columns
             T.linearCombination(row, logits + r * columns, 1 / temperature, logits + r * columns, 0, columns)
@@ -59,9 +65,10 @@ public enum Softmax {
         if threads <= 1 || rows <= 1 {
             var total: T = 0
             for r in 0..<rows {
-                total += crossEntropyRow(dLogits: dLogits + r * columns, probabilities: probabilities + r * columns,
-                                         logits: logits + r * columns, targets: targets + r * columns, columns: columns,
-                                         temperature: temperature, weight: weight)
+                total += crossEntropyRow(
+                    dLogits: dLogits + r * columns, probabilities: probabilities + r * columns,
+                    logits: logits + r * columns, targets: targets + r * columns, columns: columns,
+                    temperature: temperature, weight: weight)
             }
             return total
         }
@@ -69,9 +76,10 @@ public enum Softmax {
         rowLosses.withUnsafeMutableBufferPointer { losses in
             guard let out = losses.baseAddress else { return }
             WorkQueue.run(count: rows, threads: threads) { r, _ in
-                out[r] = crossEntropyRow(dLogits: dLogits + r * columns, probabilities: probabilities + r * columns,
-                                         logits: logits + r * columns, targets: targets + r * columns, columns: columns,
-                                         temperature: temperature, weight: weight)
+                out[r] = crossEntropyRow(
+                    dLogits: dLogits + r * columns, probabilities: probabilities + r * columns,
+                    logits: logits + r * columns, targets: targets + r * columns, columns: columns,
+                    temperature: temperature, weight: weight)
             }
         }
         var total: T = 0

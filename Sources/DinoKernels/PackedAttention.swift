@@ -67,12 +67,12 @@ public struct AttentionTiling: Sendable, Equatable {
 public final class AttentionWorkspace<T: KernelScalar>: @unchecked Sendable {
     public let tiling: AttentionTiling
     final class Worker: @unchecked Sendable {
-        var keysT = GrowableBuffer<T>()     // [D, L]
-        var valuesT = GrowableBuffer<T>()   // [D, L] (backward)
-        var scores = GrowableBuffer<T>()    // [queryBlock, keyBlock]: S, then P
+        var keysT = GrowableBuffer<T>()  // [D, L]
+        var valuesT = GrowableBuffer<T>()  // [D, L] (backward)
+        var scores = GrowableBuffer<T>()  // [queryBlock, keyBlock]: S, then P
         var gradScores = GrowableBuffer<T>()  // [queryBlock, keyBlock]: dP, then dS (backward)
-        var rowMax = GrowableBuffer<T>()    // [queryBlock]
-        var rowSum = GrowableBuffer<T>()    // [queryBlock]; backward: rowsum(dO * O)
+        var rowMax = GrowableBuffer<T>()  // [queryBlock]
+        var rowSum = GrowableBuffer<T>()  // [queryBlock]; backward: rowsum(dO * O)
     }
     var workers: [Worker] = []
     var order: [Int32] = []  // work items, longest first
@@ -141,8 +141,9 @@ public enum PackedAttention {
         out: UnsafeMutablePointer<Float>, lse: UnsafeMutablePointer<Float>, qkv: UnsafePointer<Float>,
         sequences: PackedSequences, heads: Int, headDim: Int, workspace: AttentionWorkspace<Float>, threads: Int = 1
     ) {
-        forwardImplementation(out: out, lse: lse, qkv: qkv, sequences: sequences, heads: heads, headDim: headDim,
-                              workspace: workspace, threads: threads)
+        forwardImplementation(
+            out: out, lse: lse, qkv: qkv, sequences: sequences, heads: heads, headDim: headDim,
+            workspace: workspace, threads: threads)
     }
 
     /// Computes `out` and `lse` from `qkv` (float64, for gradient checks).
@@ -150,8 +151,9 @@ public enum PackedAttention {
         out: UnsafeMutablePointer<Double>, lse: UnsafeMutablePointer<Double>, qkv: UnsafePointer<Double>,
         sequences: PackedSequences, heads: Int, headDim: Int, workspace: AttentionWorkspace<Double>, threads: Int = 1
     ) {
-        forwardImplementation(out: out, lse: lse, qkv: qkv, sequences: sequences, heads: heads, headDim: headDim,
-                              workspace: workspace, threads: threads)
+        forwardImplementation(
+            out: out, lse: lse, qkv: qkv, sequences: sequences, heads: heads, headDim: headDim,
+            workspace: workspace, threads: threads)
     }
 
     /// Computes `dQKV` (overwritten) from `dOut` and the saved `out` and `lse` (float32).
@@ -160,8 +162,9 @@ public enum PackedAttention {
         out: UnsafePointer<Float>, lse: UnsafePointer<Float>, sequences: PackedSequences, heads: Int, headDim: Int,
         workspace: AttentionWorkspace<Float>, threads: Int = 1
     ) {
-        backwardImplementation(dQKV: dQKV, dOut: dOut, qkv: qkv, out: out, lse: lse, sequences: sequences,
-                               heads: heads, headDim: headDim, workspace: workspace, threads: threads)
+        backwardImplementation(
+            dQKV: dQKV, dOut: dOut, qkv: qkv, out: out, lse: lse, sequences: sequences,
+            heads: heads, headDim: headDim, workspace: workspace, threads: threads)
     }
 
     /// Computes `dQKV` (overwritten) from `dOut` and the saved `out` and `lse` (float64).
@@ -170,8 +173,9 @@ public enum PackedAttention {
         out: UnsafePointer<Double>, lse: UnsafePointer<Double>, sequences: PackedSequences, heads: Int, headDim: Int,
         workspace: AttentionWorkspace<Double>, threads: Int = 1
     ) {
-        backwardImplementation(dQKV: dQKV, dOut: dOut, qkv: qkv, out: out, lse: lse, sequences: sequences,
-                               heads: heads, headDim: headDim, workspace: workspace, threads: threads)
+        backwardImplementation(
+            dQKV: dQKV, dOut: dOut, qkv: qkv, out: out, lse: lse, sequences: sequences,
+            heads: heads, headDim: headDim, workspace: workspace, threads: threads)
     }
 
     static func forwardImplementation<T: KernelScalar>(
@@ -183,8 +187,9 @@ public enum PackedAttention {
         workspace.schedule(sequences, heads: heads)
         let io = Pointers(out: out, lse: lse, qkv: qkv, dOut: nil, dQKV: nil)
         run(workspace: workspace, threads: threads) { item, worker in
-            forwardItem(item, sequences: sequences, geometry: geometry, io: io, worker: worker,
-                        tiling: workspace.tiling)
+            forwardItem(
+                item, sequences: sequences, geometry: geometry, io: io, worker: worker,
+                tiling: workspace.tiling)
         }
     }
 
@@ -196,11 +201,13 @@ public enum PackedAttention {
         let geometry = Geometry(heads: heads, headDim: headDim)
         workspace.prepare(threads: threads, headDim: headDim, maxLength: sequences.maxLength, backward: true)
         workspace.schedule(sequences, heads: heads)
-        let io = Pointers(out: UnsafeMutablePointer(mutating: out), lse: UnsafeMutablePointer(mutating: lse),
-                          qkv: qkv, dOut: dOut, dQKV: dQKV)
+        let io = Pointers(
+            out: UnsafeMutablePointer(mutating: out), lse: UnsafeMutablePointer(mutating: lse),
+            qkv: qkv, dOut: dOut, dQKV: dQKV)
         run(workspace: workspace, threads: threads) { item, worker in
-            backwardItem(item, sequences: sequences, geometry: geometry, io: io, worker: worker,
-                         tiling: workspace.tiling)
+            backwardItem(
+                item, sequences: sequences, geometry: geometry, io: io, worker: worker,
+                tiling: workspace.tiling)
         }
     }
 
@@ -235,8 +242,10 @@ public enum PackedAttention {
         let dQKV: UnsafeMutablePointer<T>?
     }
 
-    private static func run<T>(workspace: AttentionWorkspace<T>, threads: Int,
-                               _ body: (Int, AttentionWorkspace<T>.Worker) -> Void) {
+    private static func run<T>(
+        workspace: AttentionWorkspace<T>, threads: Int,
+        _ body: (Int, AttentionWorkspace<T>.Worker) -> Void
+    ) {
         let order = workspace.order, workers = workspace.workers
         WorkQueue.run(count: order.count, threads: threads) { index, worker in
             body(Int(order[index]), workers[worker])
@@ -270,8 +279,9 @@ public enum PackedAttention {
             while k0 < length {
                 let cols = Swift.min(bk, length - k0)
                 // S = scale * Q K^T for this tile.
-                T.gemm(transposeA: false, transposeB: false, m: rows, n: cols, k: d, alpha: scale,
-                       a: q + q0 * ld, lda: ld, b: keysT + k0, ldb: length, beta: 0, c: scores, ldc: bk)
+                T.gemm(
+                    transposeA: false, transposeB: false, m: rows, n: cols, k: d, alpha: scale,
+                    a: q + q0 * ld, lda: ld, b: keysT + k0, ldb: length, beta: 0, c: scores, ldc: bk)
                 for r in 0..<rows {
                     let row = scores + r * bk
                     let tileMax = T.rowMax(row, cols)
@@ -287,9 +297,10 @@ public enum PackedAttention {
                     }
                 }
                 // O (unnormalised) += P V for this tile.
-                T.gemm(transposeA: false, transposeB: false, m: rows, n: d, k: cols, alpha: 1,
-                       a: scores, lda: bk, b: v + k0 * ld, ldb: ld, beta: k0 == 0 ? 0 : 1,
-                       c: o + q0 * g.channels, ldc: g.channels)
+                T.gemm(
+                    transposeA: false, transposeB: false, m: rows, n: d, k: cols, alpha: 1,
+                    a: scores, lda: bk, b: v + k0 * ld, ldb: ld, beta: k0 == 0 ? 0 : 1,
+                    c: o + q0 * g.channels, ldc: g.channels)
                 k0 += cols
             }
             for r in 0..<rows {
@@ -341,21 +352,26 @@ public enum PackedAttention {
             while k0 < length {
                 let cols = Swift.min(bk, length - k0)
                 // P = exp(scale * Q K^T - lse), exactly normalised.
-                T.gemm(transposeA: false, transposeB: false, m: rows, n: cols, k: d, alpha: scale,
-                       a: q + q0 * ld, lda: ld, b: keysT + k0, ldb: length, beta: 0, c: probs, ldc: bk)
+                T.gemm(
+                    transposeA: false, transposeB: false, m: rows, n: cols, k: d, alpha: scale,
+                    a: q + q0 * ld, lda: ld, b: keysT + k0, ldb: length, beta: 0, c: probs, ldc: bk)
                 for r in 0..<rows { T.expSubtract(probs + r * bk, cols, lse[(q0 + r) * g.heads]) }
                 // dV += P^T dO
-                T.gemm(transposeA: true, transposeB: false, m: cols, n: d, k: rows, alpha: 1,
-                       a: probs, lda: bk, b: dO + q0 * c, ldb: c, beta: 1, c: dV + k0 * ld, ldc: ld)
+                T.gemm(
+                    transposeA: true, transposeB: false, m: cols, n: d, k: rows, alpha: 1,
+                    a: probs, lda: bk, b: dO + q0 * c, ldb: c, beta: 1, c: dV + k0 * ld, ldc: ld)
                 // dP = dO V^T, then dS = P * (dP - rowsum(dO * O))
-                T.gemm(transposeA: false, transposeB: false, m: rows, n: cols, k: d, alpha: 1,
-                       a: dO + q0 * c, lda: c, b: valuesT + k0, ldb: length, beta: 0, c: grads, ldc: bk)
+                T.gemm(
+                    transposeA: false, transposeB: false, m: rows, n: cols, k: d, alpha: 1,
+                    a: dO + q0 * c, lda: c, b: valuesT + k0, ldb: length, beta: 0, c: grads, ldc: bk)
                 for r in 0..<rows { T.softmaxBackward(grads + r * bk, probs + r * bk, cols, rowDot[r]) }
                 // dQ += scale dS K;  dK += scale dS^T Q
-                T.gemm(transposeA: false, transposeB: false, m: rows, n: d, k: cols, alpha: scale,
-                       a: grads, lda: bk, b: k + k0 * ld, ldb: ld, beta: 1, c: dQ + q0 * ld, ldc: ld)
-                T.gemm(transposeA: true, transposeB: false, m: cols, n: d, k: rows, alpha: scale,
-                       a: grads, lda: bk, b: q + q0 * ld, ldb: ld, beta: 1, c: dK + k0 * ld, ldc: ld)
+                T.gemm(
+                    transposeA: false, transposeB: false, m: rows, n: d, k: cols, alpha: scale,
+                    a: grads, lda: bk, b: k + k0 * ld, ldb: ld, beta: 1, c: dQ + q0 * ld, ldc: ld)
+                T.gemm(
+                    transposeA: true, transposeB: false, m: cols, n: d, k: rows, alpha: scale,
+                    a: grads, lda: bk, b: q + q0 * ld, ldb: ld, beta: 1, c: dK + k0 * ld, ldc: ld)
                 k0 += cols
             }
             q0 += rows
@@ -367,8 +383,10 @@ public enum PackedAttention {
     /// `into[c * rows + r] = source[r * stride + c]`: a [rows, columns] strided block, transposed.
     /// Sixteen rows at a time, so the reads of a column stay in L1 and the writes are contiguous.
     @inline(__always)
-    static func transpose<T>(_ source: UnsafePointer<T>, rows: Int, columns: Int, stride: Int,
-                             into target: UnsafeMutablePointer<T>) {
+    static func transpose<T>(
+        _ source: UnsafePointer<T>, rows: Int, columns: Int, stride: Int,
+        into target: UnsafeMutablePointer<T>
+    ) {
         var r0 = 0
         while r0 < rows {
             let block = Swift.min(16, rows - r0)

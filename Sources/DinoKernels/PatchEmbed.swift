@@ -12,11 +12,13 @@ public enum PatchEmbed {
         weight: UnsafePointer<T>, bias: UnsafePointer<T>, batch: Int, height: Int, width: Int, patch: Int,
         embedDim: Int
     ) {
-        precondition(height % patch == 0 && width % patch == 0, "image \(height)x\(width) is not a multiple of patch \(patch)")
+        precondition(
+            height % patch == 0 && width % patch == 0, "image \(height)x\(width) is not a multiple of patch \(patch)")
         unfold(columns: columns, images: images, batch: batch, height: height, width: width, patch: patch)
         let rows = batch * (height / patch) * (width / patch)
-        Linear.forward(out: out, input: columns, weight: weight, bias: bias, rows: rows,
-                       inFeatures: 3 * patch * patch, outFeatures: embedDim)
+        Linear.forward(
+            out: out, input: columns, weight: weight, bias: bias, rows: rows,
+            inFeatures: 3 * patch * patch, outFeatures: embedDim)
     }
 
     /// Accumulates the weight and bias gradients from `dOut` and the saved `columns`.
@@ -24,13 +26,16 @@ public enum PatchEmbed {
         dWeight: UnsafeMutablePointer<T>, dBias: UnsafeMutablePointer<T>, dOut: UnsafePointer<T>,
         columns: UnsafePointer<T>, weight: UnsafePointer<T>, rows: Int, patch: Int, embedDim: Int
     ) {
-        Linear.backward(dInput: nil, dWeight: dWeight, dBias: dBias, dOut: dOut, input: columns, weight: weight,
-                        rows: rows, inFeatures: 3 * patch * patch, outFeatures: embedDim)
+        Linear.backward(
+            dInput: nil, dWeight: dWeight, dBias: dBias, dOut: dOut, input: columns, weight: weight,
+            rows: rows, inFeatures: 3 * patch * patch, outFeatures: embedDim)
     }
 
     /// `columns[(b, gy, gx), (c, ky, kx)] = images[b, c, gy * p + ky, gx * p + kx]`.
-    public static func unfold<T>(columns: UnsafeMutablePointer<T>, images: UnsafePointer<T>, batch: Int, height: Int,
-                                 width: Int, patch p: Int) {
+    public static func unfold<T>(
+        columns: UnsafeMutablePointer<T>, images: UnsafePointer<T>, batch: Int, height: Int,
+        width: Int, patch p: Int
+    ) {
         let gridH = height / p, gridW = width / p, k = 3 * p * p
         for b in 0..<batch {
             for gy in 0..<gridH {

@@ -46,8 +46,10 @@ public enum VectorOps {
 
     /// In place `target = momentum * target + (1 - momentum) * source` (the teacher EMA update).
     @inlinable
-    public static func lerp(_ target: UnsafeMutableBufferPointer<Float>, toward source: UnsafeBufferPointer<Float>,
-                            momentum: Float) {
+    public static func lerp(
+        _ target: UnsafeMutableBufferPointer<Float>, toward source: UnsafeBufferPointer<Float>,
+        momentum: Float
+    ) {
         precondition(target.count == source.count, "lerp: \(target.count) targets, \(source.count) sources")
         guard let t = target.baseAddress, let s = source.baseAddress else { return }
         let n = target.count

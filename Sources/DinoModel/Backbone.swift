@@ -78,11 +78,11 @@ public final class Backbone<T: KernelScalar> {
     // Saved from the last forward.
     public private(set) var batches: [BatchRows] = []
     private var inputs: [CropBatch<T>] = []
-    private var branches: [[Branch]] = []   // [block][0: attention, 1: FFN]
-    private let tokens = GrowableBuffer<T>()        // x [T, D]: after forward, the pre-norm tokens
-    private let normalized = GrowableBuffer<T>()    // [T, D]
+    private var branches: [[Branch]] = []  // [block][0: attention, 1: FFN]
+    private let tokens = GrowableBuffer<T>()  // x [T, D]: after forward, the pre-norm tokens
+    private let normalized = GrowableBuffer<T>()  // [T, D]
     private let normMean = GrowableBuffer<T>(), normRstd = GrowableBuffer<T>()
-    private var columns: [GrowableBuffer<T>] = []   // per batch [B N, 3 P P]
+    private var columns: [GrowableBuffer<T>] = []  // per batch [B N, 3 P P]
     private var positions: [PositionInterpolation] = []
     private let attention: AttentionWorkspace<T>
     // Scratch shared by forward and backward.
@@ -122,8 +122,10 @@ public final class Backbone<T: KernelScalar> {
     /// Runs the backbone over `batches` (all through every block together). With `keepActivations`
     /// (training) every block's branch inputs and intermediates are kept for `backward`; without
     /// (the teacher, evaluation) one set of buffers is reused by every block.
-    public func forward(_ input: [CropBatch<T>], store: any ParameterStore<T>, dropPath: DropPath? = nil,
-                        keepActivations: Bool = true) throws {
+    public func forward(
+        _ input: [CropBatch<T>], store: any ParameterStore<T>, dropPath: DropPath? = nil,
+        keepActivations: Bool = true
+    ) throws {
         canBackward = keepActivations
         progressStore = store
         defer { progressStore = nil }
@@ -134,8 +136,9 @@ public final class Backbone<T: KernelScalar> {
         for batch in input {
             precondition(batch.size % a.patchSize == 0, "crop size \(batch.size) is not a multiple of the patch size")
             let side = batch.size / a.patchSize
-            let rows = BatchRows(base: base, count: batch.count, tokensPerCrop: 1 + a.registers + side * side,
-                                 patches: side * side, gridSide: side)
+            let rows = BatchRows(
+                base: base, count: batch.count, tokensPerCrop: 1 + a.registers + side * side,
+                patches: side * side, gridSide: side)
             batches.append(rows)
             base += batch.count * rows.tokensPerCrop
         }
@@ -155,9 +158,11 @@ public final class Backbone<T: KernelScalar> {
                 let rate = dropPath.map { $0.rates[block] } ?? 0
                 for kind in 0..<2 {
                     let branch = branches[keepActivations ? block : 0][kind]
-                    branch.select(batches: batches, rate: rate, stream: dropPath.map {
-                        RandomStream(seed: $0.seed, purpose: .dropPath, $0.iteration, UInt64(block), UInt64(kind))
-                    })
+                    branch.select(
+                        batches: batches, rate: rate,
+                        stream: dropPath.map {
+                            RandomStream(seed: $0.seed, purpose: .dropPath, $0.iteration, UInt64(block), UInt64(kind))
+                        })
                     if kind == 0 {
                         try attentionForward(branch, x: x, p: parameters, o: o)
                     } else {
@@ -170,9 +175,10 @@ public final class Backbone<T: KernelScalar> {
 
         // Final norm.
         let normParameters = try store.parameters(unit: layout.normUnit)
-        LayerNorm.forward(out: normalized.reserve(total * d), mean: normMean.reserve(total), rstd: normRstd.reserve(total),
-                          input: x, weight: normParameters + layout.norm.weight, bias: normParameters + layout.norm.bias,
-                          rows: total, channels: d)
+        LayerNorm.forward(
+            out: normalized.reserve(total * d), mean: normMean.reserve(total), rstd: normRstd.reserve(total),
+            input: x, weight: normParameters + layout.norm.weight, bias: normParameters + layout.norm.bias,
+            rows: total, channels: d)
         try store.release(unit: layout.normUnit)
     }
 
@@ -183,73 +189,90 @@ public final class Backbone<T: KernelScalar> {
         for (i, batch) in inputs.enumerated() {
             let rows = batches[i]
             let n = rows.patches
-            let interpolation = PositionInterpolation(grid: m, targetRows: rows.gridSide, targetColumns: rows.gridSide,
-                                                      offset: a.interpolateOffset, antialias: a.interpolateAntialias)
+            let interpolation = PositionInterpolation(
+                grid: m, targetRows: rows.gridSide, targetColumns: rows.gridSide,
+                offset: a.interpolateOffset, antialias: a.interpolateAntialias)
             positions.append(interpolation)
             let position = scratchA.reserve(n * d)
-            interpolation.forward(out: position, grid: p + layout.embed.positionEmbedding + d, channels: d,
-                                  scratch: scratchB.reserve(m * Swift.max(m, rows.gridSide) * d))
+            interpolation.forward(
+                out: position, grid: p + layout.embed.positionEmbedding + d, channels: d,
+                scratch: scratchB.reserve(m * Swift.max(m, rows.gridSide) * d))
             let patchTokens = scratchC.reserve(batch.count * n * d)
-            PatchEmbed.forward(out: patchTokens, columns: columns[i].reserve(batch.count * n * 3 * a.patchSize * a.patchSize),
-                               images: batch.images, weight: p + layout.embed.patchWeight, bias: p + layout.embed.patchBias,
-                               batch: batch.count, height: batch.size, width: batch.size, patch: a.patchSize, embedDim: d)
+            PatchEmbed.forward(
+                out: patchTokens, columns: columns[i].reserve(batch.count * n * 3 * a.patchSize * a.patchSize),
+                images: batch.images, weight: p + layout.embed.patchWeight, bias: p + layout.embed.patchBias,
+                batch: batch.count, height: batch.size, width: batch.size, patch: a.patchSize, embedDim: d)
             let cls = p + layout.embed.clsToken, clsPosition = p + layout.embed.positionEmbedding
             for crop in 0..<batch.count {
                 T.linearCombination(x + rows.row(crop: crop, token: 0) * d, cls, 1, clsPosition, 1, d)
                 for r in 0..<a.registers {
-                    (x + rows.row(crop: crop, token: 1 + r) * d).update(from: p + layout.embed.registerTokens + r * d, count: d)
+                    (x + rows.row(crop: crop, token: 1 + r) * d).update(
+                        from: p + layout.embed.registerTokens + r * d, count: d)
                 }
                 for patch in 0..<n {
                     let masked = batch.masks.map { $0[crop * n + patch] } ?? false
-                    let source = masked ? p + layout.embed.maskToken : UnsafePointer(patchTokens + (crop * n + patch) * d)
-                    T.linearCombination(x + rows.row(crop: crop, token: 1 + a.registers + patch) * d, source, 1,
-                                        position + patch * d, 1, d)
+                    let source =
+                        masked ? p + layout.embed.maskToken : UnsafePointer(patchTokens + (crop * n + patch) * d)
+                    T.linearCombination(
+                        x + rows.row(crop: crop, token: 1 + a.registers + patch) * d, source, 1,
+                        position + patch * d, 1, d)
                 }
             }
         }
     }
 
-    private func attentionForward(_ branch: Branch, x: UnsafeMutablePointer<T>, p: UnsafePointer<T>, o: BlockOffsets) throws {
+    private func attentionForward(
+        _ branch: Branch, x: UnsafeMutablePointer<T>, p: UnsafePointer<T>, o: BlockOffsets
+    ) throws {
         let d = a.embedDim, rows = branch.rows
         let input = branch.input.reserve(rows * d), normed = branch.normed.reserve(rows * d)
         branch.gather(from: x, into: input, channels: d)
-        LayerNorm.forward(out: normed, mean: branch.mean.reserve(rows), rstd: branch.rstd.reserve(rows), input: input,
-                          weight: p + o.norm1Weight, bias: p + o.norm1Bias, rows: rows, channels: d)
+        LayerNorm.forward(
+            out: normed, mean: branch.mean.reserve(rows), rstd: branch.rstd.reserve(rows), input: input,
+            weight: p + o.norm1Weight, bias: p + o.norm1Bias, rows: rows, channels: d)
         let qkv = branch.first.reserve(rows * 3 * d)
-        try linearForward(out: qkv, input: normed, weight: p + o.qkvWeight, bias: o.qkvBias >= 0 ? p + o.qkvBias : nil,
-                       rows: rows, inFeatures: d, outFeatures: 3 * d)
+        try linearForward(
+            out: qkv, input: normed, weight: p + o.qkvWeight, bias: o.qkvBias >= 0 ? p + o.qkvBias : nil,
+            rows: rows, inFeatures: d, outFeatures: 3 * d)
         try poll()
         let attended = branch.second.reserve(rows * d), lse = branch.lse.reserve(rows * a.heads)
         singleThreadedBLAS {
-            T.attentionForward(out: attended, lse: lse, qkv: qkv, sequences: branch.sequences, heads: a.heads,
-                               headDim: a.headDim, workspace: attention, threads: threads)
+            T.attentionForward(
+                out: attended, lse: lse, qkv: qkv, sequences: branch.sequences, heads: a.heads,
+                headDim: a.headDim, workspace: attention, threads: threads)
         }
         try poll()
         let projected = branch.output.reserve(rows * d)
-        try linearForward(out: projected, input: attended, weight: p + o.projWeight,
-                       bias: o.projBias >= 0 ? p + o.projBias : nil, rows: rows, inFeatures: d, outFeatures: d)
+        try linearForward(
+            out: projected, input: attended, weight: p + o.projWeight,
+            bias: o.projBias >= 0 ? p + o.projBias : nil, rows: rows, inFeatures: d, outFeatures: d)
         try poll()
         branch.scatterLayerScale(into: x, branchOutput: projected, gamma: p + o.layerScale1, channels: d)
     }
 
-    private func feedForwardForward(_ branch: Branch, x: UnsafeMutablePointer<T>, p: UnsafePointer<T>, o: BlockOffsets) throws {
+    private func feedForwardForward(
+        _ branch: Branch, x: UnsafeMutablePointer<T>, p: UnsafePointer<T>, o: BlockOffsets
+    ) throws {
         let d = a.embedDim, rows = branch.rows, h = a.feedForward.hidden
         let input = branch.input.reserve(rows * d), normed = branch.normed.reserve(rows * d)
         branch.gather(from: x, into: input, channels: d)
-        LayerNorm.forward(out: normed, mean: branch.mean.reserve(rows), rstd: branch.rstd.reserve(rows), input: input,
-                          weight: p + o.norm2Weight, bias: p + o.norm2Bias, rows: rows, channels: d)
+        LayerNorm.forward(
+            out: normed, mean: branch.mean.reserve(rows), rstd: branch.rstd.reserve(rows), input: input,
+            weight: p + o.norm2Weight, bias: p + o.norm2Bias, rows: rows, channels: d)
         let width = fc1Width
         let fc1 = branch.first.reserve(rows * width), activated = branch.second.reserve(rows * h)
-        try linearForward(out: fc1, input: normed, weight: p + o.fc1Weight, bias: o.fc1Bias >= 0 ? p + o.fc1Bias : nil,
-                       rows: rows, inFeatures: d, outFeatures: width)
+        try linearForward(
+            out: fc1, input: normed, weight: p + o.fc1Weight, bias: o.fc1Bias >= 0 ? p + o.fc1Bias : nil,
+            rows: rows, inFeatures: d, outFeatures: width)
         try poll()
         switch a.feedForward {
         case .mlp: GELU.forward(out: activated, input: fc1, count: rows * h, threads: threads)
         case .swiglu: SwiGLU.forward(hidden: activated, x12: fc1, rows: rows, hiddenFeatures: h, threads: threads)
         }
         let out = branch.output.reserve(rows * d)
-        try linearForward(out: out, input: activated, weight: p + o.fc2Weight, bias: o.fc2Bias >= 0 ? p + o.fc2Bias : nil,
-                       rows: rows, inFeatures: h, outFeatures: d)
+        try linearForward(
+            out: out, input: activated, weight: p + o.fc2Weight, bias: o.fc2Bias >= 0 ? p + o.fc2Bias : nil,
+            rows: rows, inFeatures: h, outFeatures: d)
         try poll()
         branch.scatterLayerScale(into: x, branchOutput: out, gamma: p + o.layerScale2, channels: d)
     }
@@ -268,30 +291,36 @@ public final class Backbone<T: KernelScalar> {
 
     /// `Linear.forward`, in pieces of the store's `pollingRows` rows with a progress poll between
     /// them, so a peer rank waiting on a collective is held up by one piece, not a whole GEMM.
-    private func linearForward(out: UnsafeMutablePointer<T>, input: UnsafePointer<T>, weight: UnsafePointer<T>,
-                               bias: UnsafePointer<T>?, rows: Int, inFeatures: Int, outFeatures: Int) throws {
+    private func linearForward(
+        out: UnsafeMutablePointer<T>, input: UnsafePointer<T>, weight: UnsafePointer<T>,
+        bias: UnsafePointer<T>?, rows: Int, inFeatures: Int, outFeatures: Int
+    ) throws {
         let piece = progressStore?.pollingRows ?? 0
         var first = 0
         repeat {
             let count = piece > 0 ? Swift.min(piece, rows - first) : rows
-            Linear.forward(out: out + first * outFeatures, input: input + first * inFeatures, weight: weight, bias: bias,
-                           rows: count, inFeatures: inFeatures, outFeatures: outFeatures)
+            Linear.forward(
+                out: out + first * outFeatures, input: input + first * inFeatures, weight: weight, bias: bias,
+                rows: count, inFeatures: inFeatures, outFeatures: outFeatures)
             first += count
             if first < rows { try poll() }
         } while first < rows
     }
 
     /// `Linear.backward` in pieces of rows, as `linearForward` (weight gradients accumulate over pieces).
-    private func linearBackward(dInput: UnsafeMutablePointer<T>, dWeight: UnsafeMutablePointer<T>, dBias: UnsafeMutablePointer<T>?,
-                                dOut: UnsafePointer<T>, input: UnsafePointer<T>, weight: UnsafePointer<T>, rows: Int,
-                                inFeatures: Int, outFeatures: Int) throws {
+    private func linearBackward(
+        dInput: UnsafeMutablePointer<T>, dWeight: UnsafeMutablePointer<T>, dBias: UnsafeMutablePointer<T>?,
+        dOut: UnsafePointer<T>, input: UnsafePointer<T>, weight: UnsafePointer<T>, rows: Int,
+        inFeatures: Int, outFeatures: Int
+    ) throws {
         let piece = progressStore?.pollingRows ?? 0
         var first = 0
         repeat {
             let count = piece > 0 ? Swift.min(piece, rows - first) : rows
-            Linear.backward(dInput: dInput + first * inFeatures, dWeight: dWeight, dBias: dBias, dOut: dOut + first * outFeatures,
-                            input: input + first * inFeatures, weight: weight, rows: count, inFeatures: inFeatures,
-                            outFeatures: outFeatures)
+            Linear.backward(
+                dInput: dInput + first * inFeatures, dWeight: dWeight, dBias: dBias, dOut: dOut + first * outFeatures,
+                input: input + first * inFeatures, weight: weight, rows: count, inFeatures: inFeatures,
+                outFeatures: outFeatures)
             first += count
             if first < rows { try poll() }
         } while first < rows
@@ -319,9 +348,10 @@ public final class Backbone<T: KernelScalar> {
         // Final norm.
         let normParameters = try store.parameters(unit: layout.normUnit)
         let normGrad = beginUnitGradient(layout.normUnit)
-        LayerNorm.backward(dInput: dx, dWeight: normGrad + layout.norm.weight, dBias: normGrad + layout.norm.bias,
-                           dOut: dOutput, input: x, weight: normParameters + layout.norm.weight,
-                           mean: normMean.base, rstd: normRstd.base, rows: total, channels: d, accumulate: false)
+        LayerNorm.backward(
+            dInput: dx, dWeight: normGrad + layout.norm.weight, dBias: normGrad + layout.norm.bias,
+            dOut: dOutput, input: x, weight: normParameters + layout.norm.weight,
+            mean: normMean.base, rstd: normRstd.base, rows: total, channels: d, accumulate: false)
         try store.release(unit: layout.normUnit)
         try finishUnitGradient(layout.normUnit, store: store)
 
@@ -358,71 +388,87 @@ public final class Backbone<T: KernelScalar> {
         try store.gradientsReady(unit: unit)
     }
 
-    private func feedForwardBackward(_ branch: Branch, dx: UnsafeMutablePointer<T>, p: UnsafePointer<T>,
-                                     g: UnsafeMutablePointer<T>, o: BlockOffsets) throws {
+    private func feedForwardBackward(
+        _ branch: Branch, dx: UnsafeMutablePointer<T>, p: UnsafePointer<T>,
+        g: UnsafeMutablePointer<T>, o: BlockOffsets
+    ) throws {
         let d = a.embedDim, rows = branch.rows, h = a.feedForward.hidden, width = fc1Width
         // LayerScale: dOut (gathered dx rows) -> d(fc2 output), dGamma.
         let dResidual = scratchA.reserve(rows * d)
         branch.gather(from: UnsafePointer(dx), into: dResidual, channels: d)
         let dOut = scratchB.reserve(rows * Swift.max(d, width))
-        branch.layerScaleBackward(dBranch: dOut, dGamma: g + o.layerScale2, dResidual: dResidual,
-                                  gamma: p + o.layerScale2, channels: d)
+        branch.layerScaleBackward(
+            dBranch: dOut, dGamma: g + o.layerScale2, dResidual: dResidual,
+            gamma: p + o.layerScale2, channels: d)
         // fc2 / w3.
         let dActivated = scratchC.reserve(rows * Swift.max(width, d))
-        try linearBackward(dInput: dActivated, dWeight: g + o.fc2Weight, dBias: o.fc2Bias >= 0 ? g + o.fc2Bias : nil,
-                        dOut: dOut, input: branch.second.base, weight: p + o.fc2Weight, rows: rows, inFeatures: h,
-                        outFeatures: d)
+        try linearBackward(
+            dInput: dActivated, dWeight: g + o.fc2Weight, dBias: o.fc2Bias >= 0 ? g + o.fc2Bias : nil,
+            dOut: dOut, input: branch.second.base, weight: p + o.fc2Weight, rows: rows, inFeatures: h,
+            outFeatures: d)
         try poll()
         // Activation: d(fc1 output) into dOut's buffer.
         let dFc1 = dOut
         switch a.feedForward {
-        case .mlp: GELU.backward(dInput: dFc1, dOut: dActivated, input: branch.first.base, count: rows * h, threads: threads)
-        case .swiglu: SwiGLU.backward(dX12: dFc1, dHidden: dActivated, x12: branch.first.base, rows: rows, hiddenFeatures: h,
-                                      threads: threads)
+        case .mlp:
+            GELU.backward(dInput: dFc1, dOut: dActivated, input: branch.first.base, count: rows * h, threads: threads)
+        case .swiglu:
+            SwiGLU.backward(
+                dX12: dFc1, dHidden: dActivated, x12: branch.first.base, rows: rows, hiddenFeatures: h,
+                threads: threads)
         }
         // fc1 / w12: d(LN output) into dActivated's buffer.
         let dNormed = dActivated
-        try linearBackward(dInput: dNormed, dWeight: g + o.fc1Weight, dBias: o.fc1Bias >= 0 ? g + o.fc1Bias : nil,
-                        dOut: dFc1, input: branch.normed.base, weight: p + o.fc1Weight, rows: rows, inFeatures: d,
-                        outFeatures: width)
+        try linearBackward(
+            dInput: dNormed, dWeight: g + o.fc1Weight, dBias: o.fc1Bias >= 0 ? g + o.fc1Bias : nil,
+            dOut: dFc1, input: branch.normed.base, weight: p + o.fc1Weight, rows: rows, inFeatures: d,
+            outFeatures: width)
         try poll()
         // LN2: d(branch input), then back into the residual stream rows.
         let dInput = dResidual
-        LayerNorm.backward(dInput: dInput, dWeight: g + o.norm2Weight, dBias: g + o.norm2Bias, dOut: dNormed,
-                           input: branch.input.base, weight: p + o.norm2Weight, mean: branch.mean.base,
-                           rstd: branch.rstd.base, rows: rows, channels: d, accumulate: false)
+        LayerNorm.backward(
+            dInput: dInput, dWeight: g + o.norm2Weight, dBias: g + o.norm2Bias, dOut: dNormed,
+            input: branch.input.base, weight: p + o.norm2Weight, mean: branch.mean.base,
+            rstd: branch.rstd.base, rows: rows, channels: d, accumulate: false)
         branch.scatterAdd(dInput, into: dx, channels: d)
     }
 
-    private func attentionBackward(_ branch: Branch, dx: UnsafeMutablePointer<T>, p: UnsafePointer<T>,
-                                   g: UnsafeMutablePointer<T>, o: BlockOffsets) throws {
+    private func attentionBackward(
+        _ branch: Branch, dx: UnsafeMutablePointer<T>, p: UnsafePointer<T>,
+        g: UnsafeMutablePointer<T>, o: BlockOffsets
+    ) throws {
         let d = a.embedDim, rows = branch.rows
         let dResidual = scratchA.reserve(rows * d)
         branch.gather(from: UnsafePointer(dx), into: dResidual, channels: d)
         let dProjected = scratchB.reserve(rows * 3 * d)
-        branch.layerScaleBackward(dBranch: dProjected, dGamma: g + o.layerScale1, dResidual: dResidual,
-                                  gamma: p + o.layerScale1, channels: d)
+        branch.layerScaleBackward(
+            dBranch: dProjected, dGamma: g + o.layerScale1, dResidual: dResidual,
+            gamma: p + o.layerScale1, channels: d)
         let dAttended = scratchC.reserve(rows * 3 * d)
-        try linearBackward(dInput: dAttended, dWeight: g + o.projWeight, dBias: o.projBias >= 0 ? g + o.projBias : nil,
-                        dOut: dProjected, input: branch.second.base, weight: p + o.projWeight, rows: rows,
-                        inFeatures: d, outFeatures: d)
+        try linearBackward(
+            dInput: dAttended, dWeight: g + o.projWeight, dBias: o.projBias >= 0 ? g + o.projBias : nil,
+            dOut: dProjected, input: branch.second.base, weight: p + o.projWeight, rows: rows,
+            inFeatures: d, outFeatures: d)
         try poll()
         let dQKV = dProjected  // [rows, 3D]; dProjected is consumed
         singleThreadedBLAS {
-            T.attentionBackward(dQKV: dQKV, dOut: dAttended, qkv: branch.first.base, out: branch.second.base,
-                                lse: branch.lse.base, sequences: branch.sequences, heads: a.heads, headDim: a.headDim,
-                                workspace: attention, threads: threads)
+            T.attentionBackward(
+                dQKV: dQKV, dOut: dAttended, qkv: branch.first.base, out: branch.second.base,
+                lse: branch.lse.base, sequences: branch.sequences, heads: a.heads, headDim: a.headDim,
+                workspace: attention, threads: threads)
         }
         try poll()
         let dNormed = dAttended
-        try linearBackward(dInput: dNormed, dWeight: g + o.qkvWeight, dBias: o.qkvBias >= 0 ? g + o.qkvBias : nil,
-                        dOut: dQKV, input: branch.normed.base, weight: p + o.qkvWeight, rows: rows, inFeatures: d,
-                        outFeatures: 3 * d)
+        try linearBackward(
+            dInput: dNormed, dWeight: g + o.qkvWeight, dBias: o.qkvBias >= 0 ? g + o.qkvBias : nil,
+            dOut: dQKV, input: branch.normed.base, weight: p + o.qkvWeight, rows: rows, inFeatures: d,
+            outFeatures: 3 * d)
         try poll()
         let dInput = dResidual
-        LayerNorm.backward(dInput: dInput, dWeight: g + o.norm1Weight, dBias: g + o.norm1Bias, dOut: dNormed,
-                           input: branch.input.base, weight: p + o.norm1Weight, mean: branch.mean.base,
-                           rstd: branch.rstd.base, rows: rows, channels: d, accumulate: false)
+        LayerNorm.backward(
+            dInput: dInput, dWeight: g + o.norm1Weight, dBias: g + o.norm1Bias, dOut: dNormed,
+            input: branch.input.base, weight: p + o.norm1Weight, mean: branch.mean.base,
+            rstd: branch.rstd.base, rows: rows, channels: d, accumulate: false)
         branch.scatterAdd(dInput, into: dx, channels: d)
     }
 
@@ -453,11 +499,13 @@ public final class Backbone<T: KernelScalar> {
                     }
                 }
             }
-            positions[i].backward(dGrid: dPosition + d, dOut: dPositionPatches, channels: d,
-                                  scratch: scratchB.reserve(m * Swift.max(m, rows.gridSide) * d))
-            PatchEmbed.backward(dWeight: g + layout.embed.patchWeight, dBias: g + layout.embed.patchBias,
-                                dOut: dPatchTokens, columns: columns[i].base, weight: p + layout.embed.patchWeight,
-                                rows: batch.count * n, patch: a.patchSize, embedDim: d)
+            positions[i].backward(
+                dGrid: dPosition + d, dOut: dPositionPatches, channels: d,
+                scratch: scratchB.reserve(m * Swift.max(m, rows.gridSide) * d))
+            PatchEmbed.backward(
+                dWeight: g + layout.embed.patchWeight, dBias: g + layout.embed.patchBias,
+                dOut: dPatchTokens, columns: columns[i].base, weight: p + layout.embed.patchWeight,
+                rows: batch.count * n, patch: a.patchSize, embedDim: d)
         }
     }
 }
@@ -495,7 +543,9 @@ extension Backbone {
                         spans.append((batch.row(crop: crop, token: 0), batch.tokensPerCrop, scale))
                     }
                 } else {
-                    for crop in 0..<batch.count { spans.append((batch.row(crop: crop, token: 0), batch.tokensPerCrop, 1)) }
+                    for crop in 0..<batch.count {
+                        spans.append((batch.row(crop: crop, token: 0), batch.tokensPerCrop, 1))
+                    }
                 }
             }
             lengths = spans.map { $0.length }
@@ -513,24 +563,30 @@ extension Backbone {
         }
 
         /// `x[kept rows] += scale * gamma * branchOutput`.
-        func scatterLayerScale(into x: UnsafeMutablePointer<T>, branchOutput: UnsafePointer<T>,
-                               gamma: UnsafePointer<T>, channels d: Int) {
+        func scatterLayerScale(
+            into x: UnsafeMutablePointer<T>, branchOutput: UnsafePointer<T>,
+            gamma: UnsafePointer<T>, channels d: Int
+        ) {
             var offset = 0
             for span in spans {
-                LayerScale.forward(residual: x + span.start * d, branch: branchOutput + offset * d, gamma: gamma,
-                                   rows: span.length, channels: d, scale: span.scale)
+                LayerScale.forward(
+                    residual: x + span.start * d, branch: branchOutput + offset * d, gamma: gamma,
+                    rows: span.length, channels: d, scale: span.scale)
                 offset += span.length
             }
         }
 
         /// Backward of `scatterLayerScale` given the gathered residual gradient.
-        func layerScaleBackward(dBranch: UnsafeMutablePointer<T>, dGamma: UnsafeMutablePointer<T>,
-                                dResidual: UnsafePointer<T>, gamma: UnsafePointer<T>, channels d: Int) {
+        func layerScaleBackward(
+            dBranch: UnsafeMutablePointer<T>, dGamma: UnsafeMutablePointer<T>,
+            dResidual: UnsafePointer<T>, gamma: UnsafePointer<T>, channels d: Int
+        ) {
             var offset = 0
             for span in spans {
-                LayerScale.backward(dBranch: dBranch + offset * d, dGamma: dGamma, dResidual: dResidual + offset * d,
-                                    branch: output.base + offset * d, gamma: gamma, rows: span.length, channels: d,
-                                    scale: span.scale)
+                LayerScale.backward(
+                    dBranch: dBranch + offset * d, dGamma: dGamma, dResidual: dResidual + offset * d,
+                    branch: output.base + offset * d, gamma: gamma, rows: span.length, channels: d,
+                    scale: span.scale)
                 offset += span.length
             }
         }

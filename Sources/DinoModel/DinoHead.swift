@@ -39,7 +39,8 @@ public struct HeadArchitecture: Sendable, Equatable {
         var table = TensorTable()
         var cursor = 0
         func add(_ name: String, _ shape: [Int], _ initialization: ParameterInit) {
-            let entry = ParameterEntry(name: name, shape: shape, unit: 0, offset: cursor, initialization: initialization)
+            let entry = ParameterEntry(
+                name: name, shape: shape, unit: 0, offset: cursor, initialization: initialization)
             table.append(entry)
             cursor += entry.count
         }
@@ -63,7 +64,7 @@ public final class DinoHead<T: KernelScalar> {
     private let gOffset: Int, vOffset: Int
     private var rows = 0
     // Saved from the last forward.
-    private var layerInputs: [GrowableBuffer<T>] = []     // input of each MLP layer (the activated output of the previous)
+    private var layerInputs: [GrowableBuffer<T>] = []  // input of each MLP layer (the activated output of the previous)
     private var preActivations: [GrowableBuffer<T>] = []  // pre-GELU output of each hidden layer
     private let bottleneckOut = GrowableBuffer<T>(), normalized = GrowableBuffer<T>(), norms = GrowableBuffer<T>()
     private let columnScale = GrowableBuffer<T>(), rowNorms = GrowableBuffer<T>()
@@ -76,7 +77,9 @@ public final class DinoHead<T: KernelScalar> {
         self.table = table
         offsets = architecture.mlpShapes.indices.map { i in
             let prefix = architecture.layers == 1 ? "mlp" : "mlp.\(2 * i)"
-            return (table.entry(named: prefix + ".weight")?.offset ?? 0, table.entry(named: prefix + ".bias")?.offset ?? 0)
+            return (
+                table.entry(named: prefix + ".weight")?.offset ?? 0, table.entry(named: prefix + ".bias")?.offset ?? 0
+            )
         }
         gOffset = table.entry(named: "last_layer.weight_g")?.offset ?? 0
         vOffset = table.entry(named: "last_layer.weight_v")?.offset ?? 0
@@ -101,8 +104,9 @@ public final class DinoHead<T: KernelScalar> {
             let saved = layerInputs[i].reserve(rows * shape.inF)
             saved.update(from: current, count: rows * shape.inF)
             let out = preActivations[i].reserve(rows * shape.outF)
-            Linear.forward(out: out, input: saved, weight: p + offsets[i].weight, bias: p + offsets[i].bias, rows: rows,
-                           inFeatures: shape.inF, outFeatures: shape.outF)
+            Linear.forward(
+                out: out, input: saved, weight: p + offsets[i].weight, bias: p + offsets[i].bias, rows: rows,
+                inFeatures: shape.inF, outFeatures: shape.outF)
             if i < shapes.count - 1 {
                 let activated = scratchA.reserve(rows * shape.outF)
                 GELU.forward(out: activated, input: out, count: rows * shape.outF)
@@ -121,17 +125,21 @@ public final class DinoHead<T: KernelScalar> {
             scale[row] = p[gOffset + row] / norm
         }
         let zn = normalized.reserve(rows * b)
-        L2Normalize.forward(out: zn, norms: norms.reserve(rows), input: bottleneckOut.base, rows: rows, channels: b,
-                            epsilon: T(1e-12))
+        L2Normalize.forward(
+            out: zn, norms: norms.reserve(rows), input: bottleneckOut.base, rows: rows, channels: b,
+            epsilon: T(1e-12))
         let out = logits.reserve(rows * k)
-        T.gemm(transposeA: false, transposeB: true, m: rows, n: k, k: b, alpha: 1, a: zn, lda: b, b: p + vOffset, ldb: b,
-               beta: 0, c: out, ldc: k)
+        T.gemm(
+            transposeA: false, transposeB: true, m: rows, n: k, k: b, alpha: 1, a: zn, lda: b, b: p + vOffset, ldb: b,
+            beta: 0, c: out, ldc: k)
         for r in 0..<rows { T.multiply(out + r * k, out + r * k, scale, k) }
         try store.release(unit: 0)
     }
 
     /// Backpropagates `dLogits` [rows, K]; writes `dInput` [rows, inDim] and accumulates parameter gradients.
-    public func backward(_ dLogits: UnsafePointer<T>, dInput: UnsafeMutablePointer<T>, store: any ParameterStore<T>) throws {
+    public func backward(
+        _ dLogits: UnsafePointer<T>, dInput: UnsafeMutablePointer<T>, store: any ParameterStore<T>
+    ) throws {
         let a = architecture, shapes = a.mlpShapes, k = a.prototypes, b = a.bottleneck
         let p = try store.parameters(unit: 0)
         let count = table.units[0].count
@@ -140,8 +148,9 @@ public final class DinoHead<T: KernelScalar> {
         // Last layer: dW [K, b] = dLogits^T zn, formed in dv's place and turned into dv row by row;
         // dzn = dLogits W = (dLogits * s) v.
         let dW = g + vOffset
-        T.gemm(transposeA: true, transposeB: false, m: k, n: b, k: rows, alpha: 1, a: dLogits, lda: k, b: normalized.base,
-               ldb: b, beta: 0, c: dW, ldc: b)
+        T.gemm(
+            transposeA: true, transposeB: false, m: k, n: b, k: rows, alpha: 1, a: dLogits, lda: k, b: normalized.base,
+            ldb: b, beta: 0, c: dW, ldc: b)
         for row in 0..<k {
             // W = g v / |v|: dg = dW . v / |v|;  dv = (g / |v|) (dW - (dW . v^) v^), v^ = v / |v|.
             let v = p + vOffset + row * b, dWRow = dW + row * b
@@ -154,11 +163,13 @@ public final class DinoHead<T: KernelScalar> {
         let scaled = scaledGradient.reserve(rows * k), scale = UnsafePointer(columnScale.base)
         for r in 0..<rows { T.multiply(scaled + r * k, dLogits + r * k, scale, k) }
         let dzn = scratchB.reserve(rows * Swift.max(b, maxWidth))
-        T.gemm(transposeA: false, transposeB: false, m: rows, n: b, k: k, alpha: 1, a: scaled, lda: k, b: p + vOffset,
-               ldb: b, beta: 0, c: dzn, ldc: b)
+        T.gemm(
+            transposeA: false, transposeB: false, m: rows, n: b, k: k, alpha: 1, a: scaled, lda: k, b: p + vOffset,
+            ldb: b, beta: 0, c: dzn, ldc: b)
         let dz = scratchA.reserve(rows * maxWidth)
-        L2Normalize.backward(dInput: dz, dOut: dzn, out: normalized.base, norms: norms.base, rows: rows, channels: b,
-                             epsilon: T(1e-12))
+        L2Normalize.backward(
+            dInput: dz, dOut: dzn, out: normalized.base, norms: norms.base, rows: rows, channels: b,
+            epsilon: T(1e-12))
         // MLP in reverse: dz is the gradient of the current layer's output.
         var gradient = dz, spare = dzn
         for i in stride(from: shapes.count - 1, through: 0, by: -1) {
@@ -169,9 +180,10 @@ public final class DinoHead<T: KernelScalar> {
                 swap(&gradient, &spare)
             }
             let target = i == 0 ? dInput : spare
-            Linear.backward(dInput: target, dWeight: g + offsets[i].weight, dBias: g + offsets[i].bias, dOut: gradient,
-                            input: layerInputs[i].base, weight: p + offsets[i].weight, rows: rows, inFeatures: shape.inF,
-                            outFeatures: shape.outF)
+            Linear.backward(
+                dInput: target, dWeight: g + offsets[i].weight, dBias: g + offsets[i].bias, dOut: gradient,
+                input: layerInputs[i].base, weight: p + offsets[i].weight, rows: rows, inFeatures: shape.inF,
+                outFeatures: shape.outF)
             if i > 0 { swap(&gradient, &spare) }
         }
         T.add(store.gradients(unit: 0), g, count)
@@ -179,5 +191,7 @@ public final class DinoHead<T: KernelScalar> {
         try store.gradientsReady(unit: 0)
     }
 
-    private var maxWidth: Int { architecture.mlpShapes.reduce(architecture.bottleneck) { Swift.max($0, $1.inF, $1.outF) } }
+    private var maxWidth: Int {
+        architecture.mlpShapes.reduce(architecture.bottleneck) { Swift.max($0, $1.inF, $1.outF) }
+    }
 }

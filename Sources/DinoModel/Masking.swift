@@ -51,7 +51,8 @@ public struct MaskGenerator: Sendable {
             var added = 0
             for _ in 0..<attempts {
                 let area = Double(minPatches) + (Double(budget) - Double(minPatches)) * uniform()
-                let aspect = Foundation.exp(logAspect.lowerBound + (logAspect.upperBound - logAspect.lowerBound) * uniform())
+                let aspect = Foundation.exp(
+                    logAspect.lowerBound + (logAspect.upperBound - logAspect.lowerBound) * uniform())
                 let h = Int((area * aspect).squareRoot().rounded(.toNearestOrEven))
                 let w = Int((area / aspect).squareRoot().rounded(.toNearestOrEven))
                 guard w < grid && h < grid else { continue }
@@ -83,8 +84,10 @@ public struct MaskPlan: Sendable {
     public let stream: RandomStream
 
     /// Plans the masks of step `iteration` for `globalImages` images (2 global crops each).
-    public init(seed: UInt64, iteration: UInt64, globalImages: Int, grid: Int, probability: Double,
-                ratioRange: [Double]) {
+    public init(
+        seed: UInt64, iteration: UInt64, globalImages: Int, grid: Int, probability: Double,
+        ratioRange: [Double]
+    ) {
         generator = MaskGenerator(grid: grid)
         self.globalImages = globalImages
         let stream = RandomStream(seed: seed, purpose: .masking, iteration)
@@ -100,7 +103,8 @@ public struct MaskPlan: Sendable {
         let phase = pick.uniform(0), rate = Double(masked) / Double(crops)
         var chosen: [Int] = []
         for j in 0..<crops where chosen.count < masked {
-            guard Int((Double(j + 1) * rate + phase).rounded(.down)) > Int((Double(j) * rate + phase).rounded(.down)) else { continue }
+            guard Int((Double(j + 1) * rate + phase).rounded(.down)) > Int((Double(j) * rate + phase).rounded(.down))
+            else { continue }
             let image = j / 2, flip = pick.bits(UInt64(1 + image)) & 1 == 1
             chosen.append((flip ? 1 - j % 2 : j % 2) * globalImages + image)
         }

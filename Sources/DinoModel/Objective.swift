@@ -10,6 +10,7 @@
 
 import DinoCore
 import DinoKernels
+import Foundation
 
 /// Sums and maxima over the rows every rank holds: the collectives of the teacher targets. The
 /// training step passes one over its communicator; one process on its own uses `LocalRowReducer`.
@@ -165,10 +166,11 @@ public enum DinoLosses {
         var global: T = 0
         for view in 0..<2 {
             // Student view v against the teacher's other view.
-            global += Softmax.crossEntropy(dLogits: dGlobal + view * b * k, probabilities: scratch,
-                                           logits: studentGlobal + view * b * k, targets: q + (1 - view) * b * k,
-                                           rows: b, columns: k, temperature: T(studentTemperature), weight: pairWeight,
-                                           threads: threads)
+            global += Softmax.crossEntropy(
+                dLogits: dGlobal + view * b * k, probabilities: scratch,
+                logits: studentGlobal + view * b * k, targets: q + (1 - view) * b * k,
+                rows: b, columns: k, temperature: T(studentTemperature), weight: pairWeight,
+                threads: threads)
         }
         // Each local crop against both teacher views: H is linear in the target, so one term with
         // the mean target and twice the weight.
@@ -177,10 +179,11 @@ public enum DinoLosses {
             let meanTarget = scratch + b * k
             T.linearCombination(meanTarget, q, 0.5, q + b * k, 0.5, b * k)
             for crop in 0..<localCrops {
-                local += Softmax.crossEntropy(dLogits: dLocal + crop * b * k, probabilities: scratch,
-                                              logits: studentLocal + crop * b * k, targets: meanTarget, rows: b,
-                                              columns: k, temperature: T(studentTemperature), weight: 2 * pairWeight,
-                                              threads: threads)
+                local += Softmax.crossEntropy(
+                    dLogits: dLocal + crop * b * k, probabilities: scratch,
+                    logits: studentLocal + crop * b * k, targets: meanTarget, rows: b,
+                    columns: k, temperature: T(studentTemperature), weight: 2 * pairWeight,
+                    threads: threads)
             }
         }
         return (Double(local), Double(global))
@@ -198,10 +201,12 @@ public enum DinoLosses {
         tokenLosses.withUnsafeMutableBufferPointer { losses in
             guard let out = losses.baseAddress else { return }
             WorkQueue.run(count: tokenWeights.count, threads: threads) { j, worker in
-                out[j] = Double(Softmax.crossEntropyRow(dLogits: dStudent + j * k, probabilities: scratch + worker * k,
-                                                        logits: student + j * k, targets: q + j * k, columns: k,
-                                                        temperature: T(studentTemperature),
-                                                        weight: T(weight * tokenWeights[j] / Double(globalCrops))))
+                out[j] = Double(
+                    Softmax.crossEntropyRow(
+                        dLogits: dStudent + j * k, probabilities: scratch + worker * k,
+                        logits: student + j * k, targets: q + j * k, columns: k,
+                        temperature: T(studentTemperature),
+                        weight: T(weight * tokenWeights[j] / Double(globalCrops))))
             }
         }
         var total = 0.0
@@ -212,8 +217,10 @@ public enum DinoLosses {
     /// KoLeo on one view's backbone CLS tokens x [n, D] (n >= 2): -mean_i log(d_i + 1e-8) with d_i
     /// the distance (eps 1e-8 added to the difference, as PairwiseDistance) between the normalised
     /// x_i and its nearest neighbour by inner product. Writes dX (=) times `weight`.
-    public static func koleo<T: KernelScalar>(dX: UnsafeMutablePointer<T>, x: UnsafePointer<T>, rows n: Int, channels d: Int,
-                                              weight: Double) -> Double {
+    public static func koleo<T: KernelScalar>(
+        dX: UnsafeMutablePointer<T>, x: UnsafePointer<T>, rows n: Int, channels d: Int,
+        weight: Double
+    ) -> Double {
         precondition(n >= 2, "KoLeo needs at least two rows per view (got \(n))")
         var y = [T](repeating: 0, count: n * d), norms = [T](repeating: 0, count: n)
         var dY = [T](repeating: 0, count: n * d)
@@ -244,12 +251,11 @@ public enum DinoLosses {
                             dy[neighbour * d + c] -= T(coefficient * difference[c])
                         }
                     }
-                    L2Normalize.backward(dInput: dX, dOut: dy, out: y, norms: norms, rows: n, channels: d, epsilon: T(1e-8))
+                    L2Normalize.backward(
+                        dInput: dX, dOut: dy, out: y, norms: norms, rows: n, channels: d, epsilon: T(1e-8))
                 }
             }
         }
         return weight * loss
     }
 }
-
-import Foundation

@@ -83,8 +83,9 @@ public struct ParameterLayout: Sendable {
         // Unit 0: tokens and patch embedding.
         var cursor = 0
         func add(_ name: String, _ shape: [Int], _ initialization: ParameterInit) -> Int {
-            let entry = ParameterEntry(name: name, shape: shape, unit: table.units.count, offset: cursor,
-                                       initialization: initialization)
+            let entry = ParameterEntry(
+                name: name, shape: shape, unit: table.units.count, offset: cursor,
+                initialization: initialization)
             table.append(entry)
             cursor += entry.count
             return entry.offset

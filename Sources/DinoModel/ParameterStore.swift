@@ -107,8 +107,9 @@ public final class LocalParameters<Scalar: KernelScalar>: ParameterStore {
     /// keyed by (seed, tensor index, element index): the same values whatever the rank count.
     public func initialize(seed: UInt64) {
         for (index, entry) in table.entries.enumerated() {
-            ParameterInitializer.fill(values[entry.unit] + entry.offset, entry: entry, index: index, range: 0..<entry.count,
-                                      seed: seed)
+            ParameterInitializer.fill(
+                values[entry.unit] + entry.offset, entry: entry, index: index, range: 0..<entry.count,
+                seed: seed)
         }
     }
 }
@@ -117,8 +118,10 @@ public final class LocalParameters<Scalar: KernelScalar>: ParameterStore {
 /// of (seed, index, i) only, so a rank can draw just the elements it owns.
 public enum ParameterInitializer {
     /// Writes elements `range` of `entry` to `target[0 ..< range.count]`.
-    public static func fill<Scalar: BinaryFloatingPoint>(_ target: UnsafeMutablePointer<Scalar>, entry: ParameterEntry,
-                                                        index: Int, range: Range<Int>, seed: UInt64) {
+    public static func fill<Scalar: BinaryFloatingPoint>(
+        _ target: UnsafeMutablePointer<Scalar>, entry: ParameterEntry,
+        index: Int, range: Range<Int>, seed: UInt64
+    ) {
         let stream = RandomStream(seed: seed, purpose: .parameterInit, UInt64(index))
         for (k, i) in range.enumerated() {
             let value: Double

@@ -78,8 +78,10 @@ public struct PositionInterpolation: Sendable {
     }
 
     /// out [gh * gw, D] from the patch grid [M * M, D] (the embedding without its CLS row).
-    public func forward<T: KernelScalar>(out: UnsafeMutablePointer<T>, grid source: UnsafePointer<T>, channels d: Int,
-                                         scratch: UnsafeMutablePointer<T>) {
+    public func forward<T: KernelScalar>(
+        out: UnsafeMutablePointer<T>, grid source: UnsafePointer<T>, channels d: Int,
+        scratch: UnsafeMutablePointer<T>
+    ) {
         let m = grid, gh = rows.target, gw = columns.target
         if isIdentity {
             out.update(from: source, count: m * m * d)
@@ -111,8 +113,10 @@ public struct PositionInterpolation: Sendable {
     }
 
     /// dGrid [M * M, D] += the transpose of `forward` applied to dOut [gh * gw, D].
-    public func backward<T: KernelScalar>(dGrid: UnsafeMutablePointer<T>, dOut: UnsafePointer<T>, channels d: Int,
-                                          scratch: UnsafeMutablePointer<T>) {
+    public func backward<T: KernelScalar>(
+        dGrid: UnsafeMutablePointer<T>, dOut: UnsafePointer<T>, channels d: Int,
+        scratch: UnsafeMutablePointer<T>
+    ) {
         let m = grid, gh = rows.target, gw = columns.target
         if isIdentity {
             T.add(dGrid, dOut, m * m * d)

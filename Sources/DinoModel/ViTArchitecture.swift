@@ -44,8 +44,10 @@ public struct ViTArchitecture: Sendable, Equatable {
     /// Tokens of a crop: CLS, registers, patches.
     public func tokens(cropSize: Int) -> Int { 1 + registers + patches(cropSize: cropSize) }
 
-    public init(embedDim: Int, depth: Int, heads: Int, patchSize: Int, feedForward: FeedForward, registers: Int = 0,
-                imageSize: Int = 224) {
+    public init(
+        embedDim: Int, depth: Int, heads: Int, patchSize: Int, feedForward: FeedForward, registers: Int = 0,
+        imageSize: Int = 224
+    ) {
         precondition(embedDim % heads == 0, "embed dim \(embedDim) not divisible by \(heads) heads")
         self.embedDim = embedDim
         self.depth = depth
@@ -80,8 +82,9 @@ public struct ViTArchitecture: Sendable, Equatable {
         case .swiglu, .swigluFused: feedForward = .swiglu(hidden: SwiGLUWidth.hidden(embedDim: embedDim))
         case .identity: throw ArchitectureError.unsupportedFeedForward(student.ffnLayer.rawValue)
         }
-        self.init(embedDim: embedDim, depth: depth, heads: heads, patchSize: student.patchSize,
-                  feedForward: feedForward, registers: student.registerTokens, imageSize: imageSize)
+        self.init(
+            embedDim: embedDim, depth: depth, heads: heads, patchSize: student.patchSize,
+            feedForward: feedForward, registers: student.registerTokens, imageSize: imageSize)
         qkvBias = student.qkvBias
         projBias = student.projBias
         ffnBias = student.ffnBias

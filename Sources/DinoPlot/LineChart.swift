@@ -32,8 +32,10 @@ public struct ChartPanel: Sendable {
     /// Tick positions on the x axis instead of the automatic ones (e.g. the rank counts measured).
     public var xTicks: [Double]?
 
-    public init(title: String, xLabel: String, yLabel: String, series: [LineSeries], logY: Bool = false, logX: Bool = false,
-                xTicks: [Double]? = nil) {
+    public init(
+        title: String, xLabel: String, yLabel: String, series: [LineSeries], logY: Bool = false, logX: Bool = false,
+        xTicks: [Double]? = nil
+    ) {
         self.title = title
         self.xLabel = xLabel
         self.yLabel = yLabel
@@ -46,11 +48,15 @@ public struct ChartPanel: Sendable {
 
 /// Renders panels into one SVG document.
 public enum LineChart {
-    static let palette = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#000000", "#7f7f7f"]
+    static let palette = [
+        "#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#000000", "#7f7f7f",
+    ]
 
     /// The SVG text of `panels` laid out `columns` a row under `title`.
-    public static func svg(title: String, panels: [ChartPanel], columns: Int = 2,
-                           panelWidth: Double = 440, panelHeight: Double = 260) -> String {
+    public static func svg(
+        title: String, panels: [ChartPanel], columns: Int = 2,
+        panelWidth: Double = 440, panelHeight: Double = 260
+    ) -> String {
         let columns = max(1, min(columns, panels.count))
         let rows = (panels.count + columns - 1) / columns
         let top = 34.0
@@ -73,13 +79,17 @@ public enum LineChart {
     static func render(_ panel: ChartPanel, x x0: Double, y y0: Double, width: Double, height: Double) -> String {
         let left = x0 + 62, right = x0 + width - 14, top = y0 + 26, bottom = y0 + height - 42
         let visible = panel.series.map { series in
-            series.points.filter { $0.x.isFinite && $0.y.isFinite && (!panel.logY || $0.y > 0) && (!panel.logX || $0.x > 0) }
+            series.points.filter {
+                $0.x.isFinite && $0.y.isFinite && (!panel.logY || $0.y > 0) && (!panel.logX || $0.x > 0)
+            }
         }
-        var out = "<g>\n<text x=\"\(format((left + right) / 2))\" y=\"\(format(y0 + 16))\" text-anchor=\"middle\" "
+        var out =
+            "<g>\n<text x=\"\(format((left + right) / 2))\" y=\"\(format(y0 + 16))\" text-anchor=\"middle\" "
             + "font-size=\"13\">\(escape(panel.title))</text>\n"
         let xs = visible.flatMap { $0.map(\.x) }, ys = visible.flatMap { $0.map(\.y) }
         guard let xMin = xs.min(), let xMax = xs.max(), let yMin = ys.min(), let yMax = ys.max() else {
-            out += "<text x=\"\(format((left + right) / 2))\" y=\"\(format((top + bottom) / 2))\" text-anchor=\"middle\" "
+            out +=
+                "<text x=\"\(format((left + right) / 2))\" y=\"\(format((top + bottom) / 2))\" text-anchor=\"middle\" "
                 + "fill=\"#888\">no data</text>\n</g>\n"
             return out
         }
@@ -88,22 +98,33 @@ public enum LineChart {
         func px(_ v: Double) -> Double { left + xAxis.fraction(v) * (right - left) }
         func py(_ v: Double) -> Double { bottom - yAxis.fraction(v) * (bottom - top) }
 
-        out += "<rect x=\"\(format(left))\" y=\"\(format(top))\" width=\"\(format(right - left))\" "
+        out +=
+            "<rect x=\"\(format(left))\" y=\"\(format(top))\" width=\"\(format(right - left))\" "
             + "height=\"\(format(bottom - top))\" fill=\"none\" stroke=\"#444\"/>\n"
         let yTicks = yAxis.ticks(), xTicks = panel.xTicks ?? xAxis.ticks()
         for tick in yTicks {
             let y = py(tick)
-            out += "<line x1=\"\(format(left))\" x2=\"\(format(right))\" y1=\"\(format(y))\" y2=\"\(format(y))\" stroke=\"#e4e4e4\"/>\n"
-            out += "<text x=\"\(format(left - 5))\" y=\"\(format(y + 4))\" text-anchor=\"end\">\(label(tick, among: yTicks))</text>\n"
+            out +=
+                "<line x1=\"\(format(left))\" x2=\"\(format(right))\" y1=\"\(format(y))\" y2=\"\(format(y))\" "
+                + "stroke=\"#e4e4e4\"/>\n"
+            out +=
+                "<text x=\"\(format(left - 5))\" y=\"\(format(y + 4))\" "
+                + "text-anchor=\"end\">\(label(tick, among: yTicks))</text>\n"
         }
         for tick in xTicks {
             let x = px(tick)
-            out += "<line x1=\"\(format(x))\" x2=\"\(format(x))\" y1=\"\(format(top))\" y2=\"\(format(bottom))\" stroke=\"#e4e4e4\"/>\n"
-            out += "<text x=\"\(format(x))\" y=\"\(format(bottom + 14))\" text-anchor=\"middle\">\(label(tick, among: xTicks))</text>\n"
+            out +=
+                "<line x1=\"\(format(x))\" x2=\"\(format(x))\" y1=\"\(format(top))\" y2=\"\(format(bottom))\" "
+                + "stroke=\"#e4e4e4\"/>\n"
+            out +=
+                "<text x=\"\(format(x))\" y=\"\(format(bottom + 14))\" "
+                + "text-anchor=\"middle\">\(label(tick, among: xTicks))</text>\n"
         }
-        out += "<text x=\"\(format((left + right) / 2))\" y=\"\(format(bottom + 30))\" text-anchor=\"middle\">"
+        out +=
+            "<text x=\"\(format((left + right) / 2))\" y=\"\(format(bottom + 30))\" text-anchor=\"middle\">"
             + "\(escape(panel.xLabel))</text>\n"
-        out += "<text transform=\"translate(\(format(x0 + 14)) \(format((top + bottom) / 2))) rotate(-90)\" "
+        out +=
+            "<text transform=\"translate(\(format(x0 + 14)) \(format((top + bottom) / 2))) rotate(-90)\" "
             + "text-anchor=\"middle\">\(escape(panel.yLabel))</text>\n"
         for (index, points) in visible.enumerated() where !points.isEmpty {
             let colour = palette[index % palette.count]
@@ -116,7 +137,8 @@ public enum LineChart {
             }
             // Legend, top right, one line a series.
             let ly = top + 14 + Double(index) * 14
-            out += "<line x1=\"\(format(right - 150))\" x2=\"\(format(right - 134))\" y1=\"\(format(ly - 4))\" "
+            out +=
+                "<line x1=\"\(format(right - 150))\" x2=\"\(format(right - 134))\" y1=\"\(format(ly - 4))\" "
                 + "y2=\"\(format(ly - 4))\" stroke=\"\(colour)\" stroke-width=\"2\"/>\n"
             out += "<text x=\"\(format(right - 130))\" y=\"\(format(ly))\">\(escape(panel.series[index].name))</text>\n"
         }

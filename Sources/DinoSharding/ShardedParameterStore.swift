@@ -28,6 +28,17 @@ import DinoCore
 import DinoKernels
 import DinoModel
 
+/// A sharding that cannot be set up for this job, with what to change.
+public enum ShardingError: Error, CustomStringConvertible, Equatable {
+    case configuration(String)
+
+    public var description: String {
+        switch self {
+        case .configuration(let text): return text
+        }
+    }
+}
+
 /// Which contiguous range of every unit this rank owns.
 public struct ShardPlan: Sendable {
     public let table: TensorTable
@@ -42,7 +53,9 @@ public struct ShardPlan: Sendable {
     }
 
     /// Elements of `unit` after padding to a multiple of the shard count.
-    public func paddedCount(_ unit: Int) -> Int { CollectiveShape.padded(table.units[unit].count, toMultipleOf: shards) }
+    public func paddedCount(_ unit: Int) -> Int {
+        CollectiveShape.padded(table.units[unit].count, toMultipleOf: shards)
+    }
     /// Elements of every shard of `unit`.
     public func shardCount(_ unit: Int) -> Int { paddedCount(unit) / shards }
     /// This rank's range of `unit`, in unit coordinates (may extend into the padding).
@@ -54,9 +67,12 @@ public struct ShardPlan: Sendable {
     /// The part of `entry` this rank owns: its range inside the entry and inside the local shard.
     public func localSlice(of entry: ParameterEntry) -> (inEntry: Range<Int>, inShard: Range<Int>)? {
         let shard = shardRange(entry.unit)
-        let lower = Swift.max(entry.offset, shard.lowerBound), upper = Swift.min(entry.offset + entry.count, shard.upperBound)
+        let lower = Swift.max(entry.offset, shard.lowerBound),
+            upper = Swift.min(entry.offset + entry.count, shard.upperBound)
         guard lower < upper else { return nil }
-        return ((lower - entry.offset)..<(upper - entry.offset), (lower - shard.lowerBound)..<(upper - shard.lowerBound))
+        return (
+            (lower - entry.offset)..<(upper - entry.offset), (lower - shard.lowerBound)..<(upper - shard.lowerBound)
+        )
     }
 }
 
@@ -80,8 +96,11 @@ public final class ShardedParameterStore: ParameterStore {
     private var gradientPool: [GrowableBuffer<Float>] = []
     private var gradientUnit = -1
     /// Gradient reductions in flight, oldest first (at most `maxReductionsInFlight`).
-    private var reducing: [(unit: Int, buffer: GrowableBuffer<Float>, request: CommRequest, started: Double,
-                            result: UnsafeMutablePointer<Float>)] = []
+    private var reducing:
+        [(
+            unit: Int, buffer: GrowableBuffer<Float>, request: CommRequest, started: Double,
+            result: UnsafeMutablePointer<Float>
+        )] = []
     /// Where a reduce-scatter leaves this rank's block (MPI forbids it to overlap the input).
     private let scatterResult = GrowableBuffer<Float>()
     /// Overlap gradient reductions with the backward of the following units (off: blocking, for comparison).
@@ -121,8 +140,10 @@ public final class ShardedParameterStore: ParameterStore {
     public private(set) var totalCommunicationSeconds = 0.0
 
     /// Shards `table` over `world` with `strategy`; `hybridGroupSize` ranks share one copy for HYBRID_SHARD.
-    public init(table: TensorTable, strategy: ShardingStrategy, world: any Communicator, hybridGroupSize: Int = 0,
-                allGatherBF16: Bool = false) throws {
+    public init(
+        table: TensorTable, strategy: ShardingStrategy, world: any Communicator, hybridGroupSize: Int = 0,
+        allGatherBF16: Bool = false
+    ) throws {
         self.strategy = strategy
         self.allGatherBF16 = allGatherBF16
         worldSize = world.worldSize
@@ -136,8 +157,9 @@ public final class ShardedParameterStore: ParameterStore {
         case .hybridShard:
             let size = hybridGroupSize > 0 ? hybridGroupSize : try world.splitByNode().worldSize
             guard world.worldSize % size == 0 else {
-                throw CommunicatorError.invalidArgument(
-                    "fsdp.hybrid_group_size \(size) does not divide the \(world.worldSize) ranks")
+                throw ShardingError.configuration(
+                    "fsdp.hybrid_group_size \(size) does not divide the \(world.worldSize) "
+                        + "ranks; set it to a divisor of the rank count (0: the ranks of one node)")
             }
             shardGroup = try world.split(groupSize: size)
             replicaGroup = try world.split(color: world.rank % size, key: world.rank)
@@ -194,13 +216,15 @@ public final class ShardedParameterStore: ParameterStore {
             if allGatherBF16 {
                 let wire = wirePool.popLast() ?? GrowableBuffer<UInt16>()
                 let words = wire.reserve(padded)
-                BFloat16.round(parametersShard[unit], into: words + plan.shardRange(unit).lowerBound,
-                               count: plan.shardCount(unit))
+                BFloat16.round(
+                    parametersShard[unit], into: words + plan.shardRange(unit).lowerBound,
+                    count: plan.shardCount(unit))
                 try shardGroup.allGather(inPlace: UnsafeMutableBufferPointer(start: words, count: padded))
                 BFloat16.expand(words, into: full, count: padded)
                 wirePool.append(wire)
             } else {
-                (full + plan.shardRange(unit).lowerBound).update(from: parametersShard[unit], count: plan.shardCount(unit))
+                (full + plan.shardRange(unit).lowerBound).update(
+                    from: parametersShard[unit], count: plan.shardCount(unit))
                 try shardGroup.allGather(inPlace: UnsafeMutableBufferPointer(start: full, count: padded))
             }
             totalCommunicationSeconds += MonotonicClock.seconds() - start
@@ -220,7 +244,8 @@ public final class ShardedParameterStore: ParameterStore {
         guard prefetch, strategy != .noShard else { return }
         let next = unit + direction
         guard table.units.indices.contains(next), gathered[next] == nil, prefetched[next] == nil,
-              gathered.count + prefetched.count < 2 || strategy == .shardGradOp else { return }
+            gathered.count + prefetched.count < 2 || strategy == .shardGradOp
+        else { return }
         let buffer = pool.popLast() ?? GrowableBuffer<Float>()
         let padded = plan.paddedCount(next), shardCount = plan.shardCount(next)
         let full = buffer.reserve(padded)
@@ -228,16 +253,22 @@ public final class ShardedParameterStore: ParameterStore {
         do {
             let request: CommRequest
             if allGatherBF16 {
-                let pair = (shard: wirePool.popLast() ?? GrowableBuffer<UInt16>(), full: wirePool.popLast() ?? GrowableBuffer<UInt16>())
+                let pair = (
+                    shard: wirePool.popLast() ?? GrowableBuffer<UInt16>(),
+                    full: wirePool.popLast() ?? GrowableBuffer<UInt16>()
+                )
                 wire = pair
                 BFloat16.round(parametersShard[next], into: pair.shard.reserve(shardCount), count: shardCount)
-                request = try shardGroup.startAllGather(UnsafeBufferPointer(start: pair.shard.base, count: shardCount),
-                                                        into: UnsafeMutableBufferPointer(start: pair.full.reserve(padded), count: padded))
+                request = try shardGroup.startAllGather(
+                    UnsafeBufferPointer(start: pair.shard.base, count: shardCount),
+                    into: UnsafeMutableBufferPointer(start: pair.full.reserve(padded), count: padded))
             } else {
-                request = try shardGroup.startAllGather(UnsafeBufferPointer(start: parametersShard[next], count: shardCount),
-                                                        into: UnsafeMutableBufferPointer(start: full, count: padded))
+                request = try shardGroup.startAllGather(
+                    UnsafeBufferPointer(start: parametersShard[next], count: shardCount),
+                    into: UnsafeMutableBufferPointer(start: full, count: padded))
             }
-            prefetched[next] = PendingGather(buffer: buffer, request: request, started: MonotonicClock.seconds(), wire: wire)
+            prefetched[next] = PendingGather(
+                buffer: buffer, request: request, started: MonotonicClock.seconds(), wire: wire)
             peakGatheredUnits = Swift.max(peakGatheredUnits, gathered.count + prefetched.count)
         } catch {
             // The synchronous gather in parameters(unit:) reports the error.
@@ -309,9 +340,10 @@ public final class ShardedParameterStore: ParameterStore {
             result = full + plan.shardRange(unit).lowerBound
         } else {
             result = scatterResult.reserve(plan.shardCount(unit))
-            request = try communicator.startReduceScatter(UnsafeBufferPointer(whole),
-                                                          into: UnsafeMutableBufferPointer(start: result, count: plan.shardCount(unit)),
-                                                          op: .sum)
+            request = try communicator.startReduceScatter(
+                UnsafeBufferPointer(whole),
+                into: UnsafeMutableBufferPointer(start: result, count: plan.shardCount(unit)),
+                op: .sum)
         }
         exposedReductionSeconds += MonotonicClock.seconds() - start
         reducing.append((unit, buffer, request, start, result))
@@ -325,7 +357,8 @@ public final class ShardedParameterStore: ParameterStore {
         try entry.request.wait()
         let mine = entry.result
         if shardGroup.worldSize > 1, let replicaGroup {
-            try replicaGroup.allReduce(UnsafeMutableBufferPointer(start: mine, count: plan.shardCount(entry.unit)), op: .sum)
+            try replicaGroup.allReduce(
+                UnsafeMutableBufferPointer(start: mine, count: plan.shardCount(entry.unit)), op: .sum)
         }
         let end = MonotonicClock.seconds()
         exposedReductionSeconds += end - waitStart
@@ -402,8 +435,9 @@ public final class ShardedParameterStore: ParameterStore {
     public func initialize(seed: UInt64) {
         for (index, entry) in table.entries.enumerated() {
             guard let slice = plan.localSlice(of: entry) else { continue }
-            ParameterInitializer.fill(parametersShard[entry.unit] + slice.inShard.lowerBound, entry: entry, index: index,
-                                      range: slice.inEntry, seed: seed)
+            ParameterInitializer.fill(
+                parametersShard[entry.unit] + slice.inShard.lowerBound, entry: entry, index: index,
+                range: slice.inEntry, seed: seed)
         }
     }
 
@@ -411,9 +445,13 @@ public final class ShardedParameterStore: ParameterStore {
     /// (gathered parameters, and gradients being filled or reduced).
     public var residentBytes: (shards: Int, gathered: Int) {
         let shards = table.units.indices.reduce(0) { $0 + 2 * plan.shardCount($1) } * MemoryLayout<Float>.stride
-        let gradientBuffers = gradientPool + reducing.map(\.buffer) + (currentGradient.map { [$0] } ?? []) + [scatterResult]
+        let gradientBuffers =
+            gradientPool + reducing.map(\.buffer) + (currentGradient.map { [$0] } ?? []) + [scatterResult]
         let wires = wirePool + prefetched.values.flatMap { $0.wire.map { [$0.shard, $0.full] } ?? [] }
-        let buffers = (Array(gathered.values) + prefetched.values.map(\.buffer) + pool + gradientBuffers).reduce(0) { $0 + $1.bytes }
+        let buffers =
+            (Array(gathered.values) + prefetched.values.map(\.buffer) + pool + gradientBuffers).reduce(0) {
+                $0 + $1.bytes
+            }
             + wires.reduce(0) { $0 + $1.bytes }
         return (shards, buffers)
     }

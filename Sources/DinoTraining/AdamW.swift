@@ -12,21 +12,26 @@ public enum AdamW {
     public static let epsilon = 1e-8
 
     /// One step over `count` parameters with their moments; `step` counts from 1.
-    public static func update(parameters p: UnsafeMutablePointer<Float>, gradients g: UnsafePointer<Float>,
-                              firstMoment m: UnsafeMutablePointer<Float>, secondMoment v: UnsafeMutablePointer<Float>,
-                              count: Int, lr: Double, weightDecay: Double, beta1: Double, beta2: Double, step: Int,
-                              threads: Int = 1) {
+    public static func update(
+        parameters p: UnsafeMutablePointer<Float>, gradients g: UnsafePointer<Float>,
+        firstMoment m: UnsafeMutablePointer<Float>, secondMoment v: UnsafeMutablePointer<Float>,
+        count: Int, lr: Double, weightDecay: Double, beta1: Double, beta2: Double, step: Int,
+        threads: Int = 1
+    ) {
         // Element-wise, so contiguous ranges on several threads give the bits of one pass.
         WorkQueue.forEachChunk(count: count, threads: threads) { range in
             let start = range.lowerBound
-            updateRange(parameters: p + start, gradients: g + start, firstMoment: m + start, secondMoment: v + start,
-                        count: range.count, lr: lr, weightDecay: weightDecay, beta1: beta1, beta2: beta2, step: step)
+            updateRange(
+                parameters: p + start, gradients: g + start, firstMoment: m + start, secondMoment: v + start,
+                count: range.count, lr: lr, weightDecay: weightDecay, beta1: beta1, beta2: beta2, step: step)
         }
     }
 
-    private static func updateRange(parameters p: UnsafeMutablePointer<Float>, gradients g: UnsafePointer<Float>,
-                                    firstMoment m: UnsafeMutablePointer<Float>, secondMoment v: UnsafeMutablePointer<Float>,
-                                    count: Int, lr: Double, weightDecay: Double, beta1: Double, beta2: Double, step: Int) {
+    private static func updateRange(
+        parameters p: UnsafeMutablePointer<Float>, gradients g: UnsafePointer<Float>,
+        firstMoment m: UnsafeMutablePointer<Float>, secondMoment v: UnsafeMutablePointer<Float>,
+        count: Int, lr: Double, weightDecay: Double, beta1: Double, beta2: Double, step: Int
+    ) {
         let decay = Float(1 - lr * weightDecay)
         // (1 - beta) is formed in double, as PyTorch's Python scalars are: Float(1) - Float(0.999)
         // would be off by 1.3e-5 relative.
@@ -47,7 +52,8 @@ public enum AdamW {
             let offset = i * MemoryLayout<Float>.stride
             let gradient = gRaw.loadUnaligned(fromByteOffset: offset, as: SIMD16<Float>.self)
             let first = vb1 * mRaw.loadUnaligned(fromByteOffset: offset, as: SIMD16<Float>.self) + vc1 * gradient
-            let second = vb2 * vRaw.loadUnaligned(fromByteOffset: offset, as: SIMD16<Float>.self) + vc2 * gradient * gradient
+            let second =
+                vb2 * vRaw.loadUnaligned(fromByteOffset: offset, as: SIMD16<Float>.self) + vc2 * gradient * gradient
             mRaw.storeBytes(of: first, toByteOffset: offset, as: SIMD16<Float>.self)
             vRaw.storeBytes(of: second, toByteOffset: offset, as: SIMD16<Float>.self)
             let parameter = pRaw.loadUnaligned(fromByteOffset: offset, as: SIMD16<Float>.self)

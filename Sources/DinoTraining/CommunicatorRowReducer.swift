@@ -11,7 +11,9 @@ public final class CommunicatorRowReducer: RowReducer {
     public init(_ communicator: any Communicator) { self.communicator = communicator }
 
     public var ranks: Int { communicator.worldSize }
-    public func sum(_ values: UnsafeMutableBufferPointer<Double>) throws { try communicator.allReduce(values, op: .sum) }
+    public func sum(_ values: UnsafeMutableBufferPointer<Double>) throws {
+        try communicator.allReduce(values, op: .sum)
+    }
     public func sum(_ value: Double) throws -> Double { try communicator.allReduce(value, op: .sum) }
     public func max(_ value: Double) throws -> Double { try communicator.allReduce(value, op: .max) }
 }

@@ -18,7 +18,8 @@ public enum LearningReport {
         /// The run named `name` whose metrics are `path` (a metrics.jsonl file or a folder holding one).
         public init(name: String, path: String) throws {
             var isFolder: ObjCBool = false
-            let file = FileManager.default.fileExists(atPath: path, isDirectory: &isFolder) && isFolder.boolValue
+            let file =
+                FileManager.default.fileExists(atPath: path, isDirectory: &isFolder) && isFolder.boolValue
                 ? path + "/metrics.jsonl" : path
             self.name = name
             self.records = try MetricsFile.read(file)
@@ -33,10 +34,12 @@ public enum LearningReport {
         /// records (no iteration) are left out.
         public init(name: String, records objects: [[String: Any]]) {
             let decoder = JSONDecoder()
-            self.init(name: name, records: objects.compactMap { object in
-                guard let data = try? JSONSerialization.data(withJSONObject: object) else { return nil }
-                return try? decoder.decode(MetricsRecord.self, from: data)
-            })
+            self.init(
+                name: name,
+                records: objects.compactMap { object in
+                    guard let data = try? JSONSerialization.data(withJSONObject: object) else { return nil }
+                    return try? decoder.decode(MetricsRecord.self, from: data)
+                })
         }
 
         /// (iteration, k-NN top-1, elapsed seconds) of every evaluation, in order.
@@ -49,9 +52,11 @@ public enum LearningReport {
 
     /// The CSV columns after run, iteration and elapsed_seconds: (JSON name, field).
     static var columns: [(name: MetricsRecord.CodingKeys, field: MetricsField)] {
-        [(.knnTop1, \.knnTop1), (.teacherEntropy, \.teacherEntropy), (.teacherMeanEntropy, \.teacherMeanEntropy),
-         (.teacherPrototypesInUse, \.prototypesInUse), (.teacherCLSSpread, \.teacherCLSSpread),
-         (.teacherHeadSpread, \.teacherHeadSpread), (.loss, \.loss)]
+        [
+            (.knnTop1, \.knnTop1), (.teacherEntropy, \.teacherEntropy), (.teacherMeanEntropy, \.teacherMeanEntropy),
+            (.teacherPrototypesInUse, \.prototypesInUse), (.teacherCLSSpread, \.teacherCLSSpread),
+            (.teacherHeadSpread, \.teacherHeadSpread), (.loss, \.loss),
+        ]
     }
 
     /// The CSV of `runs`: run, iteration, elapsed_seconds, then `columns` (empty where a record lacks one).
@@ -69,10 +74,13 @@ public enum LearningReport {
 
     /// The picture of `runs`; `prototypes` draws ln K and the collapse bound 0.9 ln K on the entropy panel.
     public static func svg(_ runs: [Run], title: String, prototypes: Int?) -> String {
-        func series(_ run: Run, _ field: MetricsField, x: MetricsField = \.iterationValue, scale: Double = 1,
-                    rows: [MetricsRecord]? = nil, markers: Bool = false) -> LineSeries {
-            LineSeries(name: run.name, points: TrainingCurves.points(rows ?? run.training, x: x, y: field, xScale: scale),
-                       markers: markers)
+        func series(
+            _ run: Run, _ field: MetricsField, x: MetricsField = \.iterationValue, scale: Double = 1,
+            rows: [MetricsRecord]? = nil, markers: Bool = false
+        ) -> LineSeries {
+            LineSeries(
+                name: run.name, points: TrainingCurves.points(rows ?? run.training, x: x, y: field, xScale: scale),
+                markers: markers)
         }
         let evaluationRows = runs.map { run in run.records.filter { $0.knnTop1 != nil } }
         var entropy = runs.map { series($0, \.teacherEntropy) }
@@ -83,21 +91,27 @@ public enum LearningReport {
             entropy.append(LineSeries(name: "0.9 ln K (collapse bound)", points: [(0, 0.9 * lnK), (last, 0.9 * lnK)]))
         }
         let panels = [
-            ChartPanel(title: "Validation k-NN top-1 over iterations", xLabel: "iteration", yLabel: "top-1 (%)",
-                       series: zip(runs, evaluationRows).map { series($0, \.knnTop1, rows: $1, markers: true) }),
-            ChartPanel(title: "Validation k-NN top-1 over wall time", xLabel: "minutes", yLabel: "top-1 (%)",
-                       series: zip(runs, evaluationRows).map {
-                           series($0, \.knnTop1, x: \.elapsedSeconds, scale: 1.0 / 60, rows: $1, markers: true)
-                       }),
-            ChartPanel(title: "Teacher target entropy (mean over crops of each crop's entropy)", xLabel: "iteration",
-                       yLabel: "nats",
-                       series: entropy),
-            ChartPanel(title: "Prototypes in use (argmax of the teacher's targets)", xLabel: "iteration",
-                       yLabel: "prototypes", series: runs.map { series($0, \.prototypesInUse) }),
-            ChartPanel(title: "Teacher CLS spread over images", xLabel: "iteration", yLabel: "mean std",
-                       series: runs.map { series($0, \.teacherCLSSpread) }),
-            ChartPanel(title: "Teacher head output spread over images", xLabel: "iteration", yLabel: "mean std",
-                       series: runs.map { series($0, \.teacherHeadSpread) }),
+            ChartPanel(
+                title: "Validation k-NN top-1 over iterations", xLabel: "iteration", yLabel: "top-1 (%)",
+                series: zip(runs, evaluationRows).map { series($0, \.knnTop1, rows: $1, markers: true) }),
+            ChartPanel(
+                title: "Validation k-NN top-1 over wall time", xLabel: "minutes", yLabel: "top-1 (%)",
+                series: zip(runs, evaluationRows).map {
+                    series($0, \.knnTop1, x: \.elapsedSeconds, scale: 1.0 / 60, rows: $1, markers: true)
+                }),
+            ChartPanel(
+                title: "Teacher target entropy (mean over crops of each crop's entropy)", xLabel: "iteration",
+                yLabel: "nats",
+                series: entropy),
+            ChartPanel(
+                title: "Prototypes in use (argmax of the teacher's targets)", xLabel: "iteration",
+                yLabel: "prototypes", series: runs.map { series($0, \.prototypesInUse) }),
+            ChartPanel(
+                title: "Teacher CLS spread over images", xLabel: "iteration", yLabel: "mean std",
+                series: runs.map { series($0, \.teacherCLSSpread) }),
+            ChartPanel(
+                title: "Teacher head output spread over images", xLabel: "iteration", yLabel: "mean std",
+                series: runs.map { series($0, \.teacherHeadSpread) }),
         ]
         return LineChart.svg(title: title, panels: panels, columns: 2)
     }
@@ -110,10 +124,11 @@ public enum LearningReport {
                 return "\(run.name): no k-NN evaluations"
             }
             let end = run.training.last
-            var line = String(format: "%@: k-NN top-1 %.1f%% at iteration %d -> %.1f%% at %d "
-                                  + "(gain %+.1f points; best %.1f%% at %d)",
-                              run.name, first.top1, first.iteration, last.top1, last.iteration, last.top1 - first.top1,
-                              best.top1, best.iteration)
+            var line = String(
+                format: "%@: k-NN top-1 %.1f%% at iteration %d -> %.1f%% at %d "
+                    + "(gain %+.1f points; best %.1f%% at %d)",
+                run.name, first.top1, first.iteration, last.top1, last.iteration, last.top1 - first.top1,
+                best.top1, best.iteration)
             if let seconds = last.seconds { line += String(format: ", %.1f min", seconds / 60) }
             if let entropy = end?.teacherEntropy {
                 line += String(format: "; teacher mean entropy %.3f", entropy)

@@ -4,6 +4,7 @@
 // carries only what was measured. JSON keys are the snake_case names below (the official
 // training_metrics.json names where one exists: loss terms, lr, wd, mom).
 
+import DinoCore
 import Foundation
 
 /// A metrics.jsonl record.
@@ -86,7 +87,8 @@ public enum MetricsError: Error, CustomStringConvertible {
         case .unreadable(let path): return "cannot read \(path): is it a training output folder's metrics.jsonl?"
         case .malformed(let path, let line, let reason):
             return "\(path) line \(line) is not a metrics record (\(reason)); was it written by `dinov2-fsdp train`?"
-        case .empty(let path): return "\(path) holds no training records yet (they come every train.log_every iterations)"
+        case .empty(let path):
+            return "\(path) holds no training records yet (they come every train.log_every iterations)"
         }
     }
 }
@@ -95,7 +97,8 @@ public enum MetricsError: Error, CustomStringConvertible {
 public enum MetricsFile {
     /// The records of `path`, in file order.
     public static func read(_ path: String) throws -> [MetricsRecord] {
-        guard let data = FileManager.default.contents(atPath: path), let text = String(data: data, encoding: .utf8) else {
+        guard let data = FileManager.default.contents(atPath: path), let text = String(data: data, encoding: .utf8)
+        else {
             throw MetricsError.unreadable(path)
         }
         var records: [MetricsRecord] = []
@@ -106,7 +109,7 @@ public enum MetricsFile {
             do {
                 records.append(try decoder.decode(MetricsRecord.self, from: Data(trimmed.utf8)))
             } catch {
-                throw MetricsError.malformed(path: path, line: index + 1, reason: reason(error))
+                throw MetricsError.malformed(path: path, line: index + 1, reason: decodingProblem(error))
             }
         }
         return records
@@ -124,17 +127,6 @@ public enum MetricsFile {
             try handle.write(contentsOf: data)
         } else {
             try data.write(to: URL(fileURLWithPath: path))
-        }
-    }
-
-    /// A decoding failure in a few words: the field and the problem.
-    static func reason(_ error: Error) -> String {
-        switch error as? DecodingError {
-        case .keyNotFound(let key, _): return "no \(key.stringValue)"
-        case .typeMismatch(_, let context), .valueNotFound(_, let context):
-            return "\(context.codingPath.map(\.stringValue).joined(separator: ".")) has the wrong type"
-        case .dataCorrupted: return "not JSON"
-        default: return "\(error)"
         }
     }
 }

@@ -7,6 +7,7 @@
 //   last layer: head tensors whose name contains "last_layer" follow the last-layer lr schedule.
 
 import DinoModel
+import Foundation
 
 /// Optimiser multipliers of one tensor.
 public struct ParameterGroup: Sendable, Equatable {
@@ -23,11 +24,15 @@ public struct ParameterGroup: Sendable, Equatable {
 
 public enum ParameterGroups {
     /// The multipliers of backbone tensor `name` in a backbone of `depth` blocks.
-    public static func backbone(_ name: String, depth: Int, layerwiseDecay: Double, patchEmbedMultiplier: Double)
+    public static func backbone(
+        _ name: String, depth: Int, layerwiseDecay: Double, patchEmbedMultiplier: Double
+    )
         -> ParameterGroup
     {
         let layer: Int
-        if ["pos_embed", "patch_embed", "mask_token", "cls_token", "register_tokens"].contains(where: { name.contains($0) }) {
+        if ["pos_embed", "patch_embed", "mask_token", "cls_token", "register_tokens"].contains(where: {
+            name.contains($0)
+        }) {
             layer = 0
         } else if name.hasPrefix("blocks.") {
             // blocks.<i>.x or, chunked, blocks.<chunk>.<i>.x: the global block index is the last number.
@@ -44,12 +49,11 @@ public enum ParameterGroups {
 
     /// The multipliers of head tensor `name`.
     public static func head(_ name: String) -> ParameterGroup {
-        ParameterGroup(lrMultiplier: 1, weightDecayMultiplier: decays(name) ? 1 : 0, isLastLayer: name.contains("last_layer"))
+        ParameterGroup(
+            lrMultiplier: 1, weightDecayMultiplier: decays(name) ? 1 : 0, isLastLayer: name.contains("last_layer"))
     }
 
     static func decays(_ name: String) -> Bool {
         !(name.hasSuffix(".bias") || name.contains("norm") || name.contains("gamma"))
     }
 }
-
-import Foundation

@@ -66,22 +66,26 @@ public struct TrainingSchedules: Sendable {
     public init(_ config: TrainingConfig) {
         let epoch = config.train.officialEpochLength
         let total = config.optim.epochs * epoch
-        lr = CosineSchedule(base: config.optim.lr, final: config.optim.minLR, total: total,
-                            warmup: config.optim.warmupEpochs * epoch)
+        lr = CosineSchedule(
+            base: config.optim.lr, final: config.optim.minLR, total: total,
+            warmup: config.optim.warmupEpochs * epoch)
         weightDecay = CosineSchedule(base: config.optim.weightDecay, final: config.optim.weightDecayEnd, total: total)
-        momentum = CosineSchedule(base: config.teacher.momentumTeacher, final: config.teacher.finalMomentumTeacher,
-                                  total: total)
+        momentum = CosineSchedule(
+            base: config.teacher.momentumTeacher, final: config.teacher.finalMomentumTeacher,
+            total: total)
         let temperatureWarmup = config.teacher.warmupTeacherTempEpochs * epoch
-        teacherTemperature = CosineSchedule(base: config.teacher.teacherTemp, final: config.teacher.teacherTemp,
-                                            total: temperatureWarmup, warmup: temperatureWarmup,
-                                            start: config.teacher.warmupTeacherTemp)
+        teacherTemperature = CosineSchedule(
+            base: config.teacher.teacherTemp, final: config.teacher.teacherTemp,
+            total: temperatureWarmup, warmup: temperatureWarmup,
+            start: config.teacher.warmupTeacherTemp)
         freezeLastLayerIterations = config.optim.freezeLastLayerEpochs * epoch
     }
 
     public func values(at iteration: Int) -> ScheduleValues {
         let rate = lr.value(at: iteration)
-        return ScheduleValues(lr: rate, lastLayerLR: iteration < freezeLastLayerIterations ? 0 : rate,
-                              weightDecay: weightDecay.value(at: iteration), momentum: momentum.value(at: iteration),
-                              teacherTemperature: teacherTemperature.value(at: iteration))
+        return ScheduleValues(
+            lr: rate, lastLayerLR: iteration < freezeLastLayerIterations ? 0 : rate,
+            weightDecay: weightDecay.value(at: iteration), momentum: momentum.value(at: iteration),
+            teacherTemperature: teacherTemperature.value(at: iteration))
     }
 }

@@ -19,6 +19,7 @@
 
 import DinoConfig
 import DinoCore
+import DinoEval
 import DinoKernels
 import DinoModel
 import DinoSharding
@@ -77,15 +78,19 @@ public struct StepTiming: Sendable, Equatable {
     public init() {}
 }
 
-/// Failures of a training step, each with what to do about it.
+/// Failures of a training run, each a sentence with what to do about it.
 public enum TrainingError: Error, CustomStringConvertible, Equatable {
+    /// A loss or gradient norm that is not finite (nothing was updated).
     case nonFinite(String)
-    case unsupported(String)
+    /// Training or validation images that cannot be used as given.
+    case data(String)
+    /// A configuration or saved state that does not fit this run.
+    case configuration(String)
 
     public var description: String {
         switch self {
         case .nonFinite(let text): return "non-finite value: \(text)"
-        case .unsupported(let text): return text
+        case .data(let text), .configuration(let text): return text
         }
     }
 }
@@ -101,16 +106,20 @@ public final class ModelPart {
     let secondMoment: UnitBuffers<Float>
     let groups: [ParameterGroup]
 
-    init(name: String, table: TensorTable, groups: [ParameterGroup], strategy: ShardingStrategy,
-         communicator: any Communicator, hybridGroupSize: Int, allGatherBF16: Bool) throws {
+    init(
+        name: String, table: TensorTable, groups: [ParameterGroup], strategy: ShardingStrategy,
+        communicator: any Communicator, hybridGroupSize: Int, allGatherBF16: Bool
+    ) throws {
         self.name = name
         self.table = table
         self.groups = groups
-        let student = try ShardedParameterStore(table: table, strategy: strategy, world: communicator,
-                                                hybridGroupSize: hybridGroupSize, allGatherBF16: allGatherBF16)
+        let student = try ShardedParameterStore(
+            table: table, strategy: strategy, world: communicator,
+            hybridGroupSize: hybridGroupSize, allGatherBF16: allGatherBF16)
         self.student = student
-        teacher = try ShardedParameterStore(table: table, strategy: strategy, world: communicator,
-                                            hybridGroupSize: hybridGroupSize, allGatherBF16: allGatherBF16)
+        teacher = try ShardedParameterStore(
+            table: table, strategy: strategy, world: communicator,
+            hybridGroupSize: hybridGroupSize, allGatherBF16: allGatherBF16)
         let counts = table.units.indices.map { student.plan.shardCount($0) }
         firstMoment = UnitBuffers(counts: counts)
         secondMoment = UnitBuffers(counts: counts)
@@ -123,11 +132,12 @@ public final class ModelPart {
             let group = groups[index]
             let lr = (group.isLastLayer ? s.lastLayerLR : s.lr) * group.lrMultiplier
             let offset = slice.inShard.lowerBound
-            AdamW.update(parameters: student.parametersShard[entry.unit] + offset,
-                         gradients: student.gradientsShard[entry.unit] + offset,
-                         firstMoment: firstMoment[entry.unit] + offset, secondMoment: secondMoment[entry.unit] + offset,
-                         count: slice.inShard.count, lr: lr, weightDecay: s.weightDecay * group.weightDecayMultiplier,
-                         beta1: beta1, beta2: beta2, step: step, threads: threads)
+            AdamW.update(
+                parameters: student.parametersShard[entry.unit] + offset,
+                gradients: student.gradientsShard[entry.unit] + offset,
+                firstMoment: firstMoment[entry.unit] + offset, secondMoment: secondMoment[entry.unit] + offset,
+                count: slice.inShard.count, lr: lr, weightDecay: s.weightDecay * group.weightDecayMultiplier,
+                beta1: beta1, beta2: beta2, step: step, threads: threads)
         }
     }
 
@@ -135,9 +145,10 @@ public final class ModelPart {
     func updateTeacher(momentum: Double) {
         for u in table.units.indices {
             let count = student.plan.shardCount(u)
-            VectorOps.lerp(UnsafeMutableBufferPointer(start: teacher.parametersShard[u], count: count),
-                           toward: UnsafeBufferPointer(start: student.parametersShard[u], count: count),
-                           momentum: Float(momentum))
+            VectorOps.lerp(
+                UnsafeMutableBufferPointer(start: teacher.parametersShard[u], count: count),
+                toward: UnsafeBufferPointer(start: student.parametersShard[u], count: count),
+                momentum: Float(momentum))
         }
     }
 
@@ -158,7 +169,8 @@ public final class SelfDistillation {
     public let dinoHead: ModelPart
     /// The separate iBOT head (`ibot.separate_head`), or nil when the DINO head is shared.
     public let ibotHead: ModelPart?
-    public internal(set) var optimizerSteps = 0
+    /// AdamW steps taken (restored by a checkpoint).
+    public var optimizerSteps = 0
     /// The time split of the last step.
     public private(set) var lastTiming = StepTiming()
 
@@ -170,7 +182,8 @@ public final class SelfDistillation {
     private let buffers = StepBuffers()
 
     final class StepBuffers {
-        let teacherInput = GrowableBuffer<Float>(), dinoTargets = GrowableBuffer<Float>(), ibotTargets = GrowableBuffer<Float>()
+        let teacherInput = GrowableBuffer<Float>(), dinoTargets = GrowableBuffer<Float>(),
+            ibotTargets = GrowableBuffer<Float>()
         let studentInput = GrowableBuffer<Float>(), dInput = GrowableBuffer<Float>(), dLogits = GrowableBuffer<Float>()
         let dIbotLogits = GrowableBuffer<Float>(), scratch = GrowableBuffer<Float>(), dKoleo = GrowableBuffer<Float>()
         let dTokens = GrowableBuffer<Float>()
@@ -195,24 +208,31 @@ public final class SelfDistillation {
         let depth = architecture.depth
         let strategy = config.fsdp.shardingStrategy
         func part(_ name: String, _ table: TensorTable, _ groups: [ParameterGroup]) throws -> ModelPart {
-            try ModelPart(name: name, table: table, groups: groups, strategy: strategy, communicator: communicator,
-                          hybridGroupSize: config.fsdp.hybridGroupSize, allGatherBF16: config.fsdp.allgatherDtype == .bf16)
+            try ModelPart(
+                name: name, table: table, groups: groups, strategy: strategy, communicator: communicator,
+                hybridGroupSize: config.fsdp.hybridGroupSize, allGatherBF16: config.fsdp.allgatherDtype == .bf16)
         }
-        backbone = try part("backbone", layout.table, layout.entries.map {
-            ParameterGroups.backbone($0.name, depth: depth, layerwiseDecay: config.optim.layerwiseDecay,
-                                     patchEmbedMultiplier: config.optim.patchEmbedLRMult)
-        })
-        let dinoArchitecture = HeadArchitecture(inDim: architecture.embedDim, hidden: config.dino.headHiddenDim,
-                                                bottleneck: config.dino.headBottleneckDim, layers: config.dino.headLayers,
-                                                prototypes: config.dino.headPrototypes)
+        backbone = try part(
+            "backbone", layout.table,
+            layout.entries.map {
+                ParameterGroups.backbone(
+                    $0.name, depth: depth, layerwiseDecay: config.optim.layerwiseDecay,
+                    patchEmbedMultiplier: config.optim.patchEmbedLRMult)
+            })
+        let dinoArchitecture = HeadArchitecture(
+            inDim: architecture.embedDim, hidden: config.dino.headHiddenDim,
+            bottleneck: config.dino.headBottleneckDim, layers: config.dino.headLayers,
+            prototypes: config.dino.headPrototypes)
         studentDinoHead = DinoHead(dinoArchitecture)
         teacherDinoHead = DinoHead(dinoArchitecture)
-        dinoHead = try part("dino_head", studentDinoHead.table,
-                            studentDinoHead.table.entries.map { ParameterGroups.head($0.name) })
+        dinoHead = try part(
+            "dino_head", studentDinoHead.table,
+            studentDinoHead.table.entries.map { ParameterGroups.head($0.name) })
         if config.ibot.separateHead {
-            let ibotArchitecture = HeadArchitecture(inDim: architecture.embedDim, hidden: config.ibot.headHiddenDim,
-                                                    bottleneck: config.ibot.headBottleneckDim,
-                                                    layers: config.ibot.headLayers, prototypes: config.ibot.headPrototypes)
+            let ibotArchitecture = HeadArchitecture(
+                inDim: architecture.embedDim, hidden: config.ibot.headHiddenDim,
+                bottleneck: config.ibot.headBottleneckDim,
+                layers: config.ibot.headLayers, prototypes: config.ibot.headPrototypes)
             let student = DinoHead<Float>(ibotArchitecture)
             studentIbotHead = student
             teacherIbotHead = DinoHead(ibotArchitecture)
@@ -225,7 +245,8 @@ public final class SelfDistillation {
         studentBackbone = Backbone(layout: layout, threads: threads)
         teacherBackbone = Backbone(layout: layout, threads: threads)
         dinoCenter = SoftmaxCenter(prototypes: config.dino.headPrototypes)
-        ibotCenter = SoftmaxCenter(prototypes: config.ibot.separateHead ? config.ibot.headPrototypes : config.dino.headPrototypes)
+        ibotCenter = SoftmaxCenter(
+            prototypes: config.ibot.separateHead ? config.ibot.headPrototypes : config.dino.headPrototypes)
         for (index, part) in parts.enumerated() {
             part.student.initialize(seed: seed &+ UInt64(index) &* 0x1_0000)
             part.copyStudentToTeacher()
@@ -257,12 +278,15 @@ public final class SelfDistillation {
     /// The teacher's final-norm CLS tokens [count, D] and, when `patches`, patch tokens [count, P, D]
     /// of `images` [count, 3, size, size] (the official x_norm_clstoken / x_norm_patchtokens).
     /// Collective in that the teacher's units are gathered.
-    public func teacherTokens(images: UnsafePointer<Float>, count: Int, size: Int, patches: Bool)
+    public func teacherTokens(
+        images: UnsafePointer<Float>, count: Int, size: Int, patches: Bool
+    )
         throws -> (cls: [Float], patches: [Float])
     {
         let d = architecture.embedDim, p = architecture.patches(cropSize: size), firstPatch = 1 + architecture.registers
-        try teacherBackbone.forward([CropBatch(images: images, count: count, size: size)], store: backbone.teacher,
-                                    keepActivations: false)
+        try teacherBackbone.forward(
+            [CropBatch(images: images, count: count, size: size)], store: backbone.teacher,
+            keepActivations: false)
         let rows = teacherBackbone.batches[0]
         var cls = [Float](repeating: 0, count: count * d)
         var patchTokens = [Float](repeating: 0, count: patches ? count * p * d : 0)
@@ -285,8 +309,10 @@ public final class SelfDistillation {
     /// One optimisation step on this rank's crops; returns the rank's losses. The stages are the
     /// header's: teacher targets (2), student forward and loss (3, 4), backward with the gradient
     /// reduction and the finite check, then clip / AdamW / EMA (5-7).
-    public func step(iteration: Int, globalImages: UnsafePointer<Float>, localImages: UnsafePointer<Float>,
-                     masks: [Bool], images b: Int, schedule: ScheduleValues? = nil) throws -> StepLosses {
+    public func step(
+        iteration: Int, globalImages: UnsafePointer<Float>, localImages: UnsafePointer<Float>,
+        masks: [Bool], images b: Int, schedule: ScheduleValues? = nil
+    ) throws -> StepLosses {
         let s = schedule ?? schedules.values(at: iteration)
         var clock = StepClock(parts: parts, communicator: communicator)
         for part in parts { part.student.zeroGradients() }
@@ -295,8 +321,9 @@ public final class SelfDistillation {
 
         let targets = try teacherTargets(crops, globalImages: globalImages, schedule: s)
         var losses = StepLosses(dinoLocal: 0, dinoGlobal: 0, ibot: 0, koleo: 0)
-        let heads = try studentForwardAndLoss(crops, globalImages: globalImages, localImages: localImages,
-                                              targets: targets, iteration: iteration, losses: &losses)
+        let heads = try studentForwardAndLoss(
+            crops, globalImages: globalImages, localImages: localImages,
+            targets: targets, iteration: iteration, losses: &losses)
         let norms = try backwardAndReduce(crops, heads: heads, losses: losses, iteration: iteration)
         clock.measure(\.optimizer) { clipAndAdamW(norms: norms, schedule: s) }
         clock.measure(\.ema) { for part in parts { part.updateTeacher(momentum: s.momentum) } }
@@ -306,37 +333,46 @@ public final class SelfDistillation {
 
     /// The teacher's DINO targets [2B, K] and iBOT targets [M, K] (stage 2), with the collapse
     /// statistics of the DINO targets recorded.
-    private func teacherTargets(_ crops: StepCrops, globalImages: UnsafePointer<Float>, schedule s: ScheduleValues)
+    private func teacherTargets(
+        _ crops: StepCrops, globalImages: UnsafePointer<Float>, schedule s: ScheduleValues
+    )
         throws -> (dino: UnsafeMutablePointer<Float>, ibot: UnsafeMutablePointer<Float>)
     {
         let b = crops.images, m = crops.maskedTokens.count, d = architecture.embedDim
         let kDino = crops.dinoPrototypes, kIbot = crops.ibotPrototypes, temperature = s.teacherTemperature
-        try teacherBackbone.forward([CropBatch(images: globalImages, count: 2 * b, size: crops.globalSize)],
-                                    store: backbone.teacher, keepActivations: false)
-        let rows = HeadRows(cls: [teacherBackbone.batches[0]], masked: crops.maskedTokens,
-                            of: teacherBackbone.batches[0], firstPatch: crops.firstPatch)
+        try teacherBackbone.forward(
+            [CropBatch(images: globalImages, count: 2 * b, size: crops.globalSize)],
+            store: backbone.teacher, keepActivations: false)
+        let rows = HeadRows(
+            cls: [teacherBackbone.batches[0]], masked: crops.maskedTokens,
+            of: teacherBackbone.batches[0], firstPatch: crops.firstPatch)
         let input = buffers.teacherInput.reserve(rows.count * d)
         rows.gather(teacherBackbone.output, into: input, channels: d)
         let dino = buffers.dinoTargets.reserve(2 * b * kDino)
         let ibot = buffers.ibotTargets.reserve(m * kIbot)
         if let teacherIbotHead, let ibotHead {
             try teacherDinoHead.forward(input, rows: 2 * b, store: dinoHead.teacher)
-            try targets(dino, logits: teacherDinoHead.output, rows: 2 * b, k: kDino, center: dinoCenter,
-                        temperature: temperature, rankMean: false)
+            try targets(
+                dino, logits: teacherDinoHead.output, rows: 2 * b, k: kDino, center: dinoCenter,
+                temperature: temperature, rankMean: false)
             try teacherIbotHead.forward(input + 2 * b * d, rows: m, store: ibotHead.teacher)
-            try targets(ibot, logits: teacherIbotHead.output, rows: m, k: kIbot, center: ibotCenter,
-                        temperature: temperature, rankMean: true)
+            try targets(
+                ibot, logits: teacherIbotHead.output, rows: m, k: kIbot, center: ibotCenter,
+                temperature: temperature, rankMean: true)
         } else {
             // The shared head runs once over the CLS and masked rows.
             try teacherDinoHead.forward(input, rows: 2 * b + m, store: dinoHead.teacher)
-            try targets(dino, logits: teacherDinoHead.output, rows: 2 * b, k: kDino, center: dinoCenter,
-                        temperature: temperature, rankMean: false)
-            try targets(ibot, logits: teacherDinoHead.output + 2 * b * kDino, rows: m, k: kIbot, center: ibotCenter,
-                        temperature: temperature, rankMean: true)
+            try targets(
+                dino, logits: teacherDinoHead.output, rows: 2 * b, k: kDino, center: dinoCenter,
+                temperature: temperature, rankMean: false)
+            try targets(
+                ibot, logits: teacherDinoHead.output + 2 * b * kDino, rows: m, k: kIbot, center: ibotCenter,
+                temperature: temperature, rankMean: true)
         }
-        recordTargetStatistics(dino, rows: 2 * b, k: kDino, cls: input, channels: d,
-                               bottleneck: teacherDinoHead.normalizedBottleneck,
-                               bottleneckChannels: teacherDinoHead.architecture.bottleneck)
+        recordTargetStatistics(
+            dino, rows: 2 * b, k: kDino, cls: input, channels: d,
+            bottleneck: teacherDinoHead.normalizedBottleneck,
+            bottleneckChannels: teacherDinoHead.architecture.bottleneck)
         return (dino, ibot)
     }
 
@@ -349,18 +385,23 @@ public final class SelfDistillation {
     ) throws -> HeadRows {
         let b = crops.images, nLocal = crops.localCrops, m = crops.maskedTokens.count, d = architecture.embedDim
         let kDino = crops.dinoPrototypes, kIbot = crops.ibotPrototypes
-        let dropPath = DropPath(seed: UInt64(config.train.seed), iteration: UInt64(iteration),
-                                rate: config.student.dropPathRate, depth: architecture.depth,
-                                uniform: config.student.dropPathUniform)
+        let dropPath = DropPath(
+            seed: UInt64(config.train.seed), iteration: UInt64(iteration),
+            rate: config.student.dropPathRate, depth: architecture.depth,
+            uniform: config.student.dropPathUniform)
         try crops.masks.withUnsafeBufferPointer { maskPointer in
             guard let maskBase = maskPointer.baseAddress else { return }
-            try studentBackbone.forward([CropBatch(images: globalImages, count: 2 * b, size: crops.globalSize, masks: maskBase),
-                                         CropBatch(images: localImages, count: nLocal * b, size: crops.localSize)],
-                                        store: backbone.student, dropPath: config.student.dropPathRate > 0 ? dropPath : nil)
+            try studentBackbone.forward(
+                [
+                    CropBatch(images: globalImages, count: 2 * b, size: crops.globalSize, masks: maskBase),
+                    CropBatch(images: localImages, count: nLocal * b, size: crops.localSize),
+                ],
+                store: backbone.student, dropPath: config.student.dropPathRate > 0 ? dropPath : nil)
         }
         // Head input rows: global CLS, local CLS, masked patch tokens.
-        let rows = HeadRows(cls: studentBackbone.batches, masked: crops.maskedTokens, of: studentBackbone.batches[0],
-                            firstPatch: crops.firstPatch)
+        let rows = HeadRows(
+            cls: studentBackbone.batches, masked: crops.maskedTokens, of: studentBackbone.batches[0],
+            firstPatch: crops.firstPatch)
         let clsRows = rows.count - m
         let input = buffers.studentInput.reserve(rows.count * d)
         rows.gather(studentBackbone.output, into: input, channels: d)
@@ -373,33 +414,37 @@ public final class SelfDistillation {
         let dDino = buffers.dLogits.reserve(dinoRows * kDino)
         let threads = studentBackbone.threads
         let scratch = buffers.scratch.reserve(Swift.max(2 * b * kDino, threads * kIbot))
-        let cls = DinoLosses.clsLoss(dGlobal: dDino, dLocal: dDino + 2 * b * kDino, studentGlobal: studentDinoHead.output,
-                                     studentLocal: studentDinoHead.output + 2 * b * kDino, teacherTargets: targets.dino,
-                                     images: b, localCrops: nLocal, prototypes: kDino, weight: config.dino.lossWeight,
-                                     scratch: scratch, threads: threads)
+        let cls = DinoLosses.clsLoss(
+            dGlobal: dDino, dLocal: dDino + 2 * b * kDino, studentGlobal: studentDinoHead.output,
+            studentLocal: studentDinoHead.output + 2 * b * kDino, teacherTargets: targets.dino,
+            images: b, localCrops: nLocal, prototypes: kDino, weight: config.dino.lossWeight,
+            scratch: scratch, threads: threads)
         losses.dinoLocal = cls.local
         losses.dinoGlobal = cls.global
         if let studentIbotHead, let ibotHead {
             try studentDinoHead.backward(dDino, dInput: dInput, store: dinoHead.student)
             try studentIbotHead.forward(input + clsRows * d, rows: m, store: ibotHead.student)
             let dIbot = buffers.dIbotLogits.reserve(Swift.max(1, m * kIbot))
-            losses.ibot = DinoLosses.patchLoss(dStudent: dIbot, student: studentIbotHead.output, teacherTargets: targets.ibot,
-                                               tokenWeights: crops.tokenWeights, globalCrops: 2 * b, prototypes: kIbot,
-                                               weight: config.ibot.lossWeight, scratch: scratch, threads: threads)
+            losses.ibot = DinoLosses.patchLoss(
+                dStudent: dIbot, student: studentIbotHead.output, teacherTargets: targets.ibot,
+                tokenWeights: crops.tokenWeights, globalCrops: 2 * b, prototypes: kIbot,
+                weight: config.ibot.lossWeight, scratch: scratch, threads: threads)
             try studentIbotHead.backward(dIbot, dInput: dInput + clsRows * d, store: ibotHead.student)
         } else {
-            losses.ibot = DinoLosses.patchLoss(dStudent: dDino + clsRows * kDino, student: studentDinoHead.output + clsRows * kDino,
-                                               teacherTargets: targets.ibot, tokenWeights: crops.tokenWeights,
-                                               globalCrops: 2 * b, prototypes: kIbot, weight: config.ibot.lossWeight,
-                                               scratch: scratch, threads: threads)
+            losses.ibot = DinoLosses.patchLoss(
+                dStudent: dDino + clsRows * kDino, student: studentDinoHead.output + clsRows * kDino,
+                teacherTargets: targets.ibot, tokenWeights: crops.tokenWeights,
+                globalCrops: 2 * b, prototypes: kIbot, weight: config.ibot.lossWeight,
+                scratch: scratch, threads: threads)
             try studentDinoHead.backward(dDino, dInput: dInput, store: dinoHead.student)
         }
         // KoLeo on each view's global CLS tokens (head rows [view B, (view + 1) B)), added to their gradient.
         if config.dino.koleoLossWeight > 0 {
             let dKoleo = buffers.dKoleo.reserve(b * d)
             for view in 0..<2 {
-                losses.koleo += DinoLosses.koleo(dX: dKoleo, x: input + view * b * d, rows: b, channels: d,
-                                                 weight: config.dino.koleoLossWeight)
+                losses.koleo += DinoLosses.koleo(
+                    dX: dKoleo, x: input + view * b * d, rows: b, channels: d,
+                    weight: config.dino.koleoLossWeight)
                 Float.add(dInput + view * b * d, dKoleo, b * d)
             }
         }
@@ -410,7 +455,9 @@ public final class SelfDistillation {
     /// finite check: the losses and gradient norms are reduced over every rank, so a non-finite value
     /// anywhere stops every rank at the same point, before the optimizer touches anything. Returns
     /// each part's gradient norm (over every shard).
-    private func backwardAndReduce(_ crops: StepCrops, heads: HeadRows, losses: StepLosses, iteration: Int)
+    private func backwardAndReduce(
+        _ crops: StepCrops, heads: HeadRows, losses: StepLosses, iteration: Int
+    )
         throws -> [Double]
     {
         let d = architecture.embedDim
@@ -422,17 +469,21 @@ public final class SelfDistillation {
             try part.student.endStep()
             try part.teacher.endStep()
         }
-        let lossValues = try communicator.allReduce([losses.dinoLocal, losses.dinoGlobal, losses.ibot, losses.koleo],
-                                                    op: .sum)
-        for (value, name) in zip(lossValues, ["dino_local_crops_loss", "dino_global_crops_loss", "ibot_loss", "koleo_loss"])
+        let lossValues = try communicator.allReduce(
+            [losses.dinoLocal, losses.dinoGlobal, losses.ibot, losses.koleo],
+            op: .sum)
+        for (value, name) in zip(
+            lossValues, ["dino_local_crops_loss", "dino_global_crops_loss", "ibot_loss", "koleo_loss"])
         where !value.isFinite {
-            throw TrainingError.nonFinite("\(name) is \(value) at iteration \(iteration) (summed over ranks); nothing was updated")
+            throw TrainingError.nonFinite(
+                "\(name) is \(value) at iteration \(iteration) (summed over ranks); nothing was updated")
         }
         return try parts.map { part in
             let norm = try part.student.gradientSquaredNorm().squareRoot()
             guard norm.isFinite else {
-                throw TrainingError.nonFinite("the \(part.name) gradient norm is \(norm) at iteration \(iteration); "
-                    + "nothing was updated")
+                throw TrainingError.nonFinite(
+                    "the \(part.name) gradient norm is \(norm) at iteration \(iteration); "
+                        + "nothing was updated")
             }
             return norm
         }
@@ -446,21 +497,26 @@ public final class SelfDistillation {
         }
         optimizerSteps += 1
         for part in parts {
-            part.adamW(schedule: s, beta1: config.optim.adamwBeta1, beta2: config.optim.adamwBeta2, step: optimizerSteps,
-                       threads: studentBackbone.threads)
+            part.adamW(
+                schedule: s, beta1: config.optim.adamwBeta1, beta2: config.optim.adamwBeta2, step: optimizerSteps,
+                threads: studentBackbone.threads)
         }
     }
 
-    private func targets(_ out: UnsafeMutablePointer<Float>, logits: UnsafePointer<Float>, rows: Int, k: Int,
-                         center: SoftmaxCenter<Float>, temperature: Double, rankMean: Bool) throws {
+    private func targets(
+        _ out: UnsafeMutablePointer<Float>, logits: UnsafePointer<Float>, rows: Int, k: Int,
+        center: SoftmaxCenter<Float>, temperature: Double, rankMean: Bool
+    ) throws {
         if config.train.centering == .sinkhornKnopp {
             let total = Int(try rowReducer.sum(Double(rows)))
-            try TeacherTargets.sinkhornKnopp(out: out, logits: logits, rows: rows, prototypes: k, temperature: temperature,
-                                             totalRows: total, reducer: rowReducer,
-                                             scratch: buffers.sinkhornScratch.reserve(k))
+            try TeacherTargets.sinkhornKnopp(
+                out: out, logits: logits, rows: rows, prototypes: k, temperature: temperature,
+                totalRows: total, reducer: rowReducer,
+                scratch: buffers.sinkhornScratch.reserve(k))
         } else {
-            TeacherTargets.centered(out: out, logits: logits, rows: rows, prototypes: k, temperature: temperature, center: center,
-                                    threads: studentBackbone.threads)
+            TeacherTargets.centered(
+                out: out, logits: logits, rows: rows, prototypes: k, temperature: temperature, center: center,
+                threads: studentBackbone.threads)
             try center.recordBatch(logits, rows: rows, rankMean: rankMean, reducer: rowReducer)
         }
     }
@@ -469,8 +525,10 @@ public final class SelfDistillation {
     /// sums and squared sums of the rows' teacher CLS tokens `cls` [rows, D] and normalised head
     /// bottlenecks [rows, E], for `targetStatistics()`.
     /// Layout: [K column sums | K arg-max counts | entropy | rows | D sums | D squares | E sums | E squares].
-    private func recordTargetStatistics(_ targets: UnsafePointer<Float>, rows: Int, k: Int, cls: UnsafePointer<Float>,
-                                        channels d: Int, bottleneck: UnsafePointer<Float>, bottleneckChannels e: Int) {
+    private func recordTargetStatistics(
+        _ targets: UnsafePointer<Float>, rows: Int, k: Int, cls: UnsafePointer<Float>,
+        channels d: Int, bottleneck: UnsafePointer<Float>, bottleneckChannels e: Int
+    ) {
         let count = 2 * k + 2 + 2 * d + 2 * e
         let sums = buffers.targetSums.reserve(count)
         sums.setToZero(count: count)
@@ -526,8 +584,24 @@ public final class SelfDistillation {
             }
             return sum
         }
-        return TargetStatistics(meanEntropy: total[2 * k] / rows, entropyOfMean: entropyOfMean, prototypesInUse: inUse,
-                                clsSpread: spread(channels: d, at: 2 * k + 2),
-                                headSpread: spread(channels: e, at: 2 * k + 2 + 2 * d))
+        return TargetStatistics(
+            meanEntropy: total[2 * k] / rows, entropyOfMean: entropyOfMean, prototypesInUse: inUse,
+            clsSpread: spread(channels: d, at: 2 * k + 2),
+            headSpread: spread(channels: e, at: 2 * k + 2 + 2 * d))
+    }
+}
+
+/// The evaluations read the teacher.
+extension SelfDistillation: FrozenFeatures {
+    public var featureDimension: Int { architecture.embedDim }
+    public var inputSize: Int { config.crops.globalCropsSize }
+    public var patchesPerImage: Int { architecture.patches(cropSize: config.crops.globalCropsSize) }
+
+    public func tokens(
+        images: UnsafePointer<Float>, count: Int, size: Int, patches: Bool
+    ) throws
+        -> (cls: [Float], patches: [Float])
+    {
+        try teacherTokens(images: images, count: count, size: size, patches: patches)
     }
 }

@@ -36,7 +36,8 @@ struct StepCrops {
         localSize = config.crops.localCropsSize
         firstPatch = 1 + architecture.registers
         let patches = architecture.patches(cropSize: globalSize)
-        precondition(masks.count == 2 * b * patches, "masks: \(masks.count) values for \(2 * b) crops of \(patches) patches")
+        precondition(
+            masks.count == 2 * b * patches, "masks: \(masks.count) values for \(2 * b) crops of \(patches) patches")
         self.masks = masks
         var tokens: [(crop: Int, patch: Int)] = []
         var weights: [Double] = []

@@ -9,9 +9,11 @@ import DinoModel
 
 /// Runs `steps` optimisation steps of `model` on synthetic crops; returns the losses averaged over ranks.
 /// `onStep` sees each step's rank-mean losses and this rank's time split.
-public func runSyntheticSteps(_ model: SelfDistillation, steps: Int, seed: UInt64, communicator: any Communicator,
-                              firstIteration: Int = 0,
-                              onStep: ((Int, StepLosses, StepTiming) throws -> Void)? = nil) throws -> [StepLosses] {
+public func runSyntheticSteps(
+    _ model: SelfDistillation, steps: Int, seed: UInt64, communicator: any Communicator,
+    firstIteration: Int = 0,
+    onStep: ((Int, StepLosses, StepTiming) throws -> Void)? = nil
+) throws -> [StepLosses] {
     let config = model.config
     let b = config.train.batchSizePerRank, world = communicator.worldSize
     let globalImages = b * world, first = communicator.rank * b
@@ -25,8 +27,9 @@ public func runSyntheticSteps(_ model: SelfDistillation, steps: Int, seed: UInt6
             var values = [Float](repeating: 0, count: count * b * 3 * size * size)
             for crop in 0..<count {
                 for image in 0..<b {
-                    let stream = RandomStream(seed: seed, purpose: .augmentation, UInt64(iteration),
-                                              UInt64(first + image), UInt64(cropBase + crop))
+                    let stream = RandomStream(
+                        seed: seed, purpose: .augmentation, UInt64(iteration),
+                        UInt64(first + image), UInt64(cropBase + crop))
                     let row = (crop * b + image) * 3 * size * size
                     for i in 0..<(3 * size * size) { values[row + i] = Float(stream.normal(UInt64(i))) }
                 }
@@ -34,27 +37,22 @@ public func runSyntheticSteps(_ model: SelfDistillation, steps: Int, seed: UInt6
             return values
         }
         let global = crops(count: 2, size: g, cropBase: 0), local = crops(count: nLocal, size: l, cropBase: 2)
-        let plan = MaskPlan(seed: seed, iteration: UInt64(iteration), globalImages: globalImages, grid: grid,
-                            probability: config.ibot.maskSampleProbability, ratioRange: config.ibot.maskRatioMinMax)
+        let plan = MaskPlan(
+            seed: seed, iteration: UInt64(iteration), globalImages: globalImages, grid: grid,
+            probability: config.ibot.maskSampleProbability, ratioRange: config.ibot.maskRatioMinMax)
         let masks = plan.masks(firstImage: first, count: b)
         let rankLosses = try withBase(global) { gp in
-            try withBase(local) { lp in try model.step(iteration: iteration, globalImages: gp, localImages: lp, masks: masks, images: b) }
+            try withBase(local) { lp in
+                try model.step(iteration: iteration, globalImages: gp, localImages: lp, masks: masks, images: b)
+            }
         }
-        let mean = try communicator.allReduce([rankLosses.dinoLocal, rankLosses.dinoGlobal, rankLosses.ibot, rankLosses.koleo],
-                                              op: .sum).map { $0 / Double(world) }
+        let mean = try communicator.allReduce(
+            [rankLosses.dinoLocal, rankLosses.dinoGlobal, rankLosses.ibot, rankLosses.koleo],
+            op: .sum
+        ).map { $0 / Double(world) }
         let stepLosses = StepLosses(dinoLocal: mean[0], dinoGlobal: mean[1], ibot: mean[2], koleo: mean[3])
         losses.append(stepLosses)
         try onStep?(step, stepLosses, model.lastTiming)
     }
     return losses
-}
-
-/// Calls `body` with the array's base address, or with a one-element scratch buffer when the array
-/// is empty (an empty array has no storage; an empty crop batch must still be passable).
-public func withBase<R>(_ array: [Float], _ body: (UnsafePointer<Float>) throws -> R) rethrows -> R {
-    let storage = array.isEmpty ? [Float(0)] : array
-    return try storage.withUnsafeBufferPointer { buffer in
-        guard let base = buffer.baseAddress else { preconditionFailure("non-empty array without storage") }
-        return try body(base)
-    }
 }

@@ -9,9 +9,11 @@
 //      the end, keeping max_to_keep (and every keep_every-th for good)
 //   5. SIGUSR1 or SIGTERM: all ranks agree at the next iteration boundary, save, and return.
 
+import DinoCheckpoint
 import DinoConfig
 import DinoCore
 import DinoData
+import DinoEval
 import DinoKernels
 import DinoModel
 import Foundation
@@ -43,9 +45,10 @@ public enum Trainer {
         let complete = FileManager.default.fileExists(atPath: root + "/complete")
         if try comm.allReduce(Int64(complete ? 0 : 1), op: .max) > 0 {
             func write(_ part: (index: Int, count: Int)) throws {
-                try SyntheticImages.write(root: root, classes: SyntheticImages.classNames.count,
-                                          trainPerClass: embeddedPerClass.train, valPerClass: embeddedPerClass.val,
-                                          size: size, seed: 0, part: part, keepExisting: true)
+                try SyntheticImages.write(
+                    root: root, classes: SyntheticImages.classNames.count,
+                    trainPerClass: embeddedPerClass.train, valPerClass: embeddedPerClass.val,
+                    size: size, seed: 0, part: part, keepExisting: true)
             }
             try write((comm.rank, comm.worldSize))
             try comm.barrier()
@@ -57,14 +60,20 @@ public enum Trainer {
         return root
     }
 
-    public static func run(config loaded: TrainingConfig, output: String, data: String?, val: String? = nil,
-                           communicator comm: any Communicator, log: Log) throws -> TrainingOutcome {
+    public static func run(
+        config loaded: TrainingConfig, output: String, data: String?, val: String? = nil,
+        communicator comm: any Communicator, log: Log
+    ) throws -> TrainingOutcome {
         let config = loaded.resolved(worldSize: comm.worldSize)
+        try checkSameArguments([ConfigLoader.yaml(config), output, data ?? "", val ?? ""], communicator: comm)
         let images = try openData(config: config, data: data, val: val, communicator: comm)
         let b = config.train.batchSizePerRank, globalBatch = b * comm.worldSize
         guard images.train.count >= globalBatch else {
-            throw TrainingError.unsupported("\(images.source) holds \(images.train.count) images, fewer than one global "
-                + "batch of \(globalBatch) (train.batch_size_per_gpu \(b) x \(comm.worldSize) ranks); add images or lower the batch")
+            throw TrainingError.data(
+                "\(images.source) holds \(images.train.count) images, fewer than one global "
+                    + "batch of \(globalBatch) (train.batch_size_per_gpu \(b) x \(comm.worldSize) ranks); add "
+                    + "images or lower the batch"
+            )
         }
         // The model's own parallel loops (attention, element-wise kernels) take as many threads as
         // OpenBLAS was given (Launch/mpirun.sh: cores / ranks, at least 1). Results do not depend on it.
@@ -75,26 +84,40 @@ public enum Trainer {
         // Resuming comes before anything is written to the output folder, so a checkpoint of another
         // configuration is refused untouched.
         let (model, start) = try resume(freshModel: freshModel, output: output, communicator: comm, log: log)
+        var written = 1
         if comm.rank == 0 {
-            try FileManager.default.createDirectory(atPath: output + "/checkpoints", withIntermediateDirectories: true)
-            try ConfigLoader.write(config, to: output + "/config.yaml")
+            do {
+                try FileManager.default.createDirectory(
+                    atPath: output + "/checkpoints", withIntermediateDirectories: true)
+                try ConfigLoader.write(config, to: output + "/config.yaml")
+            } catch {
+                log.error(
+                    "cannot create the output folder \(output) (\(String(cString: strerror(errno)))); "
+                        + "choose a writable --output")
+                written = 0
+            }
         }
-        try comm.barrier()
+        // Every rank stops together when rank 0 could not write.
+        guard try comm.allReduce(Int64(written), op: .min) == 1 else {
+            throw TrainingError.configuration("the output folder \(output) could not be created (see rank 0)")
+        }
         let total = config.totalIterations
         if start >= total {
             log.main("nothing to do: \(output) already holds iteration \(start) of \(total)")
             return .finished(iteration: start)
         }
 
-        let loader = CropLoader.training(config, dataset: images.train, rank: comm.rank, worldSize: comm.worldSize,
-                                         firstStep: start)
+        let loader = CropLoader.training(
+            config, dataset: images.train, rank: comm.rank, worldSize: comm.worldSize,
+            firstStep: start)
         defer { loader.stop() }
         signal(SIGUSR1) { _ in stopRequested = 1 }
         signal(SIGTERM) { _ in stopRequested = 1 }
         let grid = config.crops.globalCropsSize / config.student.patchSize
         let metrics = output + "/metrics.jsonl"
-        log.main("training \(config.student.arch) on \(comm.worldSize) rank(s), \(images.train.count) images, "
-            + "global batch \(globalBatch), iterations \(start)..<\(total), output \(output)")
+        log.main(
+            "training \(config.student.arch) on \(comm.worldSize) rank(s), \(images.train.count) images, "
+                + "global batch \(globalBatch), iterations \(start)..<\(total), output \(output)")
 
         // Wall time of this run (from here; a resumed run continues from the last record's value), for
         // learning curves against time.
@@ -105,8 +128,10 @@ public enum Trainer {
         func evaluate(at iteration: Int) throws -> (top1: Double, top5: Double)? {
             guard let val = images.val, period > 0 else { return nil }
             let result = try KNN.evaluate(model: model, train: images.train, val: val, communicator: comm)
-            log.main(String(format: "[%d/%d] k-NN (k 20): top-1 %.1f%%, top-5 %.1f%%", iteration, total, result.top1,
-                            result.top5))
+            log.main(
+                String(
+                    format: "[%d/%d] k-NN (k 20): top-1 %.1f%%, top-5 %.1f%%", iteration, total, result.top1,
+                    result.top5))
             var record = MetricsRecord(iteration: iteration)
             (record.knnTop1, record.knnTop5, record.elapsedSeconds) = (result.top1, result.top5, elapsed())
             if comm.rank == 0 { try MetricsFile.append(record, to: metrics) }
@@ -124,9 +149,11 @@ public enum Trainer {
             }
             let stepStart = MonotonicClock.seconds()
             let batch = try loader.batch(step: iteration)
-            let masks = MaskPlan(seed: UInt64(config.train.seed), iteration: UInt64(iteration), globalImages: globalBatch,
-                                 grid: grid, probability: config.ibot.maskSampleProbability,
-                                 ratioRange: config.ibot.maskRatioMinMax).masks(firstImage: comm.rank * b, count: b)
+            let masks = MaskPlan(
+                seed: UInt64(config.train.seed), iteration: UInt64(iteration), globalImages: globalBatch,
+                grid: grid, probability: config.ibot.maskSampleProbability,
+                ratioRange: config.ibot.maskRatioMinMax
+            ).masks(firstImage: comm.rank * b, count: b)
             let losses = try withBase(batch.globalCrops) { g in
                 try withBase(batch.localCrops) { l in
                     try model.step(iteration: iteration, globalImages: g, localImages: l, masks: masks, images: b)
@@ -140,11 +167,13 @@ public enum Trainer {
 
             let done = iteration + 1
             if done % config.train.logEvery == 0 || done == total {
-                var record = try trainingRecord(model, iteration: iteration, losses: losses, window: &window,
-                                                globalBatch: globalBatch, communicator: comm)
+                var record = try trainingRecord(
+                    model, iteration: iteration, losses: losses, window: &window,
+                    globalBatch: globalBatch, communicator: comm)
                 record.elapsedSeconds = elapsed()
                 if comm.rank == 0 { try MetricsFile.append(record, to: metrics) }
-                log.main(progressLine(record, total: total, secondsPerStep: window.slowestSeconds / Double(window.steps)))
+                log.main(
+                    progressLine(record, total: total, secondsPerStep: window.slowestSeconds / Double(window.steps)))
                 window = ThroughputWindow()
             }
             if done % Swift.max(period, 1) == 0, done < total { _ = try evaluate(at: done) }
@@ -155,12 +184,15 @@ public enum Trainer {
         if let val = images.val {
             // k-NN of the teacher now and of the initialisation (measured before step 1, or a fresh
             // model of the same seed when this process resumed).
-            let before = try initialKNN
+            let before =
+                try initialKNN
                 ?? KNN.evaluate(model: freshModel(), train: images.train, val: val, communicator: comm)
             let after = try KNN.evaluate(model: model, train: images.train, val: val, communicator: comm)
-            log.main(String(format: "k-NN (k 20) on %@: top-1 %.1f%% (at initialisation %.1f%%, gain %+.1f points), "
-                                + "top-5 %.1f%%", images.valSource ?? "", after.top1, before.top1, after.top1 - before.top1,
-                            after.top5))
+            log.main(
+                String(
+                    format: "k-NN (k 20) on %@: top-1 %.1f%% (at initialisation %.1f%%, gain %+.1f points), "
+                        + "top-5 %.1f%%", images.valSource ?? "", after.top1, before.top1, after.top1 - before.top1,
+                    after.top5))
             var record = MetricsRecord(iteration: total)
             (record.knnTop1Init, record.knnTop1, record.knnTop5) = (before.top1, after.top1, after.top5)
             (record.knnGain, record.elapsedSeconds) = (after.top1 - before.top1, elapsed())
@@ -170,10 +202,30 @@ public enum Trainer {
         return .finished(iteration: total)
     }
 
+    /// Stops every rank when any was started with other `arguments` than rank 0 (an MPMD launch or a
+    /// per-rank environment that changes the config): each rank would otherwise train something else.
+    static func checkSameArguments(_ arguments: [String], communicator comm: any Communicator) throws {
+        var hash: UInt64 = 0xCBF2_9CE4_8422_2325  // FNV-1a over the arguments, separated by a zero byte
+        for byte in arguments.joined(separator: "\u{0}").utf8 { hash = (hash ^ UInt64(byte)) &* 0x100_0000_01B3 }
+        var all = [Int64](repeating: 0, count: comm.worldSize)
+        try [Int64(bitPattern: hash)].withUnsafeBufferPointer { mine in
+            try all.withUnsafeMutableBufferPointer { try comm.allGather(mine, into: $0) }
+        }
+        if let other = all.firstIndex(where: { $0 != all[0] }) {
+            throw TrainingError.configuration(
+                "rank \(other) was started with other arguments than rank 0 (its resolved "
+                    + "config, --output, --data or --val differ); start every rank with the same command and "
+                    + "environment"
+            )
+        }
+    }
+
     /// The training and validation images: --data / --val, else the embedded dataset (generated once
     /// into the cache, its val split as validation) when train.dataset_path is `embedded`, else
     /// train.dataset_path.
-    static func openData(config: TrainingConfig, data: String?, val: String?, communicator comm: any Communicator)
+    static func openData(
+        config: TrainingConfig, data: String?, val: String?, communicator comm: any Communicator
+    )
         throws -> (train: ImageDataset, source: String, val: ImageDataset?, valSource: String?)
     {
         var source = config.train.datasetPath, validation = val
@@ -191,8 +243,10 @@ public enum Trainer {
     /// The model resumed from the newest complete checkpoint in OUTPUT/checkpoints, and its iteration
     /// (a fresh model and 0 when there is none). Every rank must take the same checkpoint: one that
     /// fails on any rank (each checks the files it reads) is passed over by all.
-    static func resume(freshModel: () throws -> SelfDistillation, output: String, communicator comm: any Communicator,
-                       log: Log) throws -> (SelfDistillation, Int) {
+    static func resume(
+        freshModel: () throws -> SelfDistillation, output: String, communicator comm: any Communicator,
+        log: Log
+    ) throws -> (SelfDistillation, Int) {
         let model = try freshModel()
         var touched = false
         for folder in checkpoints(in: output).reversed() {
@@ -204,8 +258,9 @@ public enum Trainer {
             } catch let error as CheckpointError {
                 if case .mismatch(let why) = error {
                     // Another configuration (the same on every rank): never continue over it, never overwrite it.
-                    throw TrainingError.unsupported("\(folder) was written by an incompatible configuration (\(why)); "
-                        + "train into another --output, or use the configuration in \(output)/config.yaml")
+                    throw TrainingError.configuration(
+                        "\(folder) was written by an incompatible configuration (\(why)); "
+                            + "train into another --output, or use the configuration in \(output)/config.yaml")
                 }
                 failure = error
             }
@@ -229,8 +284,10 @@ public enum Trainer {
 
     /// The record of the steps in `window` ending at `iteration`: losses averaged over ranks, the
     /// slowest rank's throughput, peak memory, schedules and the teacher's collapse diagnostics (collective).
-    static func trainingRecord(_ model: SelfDistillation, iteration: Int, losses: StepLosses,
-                               window: inout ThroughputWindow, globalBatch: Int, communicator comm: any Communicator)
+    static func trainingRecord(
+        _ model: SelfDistillation, iteration: Int, losses: StepLosses,
+        window: inout ThroughputWindow, globalBatch: Int, communicator comm: any Communicator
+    )
         throws -> MetricsRecord
     {
         let mean = try comm.allReduce([losses.dinoLocal, losses.dinoGlobal, losses.ibot, losses.koleo], op: .sum)
@@ -257,12 +314,16 @@ public enum Trainer {
     /// The progress line of a training record.
     static func progressLine(_ r: MetricsRecord, total: Int, secondsPerStep: Double) -> String {
         let remaining = Double(total - r.iteration) * secondsPerStep
-        return String(format: "[%d/%d] loss %.4f (dino local %.4f global %.4f ibot %.4f koleo %.4f) lr %.2e "
-            + "teacher entropy %.2f / mean %.2f (%d prototypes, spread CLS %.3f head %.4f) %.2f img/s (%.2f per rank) "
-            + "ETA %.0f s",
+        return String(
+            format: "[%d/%d] loss %.4f (dino local %.4f global %.4f ibot %.4f koleo %.4f) lr %.2e "
+                + "teacher entropy %.2f / mean %.2f (%d prototypes, spread CLS %.3f head %.4f) %.2f img/s (%.2f per "
+                + "rank) "
+                + "ETA %.0f s",
             r.iteration, total, r.loss ?? 0, r.dinoLocalCropsLoss ?? 0, r.dinoGlobalCropsLoss ?? 0, r.ibotLoss ?? 0,
-            r.koleoLoss ?? 0, r.lr ?? 0, r.teacherEntropy ?? 0, r.teacherMeanEntropy ?? 0, r.teacherPrototypesInUse ?? 0,
-            r.teacherCLSSpread ?? 0, r.teacherHeadSpread ?? 0, r.imagesPerSec ?? 0, r.imagesPerSecPerRank ?? 0, remaining)
+            r.koleoLoss ?? 0, r.lr ?? 0, r.teacherEntropy ?? 0, r.teacherMeanEntropy ?? 0,
+            r.teacherPrototypesInUse ?? 0,
+            r.teacherCLSSpread ?? 0, r.teacherHeadSpread ?? 0, r.imagesPerSec ?? 0, r.imagesPerSecPerRank ?? 0,
+            remaining)
     }
 
     /// OUTPUT/metrics.svg from the metrics so far; a failure only warns (the run itself succeeded).
@@ -285,7 +346,8 @@ public enum Trainer {
         return names.map { folder + "/" + $0 }
     }
 
-    static func save(_ model: SelfDistillation, output: String, iteration: Int, config: TrainingConfig, log: Log) throws {
+    static func save(_ model: SelfDistillation, output: String, iteration: Int, config: TrainingConfig, log: Log) throws
+    {
         let folder = output + "/checkpoints/" + String(format: "checkpoint-%08d", iteration)
         try model.saveCheckpoint(to: folder, iteration: iteration)
         log.main("saved \(folder)")

@@ -13,8 +13,10 @@ public enum TrainingCurves {
     public typealias CurvesError = MetricsError
 
     /// The points (x, y) of the records that have both fields.
-    static func points(_ records: [MetricsRecord], x: MetricsField = \.iterationValue, y: MetricsField,
-                       xScale: Double = 1) -> [(x: Double, y: Double)] {
+    static func points(
+        _ records: [MetricsRecord], x: MetricsField = \.iterationValue, y: MetricsField,
+        xScale: Double = 1
+    ) -> [(x: Double, y: Double)] {
         records.compactMap { record in
             guard let xValue = record[keyPath: x], let yValue = record[keyPath: y] else { return nil }
             return (xValue * xScale, yValue)
@@ -26,25 +28,38 @@ public enum TrainingCurves {
         let all = try MetricsFile.read(path)
         let training = all.filter(\.isTraining)
         guard !training.isEmpty else { throw CurvesError.empty(path) }
-        func series(_ field: MetricsField, _ name: String, from rows: [MetricsRecord] = training,
-                    markers: Bool = false) -> LineSeries {
+        func series(
+            _ field: MetricsField, _ name: String, from rows: [MetricsRecord] = training,
+            markers: Bool = false
+        ) -> LineSeries {
             LineSeries(name: name, points: points(rows, y: field), markers: markers)
         }
         var panels = [
-            ChartPanel(title: "Loss terms", xLabel: "iteration", yLabel: "loss", series: [
-                series(\.loss, "total"), series(\.dinoLocalCropsLoss, "dino local"),
-                series(\.dinoGlobalCropsLoss, "dino global"), series(\.ibotLoss, "ibot"), series(\.koleoLoss, "koleo"),
-            ]),
-            ChartPanel(title: "Teacher targets (ln K = uniform)", xLabel: "iteration", yLabel: "entropy (nats)", series: [
-                series(\.teacherEntropy, "mean entropy"), series(\.teacherMeanEntropy, "entropy of mean"),
-            ]),
-            ChartPanel(title: "Teacher spread over images (0 = image-independent)", xLabel: "iteration",
-                       yLabel: "mean std", series: [series(\.teacherCLSSpread, "CLS"),
-                                                    series(\.teacherHeadSpread, "head bottleneck (normalised)")]),
+            ChartPanel(
+                title: "Loss terms", xLabel: "iteration", yLabel: "loss",
+                series: [
+                    series(\.loss, "total"), series(\.dinoLocalCropsLoss, "dino local"),
+                    series(\.dinoGlobalCropsLoss, "dino global"), series(\.ibotLoss, "ibot"),
+                    series(\.koleoLoss, "koleo"),
+                ]),
+            ChartPanel(
+                title: "Teacher targets (ln K = uniform)", xLabel: "iteration", yLabel: "entropy (nats)",
+                series: [
+                    series(\.teacherEntropy, "mean entropy"), series(\.teacherMeanEntropy, "entropy of mean"),
+                ]),
+            ChartPanel(
+                title: "Teacher spread over images (0 = image-independent)", xLabel: "iteration",
+                yLabel: "mean std",
+                series: [
+                    series(\.teacherCLSSpread, "CLS"),
+                    series(\.teacherHeadSpread, "head bottleneck (normalised)"),
+                ]),
             ChartPanel(title: "Learning rate", xLabel: "iteration", yLabel: "lr", series: [series(\.lr, "lr")]),
-            ChartPanel(title: "Throughput", xLabel: "iteration", yLabel: "images/s", series: [
-                series(\.imagesPerSec, "total"), series(\.imagesPerSecPerRank, "per rank"),
-            ]),
+            ChartPanel(
+                title: "Throughput", xLabel: "iteration", yLabel: "images/s",
+                series: [
+                    series(\.imagesPerSec, "total"), series(\.imagesPerSecPerRank, "per rank"),
+                ]),
         ]
         let evaluations = all.filter { $0.knnTop1 != nil }
         if !evaluations.isEmpty {
@@ -54,9 +69,13 @@ public enum TrainingCurves {
             }
             panels.append(ChartPanel(title: "Validation k-NN", xLabel: "iteration", yLabel: "top-1 (%)", series: knn))
         }
-        panels.append(ChartPanel(title: "Schedules", xLabel: "iteration", yLabel: "value", series: [
-            series(\.wd, "weight decay"), series(\.mom, "teacher momentum"), series(\.teacherTemp, "teacher temp"),
-        ]))
+        panels.append(
+            ChartPanel(
+                title: "Schedules", xLabel: "iteration", yLabel: "value",
+                series: [
+                    series(\.wd, "weight decay"), series(\.mom, "teacher momentum"),
+                    series(\.teacherTemp, "teacher temp"),
+                ]))
         return LineChart.svg(title: title, panels: panels, columns: 2)
     }
 

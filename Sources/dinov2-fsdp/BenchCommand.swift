@@ -11,8 +11,10 @@ struct BenchCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench",
         abstract: "Benchmarks: collectives, attention, kernels, training steps, the data pipeline, checkpoints.",
-        subcommands: [Comm.self, Attention.self, Kernels.self, Step.self, Data.self, Checkpoint.self,
-                      ScalingReportCommand.self, LearningReportCommand.self])
+        subcommands: [
+            Comm.self, Attention.self, Kernels.self, Step.self, Data.self, Checkpoint.self,
+            ScalingReportCommand.self, LearningReportCommand.self,
+        ])
 
     struct Checkpoint: ParsableCommand {
         static let configuration = CommandConfiguration(
@@ -26,16 +28,21 @@ struct BenchCommand: ParsableCommand {
         @Option(help: "Folder for the checkpoint and the raw files (removed afterwards).") var dir = "."
         @Option(help: "Write the report as JSON to this file (rank 0).") var json: String?
 
+        func validate() throws { try validateOutputFiles([("--json", json)]) }
+
         func run() throws {
             let loaded = try options.load()
             try RankedRun.execute { comm, log in
                 let config = loaded.resolved(worldSize: comm.worldSize)
                 let r = try CheckpointBenchmark.run(config: config, communicator: comm, folder: dir)
                 func f(_ v: Double) -> String { String(format: "%.1f", v) }
-                log.main("""
+                log.main(
+                    """
                     checkpoint of \(r.bytesTotal / 1_000_000) MB on \(r.worldSize) rank(s):
-                      save \(f(r.saveMBPerSecond)) MB/s (\(f(r.saveMBPerSecondPerRank)) per rank), raw write \(f(r.rawWriteMBPerSecond)) MB/s, ratio \(String(format: "%.2f", r.saveRatio))
-                      load \(f(r.loadMBPerSecond)) MB/s, raw read \(f(r.rawReadMBPerSecond)) MB/s, ratio \(String(format: "%.2f", r.loadRatio))
+                      save \(f(r.saveMBPerSecond)) MB/s (\(f(r.saveMBPerSecondPerRank)) per rank), raw write \
+                    \(f(r.rawWriteMBPerSecond)) MB/s, ratio \(String(format: "%.2f", r.saveRatio))
+                      load \(f(r.loadMBPerSecond)) MB/s, raw read \(f(r.rawReadMBPerSecond)) MB/s, ratio \
+                    \(String(format: "%.2f", r.loadRatio))
                     """)
                 if let json, comm.rank == 0 { try writeJSON(r, to: json) }
             }
@@ -44,12 +51,15 @@ struct BenchCommand: ParsableCommand {
 
     struct Attention: ParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Packed attention on DINOv2 shapes: time, GFLOP/s, ratio to the sgemm peak and to a materialising baseline.",
+            abstract:
+                "Packed attention on DINOv2 shapes: time, GFLOP/s, ratio to the sgemm peak and to a materialising "
+                + "baseline.",
             discussion: """
                 Cases: batch 8 of 2 x 224 px + 8 x 98 px crops (257 and 50 tokens) with ViT-S (6 heads) \
                 and ViT-L (16 heads), and batch 8 of 518 px crops (1370 tokens) with 6 heads; head dim \
                 64. FLOPs: forward 4 L^2 D per head and sequence, forward+backward 3.5x. The sgemm peak \
-                (best of 1024^3 and 2048^3) is measured in the same run at the same thread count. extra_bytes counts the \
+                (best of 1024^3 and 2048^3) is measured in the same run at the same thread count. extra_bytes \
+                counts the \
                 kernel's scratch and log-sum-exp; naive_extra_bytes the baseline's stored probabilities \
                 and scratch. Run it on one rank (not under mpirun).
                 """)
@@ -59,6 +69,7 @@ struct BenchCommand: ParsableCommand {
         @Option(help: "Write the records as JSON to this file.") var json: String?
 
         func validate() throws {
+            try validateOutputFiles([("--json", json)])
             guard threads >= 1 else { throw ValidationError("--threads must be at least 1") }
             guard repeats >= 1 else { throw ValidationError("--repeats must be at least 1") }
         }
@@ -88,6 +99,7 @@ struct BenchCommand: ParsableCommand {
         @Option(help: "Write the results as JSON to this file (rank 0).") var json: String?
 
         func validate() throws {
+            try validateOutputFiles([("--json", json)])
             guard minBytes >= 4, maxBytes >= minBytes else {
                 throw ValidationError("need 4 <= --min-bytes <= --max-bytes")
             }
@@ -105,7 +117,8 @@ struct BenchCommand: ParsableCommand {
                 let records = try benchmark.run(on: comm)
                 log.main(CollectiveBenchmark.table(records))
                 if let json, comm.rank == 0 {
-                    try writeJSON(CommReport(worldSize: comm.worldSize, host: comm.hostName, records: records), to: json)
+                    try writeJSON(
+                        CommReport(worldSize: comm.worldSize, host: comm.hostName, records: records), to: json)
                 }
             }
         }
@@ -135,6 +148,7 @@ struct BenchCommand: ParsableCommand {
         @Option(help: "Write the records as JSON to this file.") var json: String?
 
         func validate() throws {
+            try validateOutputFiles([("--json", json)])
             guard images >= 1, repeats >= 1 else { throw ValidationError("--images and --repeats must be at least 1") }
         }
 
@@ -150,7 +164,9 @@ struct BenchCommand: ParsableCommand {
 
     struct Step: ParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Full training steps (synthetic crops, or real images with --data): images/s per rank, MFU, time split, peak RSS.",
+            abstract:
+                "Full training steps (synthetic crops, or real images with --data): images/s per rank, MFU, time "
+                + "split, peak RSS.",
             discussion: """
                 Runs --warmup untimed and --steps timed steps of the configured model with the sharded \
                 runtime on synthetic crops (no data loading: data wait is 0), or on the images of --data \
@@ -168,6 +184,7 @@ struct BenchCommand: ParsableCommand {
         @Option(help: "Train on these images (ImageFolder or list file) instead of synthetic crops.") var data: String?
 
         func validate() throws {
+            try validateOutputFiles([("--json", json)])
             guard steps >= 1, warmup >= 0, threads >= 1 else {
                 throw ValidationError("need --steps >= 1, --warmup >= 0, --threads >= 1")
             }
@@ -178,14 +195,24 @@ struct BenchCommand: ParsableCommand {
             try RankedRun.execute { comm, log in
                 let config = loaded.resolved(worldSize: comm.worldSize)
                 let dataset = try data.map { try ImageDataset(path: $0) }
-                let r = try StepBenchmark.run(config: config, communicator: comm, steps: steps, warmup: warmup, seed: 0,
-                                              threads: threads, data: dataset)
+                let r = try StepBenchmark.run(
+                    config: config, communicator: comm, steps: steps, warmup: warmup, seed: 0,
+                    threads: threads, data: dataset)
                 func f(_ v: Double, _ d: Int = 3) -> String { String(format: "%.\(d)f", v) }
-                log.main("""
-                    \(config.student.arch) on \(r.worldSize) rank(s), \(r.imagesPerRank) images per rank, median of \(r.steps) steps:
-                      images/s \(f(r.imagesPerSecond, 2)) (per rank \(f(r.imagesPerSecondPerRank, 2))), tokens/s \(f(r.tokensPerSecond, 0))
-                      model GFLOP/s \(f(r.modelGFLOPsPerSecond, 1)), MFU \(f(r.mfu)) of \(f(r.sgemmPeakGFLOPs, 1)) sgemm GFLOP/s
-                      step \(f(r.timeStep)) s: compute \(f(r.timeCompute)), comm exposed \(f(r.timeCommunicationExposed)) of \(f(r.timeCommunicationTotal)) (gathers \(f(r.timeCommunicationExposedGathers)), reductions \(f(r.timeCommunicationExposedReductions)), objective \(f(r.timeCommunicationExposedObjective))), optimizer \(f(r.timeOptimizer)), EMA \(f(r.timeEMA)), data wait \(f(r.timeDataWait)) (\(f(100 * r.timeDataWait / r.timeStep, 1)) %)
+                log.main(
+                    """
+                    \(config.student.arch) on \(r.worldSize) rank(s), \(r.imagesPerRank) images per rank, median of \
+                    \(r.steps) steps:
+                      images/s \(f(r.imagesPerSecond, 2)) (per rank \(f(r.imagesPerSecondPerRank, 2))), tokens/s \
+                    \(f(r.tokensPerSecond, 0))
+                      model GFLOP/s \(f(r.modelGFLOPsPerSecond, 1)), MFU \(f(r.mfu)) of \(f(r.sgemmPeakGFLOPs, 1)) \
+                    sgemm GFLOP/s
+                      step \(f(r.timeStep)) s: compute \(f(r.timeCompute)), comm exposed \
+                    \(f(r.timeCommunicationExposed)) of \(f(r.timeCommunicationTotal)) (gathers \
+                    \(f(r.timeCommunicationExposedGathers)), reductions \
+                    \(f(r.timeCommunicationExposedReductions)), objective \
+                    \(f(r.timeCommunicationExposedObjective))), optimizer \(f(r.timeOptimizer)), EMA \
+                    \(f(r.timeEMA)), data wait \(f(r.timeDataWait)) (\(f(100 * r.timeDataWait / r.timeStep, 1)) %)
                       peak RSS per rank (MiB): \(r.rssBytesPerRank.map { String($0 >> 20) }.joined(separator: " "))
                     """)
                 if let json, comm.rank == 0 { try writeJSON(r, to: json) }
@@ -214,7 +241,10 @@ extension BenchCommand {
         @Option(help: "Write the report as JSON to this file.") var json: String?
 
         func validate() throws {
-            guard images >= 1, passes >= 1, steps >= 0 else { throw ValidationError("need --images >= 1, --passes >= 1, --steps >= 0") }
+            try validateOutputFiles([("--json", json)])
+            guard images >= 1, passes >= 1, steps >= 0 else {
+                throw ValidationError("need --images >= 1, --passes >= 1, --steps >= 0")
+            }
         }
 
         func run() throws {
@@ -231,14 +261,22 @@ extension BenchCommand {
                     files = try DataBenchmark.writeJPEGs(count: images, width: 500, height: 375, folder: folder)
                 }
                 defer { if let generated { try? FileManager.default.removeItem(atPath: generated) } }
-                let r = try DataBenchmark.run(files: files, config: config, passes: passes, stepSteps: steps) { Console.out($0) }
-                Console.out(String(format: "%d images, mean %.0f x %.0f: decode %.1f images/s per core, decode + multi-crop "
-                    + "(2 x %d + %d x %d) %.1f images/s per core", r.images, r.meanWidth, r.meanHeight, r.decodeImagesPerSecond,
-                    config.crops.globalCropsSize, config.crops.localCropsNumber, config.crops.localCropsSize,
-                    r.pipelineImagesPerSecond))
+                let r = try DataBenchmark.run(files: files, config: config, passes: passes, stepSteps: steps) {
+                    Console.out($0)
+                }
+                Console.out(
+                    String(
+                        format: "%d images, mean %.0f x %.0f: decode %.1f images/s per core, decode + multi-crop "
+                            + "(2 x %d + %d x %d) %.1f images/s per core", r.images, r.meanWidth, r.meanHeight,
+                        r.decodeImagesPerSecond,
+                        config.crops.globalCropsSize, config.crops.localCropsNumber, config.crops.localCropsSize,
+                        r.pipelineImagesPerSecond))
                 if r.stepSecondsPerImage > 0 {
-                    Console.out(String(format: "share of a %@ training step (per image, one core): %.2f %%", config.student.arch.rawValue,
-                                       100 * r.shareOfStep))
+                    Console.out(
+                        String(
+                            format: "share of a %@ training step (per image, one core): %.2f %%",
+                            config.student.arch.rawValue,
+                            100 * r.shareOfStep))
                 }
                 if let json { try writeJSON(r, to: json) }
             } catch {
@@ -256,7 +294,8 @@ extension BenchCommand {
             abstract: "Summarise a scaling sweep folder (Benchmarks/scaling-sweep.sh) as scaling.csv and scaling.svg.")
         @Argument(help: "Folder of {weak,strong}-STRATEGY-N.json reports from bench step.") var folder: String
         @Option(help: "Title of the picture.") var title = "Scaling"
-        @Option(help: "Cores the sweep ran on (default: this machine's); draws the efficiency they allow.") var cores: Int?
+        @Option(help: "Cores the sweep ran on (default: this machine's); draws the efficiency they allow.") var cores:
+            Int?
 
         func run() throws {
             do {
@@ -307,12 +346,4 @@ extension BenchCommand {
             }
         }
     }
-}
-
-/// Writes `value` as pretty-printed JSON with sorted keys and says so.
-func writeJSON<Value: Encodable>(_ value: Value, to path: String) throws {
-    let encoder = JSONEncoder()
-    encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-    try encoder.encode(value).write(to: URL(fileURLWithPath: path))
-    Console.out("wrote \(path)")
 }

@@ -31,6 +31,8 @@ struct SelftestCommand: ParsableCommand {
         @Option(help: "Steps after which to save the checkpoint.") var saveAt: Int?
         @Option(help: "Resume from this checkpoint folder, then run --steps more steps.") var resume: String?
 
+        func validate() throws { try validateOutputFiles([("--json", json)]) }
+
         func run() throws {
             let loaded = try options.load()
             try RankedRun.execute { comm, log in
@@ -44,18 +46,24 @@ struct SelftestCommand: ParsableCommand {
                 }
                 var losses: [StepLosses] = []
                 if let checkpoint, let saveAt, saveAt <= steps {
-                    losses += try runSyntheticSteps(model, steps: saveAt, seed: UInt64(seed), communicator: comm,
-                                                    firstIteration: first)
+                    losses += try runSyntheticSteps(
+                        model, steps: saveAt, seed: UInt64(seed), communicator: comm,
+                        firstIteration: first)
                     try model.saveCheckpoint(to: checkpoint, iteration: first + saveAt)
                     log.main("saved \(checkpoint) at iteration \(first + saveAt)")
-                    losses += try runSyntheticSteps(model, steps: steps - saveAt, seed: UInt64(seed), communicator: comm,
-                                                    firstIteration: first + saveAt)
+                    losses += try runSyntheticSteps(
+                        model, steps: steps - saveAt, seed: UInt64(seed), communicator: comm,
+                        firstIteration: first + saveAt)
                 } else {
-                    losses = try runSyntheticSteps(model, steps: steps, seed: UInt64(seed), communicator: comm,
-                                                   firstIteration: first)
+                    losses = try runSyntheticSteps(
+                        model, steps: steps, seed: UInt64(seed), communicator: comm,
+                        firstIteration: first)
                 }
                 for (i, l) in losses.enumerated() {
-                    log.main("step \(i + 1): loss \(l.total) (dino local \(l.dinoLocal), dino global \(l.dinoGlobal), ibot \(l.ibot), koleo \(l.koleo))")
+                    log.main(
+                        "step \(i + 1): loss \(l.total) (dino local \(l.dinoLocal), dino global \(l.dinoGlobal), "
+                            + "ibot \(l.ibot), koleo \(l.koleo))"
+                    )
                 }
                 // Memory accounting of this rank: shard elements of student, gradients, teacher and the
                 // two AdamW moments, against the unsharded and padded totals; peak gathered units.
@@ -80,12 +88,13 @@ struct SelftestCommand: ParsableCommand {
                     }
                 }
                 if let json, comm.rank == 0 {
-                    let report = ShardingReport(worldSize: comm.worldSize, strategy: config.fsdp.shardingStrategy.rawValue,
-                                                losses: losses.map { [$0.dinoLocal, $0.dinoGlobal, $0.ibot, $0.koleo] },
-                                                parameters: parameters, unshardedElements: fullElements,
-                                                paddedElements: paddedElements,
-                                                shardElements: (0..<comm.worldSize).map { Int(perRank[2 * $0]) },
-                                                peakGatheredUnits: (0..<comm.worldSize).map { Int(perRank[2 * $0 + 1]) })
+                    let report = ShardingReport(
+                        worldSize: comm.worldSize, strategy: config.fsdp.shardingStrategy.rawValue,
+                        losses: losses.map { [$0.dinoLocal, $0.dinoGlobal, $0.ibot, $0.koleo] },
+                        parameters: parameters, unshardedElements: fullElements,
+                        paddedElements: paddedElements,
+                        shardElements: (0..<comm.worldSize).map { Int(perRank[2 * $0]) },
+                        peakGatheredUnits: (0..<comm.worldSize).map { Int(perRank[2 * $0 + 1]) })
                     try writeJSON(report, to: json)
                 }
             }
@@ -124,8 +133,9 @@ struct SelftestCommand: ParsableCommand {
                 for failure in report.failures { log.all("FAILED: \(failure)") }
                 let counts = try comm.allReduce([Int64(report.passed), Int64(report.failures.count)], op: .sum)
                 let seconds = MonotonicClock.seconds() - start
-                log.main("collectives on \(comm.worldSize) rank(s): \(counts[0]) passed, \(counts[1]) failed"
-                    + " (\(Int(seconds * 1000)) ms)")
+                log.main(
+                    "collectives on \(comm.worldSize) rank(s): \(counts[0]) passed, \(counts[1]) failed"
+                        + " (\(Int(seconds * 1000)) ms)")
                 if counts[1] > 0 { throw ExitCode.failure }
             }
         }

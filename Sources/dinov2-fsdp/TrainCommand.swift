@@ -22,16 +22,19 @@ struct TrainCommand: ParsableCommand {
 
     @Option(help: "YAML file layered on the official defaults (default: Configs/quickstart.yaml).") var config: String?
     @Argument(help: "Overrides as dotted section.key=value, applied last.") var overrides: [String] = []
-    @Option(help: "Output folder for checkpoints, metrics and the resolved config (default: runs/quickstart).") var output: String?
+    @Option(help: "Output folder for checkpoints, metrics and the resolved config (default: runs/quickstart).")
+    var output: String?
     @Option(help: "Training images (ImageFolder root or list file).") var data: String?
-    @Option(help: "Labelled validation images: k-NN top-1 of the teacher at the end (the embedded dataset's val split by default).") var val: String?
+    @Option(help: "Labelled validation images: k-NN top-1 of the teacher at the end (default: the embedded val split).")
+    var val: String?
 
     func run() throws {
         let file = config ?? Self.defaultConfig
         let loaded = try RankedRun.loadConfig(file: file, overrides: overrides)
         try RankedRun.execute { comm, log in
-            let outcome = try Trainer.run(config: loaded, output: output ?? "runs/quickstart", data: data, val: val,
-                                          communicator: comm, log: log)
+            let outcome = try Trainer.run(
+                config: loaded, output: output ?? "runs/quickstart", data: data, val: val,
+                communicator: comm, log: log)
             if case .finished(let iteration) = outcome { log.main("finished at iteration \(iteration)") }
         }
     }

@@ -19,7 +19,8 @@ struct ConfigTests {
         #expect(c.optim.baseLR == 0.004 && c.optim.epochs == 100 && c.optim.warmupEpochs == 10)
         #expect(c.optim.weightDecay == 0.04 && c.optim.weightDecayEnd == 0.4 && c.optim.layerwiseDecay == 0.9)
         #expect(c.optim.minLR == 1.0e-06 && c.optim.clipGrad == 3.0 && c.optim.patchEmbedLRMult == 0.2)
-        #expect(c.teacher.momentumTeacher == 0.992 && c.teacher.warmupTeacherTemp == 0.04 && c.teacher.teacherTemp == 0.07)
+        #expect(
+            c.teacher.momentumTeacher == 0.992 && c.teacher.warmupTeacherTemp == 0.04 && c.teacher.teacherTemp == 0.07)
         #expect(c.teacher.warmupTeacherTempEpochs == 30)
         #expect(c.crops.globalCropsScale == [0.32, 1.0] && c.crops.localCropsScale == [0.05, 0.32])
         #expect(c.crops.localCropsNumber == 8 && c.crops.globalCropsSize == 224 && c.crops.localCropsSize == 96)
@@ -52,8 +53,9 @@ struct ConfigTests {
         #expect(g.student.arch == .vitGiant2 && g.train.batchSizePerRank == 12)
     }
 
-    @Test("every shipped config loads",
-          arguments: ["default", "quickstart", "small-data", "vits14", "vitb14", "vitl14", "vitg14", "tests/tiny"])
+    @Test(
+        "every shipped config loads",
+        arguments: ["default", "quickstart", "small-data", "vits14", "vitb14", "vitl14", "vitg14", "tests/tiny"])
     func shippedConfigs(name: String) throws {
         _ = try ConfigLoader.load(file: root + "/Configs/\(name).yaml")
     }
@@ -65,8 +67,12 @@ struct ConfigTests {
         let file = folder.appendingPathComponent("run.yaml").path
         try "optim:\n  base_lr: 0.001\n  epochs: 17\ncrops:\n  global_crops_scale: [0.4, 1]\n"
             .write(toFile: file, atomically: true, encoding: .utf8)
-        let c = try ConfigLoader.load(file: file, overrides: ["optim.base_lr=2e-4", "ibot.mask_ratio_min_max=[0.2, 0.4]",
-                                                               "train.centering=sinkhorn_knopp", "ibot.separate_head=true"])
+        let c = try ConfigLoader.load(
+            file: file,
+            overrides: [
+                "optim.base_lr=2e-4", "ibot.mask_ratio_min_max=[0.2, 0.4]",
+                "train.centering=sinkhorn_knopp", "ibot.separate_head=true",
+            ])
         #expect(c.optim.baseLR == 2e-4)  // override beats file
         #expect(c.optim.epochs == 17)  // file beats default
         #expect(c.optim.warmupEpochs == 10)  // default kept
@@ -77,31 +83,46 @@ struct ConfigTests {
 
     @Test("unknown keys name the dotted path and suggest the near miss")
     func unknownKeys() {
-        #expect(throws: ConfigError.unknownKey(path: "optim.bse_lr", suggestion: "optim.base_lr",
-                                               source: "command-line override 'optim.bse_lr=1'")) {
+        #expect(
+            throws: ConfigError.unknownKey(
+                path: "optim.bse_lr", suggestion: "optim.base_lr",
+                source: "command-line override 'optim.bse_lr=1'")
+        ) {
             try ConfigLoader.load(file: nil, overrides: ["optim.bse_lr=1"])
         }
         #expect(throws: ConfigError.unknownKey(path: "studnt", suggestion: "student", source: "config")) {
             try ConfigLoader.load(yaml: "studnt:\n  arch: vit_small\n")
         }
-        #expect(throws: ConfigError.unknownKey(path: "optim.completely_unrelated", suggestion: nil,
-                                               source: "command-line override 'optim.completely_unrelated=1'")) {
+        #expect(
+            throws: ConfigError.unknownKey(
+                path: "optim.completely_unrelated", suggestion: nil,
+                source: "command-line override 'optim.completely_unrelated=1'")
+        ) {
             try ConfigLoader.load(file: nil, overrides: ["optim.completely_unrelated=1"])
         }
     }
 
     @Test("wrong kinds name the path, what was expected and what was found")
     func wrongKinds() {
-        #expect(throws: ConfigError.typeMismatch(path: "optim.base_lr", expected: "a finite number", found: "'abc'",
-                                                 source: "command-line override 'optim.base_lr=abc'")) {
+        #expect(
+            throws: ConfigError.typeMismatch(
+                path: "optim.base_lr", expected: "a finite number", found: "'abc'",
+                source: "command-line override 'optim.base_lr=abc'")
+        ) {
             try ConfigLoader.load(file: nil, overrides: ["optim.base_lr=abc"])
         }
-        #expect(throws: ConfigError.typeMismatch(path: "train.batch_size_per_gpu", expected: "an integer", found: "'3.5'",
-                                                 source: "config")) {
+        #expect(
+            throws: ConfigError.typeMismatch(
+                path: "train.batch_size_per_gpu", expected: "an integer", found: "'3.5'",
+                source: "config")
+        ) {
             try ConfigLoader.load(yaml: "train:\n  batch_size_per_gpu: 3.5\n")
         }
-        #expect(throws: ConfigError.typeMismatch(path: "ibot.separate_head", expected: "true or false", found: "'1'",
-                                                 source: "config")) {
+        #expect(
+            throws: ConfigError.typeMismatch(
+                path: "ibot.separate_head", expected: "true or false", found: "'1'",
+                source: "config")
+        ) {
             try ConfigLoader.load(yaml: "ibot:\n  separate_head: 1\n")
         }
         #expect(throws: ConfigError.notAMapping(source: "config", path: "optim")) {
@@ -115,15 +136,19 @@ struct ConfigTests {
     @Test("values out of range are listed, each with its key")
     func validation() throws {
         do {
-            _ = try ConfigLoader.load(file: nil, overrides: [
-                "student.arch=vit_hugee", "crops.local_crops_size=97", "ibot.mask_ratio_min_max=[0.6, 0.5]",
-                "fsdp.sharding_strategy=FULL", "train.batch_size_per_gpu=0",
-            ])
+            _ = try ConfigLoader.load(
+                file: nil,
+                overrides: [
+                    "student.arch=vit_hugee", "crops.local_crops_size=97", "ibot.mask_ratio_min_max=[0.6, 0.5]",
+                    "fsdp.sharding_strategy=FULL", "train.batch_size_per_gpu=0",
+                ])
             Issue.record("expected a validation error")
         } catch ConfigError.invalid(let problems) {
             #expect(problems.count == 6, "\(problems)")  // batch 0 also fails the KoLeo minimum of 2
-            for key in ["student.arch", "crops.local_crops_size", "ibot.mask_ratio_min_max", "fsdp.sharding_strategy",
-                        "train.batch_size_per_gpu"] {
+            for key in [
+                "student.arch", "crops.local_crops_size", "ibot.mask_ratio_min_max", "fsdp.sharding_strategy",
+                "train.batch_size_per_gpu",
+            ] {
                 #expect(problems.contains { $0.hasPrefix(key + ":") }, "\(key) missing from \(problems)")
             }
         }
@@ -131,8 +156,9 @@ struct ConfigTests {
 
     @Test("the rendered YAML reads back to the same config")
     func roundTrip() throws {
-        var c = try ConfigLoader.load(file: root + "/Configs/vitl14.yaml",
-                                      overrides: ["train.dataset_path=/data/my images: v2", "student.pretrained_weights=true"])
+        var c = try ConfigLoader.load(
+            file: root + "/Configs/vitl14.yaml",
+            overrides: ["train.dataset_path=/data/my images: v2", "student.pretrained_weights=true"])
         c = c.resolved(worldSize: 96)
         let text = ConfigLoader.yaml(c)
         #expect(try ConfigLoader.load(yaml: text) == c)

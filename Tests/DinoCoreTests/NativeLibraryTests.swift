@@ -9,8 +9,9 @@ import Testing
 
 @Suite("native libraries")
 struct NativeLibraryTests {
-    @Test("sgemm matches a float64 reference for every transpose combination",
-          arguments: [(false, false), (true, false), (false, true), (true, true)])
+    @Test(
+        "sgemm matches a float64 reference for every transpose combination",
+        arguments: [(false, false), (true, false), (false, true), (true, true)])
     func sgemm(transposes: (Bool, Bool)) {
         let (ta, tb) = transposes
         let m = 37, n = 29, k = 53
@@ -21,9 +22,10 @@ struct NativeLibraryTests {
         a.withUnsafeBufferPointer { ap in
             b.withUnsafeBufferPointer { bp in
                 c.withUnsafeMutableBufferPointer { cp in
-                    BLAS.sgemm(transposeA: ta, transposeB: tb, m: m, n: n, k: k, alpha: 2, a: ap.baseAddress!,
-                               lda: ta ? m : k, b: bp.baseAddress!, ldb: tb ? k : n, beta: 1,
-                               c: cp.baseAddress!, ldc: n)
+                    BLAS.sgemm(
+                        transposeA: ta, transposeB: tb, m: m, n: n, k: k, alpha: 2, a: ap.baseAddress!,
+                        lda: ta ? m : k, b: bp.baseAddress!, ldb: tb ? k : n, beta: 1,
+                        c: cp.baseAddress!, ldc: n)
                 }
             }
         }
@@ -52,7 +54,9 @@ struct NativeLibraryTests {
         let values = (0..<(6 * 4 * 3)).map { Float($0) * 0.25 - 3 }
         do {
             let file = try HDF5File.create(path)
-            try values.withUnsafeBufferPointer { try file.write("student/blocks.0.attn.qkv.weight", values: $0, shape: [6, 4, 3]) }
+            try values.withUnsafeBufferPointer {
+                try file.write("student/blocks.0.attn.qkv.weight", values: $0, shape: [6, 4, 3])
+            }
             try file.setAttribute("config", string: "optim:\n  base_lr: 0.002\n")
             try file.setAttribute("iteration", int: 1234)
             try file.flush()
@@ -62,7 +66,9 @@ struct NativeLibraryTests {
         #expect(try file.shape(of: "student/blocks.0.attn.qkv.weight") == [6, 4, 3])
         for range in [0..<72, 5..<6, 13..<50, 71..<72] {
             var slice = [Float](repeating: .nan, count: range.count)
-            try slice.withUnsafeMutableBufferPointer { try file.read("student/blocks.0.attn.qkv.weight", range: range, into: $0) }
+            try slice.withUnsafeMutableBufferPointer {
+                try file.read("student/blocks.0.attn.qkv.weight", range: range, into: $0)
+            }
             #expect(slice == Array(values[range]))
         }
         #expect(try file.stringAttribute("config") == "optim:\n  base_lr: 0.002\n")
@@ -70,7 +76,9 @@ struct NativeLibraryTests {
         #expect(throws: HDF5Error.self) { try file.shape(of: "missing") }
         var tooFar = [Float](repeating: 0, count: 2)
         #expect(throws: HDF5Error.self) {
-            try tooFar.withUnsafeMutableBufferPointer { try file.read("student/blocks.0.attn.qkv.weight", range: 71..<73, into: $0) }
+            try tooFar.withUnsafeMutableBufferPointer {
+                try file.read("student/blocks.0.attn.qkv.weight", range: 71..<73, into: $0)
+            }
         }
         #expect(throws: HDF5Error.self) { try HDF5File.open(folder.appendingPathComponent("none.h5").path) }
     }

@@ -14,7 +14,9 @@ struct SingleProcessCommunicatorTests {
         try buffer.withUnsafeMutableBufferPointer { try comm.allReduce($0, op: .sum) }
         #expect(buffer == input)
         var output = [Float](repeating: 0, count: 4)
-        try input.withUnsafeBufferPointer { i in try output.withUnsafeMutableBufferPointer { try comm.allGather(i, into: $0) } }
+        try input.withUnsafeBufferPointer { i in
+            try output.withUnsafeMutableBufferPointer { try comm.allGather(i, into: $0) }
+        }
         #expect(output == input)
         output = [Float](repeating: 0, count: 4)
         try input.withUnsafeBufferPointer { i in
@@ -74,7 +76,8 @@ struct SingleProcessCommunicatorTests {
 
     @Test("MPI errors name the function and the rank")
     func errorText() {
-        let error = CommunicatorError.mpi(function: "MPI_Allreduce", code: 5, message: "MPI_ERR_COUNT: invalid count", rank: 3)
+        let error = CommunicatorError.mpi(
+            function: "MPI_Allreduce", code: 5, message: "MPI_ERR_COUNT: invalid count", rank: 3)
         #expect("\(error)" == "[rank 3] MPI_Allreduce failed (MPI error 5): MPI_ERR_COUNT: invalid count")
     }
 }

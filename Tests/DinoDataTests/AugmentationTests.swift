@@ -10,7 +10,9 @@ import Testing
 
 @Suite("augmentations")
 struct AugmentationTests {
-    static let fixture = TestPaths.packageRoot.appendingPathComponent("Tests/DinoDataTests/Fixtures/augment_reference.h5").path
+    static let fixture = TestPaths.packageRoot.appendingPathComponent(
+        "Tests/DinoDataTests/Fixtures/augment_reference.h5"
+    ).path
 
     func image(_ name: String, width: Int, height: Int) throws -> RGBImage {
         let values = try HDF5File.open(Self.fixture).readDoubles(name)
@@ -27,7 +29,9 @@ struct AugmentationTests {
         let input = try image("input", width: 20, height: 14)
         let box = CropBox(top: 2, left: 3, height: 10, width: 15)
         // PIL resamples in fixed point (22 fractional bits); we use doubles: at most 1 level apart.
-        #expect(worst(Augment.resizedCrop(input, box: box, size: 11), try image("resized_crop", width: 11, height: 11)) <= 1)
+        #expect(
+            worst(Augment.resizedCrop(input, box: box, size: 11), try image("resized_crop", width: 11, height: 11)) <= 1
+        )
         #expect(worst(Augment.brightness(input, factor: 1.3), try image("brightness", width: 20, height: 14)) <= 1)
         #expect(worst(Augment.contrast(input, factor: 0.7), try image("contrast", width: 20, height: 14)) <= 1)
         #expect(worst(Augment.saturation(input, factor: 1.2), try image("saturation", width: 20, height: 14)) <= 1)
@@ -64,7 +68,8 @@ struct AugmentationTests {
     @Test("multi-crop: same key, same crops bitwise; sizes as configured; different crops differ")
     func multiCrop() {
         let source = SyntheticImages.draw(label: 3, index: 0, split: 0, size: 96, seed: 2)
-        let pipeline = MultiCrop(globalSize: 56, localSize: 28, localCrops: 4, globalScale: 0.32...1.0, localScale: 0.05...0.32)
+        let pipeline = MultiCrop(
+            globalSize: 56, localSize: 28, localCrops: 4, globalScale: 0.32...1.0, localScale: 0.05...0.32)
         for crop in 0..<6 {
             let key = RandomStream(seed: 7, purpose: .augmentation, 0, 123, UInt64(crop))
             let a = pipeline.crop(source, crop: crop, stream: key), b = pipeline.crop(source, crop: crop, stream: key)

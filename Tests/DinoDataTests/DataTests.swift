@@ -56,12 +56,16 @@ struct DataTests {
         // Palette: two colours.
         let map: [UInt8] = [255, 0, 0, 0, 0, 255]
         let indices: [UInt8] = [0, 1, 1, 0, 1, 1, 0, 0]
-        let paletteImage = try ImageCodec.decode(ImageCodecTesting.png(indices, width: w, height: h,
-                                                                       layout: .palette, colormap: map, entries: 2))
+        let paletteImage = try ImageCodec.decode(
+            ImageCodecTesting.png(
+                indices, width: w, height: h,
+                layout: .palette, colormap: map, entries: 2))
         #expect(paletteImage.pixels == indices.flatMap { $0 == 0 ? [255, 0, 0] : [0, 0, 255] })
         // RGBA: opaque pixels keep their colour, transparent ones composite onto black.
-        let rgba: [UInt8] = [10, 20, 30, 255, 40, 50, 60, 0, 70, 80, 90, 255, 1, 2, 3, 0,
-                             10, 20, 30, 255, 40, 50, 60, 0, 70, 80, 90, 255, 1, 2, 3, 0]
+        let rgba: [UInt8] = [
+            10, 20, 30, 255, 40, 50, 60, 0, 70, 80, 90, 255, 1, 2, 3, 0,
+            10, 20, 30, 255, 40, 50, 60, 0, 70, 80, 90, 255, 1, 2, 3, 0,
+        ]
         let rgbaImage = try ImageCodec.decode(ImageCodecTesting.png(rgba, width: w, height: h, layout: .rgba))
         #expect(Array(rgbaImage.pixels[0..<3]) == [10, 20, 30] && Array(rgbaImage.pixels[3..<6]) == [0, 0, 0])
     }
@@ -88,9 +92,11 @@ struct DataTests {
         #expect(train.samples.map(\.label) == [0, 0, 1, 1, 2, 2])
         #expect(train.samples[2].path.hasSuffix("train/dots/00000.png"))
         let list = root.appendingPathComponent("list.txt").path
-        try "train/checker/00000.png 4\n# comment\n\ntrain/ring.png\n".write(toFile: list, atomically: true, encoding: .utf8)
+        try "train/checker/00000.png 4\n# comment\n\ntrain/ring.png\n".write(
+            toFile: list, atomically: true, encoding: .utf8)
         let listed = try ImageDataset(path: list)
-        #expect(listed.samples.map(\.label) == [4, -1] && listed.samples[0].path == root.path + "/train/checker/00000.png")
+        #expect(
+            listed.samples.map(\.label) == [4, -1] && listed.samples[0].path == root.path + "/train/checker/00000.png")
         #expect(throws: DatasetError.missing(root.path + "/nope")) { try ImageDataset(path: root.path + "/nope") }
         try FileManager.default.createDirectory(atPath: root.path + "/empty/a", withIntermediateDirectories: true)
         #expect(throws: DatasetError.empty(root.path + "/empty")) { try ImageDataset(path: root.path + "/empty") }
@@ -98,8 +104,9 @@ struct DataTests {
         #expect(throws: DatasetError.self) { try ImageDataset(path: list) }
     }
 
-    @Test("sampler: each epoch a permutation, the same global batch for any rank count, exact resumption",
-          arguments: [1, 2, 3, 4])
+    @Test(
+        "sampler: each epoch a permutation, the same global batch for any rank count, exact resumption",
+        arguments: [1, 2, 3, 4])
     func sampler(ranks: Int) {
         let size = 60, global = 12
         let sampler = DistributedSampler(datasetSize: size, globalBatch: global, seed: 9)
@@ -116,28 +123,38 @@ struct DataTests {
         #expect(epoch1.sorted() == Array(0..<size) && epoch1 != epoch0)  // reshuffled
         // A fresh sampler (a resumed run) continues with exactly the same batch.
         let resumed = DistributedSampler(datasetSize: size, globalBatch: global, seed: 9)
-        #expect(resumed.batch(step: 7, rank: ranks - 1, worldSize: ranks).map(\.index)
+        #expect(
+            resumed.batch(step: 7, rank: ranks - 1, worldSize: ranks).map(\.index)
                 == sampler.batch(step: 7, rank: ranks - 1, worldSize: ranks).map(\.index))
     }
 
     @Test("the embedded dataset is deterministic, decodable and labelled")
     func embedded() throws {
         let a = try TestPaths.temporaryDirectory(), b = try TestPaths.temporaryDirectory()
-        defer { try? FileManager.default.removeItem(at: a); try? FileManager.default.removeItem(at: b) }
-        #expect(try SyntheticImages.write(root: a.path, classes: 8, trainPerClass: 2, valPerClass: 1, size: 48, seed: 3) == 24)
+        defer {
+            try? FileManager.default.removeItem(at: a)
+            try? FileManager.default.removeItem(at: b)
+        }
+        #expect(
+            try SyntheticImages.write(root: a.path, classes: 8, trainPerClass: 2, valPerClass: 1, size: 48, seed: 3)
+                == 24)
         // b is written in three parts (as three ranks share the work), the last over files already there.
         let parts = try (0..<3).map { i in
-            try SyntheticImages.write(root: b.path, classes: 8, trainPerClass: 2, valPerClass: 1, size: 48, seed: 3,
-                                      part: (i, 3))
+            try SyntheticImages.write(
+                root: b.path, classes: 8, trainPerClass: 2, valPerClass: 1, size: 48, seed: 3,
+                part: (i, 3))
         }
         #expect(parts == [8, 8, 8])
-        #expect(try SyntheticImages.write(root: b.path, classes: 8, trainPerClass: 2, valPerClass: 1, size: 48, seed: 3,
-                                          keepExisting: true) == 0)
+        #expect(
+            try SyntheticImages.write(
+                root: b.path, classes: 8, trainPerClass: 2, valPerClass: 1, size: 48, seed: 3,
+                keepExisting: true) == 0)
         let train = try ImageDataset(path: a.path + "/train")
         #expect(train.count == 16 && train.classes.count == 8)
         for sample in train.samples {
             let mine = try Data(contentsOf: URL(fileURLWithPath: sample.path))
-            let theirs = try Data(contentsOf: URL(fileURLWithPath: sample.path.replacingOccurrences(of: a.path, with: b.path)))
+            let theirs = try Data(
+                contentsOf: URL(fileURLWithPath: sample.path.replacingOccurrences(of: a.path, with: b.path)))
             #expect(mine == theirs)
             let image = try ImageCodec.decode(mine)
             #expect(image.width == 48 && image.height == 48)

@@ -9,7 +9,8 @@ import Testing
 
 @Suite("crop loader", .serialized)
 struct LoaderTests {
-    let pipeline = MultiCrop(globalSize: 28, localSize: 14, localCrops: 2, globalScale: 0.32...1.0, localScale: 0.05...0.32)
+    let pipeline = MultiCrop(
+        globalSize: 28, localSize: 14, localCrops: 2, globalScale: 0.32...1.0, localScale: 0.05...0.32)
 
     func dataset() throws -> (URL, ImageDataset) {
         let root = try TestPaths.temporaryDirectory()
@@ -31,28 +32,39 @@ struct LoaderTests {
     func determinism() throws {
         let (root, data) = try dataset()
         defer { try? FileManager.default.removeItem(at: root) }
-        let one = CropLoader(dataset: data, sampler: DistributedSampler(datasetSize: data.count, globalBatch: 4, seed: 1),
-                             pipeline: pipeline, rank: 0, worldSize: 1, seed: 5, firstStep: 0, workers: 2)
+        let one = CropLoader(
+            dataset: data, sampler: DistributedSampler(datasetSize: data.count, globalBatch: 4, seed: 1),
+            pipeline: pipeline, rank: 0, worldSize: 1, seed: 5, firstStep: 0, workers: 2)
         let halves = (0..<2).map {
-            CropLoader(dataset: data, sampler: DistributedSampler(datasetSize: data.count, globalBatch: 4, seed: 1),
-                       pipeline: pipeline, rank: $0, worldSize: 2, seed: 5, firstStep: 0, workers: 1)
+            CropLoader(
+                dataset: data, sampler: DistributedSampler(datasetSize: data.count, globalBatch: 4, seed: 1),
+                pipeline: pipeline, rank: $0, worldSize: 2, seed: 5, firstStep: 0, workers: 1)
         }
         for step in 0..<4 {
             let whole = try one.batch(step: step)
             let parts = try halves.map { try $0.batch(step: step) }
             #expect(whole.indices == parts[0].indices + parts[1].indices)
             for i in 0..<4 {
-                for c in 0..<4 { #expect(crop(whole, image: i, crop: c, images: 4) == crop(parts[i / 2], image: i % 2, crop: c, images: 2)) }
+                for c in 0..<4 {
+                    #expect(
+                        crop(whole, image: i, crop: c, images: 4)
+                            == crop(parts[i / 2], image: i % 2, crop: c, images: 2))
+                }
             }
         }
-        let restarted = CropLoader(dataset: data, sampler: DistributedSampler(datasetSize: data.count, globalBatch: 4, seed: 1),
-                                   pipeline: pipeline, rank: 0, worldSize: 1, seed: 5, firstStep: 3)
-        let again = CropLoader(dataset: data, sampler: DistributedSampler(datasetSize: data.count, globalBatch: 4, seed: 1),
-                               pipeline: pipeline, rank: 0, worldSize: 1, seed: 5, firstStep: 0)
+        let restarted = CropLoader(
+            dataset: data, sampler: DistributedSampler(datasetSize: data.count, globalBatch: 4, seed: 1),
+            pipeline: pipeline, rank: 0, worldSize: 1, seed: 5, firstStep: 3)
+        let again = CropLoader(
+            dataset: data, sampler: DistributedSampler(datasetSize: data.count, globalBatch: 4, seed: 1),
+            pipeline: pipeline, rank: 0, worldSize: 1, seed: 5, firstStep: 0)
         for step in 0..<3 { _ = try again.batch(step: step) }
         let a = try restarted.batch(step: 3), b = try again.batch(step: 3)
         #expect(a.globalCrops == b.globalCrops && a.localCrops == b.localCrops && a.indices == b.indices)
-        one.stop(); halves.forEach { $0.stop() }; restarted.stop(); again.stop()
+        one.stop()
+        halves.forEach { $0.stop() }
+        restarted.stop()
+        again.stop()
     }
 
     @Test("an unreadable file is replaced by the next image and counted")
@@ -61,8 +73,9 @@ struct LoaderTests {
         defer { try? FileManager.default.removeItem(at: root) }
         try Data("not a png".utf8).write(to: URL(fileURLWithPath: root.path + "/train/checker/00001.png"))
         let data = try ImageDataset(path: root.path + "/train")
-        let loader = CropLoader(dataset: data, sampler: DistributedSampler(datasetSize: data.count, globalBatch: data.count, seed: 1),
-                                pipeline: pipeline, rank: 0, worldSize: 1, seed: 5, firstStep: 0)
+        let loader = CropLoader(
+            dataset: data, sampler: DistributedSampler(datasetSize: data.count, globalBatch: data.count, seed: 1),
+            pipeline: pipeline, rank: 0, worldSize: 1, seed: 5, firstStep: 0)
         let batch = try loader.batch(step: 0)
         #expect(batch.skipped == 1)
         #expect(!batch.indices.contains(1))  // dataset index 1 is checker/00001.png

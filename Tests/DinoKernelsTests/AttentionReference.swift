@@ -6,16 +6,17 @@ import Foundation
 /// Naive attention in float64 with the packed kernel's layouts ([T, 3, H, D] in, [T, H, D] out).
 enum AttentionReference {
     struct Result {
-        var out: [Double]   // [T, C]
-        var lse: [Double]   // [T, H]
+        var out: [Double]  // [T, C]
+        var lse: [Double]  // [T, H]
         var dQKV: [Double]  // [T, 3C]
     }
 
     static func run(qkv: [Double], dOut: [Double], starts: [Int], heads: Int, headDim d: Int) -> Result {
         let c = heads * d, ld = 3 * c, tokens = starts.last ?? 0
         let scale = 1 / Double(d).squareRoot()
-        var result = Result(out: .init(repeating: 0, count: tokens * c), lse: .init(repeating: 0, count: tokens * heads),
-                            dQKV: .init(repeating: 0, count: tokens * ld))
+        var result = Result(
+            out: .init(repeating: 0, count: tokens * c), lse: .init(repeating: 0, count: tokens * heads),
+            dQKV: .init(repeating: 0, count: tokens * ld))
         for s in 0..<(starts.count - 1) {
             let t0 = starts[s], n = starts[s + 1] - t0
             for h in 0..<heads {

@@ -21,20 +21,25 @@ struct BFloat16Tests {
         return down & 1 == 0 ? down : up
     }
 
-    @Test("round to nearest even on 100,000 random floats and every tie pattern; expand is exact; NaN and infinities kept")
+    @Test(
+        "round to nearest even on 100,000 random floats and every tie pattern; expand is exact; NaN and infinities kept"
+    )
     func rounding() {
         var random = TestRandom(seed: 12)
         var values: [Float] = (0..<100_000).map { _ in
             Float(random.normal()) * Float(pow(2.0, Double(Int.random(in: -30...30, using: &random))))
         }
         // Exact ties: low half 0x8000 with an even and an odd kept part; just below and above.
-        values += [Float(bitPattern: 0x3F80_8000), Float(bitPattern: 0x3F81_8000), Float(bitPattern: 0x3F80_7FFF),
-                   Float(bitPattern: 0x3F80_8001), -Float(bitPattern: 0x3F81_8000), 0, -0.0, Float.leastNonzeroMagnitude]
+        values += [
+            Float(bitPattern: 0x3F80_8000), Float(bitPattern: 0x3F81_8000), Float(bitPattern: 0x3F80_7FFF),
+            Float(bitPattern: 0x3F80_8001), -Float(bitPattern: 0x3F81_8000), 0, -0.0, Float.leastNonzeroMagnitude,
+        ]
         var half = [UInt16](repeating: 0, count: values.count), back = [Float](repeating: 0, count: values.count)
         BFloat16.round(values, into: &half, count: values.count)
         BFloat16.expand(half, into: &back, count: values.count)
         for (i, x) in values.enumerated() {
-            #expect(half[i] == reference(x), "\(x): \(String(half[i], radix: 16)) vs \(String(reference(x), radix: 16))")
+            #expect(
+                half[i] == reference(x), "\(x): \(String(half[i], radix: 16)) vs \(String(reference(x), radix: 16))")
             #expect(back[i].bitPattern == UInt32(half[i]) << 16)
         }
         #expect(BFloat16.rounded(.infinity) == .infinity && BFloat16.rounded(-.infinity) == -.infinity)

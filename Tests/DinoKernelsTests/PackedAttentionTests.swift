@@ -21,9 +21,10 @@ func runAttention<T: KernelScalar>(
 ) -> KernelOutput<T> {
     let c = heads * headDim, tokens = sequences.tokens
     let input = qkv.map { T($0) }, gradient = dOut.map { T($0) }
-    var result = KernelOutput<T>(out: .init(repeating: .nan, count: tokens * c),
-                                 lse: .init(repeating: .nan, count: tokens * heads),
-                                 dQKV: .init(repeating: .nan, count: tokens * 3 * c))
+    var result = KernelOutput<T>(
+        out: .init(repeating: .nan, count: tokens * c),
+        lse: .init(repeating: .nan, count: tokens * heads),
+        dQKV: .init(repeating: .nan, count: tokens * 3 * c))
     let ws = workspace ?? AttentionWorkspace<T>(tiling: tiling)
     input.withUnsafeBufferPointer { qkvPointer in
         gradient.withUnsafeBufferPointer { dOutPointer in
@@ -31,10 +32,12 @@ func runAttention<T: KernelScalar>(
                 result.lse.withUnsafeMutableBufferPointer { lsePointer in
                     result.dQKV.withUnsafeMutableBufferPointer { dPointer in
                         guard let q = qkvPointer.baseAddress, let o = outPointer.baseAddress,
-                              let l = lsePointer.baseAddress, let g = dOutPointer.baseAddress,
-                              let dq = dPointer.baseAddress else { return }
-                        T.runPackedAttention(out: o, lse: l, dQKV: dq, qkv: q, dOut: g, sequences: sequences,
-                                             heads: heads, headDim: headDim, workspace: ws, threads: threads)
+                            let l = lsePointer.baseAddress, let g = dOutPointer.baseAddress,
+                            let dq = dPointer.baseAddress
+                        else { return }
+                        T.runPackedAttention(
+                            out: o, lse: l, dQKV: dq, qkv: q, dOut: g, sequences: sequences,
+                            heads: heads, headDim: headDim, workspace: ws, threads: threads)
                     }
                 }
             }
@@ -45,14 +48,18 @@ func runAttention<T: KernelScalar>(
 
 /// Runs forward then backward through the precision's own entry points.
 extension KernelScalar {
-    static func runPackedAttention(out: UnsafeMutablePointer<Self>, lse: UnsafeMutablePointer<Self>,
-                                   dQKV: UnsafeMutablePointer<Self>, qkv: UnsafePointer<Self>, dOut: UnsafePointer<Self>,
-                                   sequences: PackedSequences, heads: Int, headDim: Int,
-                                   workspace: AttentionWorkspace<Self>, threads: Int) {
-        attentionForward(out: out, lse: lse, qkv: qkv, sequences: sequences, heads: heads, headDim: headDim,
-                         workspace: workspace, threads: threads)
-        attentionBackward(dQKV: dQKV, dOut: dOut, qkv: qkv, out: out, lse: lse, sequences: sequences, heads: heads,
-                          headDim: headDim, workspace: workspace, threads: threads)
+    static func runPackedAttention(
+        out: UnsafeMutablePointer<Self>, lse: UnsafeMutablePointer<Self>,
+        dQKV: UnsafeMutablePointer<Self>, qkv: UnsafePointer<Self>, dOut: UnsafePointer<Self>,
+        sequences: PackedSequences, heads: Int, headDim: Int,
+        workspace: AttentionWorkspace<Self>, threads: Int
+    ) {
+        attentionForward(
+            out: out, lse: lse, qkv: qkv, sequences: sequences, heads: heads, headDim: headDim,
+            workspace: workspace, threads: threads)
+        attentionBackward(
+            dQKV: dQKV, dOut: dOut, qkv: qkv, out: out, lse: lse, sequences: sequences, heads: heads,
+            headDim: headDim, workspace: workspace, threads: threads)
     }
 }
 
@@ -73,8 +80,9 @@ struct PackedAttentionTests {
     /// registers 54, 261) and, above the 512-key tile, the online-softmax path.
     static let mixedLengths = [257, 1, 50, 2, 15, 17, 63, 64, 65, 54, 261, 513, 600]
 
-    @Test("float32 kernel matches the float64 reference (normwise relative error <= 1e-5)",
-          arguments: [(64, 1.0), (32, 1.0), (48, 1.0), (80, 1.0), (64, 3.0)])
+    @Test(
+        "float32 kernel matches the float64 reference (normwise relative error <= 1e-5)",
+        arguments: [(64, 1.0), (32, 1.0), (48, 1.0), (80, 1.0), (64, 3.0)])
     func matchesReference(headDim: Int, logitScale: Double) {
         let heads = 2
         let sequences = PackedSequences(lengths: Self.mixedLengths)
@@ -84,7 +92,8 @@ struct PackedAttentionTests {
         var qkv = random.normals(tokens * 3 * c)
         for t in 0..<tokens { for x in 0..<(2 * c) { qkv[t * 3 * c + x] *= logitScale } }
         let dOut = random.normals(tokens * c)
-        let reference = AttentionReference.run(qkv: qkv, dOut: dOut, starts: sequences.starts, heads: heads, headDim: headDim)
+        let reference = AttentionReference.run(
+            qkv: qkv, dOut: dOut, starts: sequences.starts, heads: heads, headDim: headDim)
         let got = runAttention(Float.self, qkv: qkv, dOut: dOut, sequences: sequences, heads: heads, headDim: headDim)
         // float32 rounding of logits (~6e-8 |S|) is amplified through exp; 1e-5 leaves margin at |S| ~ 9.
         #expect(normwiseError(got.out, reference.out) <= 1e-5)
@@ -97,8 +106,9 @@ struct PackedAttentionTests {
         }
     }
 
-    @Test("hundreds of short sequences, and one 518 px crop with registers (1374 tokens)",
-          arguments: ["many", "long"])
+    @Test(
+        "hundreds of short sequences, and one 518 px crop with registers (1374 tokens)",
+        arguments: ["many", "long"])
     func extremes(kind: String) {
         var random = TestRandom(seed: kind == "many" ? 101 : 202)
         let lengths = kind == "many" ? (0..<300).map { _ in Int.random(in: 1...60, using: &random) } : [1374, 3]
@@ -107,8 +117,9 @@ struct PackedAttentionTests {
         let qkv = random.normals(sequences.tokens * 3 * heads * d)
         let dOut = random.normals(sequences.tokens * heads * d)
         let reference = AttentionReference.run(qkv: qkv, dOut: dOut, starts: sequences.starts, heads: heads, headDim: d)
-        let got = runAttention(Float.self, qkv: qkv, dOut: dOut, sequences: sequences, heads: heads, headDim: d,
-                               threads: 2)
+        let got = runAttention(
+            Float.self, qkv: qkv, dOut: dOut, sequences: sequences, heads: heads, headDim: d,
+            threads: 2)
         #expect(normwiseError(got.out, reference.out) <= 1e-5)
         #expect(normwiseError(got.lse, reference.lse) <= 1e-5)
         #expect(normwiseError(got.dQKV, reference.dQKV) <= 1e-5)
@@ -122,10 +133,13 @@ struct PackedAttentionTests {
         let qkv = random.normals(sequences.tokens * 3 * heads * d, scale: 2)
         let dOut = random.normals(sequences.tokens * heads * d)
         let reference = AttentionReference.run(qkv: qkv, dOut: dOut, starts: sequences.starts, heads: heads, headDim: d)
-        for tiling in [AttentionTiling(queryBlock: 1, keyBlock: 1), AttentionTiling(queryBlock: 7, keyBlock: 5),
-                       AttentionTiling(queryBlock: 16, keyBlock: 16), AttentionTiling(queryBlock: 64, keyBlock: 64)] {
-            let got = runAttention(Float.self, qkv: qkv, dOut: dOut, sequences: sequences, heads: heads, headDim: d,
-                                   tiling: tiling)
+        for tiling in [
+            AttentionTiling(queryBlock: 1, keyBlock: 1), AttentionTiling(queryBlock: 7, keyBlock: 5),
+            AttentionTiling(queryBlock: 16, keyBlock: 16), AttentionTiling(queryBlock: 64, keyBlock: 64),
+        ] {
+            let got = runAttention(
+                Float.self, qkv: qkv, dOut: dOut, sequences: sequences, heads: heads, headDim: d,
+                tiling: tiling)
             #expect(normwiseError(got.out, reference.out) <= 1e-5, "\(tiling)")
             #expect(normwiseError(got.lse, reference.lse) <= 1e-5, "\(tiling)")
             #expect(normwiseError(got.dQKV, reference.dQKV) <= 1e-5, "\(tiling)")
@@ -141,12 +155,15 @@ struct PackedAttentionTests {
         let qkv = random.normals(sequences.tokens * 3 * heads * d)
         let weights = random.normals(sequences.tokens * heads * d)  // loss = sum(out * weights), so dOut = weights
         func loss(_ input: [Double]) -> Double {
-            let run = runAttention(Double.self, qkv: input, dOut: weights, sequences: sequences, heads: heads,
-                                   headDim: d, tiling: tiling)
+            let run = runAttention(
+                Double.self, qkv: input, dOut: weights, sequences: sequences, heads: heads,
+                headDim: d, tiling: tiling)
             return zip(run.out, weights).reduce(0) { $0 + $1.0 * $1.1 }
         }
-        let analytic = runAttention(Double.self, qkv: qkv, dOut: weights, sequences: sequences, heads: heads,
-                                    headDim: d, tiling: tiling).dQKV
+        let analytic = runAttention(
+            Double.self, qkv: qkv, dOut: weights, sequences: sequences, heads: heads,
+            headDim: d, tiling: tiling
+        ).dQKV
         let epsilon = 1e-6
         var worst = 0.0
         for index in stride(from: 0, to: qkv.count, by: 3) {  // a third of all inputs: q, k and v entries
@@ -162,7 +179,8 @@ struct PackedAttentionTests {
         // A directional derivative over all inputs at once.
         let direction = random.normals(qkv.count)
         let step = 1e-5
-        let along = (loss(zip(qkv, direction).map { $0 + step * $1 }) - loss(zip(qkv, direction).map { $0 - step * $1 }))
+        let along =
+            (loss(zip(qkv, direction).map { $0 + step * $1 }) - loss(zip(qkv, direction).map { $0 - step * $1 }))
             / (2 * step)
         let predicted = zip(analytic, direction).reduce(0) { $0 + $1.0 * $1.1 }
         #expect(abs(along - predicted) <= 1e-7 * max(1, abs(predicted)))
@@ -176,8 +194,9 @@ struct PackedAttentionTests {
         let qkv = random.normals(sequences.tokens * 3 * heads * d)
         let dOut = random.normals(sequences.tokens * heads * d)
         let reference = AttentionReference.run(qkv: qkv, dOut: dOut, starts: sequences.starts, heads: heads, headDim: d)
-        let kernel = runAttention(Double.self, qkv: qkv, dOut: dOut, sequences: sequences, heads: heads, headDim: d,
-                                  tiling: AttentionTiling(queryBlock: 3, keyBlock: 2))
+        let kernel = runAttention(
+            Double.self, qkv: qkv, dOut: dOut, sequences: sequences, heads: heads, headDim: d,
+            tiling: AttentionTiling(queryBlock: 3, keyBlock: 2))
         #expect(normwiseError(kernel.out, reference.out) <= 1e-13)
         #expect(normwiseError(kernel.lse, reference.lse) <= 1e-13)
         #expect(normwiseError(kernel.dQKV, reference.dQKV) <= 1e-13)
@@ -197,7 +216,8 @@ struct PackedAttentionTests {
         for t in sequences.starts[victim]..<sequences.starts[victim + 1] {
             for x in 0..<(3 * c) { perturbed[t * 3 * c + x] += 0.5 * sin(Double(t * 31 + x)) }
         }
-        let changed = runAttention(Float.self, qkv: perturbed, dOut: dOut, sequences: sequences, heads: heads, headDim: d)
+        let changed = runAttention(
+            Float.self, qkv: perturbed, dOut: dOut, sequences: sequences, heads: heads, headDim: d)
         for s in 0..<sequences.count where s != victim {
             let rows = sequences.starts[s]..<sequences.starts[s + 1]
             let same = rows.allSatisfy { t in
@@ -213,7 +233,8 @@ struct PackedAttentionTests {
         // A gradient only on the victim: every other sequence's dQKV is exactly zero.
         var localGradient = [Double](repeating: 0, count: dOut.count)
         for t in victimRows { for x in 0..<c { localGradient[t * c + x] = dOut[t * c + x] } }
-        let local = runAttention(Float.self, qkv: qkv, dOut: localGradient, sequences: sequences, heads: heads, headDim: d)
+        let local = runAttention(
+            Float.self, qkv: qkv, dOut: localGradient, sequences: sequences, heads: heads, headDim: d)
         let outside = (0..<sequences.tokens).filter { !victimRows.contains($0) }
         #expect(outside.allSatisfy { t in local.dQKV[t * 3 * c..<(t + 1) * 3 * c].allSatisfy { $0 == 0 } })
     }
@@ -225,10 +246,12 @@ struct PackedAttentionTests {
         var random = TestRandom(seed: 3)
         let qkv = random.normals(sequences.tokens * 3 * heads * d)
         let dOut = random.normals(sequences.tokens * heads * d)
-        let one = runAttention(Float.self, qkv: qkv, dOut: dOut, sequences: sequences, heads: heads, headDim: d, threads: 1)
+        let one = runAttention(
+            Float.self, qkv: qkv, dOut: dOut, sequences: sequences, heads: heads, headDim: d, threads: 1)
         for threads in [2, 3] {
-            let many = runAttention(Float.self, qkv: qkv, dOut: dOut, sequences: sequences, heads: heads, headDim: d,
-                                    threads: threads)
+            let many = runAttention(
+                Float.self, qkv: qkv, dOut: dOut, sequences: sequences, heads: heads, headDim: d,
+                threads: threads)
             #expect(one.out == many.out && one.lse == many.lse && one.dQKV == many.dQKV, "\(threads) threads")
         }
     }
@@ -243,8 +266,9 @@ struct PackedAttentionTests {
             let qkv = random.normals(sequences.tokens * 3 * heads * d)
             let dOut = random.normals(sequences.tokens * heads * d)
             let fresh = runAttention(Float.self, qkv: qkv, dOut: dOut, sequences: sequences, heads: heads, headDim: d)
-            let reused = runAttention(Float.self, qkv: qkv, dOut: dOut, sequences: sequences, heads: heads, headDim: d,
-                                      threads: 2, workspace: workspace)
+            let reused = runAttention(
+                Float.self, qkv: qkv, dOut: dOut, sequences: sequences, heads: heads, headDim: d,
+                threads: 2, workspace: workspace)
             #expect(fresh.out == reused.out && fresh.lse == reused.lse && fresh.dQKV == reused.dQKV, "\(lengths)")
         }
     }
@@ -255,8 +279,9 @@ struct PackedAttentionTests {
         var random = TestRandom(seed: 4)
         let qkv = random.normals(3 * c)
         let dOut = random.normals(c)
-        let got = runAttention(Float.self, qkv: qkv, dOut: dOut, sequences: PackedSequences(lengths: [1]),
-                               heads: heads, headDim: d)
+        let got = runAttention(
+            Float.self, qkv: qkv, dOut: dOut, sequences: PackedSequences(lengths: [1]),
+            heads: heads, headDim: d)
         #expect(got.out == qkv[(2 * c)..<(3 * c)].map { Float($0) })
         // Softmax over one key has zero gradient: dS = P (dP - rowsum(dO * O)) with P = 1 and O = V.
         // dP (an OpenBLAS GEMM) and the row sum (a vector dot) add the same d products in orders that
@@ -265,9 +290,12 @@ struct PackedAttentionTests {
         let scale = 1 / Double(d).squareRoot(), eps = Double(Float.ulpOfOne) / 2
         for h in 0..<heads {
             let head = (h * d)..<((h + 1) * d)
-            let rounding = 2 * Double(d) * eps * head.map { abs(Double(Float(dOut[$0])) * Double(Float(qkv[2 * c + $0]))) }
+            let rounding =
+                2 * Double(d) * eps
+                * head.map { abs(Double(Float(dOut[$0])) * Double(Float(qkv[2 * c + $0]))) }
                 .reduce(0, +)
-            let q = head.map { abs(Double(Float(qkv[$0]))) }.max()!, k = head.map { abs(Double(Float(qkv[c + $0]))) }.max()!
+            let q = head.map { abs(Double(Float(qkv[$0]))) }.max()!,
+                k = head.map { abs(Double(Float(qkv[c + $0]))) }.max()!
             #expect(head.allSatisfy { abs(Double(got.dQKV[$0])) <= scale * rounding * k }, "dQ of head \(h)")
             #expect(head.allSatisfy { abs(Double(got.dQKV[c + $0])) <= scale * rounding * q }, "dK of head \(h)")
         }

@@ -12,12 +12,15 @@ import Testing
 
 @Suite("backbone vs PyTorch reference")
 struct BackboneReferenceTests {
-    static let fixture = TestPaths.packageRoot.appendingPathComponent("Tests/DinoModelTests/Fixtures/backbone_reference.h5").path
+    static let fixture = TestPaths.packageRoot.appendingPathComponent(
+        "Tests/DinoModelTests/Fixtures/backbone_reference.h5"
+    ).path
 
     func architecture(_ group: String, offset: Double, antialias: Bool) -> ViTArchitecture {
-        var a = ViTArchitecture(embedDim: 16, depth: 2, heads: 2, patchSize: 2,
-                                feedForward: group == "mlp" ? .mlp(hidden: 64) : .swiglu(hidden: 48),
-                                registers: 2, imageSize: 8)
+        var a = ViTArchitecture(
+            embedDim: 16, depth: 2, heads: 2, patchSize: 2,
+            feedForward: group == "mlp" ? .mlp(hidden: 64) : .swiglu(hidden: 48),
+            registers: 2, imageSize: 8)
         a.interpolateOffset = offset
         a.interpolateAntialias = antialias
         return a

@@ -6,24 +6,27 @@ import DinoModel
 
 /// One crop batch as arrays.
 struct TestBatch {
-    var images: [Double]   // [count, 3, size, size]
+    var images: [Double]  // [count, 3, size, size]
     var count: Int
     var size: Int
-    var masks: [Bool]?     // [count, patches]
+    var masks: [Bool]?  // [count, patches]
 }
 
 /// Forward (and optionally backward with `dOutput`) of `backbone` over `batches`; returns the
 /// normalised tokens. Parameter gradients accumulate in `store`.
-func runBackbone<T: KernelScalar>(_ backbone: Backbone<T>, store: LocalParameters<T>, batches: [TestBatch],
-                                  dropPath: DropPath? = nil, dOutput: [Double]? = nil) throws -> [T] {
+func runBackbone<T: KernelScalar>(
+    _ backbone: Backbone<T>, store: LocalParameters<T>, batches: [TestBatch],
+    dropPath: DropPath? = nil, dOutput: [Double]? = nil
+) throws -> [T] {
     let images = batches.map { $0.images.map { T($0) } }
     let masks = batches.map { $0.masks ?? [] }
     var result: [T] = []
     try withPointers(images) { imagePointers in
         try withPointers(masks) { maskPointers in
             let crops = batches.indices.map { i in
-                CropBatch(images: imagePointers[i], count: batches[i].count, size: batches[i].size,
-                          masks: batches[i].masks == nil ? nil : maskPointers[i])
+                CropBatch(
+                    images: imagePointers[i], count: batches[i].count, size: batches[i].size,
+                    masks: batches[i].masks == nil ? nil : maskPointers[i])
             }
             try backbone.forward(crops, store: store, dropPath: dropPath)
             let count = backbone.tokenCount * backbone.layout.architecture.embedDim

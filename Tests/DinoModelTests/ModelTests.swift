@@ -12,7 +12,8 @@ import Testing
 
 @Suite("ViT backbone")
 struct ModelTests {
-    func official(_ arch: String, ffn: String = "mlp", imageSize: Int = 518, chunks: Int = 0) throws -> ParameterLayout {
+    func official(_ arch: String, ffn: String = "mlp", imageSize: Int = 518, chunks: Int = 0) throws -> ParameterLayout
+    {
         var student = StudentConfig()
         student.arch = try #require(Architecture(rawValue: arch))
         student.patchSize = 14
@@ -34,9 +35,12 @@ struct ModelTests {
         let layout = try official("vit_small")
         #expect(layout.entries.count == 175)
         let head = layout.entries.prefix(8).map { "\($0.name) \($0.shape)" }
-        #expect(head == ["cls_token [1, 1, 384]", "pos_embed [1, 1370, 384]", "mask_token [1, 384]",
-                         "patch_embed.proj.weight [384, 3, 14, 14]", "patch_embed.proj.bias [384]",
-                         "blocks.0.norm1.weight [384]", "blocks.0.norm1.bias [384]", "blocks.0.attn.qkv.weight [1152, 384]"])
+        #expect(
+            head == [
+                "cls_token [1, 1, 384]", "pos_embed [1, 1370, 384]", "mask_token [1, 384]",
+                "patch_embed.proj.weight [384, 3, 14, 14]", "patch_embed.proj.bias [384]",
+                "blocks.0.norm1.weight [384]", "blocks.0.norm1.bias [384]", "blocks.0.attn.qkv.weight [1152, 384]",
+            ])
         #expect(layout.entry(named: "blocks.11.mlp.fc2.weight")?.shape == [384, 1536])
         #expect(layout.entries.suffix(2).map(\.name) == ["norm.weight", "norm.bias"])
         #expect(layout.units.count == 14)  // embed, 12 blocks, norm
@@ -81,28 +85,38 @@ struct ModelTests {
 
     /// A tiny model: width 8, depth 2, 2 heads, patch 2, 2 registers, position embedding for 8 px.
     func tiny(_ feedForward: FeedForward = .mlp(hidden: 12), antialias: Bool = false) -> ParameterLayout {
-        var a = ViTArchitecture(embedDim: 8, depth: 2, heads: 2, patchSize: 2, feedForward: feedForward, registers: 2,
-                                imageSize: 8)
+        var a = ViTArchitecture(
+            embedDim: 8, depth: 2, heads: 2, patchSize: 2, feedForward: feedForward, registers: 2,
+            imageSize: 8)
         a.interpolateAntialias = antialias
         return ParameterLayout(a)
     }
 
     func tinyBatches(_ random: inout TestRandom) -> [TestBatch] {
-        [TestBatch(images: random.normals(4 * 3 * 8 * 8), count: 4, size: 8,
-                   masks: (0..<(4 * 16)).map { _ in Bool.random(using: &random) }),
-         TestBatch(images: random.normals(3 * 3 * 6 * 6), count: 3, size: 6, masks: nil)]
+        [
+            TestBatch(
+                images: random.normals(4 * 3 * 8 * 8), count: 4, size: 8,
+                masks: (0..<(4 * 16)).map { _ in Bool.random(using: &random) }),
+            TestBatch(images: random.normals(3 * 3 * 6 * 6), count: 3, size: 6, masks: nil),
+        ]
     }
 
     /// Random parameters of unit scale (the official init's LayerScale 1e-5 would hide the blocks).
     func randomize<T: KernelScalar>(_ store: LocalParameters<T>, _ random: inout TestRandom) {
         for entry in store.table.entries {
             let values = random.normals(entry.count, scale: 0.4)
-            store.setTensor(entry.name, values.map { entry.name.hasSuffix("norm1.weight") || entry.name.hasSuffix("norm2.weight") ? T(1 + $0 * 0.2) : T($0) })
+            store.setTensor(
+                entry.name,
+                values.map {
+                    entry.name.hasSuffix("norm1.weight") || entry.name.hasSuffix("norm2.weight")
+                        ? T(1 + $0 * 0.2) : T($0)
+                })
         }
     }
 
-    @Test("float64 backbone gradients equal finite differences (registers, masks, two crop sizes, stochastic depth)",
-          arguments: [("mlp", false), ("swiglu", true)])
+    @Test(
+        "float64 backbone gradients equal finite differences (registers, masks, two crop sizes, stochastic depth)",
+        arguments: [("mlp", false), ("swiglu", true)])
     func finiteDifferences(kind: String, antialias: Bool) throws {
         let layout = tiny(kind == "mlp" ? .mlp(hidden: 12) : .swiglu(hidden: 8), antialias: antialias)
         var random = TestRandom(seed: 17)
@@ -122,14 +136,16 @@ struct ModelTests {
                 let copy = LocalParameters<Double>(layout: layout)
                 for other in layout.entries { copy.setTensor(other.name, store.tensor(other.name) ?? []) }
                 copy.setTensor(entry.name, perturbed)
-                let out = try runBackbone(Backbone<Double>(layout: layout), store: copy, batches: batches, dropPath: dropPath)
+                let out = try runBackbone(
+                    Backbone<Double>(layout: layout), store: copy, batches: batches, dropPath: dropPath)
                 return dotProduct(out, weights)
             }
             #expect(error <= 1e-7, "\(entry.name): \(error)")
         }
         // Drop path really dropped something: with rate 0.5 some crops skip some branches.
         let full = try runBackbone(Backbone<Double>(layout: layout), store: store, batches: batches)
-        let dropped = try runBackbone(Backbone<Double>(layout: layout), store: store, batches: batches, dropPath: dropPath)
+        let dropped = try runBackbone(
+            Backbone<Double>(layout: layout), store: store, batches: batches, dropPath: dropPath)
         #expect(normwiseError(dropped, full) > 1e-3)
     }
 

@@ -17,9 +17,10 @@ struct ObjectiveTests {
         let targets: [Double] = [0.5, 0.3, 0.2, 0.2, 0.2, 0.6]
         var dGlobal = [Double](repeating: .nan, count: 6), dLocal = [Double](repeating: .nan, count: 3)
         var scratch = [Double](repeating: 0, count: 6)
-        let (local, global) = DinoLosses.clsLoss(dGlobal: &dGlobal, dLocal: &dLocal, studentGlobal: studentGlobal,
-                                                 studentLocal: studentLocal, teacherTargets: targets, images: 1,
-                                                 localCrops: 1, prototypes: 3, weight: 1, scratch: &scratch)
+        let (local, global) = DinoLosses.clsLoss(
+            dGlobal: &dGlobal, dLocal: &dLocal, studentGlobal: studentGlobal,
+            studentLocal: studentLocal, teacherTargets: targets, images: 1,
+            localCrops: 1, prototypes: 3, weight: 1, scratch: &scratch)
         // (H(q2, s1) + H(q1, s2)) / 4 and (H(q1, sl) + H(q2, sl)) / 4 with 4 = 2 + max(2 * 1, 1) terms.
         #expect(abs(global - 3.750_045_397_868_733_6) < 1e-12)
         #expect(abs(local - 3.000_045_397_868_733_6) < 1e-12)
@@ -29,8 +30,9 @@ struct ObjectiveTests {
     func patchLossByHand() {
         let student: [Double] = [0.3, -0.2, 0.5, 0.1, 0.4, -0.3], targets: [Double] = [0.6, 0.3, 0.1, 0.1, 0.1, 0.8]
         var d = [Double](repeating: .nan, count: 6), scratch = [Double](repeating: 0, count: 3)
-        let loss = DinoLosses.patchLoss(dStudent: &d, student: student, teacherTargets: targets, tokenWeights: [0.5, 0.5],
-                                        globalCrops: 2, prototypes: 3, weight: 1, scratch: &scratch)
+        let loss = DinoLosses.patchLoss(
+            dStudent: &d, student: student, teacherTargets: targets, tokenWeights: [0.5, 0.5],
+            globalCrops: 2, prototypes: 3, weight: 1, scratch: &scratch)
         #expect(abs(loss - 2.344_296_620_332_626_5) < 1e-12)
     }
 
@@ -43,8 +45,12 @@ struct ObjectiveTests {
         func softmaxRows(_ rows: Int) -> [Float] {
             var out = [Float](repeating: 0, count: rows * k)
             let raw = random.normals(rows * k, scale: 3).map { Float($0) }
-            raw.withUnsafeBufferPointer { r in out.withUnsafeMutableBufferPointer {
-                Softmax.forward(out: $0.baseAddress!, logits: r.baseAddress!, rows: rows, columns: k, temperature: 1) } }
+            raw.withUnsafeBufferPointer { r in
+                out.withUnsafeMutableBufferPointer {
+                    Softmax.forward(
+                        out: $0.baseAddress!, logits: r.baseAddress!, rows: rows, columns: k, temperature: 1)
+                }
+            }
             return out
         }
         let clsTargets = softmaxRows(2 * b), patchTargets = softmaxRows(tokens)
@@ -53,16 +59,22 @@ struct ObjectiveTests {
             var d = [Float](repeating: .nan, count: logits.count)
             var scratch = [Float](repeating: 0, count: Swift.max(2 * b * k, threads * k))
             var cls = (local: 0.0, global: 0.0), patch = 0.0
-            logits.withUnsafeBufferPointer { l in d.withUnsafeMutableBufferPointer { dp in scratch.withUnsafeMutableBufferPointer { sp in
-                let base = l.baseAddress!, dBase = dp.baseAddress!, clsRows = (2 + localCrops) * b
-                cls = DinoLosses.clsLoss(dGlobal: dBase, dLocal: dBase + 2 * b * k, studentGlobal: base,
-                                         studentLocal: base + 2 * b * k, teacherTargets: clsTargets, images: b,
-                                         localCrops: localCrops, prototypes: k, weight: 1, scratch: sp.baseAddress!,
-                                         threads: threads)
-                patch = DinoLosses.patchLoss(dStudent: dBase + clsRows * k, student: base + clsRows * k,
-                                             teacherTargets: patchTargets, tokenWeights: weights, globalCrops: 2 * b,
-                                             prototypes: k, weight: 1, scratch: sp.baseAddress!, threads: threads)
-            } } }
+            logits.withUnsafeBufferPointer { l in
+                d.withUnsafeMutableBufferPointer { dp in
+                    scratch.withUnsafeMutableBufferPointer { sp in
+                        let base = l.baseAddress!, dBase = dp.baseAddress!, clsRows = (2 + localCrops) * b
+                        cls = DinoLosses.clsLoss(
+                            dGlobal: dBase, dLocal: dBase + 2 * b * k, studentGlobal: base,
+                            studentLocal: base + 2 * b * k, teacherTargets: clsTargets, images: b,
+                            localCrops: localCrops, prototypes: k, weight: 1, scratch: sp.baseAddress!,
+                            threads: threads)
+                        patch = DinoLosses.patchLoss(
+                            dStudent: dBase + clsRows * k, student: base + clsRows * k,
+                            teacherTargets: patchTargets, tokenWeights: weights, globalCrops: 2 * b,
+                            prototypes: k, weight: 1, scratch: sp.baseAddress!, threads: threads)
+                    }
+                }
+            }
             return (cls.local, cls.global, patch, d.map(\.bitPattern))
         }
         let one = run(1), two = run(2)
@@ -77,16 +89,18 @@ struct ObjectiveTests {
         let loss = DinoLosses.koleo(dX: &dX, x: [1, 0, 0, 2, 1, 1], rows: 3, channels: 2, weight: 1)
         #expect(abs(loss - 0.267_399_987_661_178_06) < 1e-9)
         var dFloat = [Float](repeating: .nan, count: 6)
-        let duplicate = DinoLosses.koleo(dX: &dFloat, x: [Float]([0.3, 0.4, 0.3, 0.4, -1, 2]), rows: 3, channels: 2, weight: 1)
+        let duplicate = DinoLosses.koleo(
+            dX: &dFloat, x: [Float]([0.3, 0.4, 0.3, 0.4, -1, 2]), rows: 3, channels: 2, weight: 1)
         #expect(duplicate.isFinite && dFloat.allSatisfy { $0.isFinite })
         var random = TestRandom(seed: 12)
         let x = random.normals(5 * 4)
         var g = [Double](repeating: 0, count: x.count)
         _ = DinoLosses.koleo(dX: &g, x: x, rows: 5, channels: 4, weight: 0.1)
-        #expect(finiteDifferenceError(at: x, analytic: g) { probe in
-            var unused = [Double](repeating: 0, count: probe.count)
-            return DinoLosses.koleo(dX: &unused, x: probe, rows: 5, channels: 4, weight: 0.1)
-        } <= 1e-7)
+        #expect(
+            finiteDifferenceError(at: x, analytic: g) { probe in
+                var unused = [Double](repeating: 0, count: probe.count)
+                return DinoLosses.koleo(dX: &unused, x: probe, rows: 5, channels: 4, weight: 0.1)
+            } <= 1e-7)
     }
 
     @Test("DINO and iBOT losses through a head: float64 finite differences of head parameters and inputs")
@@ -109,34 +123,41 @@ struct ObjectiveTests {
             let logits = Array(UnsafeBufferPointer(start: head.output, count: rows * k))
             var d = [Double](repeating: 0, count: rows * k), scratch = [Double](repeating: 0, count: 2 * b * k)
             let (l, g) = d.withUnsafeMutableBufferPointer { dp in
-                DinoLosses.clsLoss(dGlobal: dp.baseAddress!, dLocal: dp.baseAddress! + 2 * b * k, studentGlobal: logits,
-                                   studentLocal: Array(logits[(2 * b * k)...]), teacherTargets: targets, images: b,
-                                   localCrops: local, prototypes: k, weight: 1, scratch: &scratch)
+                DinoLosses.clsLoss(
+                    dGlobal: dp.baseAddress!, dLocal: dp.baseAddress! + 2 * b * k, studentGlobal: logits,
+                    studentLocal: Array(logits[(2 * b * k)...]), teacherTargets: targets, images: b,
+                    localCrops: local, prototypes: k, weight: 1, scratch: &scratch)
             }
             // iBOT on two of the rows as masked tokens of one crop (weights 1/2), against the first targets.
             let ibot = d.withUnsafeMutableBufferPointer { dp -> Double in
                 var scratch = [Double](repeating: 0, count: k)
                 var dTokens = [Double](repeating: 0, count: 2 * k)
-                let loss = DinoLosses.patchLoss(dStudent: &dTokens, student: Array(logits[((rows - 2) * k)...]),
-                                                teacherTargets: Array(targets[0..<(2 * k)]), tokenWeights: [0.5, 0.5],
-                                                globalCrops: 2 * b, prototypes: k, weight: 0.8, scratch: &scratch)
+                let loss = DinoLosses.patchLoss(
+                    dStudent: &dTokens, student: Array(logits[((rows - 2) * k)...]),
+                    teacherTargets: Array(targets[0..<(2 * k)]), tokenWeights: [0.5, 0.5],
+                    globalCrops: 2 * b, prototypes: k, weight: 0.8, scratch: &scratch)
                 for i in 0..<(2 * k) { dp[(rows - 2) * k + i] += dTokens[i] }
                 return loss
             }
             var dInput = [Double](repeating: 0, count: input.count)
             if backward {
                 try d.withUnsafeBufferPointer { dp in
-                    try dInput.withUnsafeMutableBufferPointer { try head.backward(dp.baseAddress!, dInput: $0.baseAddress!, store: store) }
+                    try dInput.withUnsafeMutableBufferPointer {
+                        try head.backward(dp.baseAddress!, dInput: $0.baseAddress!, store: store)
+                    }
                 }
             }
             return (l + g + ibot, dInput)
         }
         let (_, dInput) = try loss(input, store, backward: true)
-        #expect(try finiteDifferenceError(at: input, analytic: dInput) { try loss($0, store, backward: false).0 } <= 1e-7)
+        #expect(
+            try finiteDifferenceError(at: input, analytic: dInput) { try loss($0, store, backward: false).0 } <= 1e-7)
         for entry in head.table.entries {
             let values = try #require(store.tensor(entry.name)), analytic = try #require(store.gradient(entry.name))
-            let error = try finiteDifferenceError(at: values, analytic: analytic,
-                                                  indices: Array(stride(from: 0, to: entry.count, by: max(1, entry.count / 8)))) {
+            let error = try finiteDifferenceError(
+                at: values, analytic: analytic,
+                indices: Array(stride(from: 0, to: entry.count, by: max(1, entry.count / 8)))
+            ) {
                 let copy = LocalParameters<Double>(table: head.table)
                 for other in head.table.entries { copy.setTensor(other.name, store.tensor(other.name) ?? []) }
                 copy.setTensor(entry.name, $0)
@@ -156,7 +177,8 @@ struct ObjectiveTests {
         #expect(abs(out[0] - 1 / (1 + exp(4.0))) < 1e-15)  // center 0: softmax([2, 6])
         try center.recordBatch(logits, rows: 2, rankMean: false, reducer: reducer)
         TeacherTargets.centered(out: &out, logits: logits, rows: 2, prototypes: 2, temperature: 0.5, center: center)
-        #expect(abs(center.values.base[0] - 0.2) < 1e-15 && abs(center.values.base[1] - 0.4) < 1e-15)  // 0.9 * 0 + 0.1 * [2, 4]
+        // The center: 0.9 * 0 + 0.1 * [2, 4].
+        #expect(abs(center.values.base[0] - 0.2) < 1e-15 && abs(center.values.base[1] - 0.4) < 1e-15)
         #expect(abs(out[0] - 1 / (1 + exp((3 - 0.4 - 1 + 0.2) / 0.5))) < 1e-15)
     }
 
@@ -184,23 +206,27 @@ struct ObjectiveTests {
         let n = 12, k = 9
         let t = random.normals(n * k)
         var out = [Double](repeating: 0, count: n * k), scratch = [Double](repeating: 0, count: k)
-        try TeacherTargets.sinkhornKnopp(out: &out, logits: t, rows: n, prototypes: k, temperature: 0.07, totalRows: n,
-                                         reducer: LocalRowReducer(), scratch: &scratch)
+        try TeacherTargets.sinkhornKnopp(
+            out: &out, logits: t, rows: n, prototypes: k, temperature: 0.07, totalRows: n,
+            reducer: LocalRowReducer(), scratch: &scratch)
         #expect(normwiseError(out, referenceSinkhorn(t, rows: n, k: k, temperature: 0.07)) <= 1e-12)
         for r in 0..<n { #expect(abs(out[(r * k)..<((r + 1) * k)].reduce(0, +) - 1) < 1e-12) }
         // Run to convergence, both marginals reach the transport polytope's: rows 1, prototypes n / k.
-        try TeacherTargets.sinkhornKnopp(out: &out, logits: t, rows: n, prototypes: k, temperature: 1, totalRows: n,
-                                         iterations: 300, reducer: LocalRowReducer(), scratch: &scratch)
+        try TeacherTargets.sinkhornKnopp(
+            out: &out, logits: t, rows: n, prototypes: k, temperature: 1, totalRows: n,
+            iterations: 300, reducer: LocalRowReducer(), scratch: &scratch)
         for c in 0..<k { #expect(abs((0..<n).reduce(0.0) { $0 + out[$1 * k + c] } - Double(n) / Double(k)) < 1e-9) }
         for r in 0..<n { #expect(abs(out[(r * k)..<((r + 1) * k)].reduce(0, +) - 1) < 1e-12) }
     }
 
-    @Test("masks: every rank's slice of the global plan gets half its crops masked and an even share of the ratio strata")
+    @Test(
+        "masks: every rank's slice of the global plan gets half its crops masked and an even share of the ratio strata")
     func maskBalance() {
         let grid = 16, patches = 256, images = 64
         for iteration in 0..<20 {
-            let plan = MaskPlan(seed: 3, iteration: UInt64(iteration), globalImages: images, grid: grid, probability: 0.5,
-                                ratioRange: [0.1, 0.5])
+            let plan = MaskPlan(
+                seed: 3, iteration: UInt64(iteration), globalImages: images, grid: grid, probability: 0.5,
+                ratioRange: [0.1, 0.5])
             for ranks in [2, 4, 8, 16] {
                 let b = images / ranks
                 var tokens: [Int] = []
@@ -213,19 +239,23 @@ struct ObjectiveTests {
                 // Strata in mirrored pairs: a rank's b masked crops carry the same strata sum as any other's,
                 // so totals differ only by the draw inside each stratum (< one stratum width, 0.4 N / 64
                 // tokens, plus 1 for the rounding down, per crop).
-                #expect(Double(tokens.max()! - tokens.min()!) <= Double(b) * (0.4 * Double(patches) / 64 + 1),
-                        "\(ranks) ranks: \(tokens)")
+                #expect(
+                    Double(tokens.max()! - tokens.min()!) <= Double(b) * (0.4 * Double(patches) / 64 + 1),
+                    "\(ranks) ranks: \(tokens)")
             }
         }
     }
 
-    @Test("masks: over 10,000 crops the counts stay in the official range, half the crops are masked, blocks within limits")
+    @Test(
+        "masks: over 10,000 crops the counts stay in the official range, half the crops masked, blocks within limits"
+    )
     func masks() {
         let grid = 16, patches = 256
         var masked = 0, total = 0
         for iteration in 0..<50 {
-            let plan = MaskPlan(seed: 1, iteration: UInt64(iteration), globalImages: 100, grid: grid, probability: 0.5,
-                                ratioRange: [0.1, 0.5])
+            let plan = MaskPlan(
+                seed: 1, iteration: UInt64(iteration), globalImages: 100, grid: grid, probability: 0.5,
+                ratioRange: [0.1, 0.5])
             #expect(plan.targets.filter { $0 > 0 }.count == 100)  // exactly half of 200 global crops
             for crop in 0..<200 {
                 let target = plan.targets[crop]
@@ -248,7 +278,9 @@ struct ObjectiveTests {
         let plan = MaskPlan(seed: 2, iteration: 3, globalImages: 8, grid: 4, probability: 0.5, ratioRange: [0.1, 0.5])
         let whole = plan.masks(firstImage: 0, count: 8)
         let halves = plan.masks(firstImage: 0, count: 4) + plan.masks(firstImage: 4, count: 4)
-        let rowsOf = { (m: [Bool], view: Int, image: Int, count: Int) in Array(m[((view * count + image) * 16)..<((view * count + image + 1) * 16)]) }
+        let rowsOf = { (m: [Bool], view: Int, image: Int, count: Int) in
+            Array(m[((view * count + image) * 16)..<((view * count + image + 1) * 16)])
+        }
         #expect(rowsOf(whole, 1, 5, 8) == rowsOf(Array(halves[128...]), 1, 1, 4))
     }
 }

@@ -44,8 +44,10 @@ public enum TestPaths {
 /// Runs child processes with a time limit.
 public enum ProcessRunner {
     /// Runs `executable` with `arguments` in the package root and waits at most `timeout` seconds.
-    public static func run(_ executable: URL, _ arguments: [String], environment: [String: String] = [:],
-                           timeout: Double = 300) throws -> ProcessResult {
+    public static func run(
+        _ executable: URL, _ arguments: [String], environment: [String: String] = [:],
+        timeout: Double = 300
+    ) throws -> ProcessResult {
         let scratch = try TestPaths.temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: scratch) }
         let outURL = scratch.appendingPathComponent("stdout")
@@ -109,7 +111,8 @@ public enum ProcessRunner {
 
     /// Runs the built `dinov2-fsdp` on `ranks` ranks through Launch/mpirun.sh.
     public static func mpirun(ranks: Int, _ arguments: [String], timeout: Double = 300) throws -> ProcessResult {
-        try run(URL(fileURLWithPath: "/bin/bash"),
+        try run(
+            URL(fileURLWithPath: "/bin/bash"),
             [TestPaths.mpirunWrapper.path, "-n", String(ranks), TestPaths.executable.path] + arguments,
             timeout: timeout)
     }

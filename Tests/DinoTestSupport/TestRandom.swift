@@ -28,9 +28,9 @@ public struct TestRandom: RandomNumberGenerator {
 }
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #elseif canImport(Darwin)
-import Darwin
+    import Darwin
 #endif
 
 /// Normwise error of `value` against `reference`: max |difference| / max |reference|.
@@ -49,8 +49,10 @@ public func normwiseError<A: BinaryFloatingPoint>(_ value: [A], _ reference: [Do
 /// max(1, |analytic|). `floor` = 4 |loss| 2^-52 / epsilon is the rounding noise of the difference
 /// quotient itself, so the measure stays meaningful when the loss sums many terms; truncation error
 /// is ~epsilon^2 times the third derivative, ~1e-12 for these smooth functions.
-public func finiteDifferenceError(at x: [Double], analytic: [Double], indices: [Int]? = nil,
-                                  epsilon: Double = 1e-6, _ loss: ([Double]) throws -> Double) rethrows -> Double {
+public func finiteDifferenceError(
+    at x: [Double], analytic: [Double], indices: [Int]? = nil,
+    epsilon: Double = 1e-6, _ loss: ([Double]) throws -> Double
+) rethrows -> Double {
     precondition(x.count == analytic.count, "gradient and input sizes differ")
     var worst = 0.0
     for i in indices ?? Array(x.indices) {

@@ -2,6 +2,7 @@
 // separable clusters, and reproducibility from the seed.
 
 import DinoCore
+import DinoEval
 import DinoTestSupport
 import DinoTraining
 import Foundation
@@ -29,8 +30,9 @@ struct LinearProbeTests {
         let (c, f) = (3, 5)
         let (features, labels) = clusters(classes: c, perClass: 4, dimension: f, seed: 7)
         let n = labels.count, lr = 0.3
-        let (classifier, _) = LinearProbe.train(features: features, labels: labels, dimension: f, classes: c,
-                                                learningRate: lr, epochs: 1, batch: n, seed: 11)
+        let (classifier, _) = LinearProbe.train(
+            features: features, labels: labels, dimension: f, classes: c,
+            learningRate: lr, epochs: 1, batch: n, seed: 11)
         // The documented initialisation: W ~ 0.01 N(0, 1) from the probe's stream, b = 0.
         let stream = RandomStream(seed: 11, purpose: .linearProbe, 0)
         let w0 = (0..<(c * f)).map { Double(Float(0.01 * stream.normal(UInt64($0)))) }
@@ -54,17 +56,20 @@ struct LinearProbeTests {
     func separable() {
         let (train, trainLabels) = clusters(classes: 4, perClass: 32, dimension: 8, seed: 1)
         let (val, valLabels) = clusters(classes: 4, perClass: 16, dimension: 8, seed: 2)
-        let (a, lossA) = LinearProbe.train(features: train, labels: trainLabels, dimension: 8, classes: 4,
-                                           learningRate: 0.05, epochs: 20, batch: 16, seed: 3)
-        let (b, lossB) = LinearProbe.train(features: train, labels: trainLabels, dimension: 8, classes: 4,
-                                           learningRate: 0.05, epochs: 20, batch: 16, seed: 3)
+        let (a, lossA) = LinearProbe.train(
+            features: train, labels: trainLabels, dimension: 8, classes: 4,
+            learningRate: 0.05, epochs: 20, batch: 16, seed: 3)
+        let (b, lossB) = LinearProbe.train(
+            features: train, labels: trainLabels, dimension: 8, classes: 4,
+            learningRate: 0.05, epochs: 20, batch: 16, seed: 3)
         // Means 3 sqrt(2) apart with noise 0.5: the Bayes error is far below 1 %.
         #expect(LinearProbe.accuracy(a, features: val, labels: valLabels).top1 >= 95)
         #expect(lossA < 0.3)
         #expect(a.weight == b.weight && lossA == lossB)
         // An untrained (zero learning rate) classifier is near chance on the same data.
-        let (untrained, _) = LinearProbe.train(features: train, labels: trainLabels, dimension: 8, classes: 4,
-                                               learningRate: 0, epochs: 1, batch: 16, seed: 3)
+        let (untrained, _) = LinearProbe.train(
+            features: train, labels: trainLabels, dimension: 8, classes: 4,
+            learningRate: 0, epochs: 1, batch: 16, seed: 3)
         #expect(LinearProbe.accuracy(untrained, features: val, labels: valLabels).top1 < 60)
     }
 }

@@ -20,8 +20,10 @@ import Testing
 struct OfficialParityTests {
     static let fixture = TestPaths.packageRoot
         .appendingPathComponent("Tests/DinoTrainingTests/Fixtures/official_parity.h5").path
-    static let variants = ["centering_mlp", "sinkhorn_mlp", "centering_swiglu_registers_separate",
-                           "sinkhorn_swiglu_registers"]
+    static let variants = [
+        "centering_mlp", "sinkhorn_mlp", "centering_swiglu_registers_separate",
+        "sinkhorn_swiglu_registers",
+    ]
 
     @Test("schedules, losses, gradients and parameters after 3 steps within 1e-4", arguments: variants)
     func threeSteps(variant: String) throws {
@@ -41,23 +43,28 @@ struct OfficialParityTests {
             // Our schedules from the config keys against train.build_schedulers' values.
             let ours = model.schedules.values(at: step)
             let official = Array(schedule[(step * 5)..<(step * 5 + 5)])
-            for (name, mine, theirs) in [("lr", ours.lr, official[0]), ("last-layer lr", ours.lastLayerLR, official[1]),
-                                         ("weight decay", ours.weightDecay, official[2]),
-                                         ("momentum", ours.momentum, official[3]),
-                                         ("teacher temperature", ours.teacherTemperature, official[4])] {
-                #expect(abs(mine - theirs) <= 1e-12 * max(1, abs(theirs)), "step \(step + 1) \(name): \(mine) vs \(theirs)")
+            for (name, mine, theirs) in [
+                ("lr", ours.lr, official[0]), ("last-layer lr", ours.lastLayerLR, official[1]),
+                ("weight decay", ours.weightDecay, official[2]),
+                ("momentum", ours.momentum, official[3]),
+                ("teacher temperature", ours.teacherTemperature, official[4]),
+            ] {
+                #expect(
+                    abs(mine - theirs) <= 1e-12 * max(1, abs(theirs)), "step \(step + 1) \(name): \(mine) vs \(theirs)")
             }
             let losses = try globalCrops.withUnsafeBufferPointer { g in
                 try localCrops.withUnsafeBufferPointer { l in
-                    try model.step(iteration: step, globalImages: g.baseAddress!, localImages: l.baseAddress!,
-                                   masks: masks, images: images)
+                    try model.step(
+                        iteration: step, globalImages: g.baseAddress!, localImages: l.baseAddress!,
+                        masks: masks, images: images)
                 }
             }
             let got = [losses.dinoLocal, losses.dinoGlobal, losses.ibot, losses.koleo]
             for (i, name) in ["dino local", "dino global", "ibot", "koleo"].enumerated() {
                 let expected = expectedLosses[step * 4 + i]
-                #expect(abs(got[i] - expected) <= 1e-4 * max(abs(expected), 1e-2),
-                        "\(variant) step \(step + 1) \(name): \(got[i]) vs \(expected)")
+                #expect(
+                    abs(got[i] - expected) <= 1e-4 * max(abs(expected), 1e-2),
+                    "\(variant) step \(step + 1) \(name): \(got[i]) vs \(expected)")
             }
             if step == 0 {
                 for part in model.parts {

@@ -2,6 +2,7 @@
 // convention and orthonormality, and the RGB scaling of the pictures.
 
 import DinoCore
+import DinoEval
 import DinoTestSupport
 import DinoTraining
 import Foundation
@@ -17,7 +18,10 @@ struct PatchPCATests {
         var axes: [[Double]] = []
         while axes.count < 3 {
             var v = random.normals(d)
-            for a in axes { let dot = zip(v, a).reduce(0) { $0 + $1.0 * $1.1 }; v = zip(v, a).map { $0 - dot * $1 } }
+            for a in axes {
+                let dot = zip(v, a).reduce(0) { $0 + $1.0 * $1.1 }
+                v = zip(v, a).map { $0 - dot * $1 }
+            }
             let norm = v.reduce(0) { $0 + $1 * $1 }.squareRoot()
             axes.append(v.map { $0 / norm })
         }
@@ -25,7 +29,9 @@ struct PatchPCATests {
         var tokens: [Float] = []
         for _ in 0..<rows {
             let z = random.normals(3), noise = random.normals(d, scale: 0.1)
-            tokens += (0..<d).map { c in Float(1.5 + noise[c] + (0..<3).reduce(0.0) { $0 + scales[$1] * z[$1] * axes[$1][c] }) }
+            tokens += (0..<d).map { c in
+                Float(1.5 + noise[c] + (0..<3).reduce(0.0) { $0 + scales[$1] * z[$1] * axes[$1][c] })
+            }
         }
         let pca = PatchPCA(tokens: tokens, rows: rows, dimension: d, count: 3)
         for k in 0..<3 {
@@ -46,8 +52,10 @@ struct PatchPCATests {
     @Test("pictures scale each component to 0...255 over all images and paint patches as blocks")
     func pictures() {
         // 2 images of a 2x2 grid; component values chosen so the extremes are known.
-        let projections: [Double] = [0, 10, -1, 1, 20, -1, 2, 30, -1, 3, 40, -1,
-                                     4, 50, -1, 5, 60, -1, 6, 70, -1, 8, 80, -1]
+        let projections: [Double] = [
+            0, 10, -1, 1, 20, -1, 2, 30, -1, 3, 40, -1,
+            4, 50, -1, 5, 60, -1, 6, 70, -1, 8, 80, -1,
+        ]
         let images = PatchPCA.pictures(projections: projections, images: 2, grid: 2, scale: 3)
         #expect(images.count == 2 && images[0].width == 6 && images[0].height == 6)
         #expect(Array(images[0].pixels[0..<3]) == [0, 0, 128])  // min of components 1, 2; constant 3rd -> mid
@@ -66,10 +74,14 @@ struct PatchPCATests {
         var tokens: [Float] = []
         for r in 0..<rows {
             var v = random.normals(d, scale: 0.3)
-            if planted[r] { v[0] += 4; v[1] += random.normal() * 2 }
+            if planted[r] {
+                v[0] += 4
+                v[1] += random.normal() * 2
+            }
             tokens += v.map(Float.init)
         }
-        let (pictures, mask) = PatchPCA.foregroundPictures(tokens: tokens, images: images, grid: grid, dimension: d, scale: 2)
+        let (pictures, mask) = PatchPCA.foregroundPictures(
+            tokens: tokens, images: images, grid: grid, dimension: d, scale: 2)
         #expect(mask == planted)
         #expect(pictures.count == 2 && pictures[0].width == 8)
         // Patch (0, 1) of image 0 is background: black; patch (0, 0) is foreground: coloured.

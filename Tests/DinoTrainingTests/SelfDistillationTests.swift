@@ -13,10 +13,14 @@ import Testing
 struct SelfDistillationTests {
     @Test("separate iBOT head, drop path and official init: finite losses, every part learns, loss goes down")
     func separateHead() throws {
-        let config = try ConfigLoader.load(file: TestPaths.packageRoot.appendingPathComponent("Configs/tests/tiny.yaml").path,
-                                           overrides: ["ibot.separate_head=true", "student.drop_path_rate=0.3",
-                                                       "optim.base_lr=0.05", "optim.warmup_epochs=0"])
-            .resolved(worldSize: 1)
+        let config = try ConfigLoader.load(
+            file: TestPaths.packageRoot.appendingPathComponent("Configs/tests/tiny.yaml").path,
+            overrides: [
+                "ibot.separate_head=true", "student.drop_path_rate=0.3",
+                "optim.base_lr=0.05", "optim.warmup_epochs=0",
+            ]
+        )
+        .resolved(worldSize: 1)
         let model = try SelfDistillation(config: config, communicator: SingleProcessCommunicator(), seed: 5)
         #expect(model.parts.map(\.name) == ["backbone", "dino_head", "ibot_head"])
         var random = TestRandom(seed: 3)
@@ -28,12 +32,14 @@ struct SelfDistillationTests {
         masks[2] = true
         masks[4 * 3] = true
         var totals: [Double] = []
-        let before = try model.parts.map { part in try part.table.entries.map { try part.student.gatherTensor($0.name) } }
+        let before = try model.parts.map { part in try part.table.entries.map { try part.student.gatherTensor($0.name) }
+        }
         for iteration in 0..<6 {
             let losses = try global.withUnsafeBufferPointer { g in
                 try local.withUnsafeBufferPointer { l in
-                    try model.step(iteration: iteration, globalImages: g.baseAddress!, localImages: l.baseAddress!,
-                                   masks: masks, images: b)
+                    try model.step(
+                        iteration: iteration, globalImages: g.baseAddress!, localImages: l.baseAddress!,
+                        masks: masks, images: b)
                 }
             }
             #expect(losses.total.isFinite && losses.ibot > 0 && losses.koleo.isFinite)
@@ -49,9 +55,11 @@ struct SelfDistillationTests {
     @Test("teacher CLS spread: near 0 with LayerScale 1e-5 at initialisation, of order 1 with LayerScale 1")
     func clsSpread() throws {
         func spread(_ layerscale: String) throws -> Double {
-            let config = try ConfigLoader.load(file: TestPaths.packageRoot.appendingPathComponent("Configs/tests/tiny.yaml").path,
-                                               overrides: ["student.layerscale=\(layerscale)", "train.batch_size_per_gpu=4"])
-                .resolved(worldSize: 1)
+            let config = try ConfigLoader.load(
+                file: TestPaths.packageRoot.appendingPathComponent("Configs/tests/tiny.yaml").path,
+                overrides: ["student.layerscale=\(layerscale)", "train.batch_size_per_gpu=4"]
+            )
+            .resolved(worldSize: 1)
             let model = try SelfDistillation(config: config, communicator: SingleProcessCommunicator(), seed: 5)
             var random = TestRandom(seed: 3)
             let b = config.train.batchSizePerRank
@@ -59,8 +67,9 @@ struct SelfDistillationTests {
             let local = random.normals(config.crops.localCropsNumber * b * 3 * 14 * 14).map { Float($0) }
             _ = try global.withUnsafeBufferPointer { g in
                 try local.withUnsafeBufferPointer { l in
-                    try model.step(iteration: 0, globalImages: g.baseAddress!, localImages: l.baseAddress!,
-                                   masks: [Bool](repeating: false, count: 2 * b * 4), images: b)
+                    try model.step(
+                        iteration: 0, globalImages: g.baseAddress!, localImages: l.baseAddress!,
+                        masks: [Bool](repeating: false, count: 2 * b * 4), images: b)
                 }
             }
             let statistics = try model.targetStatistics()
@@ -76,34 +85,41 @@ struct SelfDistillationTests {
 
     @Test("a non-finite loss stops the step before any parameter changes, naming the term and iteration")
     func nonFinite() throws {
-        let config = try ConfigLoader.load(file: TestPaths.packageRoot.appendingPathComponent("Configs/tests/tiny.yaml").path)
-            .resolved(worldSize: 1)
+        let config = try ConfigLoader.load(
+            file: TestPaths.packageRoot.appendingPathComponent("Configs/tests/tiny.yaml").path
+        )
+        .resolved(worldSize: 1)
         let model = try SelfDistillation(config: config, communicator: SingleProcessCommunicator(), seed: 1)
         let b = config.train.batchSizePerRank
         var global = [Float](repeating: 0.1, count: 2 * b * 3 * 28 * 28)
         global[5] = .nan
         let local = [Float](repeating: 0.1, count: config.crops.localCropsNumber * b * 3 * 14 * 14)
-        let before = try model.parts.map { part in try part.table.entries.map { try part.student.gatherTensor($0.name) } }
+        let before = try model.parts.map { part in try part.table.entries.map { try part.student.gatherTensor($0.name) }
+        }
         do {
             _ = try global.withUnsafeBufferPointer { g in
                 try local.withUnsafeBufferPointer { l in
-                    try model.step(iteration: 7, globalImages: g.baseAddress!, localImages: l.baseAddress!,
-                                   masks: [Bool](repeating: false, count: 2 * b * 4), images: b)
+                    try model.step(
+                        iteration: 7, globalImages: g.baseAddress!, localImages: l.baseAddress!,
+                        masks: [Bool](repeating: false, count: 2 * b * 4), images: b)
                 }
             }
             Issue.record("a NaN input did not stop the step")
         } catch let error as TrainingError {
             #expect("\(error)".contains("iteration 7") && "\(error)".contains("loss"), "\(error)")
         }
-        let after = try model.parts.map { part in try part.table.entries.map { try part.student.gatherTensor($0.name) } }
+        let after = try model.parts.map { part in try part.table.entries.map { try part.student.gatherTensor($0.name) }
+        }
         #expect(before == after)
     }
 
     @Test("bf16 all-gathers: units reach compute rounded to bfloat16, master shards stay float32, one step stays close")
     func bf16() throws {
         func model(_ dtype: String) throws -> SelfDistillation {
-            let config = try ConfigLoader.load(file: TestPaths.packageRoot.appendingPathComponent("Configs/tests/tiny.yaml").path,
-                                               overrides: ["fsdp.allgather_dtype=\(dtype)"]).resolved(worldSize: 1)
+            let config = try ConfigLoader.load(
+                file: TestPaths.packageRoot.appendingPathComponent("Configs/tests/tiny.yaml").path,
+                overrides: ["fsdp.allgather_dtype=\(dtype)"]
+            ).resolved(worldSize: 1)
             return try SelfDistillation(config: config, communicator: SingleProcessCommunicator(), seed: 1)
         }
         let half = try model("bf16"), full = try model("fp32")
@@ -120,9 +136,12 @@ struct SelfDistillationTests {
         }
         try store.endStep()
         // Rounding moves some parameters (the official init is not bf16-exact).
-        #expect(store.table.units.indices.contains { unit in
-            (0..<store.table.units[unit].count).contains { BFloat16.rounded(store.parametersShard[unit][$0]) != store.parametersShard[unit][$0] }
-        })
+        #expect(
+            store.table.units.indices.contains { unit in
+                (0..<store.table.units[unit].count).contains {
+                    BFloat16.rounded(store.parametersShard[unit][$0]) != store.parametersShard[unit][$0]
+                }
+            })
         var random = TestRandom(seed: 3)
         let b = half.config.train.batchSizePerRank
         let global = random.normals(2 * b * 3 * 28 * 28).map { Float($0) }
@@ -131,7 +150,9 @@ struct SelfDistillationTests {
         func step(_ m: SelfDistillation) throws -> Double {
             try global.withUnsafeBufferPointer { g in
                 try local.withUnsafeBufferPointer { l in
-                    try m.step(iteration: 0, globalImages: g.baseAddress!, localImages: l.baseAddress!, masks: masks, images: b).total
+                    try m.step(
+                        iteration: 0, globalImages: g.baseAddress!, localImages: l.baseAddress!, masks: masks, images: b
+                    ).total
                 }
             }
         }
@@ -145,8 +166,10 @@ struct SelfDistillationTests {
 struct FLOPCountTests {
     @Test("stepFLOPs equals a GEMM-by-GEMM count for the tiny config")
     func tiny() throws {
-        let config = try ConfigLoader.load(file: TestPaths.packageRoot.appendingPathComponent("Configs/tests/tiny.yaml").path)
-            .resolved(worldSize: 1)
+        let config = try ConfigLoader.load(
+            file: TestPaths.packageRoot.appendingPathComponent("Configs/tests/tiny.yaml").path
+        )
+        .resolved(worldSize: 1)
         let model = try SelfDistillation(config: config, communicator: SingleProcessCommunicator(), seed: 0)
         let b = 2, masked = 3
         let d = 32.0, hidden = 128.0, depth = 2.0, patchInputs = 3.0 * 14 * 14
@@ -162,10 +185,10 @@ struct FLOPCountTests {
         for (crop, count) in [(global, 2.0 * Double(b)), (local, 2.0 * Double(b))] {
             expected += count * (3 * crop.gemm + 3.5 * crop.attention + 2 * crop.patch)  // student forward + backward
         }
-        expected += 2 * Double(b) * (global.gemm + global.attention + global.patch)     // teacher forward
+        expected += 2 * Double(b) * (global.gemm + global.attention + global.patch)  // teacher forward
         let headRow = 2 * (d * 32 + 32 * 32 + 32 * 16 + 16 * 64)
-        expected += 3 * headRow * Double(2 * b + 2 * b + masked)                        // student head rows
-        expected += headRow * Double(2 * b + masked)                                    // teacher head rows
+        expected += 3 * headRow * Double(2 * b + 2 * b + masked)  // student head rows
+        expected += headRow * Double(2 * b + masked)  // teacher head rows
         #expect(abs(model.stepFLOPs(images: b, maskedTokens: masked) - expected) <= 1e-9 * expected)
     }
 }

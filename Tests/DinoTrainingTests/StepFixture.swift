@@ -36,12 +36,15 @@ struct StepFixture {
                 left += keep.filter { !$0 }.count
                 let student = try doubles("final_student/\(part.name)/\(entry.name)")
                 let teacher = try doubles("final_teacher/\(part.name)/\(entry.name)")
-                let studentError = normwiseError(kept(try part.student.gatherTensor(entry.name), keep), kept(student, keep))
-                let teacherError = normwiseError(kept(try part.teacher.gatherTensor(entry.name), keep), kept(teacher, keep))
+                let studentError = normwiseError(
+                    kept(try part.student.gatherTensor(entry.name), keep), kept(student, keep))
+                let teacherError = normwiseError(
+                    kept(try part.teacher.gatherTensor(entry.name), keep), kept(teacher, keep))
                 #expect(studentError <= 1e-4, "\(group) student \(part.name) \(entry.name): \(studentError)")
                 #expect(teacherError <= 1e-4, "\(group) teacher \(part.name) \(entry.name): \(teacherError)")
             }
         }
-        #expect(Double(left) <= 0.05 * Double(compared + left), "\(group): \(left) of \(compared + left) entries left out")
+        #expect(
+            Double(left) <= 0.05 * Double(compared + left), "\(group): \(left) of \(compared + left) entries left out")
     }
 }

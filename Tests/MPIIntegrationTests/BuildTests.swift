@@ -9,9 +9,12 @@ private let hostHasAVX512 = ((try? String(contentsOfFile: "/proc/cpuinfo", encod
 
 @Suite("build")
 struct BuildTests {
-    @Test("SIMD kernels use zmm registers on AVX-512 hosts", .enabled(if: hostHasAVX512 && FileManager.default.isExecutableFile(atPath: "/usr/bin/objdump")))
+    @Test(
+        "SIMD kernels use zmm registers on AVX-512 hosts",
+        .enabled(if: hostHasAVX512 && FileManager.default.isExecutableFile(atPath: "/usr/bin/objdump")))
     func zmm() throws {
-        let result = try ProcessRunner.run(URL(fileURLWithPath: "/bin/bash"),
+        let result = try ProcessRunner.run(
+            URL(fileURLWithPath: "/bin/bash"),
             [TestPaths.packageRoot.appendingPathComponent("Benchmarks/check-simd.sh").path, TestPaths.executable.path])
         #expect(result.status == 0, "\(result.stdout)\n\(result.stderr)")
     }

@@ -58,7 +58,9 @@ struct CLITests {
         #expect(occurrences == 1, "\(result.stderr)")
     }
 
-    @Test("every subcommand has help", arguments: ["train", "bench", "eval", "embed", "pca", "checkpoint", "data", "config", "selftest"])
+    @Test(
+        "every subcommand has help",
+        arguments: ["train", "bench", "eval", "embed", "pca", "checkpoint", "data", "config", "selftest"])
     func help(command: String) throws {
         let result = try ProcessRunner.dinov2([command, "--help"])
         #expect(result.status == 0)
@@ -70,8 +72,9 @@ struct CLITests {
         let folder = try TestPaths.temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: folder) }
         let json = folder.appendingPathComponent("kernels.json")
-        let result = try ProcessRunner.dinov2(["bench", "kernels", "--images", "1", "--repeats", "1", "--json", json.path],
-                                              timeout: 240)
+        let result = try ProcessRunner.dinov2(
+            ["bench", "kernels", "--images", "1", "--repeats", "1", "--json", json.path],
+            timeout: 240)
         #expect(result.status == 0, "\(result.stderr)")
         let records = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: json)) as? [[String: Any]])
         let names = records.compactMap { $0["name"] as? String }
@@ -91,13 +94,19 @@ struct CLITests {
         let folder = try TestPaths.temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: folder) }
         let json = folder.appendingPathComponent("step.json")
-        let result = try ProcessRunner.mpirun(ranks: 2, ["bench", "step", "--config", "Configs/tests/tiny.yaml", "--steps", "2",
-                                                         "--warmup", "1", "--json", json.path], timeout: 240)
+        let result = try ProcessRunner.mpirun(
+            ranks: 2,
+            [
+                "bench", "step", "--config", "Configs/tests/tiny.yaml", "--steps", "2",
+                "--warmup", "1", "--json", json.path,
+            ], timeout: 240)
         #expect(result.status == 0, "\(result.stdout)\n\(result.stderr)")
         let report = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: json)) as? [String: Any])
-        for key in ["images_per_sec", "images_per_sec_per_rank", "tokens_per_sec", "model_gflops_per_sec", "mfu",
-                    "sgemm_peak_gflops", "time_compute", "time_comm_total", "time_comm_exposed", "time_data_wait",
-                    "time_optimizer", "time_ema", "max_rss_bytes", "world_size", "config"] {
+        for key in [
+            "images_per_sec", "images_per_sec_per_rank", "tokens_per_sec", "model_gflops_per_sec", "mfu",
+            "sgemm_peak_gflops", "time_compute", "time_comm_total", "time_comm_exposed", "time_data_wait",
+            "time_optimizer", "time_ema", "max_rss_bytes", "world_size", "config",
+        ] {
             #expect(report[key] != nil, "missing \(key)")
         }
         #expect(report["world_size"] as? Int == 2)
@@ -105,26 +114,36 @@ struct CLITests {
         #expect((report["config"] as? String ?? "").contains("batch_size_per_gpu: 2"))
     }
 
-    @Test("bench step --data trains on real images (data wait measured); scaling-report turns step reports into CSV and SVG")
+    @Test(
+        "bench step --data trains on real images (data wait measured); scaling-report makes CSV and SVG of them"
+    )
     func benchStepDataAndScalingReport() throws {
         let folder = try TestPaths.temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: folder) }
-        let synth = try ProcessRunner.dinov2(["data", "synth", "--output", folder.path + "/images", "--classes", "4",
-                                              "--per-class", "4", "--val-per-class", "0", "--size", "48", "--jpeg"])
+        let synth = try ProcessRunner.dinov2([
+            "data", "synth", "--output", folder.path + "/images", "--classes", "4",
+            "--per-class", "4", "--val-per-class", "0", "--size", "48", "--jpeg",
+        ])
         try #require(synth.status == 0, "\(synth.stderr)")
         let sweep = folder.appendingPathComponent("sweep").path
         try FileManager.default.createDirectory(atPath: sweep, withIntermediateDirectories: true)
         for ranks in [1, 2] {
-            let arguments = ["bench", "step", "--config", "Configs/tests/tiny.yaml", "--steps", "2", "--warmup", "1",
-                             "--data", folder.path + "/images/train", "--json", sweep + "/weak-FULL_SHARD-\(ranks).json"]
-            let result = ranks == 1 ? try ProcessRunner.dinov2(arguments, timeout: 240)
+            let arguments = [
+                "bench", "step", "--config", "Configs/tests/tiny.yaml", "--steps", "2", "--warmup", "1",
+                "--data", folder.path + "/images/train", "--json", sweep + "/weak-FULL_SHARD-\(ranks).json",
+            ]
+            let result =
+                ranks == 1
+                ? try ProcessRunner.dinov2(arguments, timeout: 240)
                 : try ProcessRunner.mpirun(ranks: ranks, arguments, timeout: 240)
             #expect(result.status == 0 && result.stdout.contains("data wait"), "\(result.stdout)\n\(result.stderr)")
         }
-        let two = try #require(try JSONSerialization.jsonObject(
-            with: Data(contentsOf: URL(fileURLWithPath: sweep + "/weak-FULL_SHARD-2.json"))) as? [String: Any])
-        let one = try #require(try JSONSerialization.jsonObject(
-            with: Data(contentsOf: URL(fileURLWithPath: sweep + "/weak-FULL_SHARD-1.json"))) as? [String: Any])
+        let two = try #require(
+            try JSONSerialization.jsonObject(
+                with: Data(contentsOf: URL(fileURLWithPath: sweep + "/weak-FULL_SHARD-2.json"))) as? [String: Any])
+        let one = try #require(
+            try JSONSerialization.jsonObject(
+                with: Data(contentsOf: URL(fileURLWithPath: sweep + "/weak-FULL_SHARD-1.json"))) as? [String: Any])
         let wait = two["time_data_wait"] as? Double ?? -1, step = two["time_step"] as? Double ?? 0
         #expect(wait >= 0 && wait <= step)
         for key in ["time_comm_exposed_gathers", "time_comm_exposed_reductions", "time_comm_exposed_objective"] {
@@ -136,11 +155,14 @@ struct CLITests {
         let csv = try String(contentsOfFile: sweep + "/scaling.csv", encoding: .utf8).split(separator: "\n")
         #expect(csv.count == 3 && csv[0].hasPrefix("mode,strategy,ranks,"))
         // Weak-scaling efficiency at 2 ranks = per-rank throughput over the 1-rank point's.
-        let expected = (two["images_per_sec_per_rank"] as? Double ?? 0) / (one["images_per_sec_per_rank"] as? Double ?? 1)
+        let expected =
+            (two["images_per_sec_per_rank"] as? Double ?? 0) / (one["images_per_sec_per_rank"] as? Double ?? 1)
         let fields = csv[2].split(separator: ",")
-        #expect(fields[0] == "weak" && fields[2] == "2" && abs((Double(fields[6]) ?? -1) - expected) < 1e-3, "\(csv[2])")
+        #expect(
+            fields[0] == "weak" && fields[2] == "2" && abs((Double(fields[6]) ?? -1) - expected) < 1e-3, "\(csv[2])")
         let svg = try String(contentsOfFile: sweep + "/scaling.svg", encoding: .utf8)
-        #expect(svg.contains("Scaling efficiency") && svg.contains("limit of 2 cores") && svg.contains("weak FULL_SHARD"))
+        #expect(
+            svg.contains("Scaling efficiency") && svg.contains("limit of 2 cores") && svg.contains("weak FULL_SHARD"))
         let empty = try ProcessRunner.dinov2(["bench", "scaling-report", folder.path + "/images"])
         #expect(empty.status != 0 && empty.stderr.contains("run Benchmarks/scaling-sweep.sh first"))
     }
@@ -150,14 +172,21 @@ struct CLITests {
         let folder = try TestPaths.temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: folder) }
         let json = folder.appendingPathComponent("data.json").path
-        let result = try ProcessRunner.dinov2(["bench", "data", "--config", "Configs/tests/tiny.yaml", "--images", "4",
-                                               "--passes", "2", "--steps", "1", "--json", json], timeout: 240)
+        let result = try ProcessRunner.dinov2(
+            [
+                "bench", "data", "--config", "Configs/tests/tiny.yaml", "--images", "4",
+                "--passes", "2", "--steps", "1", "--json", json,
+            ], timeout: 240)
         #expect(result.status == 0 && result.stdout.contains("images/s per core"), "\(result.stdout)\n\(result.stderr)")
-        let report = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: json))) as? [String: Any])
-        #expect(report["images"] as? Int == 4 && report["mean_width"] as? Double == 500 && report["mean_height"] as? Double == 375)
+        let report = try #require(
+            try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: json))) as? [String: Any])
+        #expect(
+            report["images"] as? Int == 4 && report["mean_width"] as? Double == 500
+                && report["mean_height"] as? Double == 375)
         let decode = report["decode_images_per_sec_per_core"] as? Double ?? 0
         let pipeline = report["pipeline_images_per_sec_per_core"] as? Double ?? 0
-        let perImage = report["step_seconds_per_image_per_core"] as? Double ?? 0, share = report["share_of_step"] as? Double ?? -1
+        let perImage = report["step_seconds_per_image_per_core"] as? Double ?? 0,
+            share = report["share_of_step"] as? Double ?? -1
         #expect(decode > 0 && pipeline > 0 && pipeline < decode)  // the pipeline includes the decode
         #expect(perImage > 0 && abs(share - (1 / pipeline) / perImage) < 1e-9 * max(1, share))
     }

@@ -9,18 +9,27 @@ import DinoTraining
 import Foundation
 import Testing
 
-private let common = ["--config", "Configs/tests/tiny.yaml", "student.drop_path_rate=0", "dino.koleo_loss_weight=0",
-                      "train.centering=sinkhorn_knopp"]
+private let common = [
+    "--config", "Configs/tests/tiny.yaml", "student.drop_path_rate=0", "dino.koleo_loss_weight=0",
+    "train.centering=sinkhorn_knopp",
+]
 
 private func run(ranks: Int, _ arguments: [String]) throws -> (losses: [[Double]], parameters: [String: [Double]]) {
     let folder = try TestPaths.temporaryDirectory()
     defer { try? FileManager.default.removeItem(at: folder) }
     let json = folder.appendingPathComponent("out.json").path
     let all = ["selftest", "sharding"] + common + arguments + ["--json", json]
-    let result = ranks == 1 ? try ProcessRunner.dinov2(all, timeout: 240) : try ProcessRunner.mpirun(ranks: ranks, all, timeout: 240)
-    guard result.status == 0 else { throw TestFailure(message: "\(all) on \(ranks) ranks:\n\(result.stdout)\n\(result.stderr)") }
-    let object = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: json))) as? [String: Any] ?? [:]
-    let parameters = ((object["parameters"] as? [String: [Any]]) ?? [:]).mapValues { $0.compactMap { ($0 as? NSNumber)?.doubleValue } }
+    let result =
+        ranks == 1
+        ? try ProcessRunner.dinov2(all, timeout: 240) : try ProcessRunner.mpirun(ranks: ranks, all, timeout: 240)
+    guard result.status == 0 else {
+        throw TestFailure(message: "\(all) on \(ranks) ranks:\n\(result.stdout)\n\(result.stderr)")
+    }
+    let object =
+        try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: json))) as? [String: Any] ?? [:]
+    let parameters = ((object["parameters"] as? [String: [Any]]) ?? [:]).mapValues {
+        $0.compactMap { ($0 as? NSNumber)?.doubleValue }
+    }
     return ((object["losses"] as? [[Double]]) ?? [], parameters)
 }
 
@@ -32,7 +41,8 @@ struct CheckpointTests {
         defer { try? FileManager.default.removeItem(at: folder) }
         let batch = "train.batch_size_per_gpu=\(8 / ranks)"
         let straight = try run(ranks: ranks, [batch, "--steps", "5"])
-        let saving = try run(ranks: ranks, [batch, "--steps", "3", "--save-at", "3", "--checkpoint", folder.path + "/c"])
+        let saving = try run(
+            ranks: ranks, [batch, "--steps", "3", "--save-at", "3", "--checkpoint", folder.path + "/c"])
         #expect(saving.losses == Array(straight.losses.prefix(3)))
         let resumed = try run(ranks: ranks, [batch, "--steps", "2", "--resume", folder.path + "/c"])
         #expect(resumed.losses == Array(straight.losses.suffix(2)), "losses differ after resuming")
@@ -43,8 +53,12 @@ struct CheckpointTests {
     func resharding(from: Int, to: Int) throws {
         let folder = try TestPaths.temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: folder) }
-        let saved = try run(ranks: from, ["train.batch_size_per_gpu=\(8 / from)", "--steps", "3", "--save-at", "3",
-                                          "--checkpoint", folder.path + "/c"])
+        let saved = try run(
+            ranks: from,
+            [
+                "train.batch_size_per_gpu=\(8 / from)", "--steps", "3", "--save-at", "3",
+                "--checkpoint", folder.path + "/c",
+            ])
         let loaded = try run(ranks: to, ["train.batch_size_per_gpu=2", "--steps", "0", "--resume", folder.path + "/c"])
         #expect(!saved.parameters.isEmpty && loaded.parameters == saved.parameters)
     }
@@ -85,13 +99,19 @@ struct CheckpointTests {
     func export() throws {
         let folder = try TestPaths.temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: folder) }
-        let saved = try run(ranks: 2, ["train.batch_size_per_gpu=4", "student.block_chunks=2", "--steps", "2", "--save-at", "2",
-                                       "--checkpoint", folder.path + "/c"])
+        let saved = try run(
+            ranks: 2,
+            [
+                "train.batch_size_per_gpu=4", "student.block_chunks=2", "--steps", "2", "--save-at", "2",
+                "--checkpoint", folder.path + "/c",
+            ])
         let output = folder.path + "/teacher.h5"
         let result = try ProcessRunner.dinov2(["checkpoint", "export", folder.path + "/c", "--output", output])
         #expect(result.status == 0, "\(result.stderr)")
         let file = try HDF5File.open(output)
-        let shapes = try ["cls_token", "pos_embed", "register_tokens", "patch_embed.proj.weight"].map { try file.shape(of: $0) }
+        let shapes = try ["cls_token", "pos_embed", "register_tokens", "patch_embed.proj.weight"].map {
+            try file.shape(of: $0)
+        }
         #expect(shapes == [[1, 1, 32], [1, 5, 32], [1, 2, 32], [32, 3, 14, 14]])
         // Chunked names (blocks.<chunk>.<i>) come out as the hub's blocks.<i>.
         for (name, values) in saved.parameters where name.hasPrefix("teacher/backbone/") {

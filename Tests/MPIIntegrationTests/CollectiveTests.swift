@@ -29,7 +29,8 @@ struct CollectiveTests {
     @Test("a failure on one rank ends the whole job with an error naming the rank", arguments: [2, 4])
     func failingRankAbortsJob(ranks: Int) throws {
         let failing = ranks - 1
-        let result = try ProcessRunner.mpirun(ranks: ranks, ["selftest", "abort", "--failing-rank", String(failing)],
+        let result = try ProcessRunner.mpirun(
+            ranks: ranks, ["selftest", "abort", "--failing-rank", String(failing)],
             timeout: 120)
         #expect(!result.timedOut, "the surviving ranks hung in their barrier")
         #expect(result.status != 0)
@@ -42,7 +43,8 @@ struct CollectiveTests {
         let folder = try TestPaths.temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: folder) }
         let json = folder.appendingPathComponent("comm.json")
-        let result = try ProcessRunner.mpirun(ranks: 4,
+        let result = try ProcessRunner.mpirun(
+            ranks: 4,
             ["bench", "comm", "--max-bytes", "262144", "--max-iterations", "5", "--json", json.path], timeout: 180)
         #expect(result.status == 0, "\(result.stdout)\n\(result.stderr)")
         let data = try Data(contentsOf: json)

@@ -21,17 +21,26 @@ struct ShardingRun {
         let folder = try TestPaths.temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: folder) }
         let json = folder.appendingPathComponent("run.json").path
-        let arguments = ["selftest", "sharding", "--config", "Configs/tests/tiny.yaml", "--json", json,
-                         "train.batch_size_per_gpu=\(8 / ranks)", "student.drop_path_rate=0", "dino.koleo_loss_weight=0",
-                         "train.centering=\(centering)", "fsdp.sharding_strategy=\(strategy)", "fsdp.hybrid_group_size=2"] + extra
-        let result = ranks == 1 ? try ProcessRunner.dinov2(arguments, timeout: 240)
+        let arguments =
+            [
+                "selftest", "sharding", "--config", "Configs/tests/tiny.yaml", "--json", json,
+                "train.batch_size_per_gpu=\(8 / ranks)", "student.drop_path_rate=0", "dino.koleo_loss_weight=0",
+                "train.centering=\(centering)", "fsdp.sharding_strategy=\(strategy)", "fsdp.hybrid_group_size=2",
+            ] + extra
+        let result =
+            ranks == 1
+            ? try ProcessRunner.dinov2(arguments, timeout: 240)
             : try ProcessRunner.mpirun(ranks: ranks, arguments, timeout: 240)
         guard result.status == 0 else {
             throw TestFailure(message: "\(ranks) ranks \(strategy) failed:\n\(result.stdout)\n\(result.stderr)")
         }
-        let object = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: json))) as? [String: Any] ?? [:]
+        let object =
+            try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: json))) as? [String: Any]
+            ?? [:]
         losses = (object["losses"] as? [[Double]]) ?? []
-        parameters = ((object["parameters"] as? [String: [Any]]) ?? [:]).mapValues { $0.compactMap { ($0 as? NSNumber)?.doubleValue } }
+        parameters = ((object["parameters"] as? [String: [Any]]) ?? [:]).mapValues {
+            $0.compactMap { ($0 as? NSNumber)?.doubleValue }
+        }
         unsharded = object["unsharded_elements"] as? Int ?? -1
         padded = object["padded_elements"] as? Int ?? -1
         shards = object["shard_elements"] as? [Int] ?? []
@@ -62,9 +71,12 @@ struct TestFailure: Error, CustomStringConvertible {
 
 @Suite("sharded training under mpirun", .serialized)
 struct ShardingTests {
-    @Test("1 rank against 2, 4, 8 ranks and every strategy: losses and parameters after 5 steps within 1e-5",
-          arguments: [(2, "FULL_SHARD"), (4, "FULL_SHARD"), (8, "FULL_SHARD"), (2, "SHARD_GRAD_OP"), (4, "SHARD_GRAD_OP"),
-                      (2, "NO_SHARD"), (4, "NO_SHARD"), (4, "HYBRID_SHARD")])
+    @Test(
+        "1 rank against 2, 4, 8 ranks and every strategy: losses and parameters after 5 steps within 1e-5",
+        arguments: [
+            (2, "FULL_SHARD"), (4, "FULL_SHARD"), (8, "FULL_SHARD"), (2, "SHARD_GRAD_OP"), (4, "SHARD_GRAD_OP"),
+            (2, "NO_SHARD"), (4, "NO_SHARD"), (4, "HYBRID_SHARD"),
+        ])
     func parity(ranks: Int, strategy: String) throws {
         let reference = try ShardingRun(ranks: 1, strategy: "FULL_SHARD")
         #expect(reference.losses.count == 5 && !reference.parameters.isEmpty)

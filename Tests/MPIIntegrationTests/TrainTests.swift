@@ -18,32 +18,42 @@ private func metrics(_ folder: String) throws -> [[String: Any]] {
 /// executable (not mpirun or the launch wrapper) and names `output`.
 private func rankProcess(writing output: String) -> Int32? {
     for entry in (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? [] {
-        guard let pid = Int32(entry), let data = FileManager.default.contents(atPath: "/proc/\(entry)/cmdline") else { continue }
+        guard let pid = Int32(entry), let data = FileManager.default.contents(atPath: "/proc/\(entry)/cmdline") else {
+            continue
+        }
         let words = data.split(separator: 0).map { String(decoding: $0, as: UTF8.self) }
-        if words.first?.hasSuffix("dinov2-fsdp") == true && words.contains("train") && words.contains(output) { return pid }
+        if words.first?.hasSuffix("dinov2-fsdp") == true && words.contains("train") && words.contains(output) {
+            return pid
+        }
     }
     return nil
 }
 
 @Suite("train under mpirun", .serialized)
 struct TrainTests {
-    static let fields = ["iteration", "loss", "dino_local_crops_loss", "dino_global_crops_loss", "ibot_loss", "koleo_loss",
-                         "lr", "wd", "mom", "teacher_temp", "images_per_sec", "images_per_sec_per_rank",
-                         "data_wait_fraction", "comm_exposed_fraction", "max_rss_bytes", "skipped_images", "teacher_entropy",
-                         "teacher_mean_entropy", "teacher_prototypes_in_use", "teacher_cls_spread", "teacher_head_spread"]
+    static let fields = [
+        "iteration", "loss", "dino_local_crops_loss", "dino_global_crops_loss", "ibot_loss", "koleo_loss",
+        "lr", "wd", "mom", "teacher_temp", "images_per_sec", "images_per_sec_per_rank",
+        "data_wait_fraction", "comm_exposed_fraction", "max_rss_bytes", "skipped_images", "teacher_entropy",
+        "teacher_mean_entropy", "teacher_prototypes_in_use", "teacher_cls_spread", "teacher_head_spread",
+    ]
 
     func dataset() throws -> URL {
         let root = try TestPaths.temporaryDirectory()
-        let result = try ProcessRunner.dinov2(["data", "synth", "--output", root.path, "--classes", "4", "--per-class", "4",
-                                               "--val-per-class", "1", "--size", "40"])
+        let result = try ProcessRunner.dinov2([
+            "data", "synth", "--output", root.path, "--classes", "4", "--per-class", "4",
+            "--val-per-class", "1", "--size", "40",
+        ])
         guard result.status == 0 else { throw TestFailure(message: result.stderr) }
         return root
     }
 
     func train(ranks: Int, data: URL, output: String, _ extra: [String] = []) throws -> ProcessResult {
-        let arguments = ["train", "--config", "Configs/tests/tiny.yaml", "--data", data.path + "/train", "--output", output]
+        let arguments =
+            ["train", "--config", "Configs/tests/tiny.yaml", "--data", data.path + "/train", "--output", output]
             + extra
-        return ranks == 1 ? try ProcessRunner.dinov2(arguments, timeout: 240)
+        return ranks == 1
+            ? try ProcessRunner.dinov2(arguments, timeout: 240)
             : try ProcessRunner.mpirun(ranks: ranks, arguments, timeout: 240)
     }
 
@@ -52,8 +62,10 @@ struct TrainTests {
         let data = try dataset()
         defer { try? FileManager.default.removeItem(at: data) }
         let output = data.path + "/run"
-        let result = try train(ranks: ranks, data: data, output: output, ["train.batch_size_per_gpu=\(8 / ranks)"]
-            + (ranks == 4 ? ["dino.koleo_loss_weight=0"] : []))
+        let result = try train(
+            ranks: ranks, data: data, output: output,
+            ["train.batch_size_per_gpu=\(8 / ranks)"]
+                + (ranks == 4 ? ["dino.koleo_loss_weight=0"] : []))
         #expect(result.status == 0, "\(result.stdout)\n\(result.stderr)")
         let records = try metrics(output)
         #expect(records.count == 8)
@@ -88,8 +100,12 @@ struct TrainTests {
         let data = try dataset()
         defer { try? FileManager.default.removeItem(at: data) }
         let output = data.path + "/run"
-        let result = try train(ranks: 2, data: data, output: output, ["--val", data.path + "/val",
-                                                                         "evaluation.eval_period_iterations=4"])
+        let result = try train(
+            ranks: 2, data: data, output: output,
+            [
+                "--val", data.path + "/val",
+                "evaluation.eval_period_iterations=4",
+            ])
         #expect(result.status == 0 && result.stdout.contains("k-NN (k 20)"), "\(result.stdout)\n\(result.stderr)")
         // Periodic evaluations before step 1 and at iteration 4 (of 8); the final one carries the
         // initialisation's (the iteration-0 value) and the gain; every record has the run's wall time.
@@ -106,11 +122,14 @@ struct TrainTests {
         // `eval knn` on the run folder loads the final checkpoint; on the same 2 ranks the features are
         // computed in the same batches, so the accuracy must equal the one training printed exactly.
         let json = data.path + "/knn.json"
-        let knnArguments = ["eval", "knn", "--checkpoint", output, "--train", data.path + "/train", "--val",
-                            data.path + "/val", "--k", "1,20"]
+        let knnArguments = [
+            "eval", "knn", "--checkpoint", output, "--train", data.path + "/train", "--val",
+            data.path + "/val", "--k", "1,20",
+        ]
         let eval = try ProcessRunner.mpirun(ranks: 2, knnArguments + ["--output", json], timeout: 120)
         #expect(eval.status == 0 && eval.stdout.contains("k 20: top-1"), "\(eval.stdout)\n\(eval.stderr)")
-        let record = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: json))) as? [String: Any]
+        let record =
+            try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: json))) as? [String: Any]
         let results = record?["results"] as? [[String: Any]] ?? []
         #expect(results.map { $0["k"] as? Int } == [1, 20])
         #expect(results.last?["top1"] as? Double == top1)
@@ -120,12 +139,18 @@ struct TrainTests {
         // One rank reads the 2-rank checkpoint; a folder without checkpoints is refused by name.
         let single = try ProcessRunner.dinov2(knnArguments, timeout: 120)
         #expect(single.status == 0 && single.stdout.contains("k 1: top-1"), "\(single.stderr)")
-        let missing = try ProcessRunner.dinov2(["eval", "knn", "--checkpoint", data.path + "/train", "--train",
-                                                data.path + "/train", "--val", data.path + "/val"])
-        #expect(missing.status != 0 && missing.stderr.contains("neither manifest.json nor checkpoints"), "\(missing.stderr)")
+        let missing = try ProcessRunner.dinov2([
+            "eval", "knn", "--checkpoint", data.path + "/train", "--train",
+            data.path + "/train", "--val", data.path + "/val",
+        ])
+        #expect(
+            missing.status != 0 && missing.stderr.contains("neither manifest.json nor checkpoints"), "\(missing.stderr)"
+        )
     }
 
-    @Test("embed writes the teacher's CLS and patch tokens (1 and 3 ranks, and the re-imported export, agree); pca draws them")
+    @Test(
+        "embed writes the teacher's CLS and patch tokens (1 and 3 ranks and the re-imported export agree); pca draws"
+    )
     func embed() throws {
         let data = try dataset()
         defer { try? FileManager.default.removeItem(at: data) }
@@ -138,7 +163,8 @@ struct TrainTests {
         #expect(one.status == 0 && three.status == 0, "\(one.stderr)\n\(three.stderr)")
         let a = try HDF5File.open(data.path + "/one.h5"), b = try HDF5File.open(data.path + "/three.h5")
         let d = 32, p = 4  // tiny.yaml: width 32, 28-pixel crops of patch 14
-        #expect(try a.shape(of: "cls") == [16, d] && a.shape(of: "patch") == [16, p, d] && a.shape(of: "labels") == [16])
+        #expect(
+            try a.shape(of: "cls") == [16, d] && a.shape(of: "patch") == [16, p, d] && a.shape(of: "labels") == [16])
         #expect(try a.readDoubles("labels") == (0..<16).map { Double($0 / 4) })
         #expect(try a.stringAttribute("classes").split(separator: "\n").count == 4)
         let paths = try a.readStrings("paths")
@@ -157,24 +183,33 @@ struct TrainTests {
         // Export the teacher to the official layout, re-import it (the file carries its config): the
         // model built from the file gives bit for bit the same forward output as the checkpoint.
         let exported = data.path + "/teacher.h5"
-        let export = try ProcessRunner.dinov2(["checkpoint", "export", output + "/checkpoints/checkpoint-00000002",
-                                                "--output", exported])
+        let export = try ProcessRunner.dinov2([
+            "checkpoint", "export", output + "/checkpoints/checkpoint-00000002",
+            "--output", exported,
+        ])
         #expect(export.status == 0, "\(export.stderr)")
-        let reimported = try ProcessRunner.dinov2(["embed", "--checkpoint", exported, "--data", data.path + "/train", "--patch",
-                                                   "--output", data.path + "/reimported.h5"], timeout: 120)
+        let reimported = try ProcessRunner.dinov2(
+            [
+                "embed", "--checkpoint", exported, "--data", data.path + "/train", "--patch",
+                "--output", data.path + "/reimported.h5",
+            ], timeout: 120)
         #expect(reimported.status == 0, "\(reimported.stderr)")
         let c = try HDF5File.open(data.path + "/reimported.h5")
         for name in ["cls", "patch"] { #expect(try c.readDoubles(name) == a.readDoubles(name), "\(name)") }
 
         // pca on 2 ranks: one PNG, a row per image: the 28-px evaluation view beside its 2x2 picture.
         let files = ["checker", "dots", "stripes"].map { data.path + "/train/\($0)/00000.png" }
-        let pca = try ProcessRunner.mpirun(ranks: 2, ["pca", "--checkpoint", output, "--output", data.path + "/pca.png"]
-                                               + files, timeout: 120)
+        let pca = try ProcessRunner.mpirun(
+            ranks: 2,
+            ["pca", "--checkpoint", output, "--output", data.path + "/pca.png"]
+                + files, timeout: 120)
         #expect(pca.status == 0, "\(pca.stderr)")
         let picture = try ImageCodec.decode(Data(contentsOf: URL(fileURLWithPath: data.path + "/pca.png")))
         #expect(picture.width == 56 && picture.height == 84)
-        let missing = try ProcessRunner.dinov2(["pca", "--checkpoint", output, "--output", data.path + "/x.png",
-                                                data.path + "/nothing.png"])
+        let missing = try ProcessRunner.dinov2([
+            "pca", "--checkpoint", output, "--output", data.path + "/x.png",
+            data.path + "/nothing.png",
+        ])
         #expect(missing.status != 0 && missing.stderr.contains("nothing.png"), "\(missing.stderr)")
     }
 
@@ -184,15 +219,18 @@ struct TrainTests {
         defer { try? FileManager.default.removeItem(at: data) }
         let output = data.path + "/run"
         #expect(try train(ranks: 1, data: data, output: output, ["train.OFFICIAL_EPOCH_LENGTH=1"]).status == 0)
-        let arguments = ["eval", "linear", "--checkpoint", output, "--train", data.path + "/train", "--val",
-                         data.path + "/val", "--lrs", "0.01,0.1,1", "--epochs", "5", "--batch", "4", "--output"]
+        let arguments = [
+            "eval", "linear", "--checkpoint", output, "--train", data.path + "/train", "--val",
+            data.path + "/val", "--lrs", "0.01,0.1,1", "--epochs", "5", "--batch", "4", "--output",
+        ]
         let one = try ProcessRunner.dinov2(arguments + [data.path + "/one.json"], timeout: 120)
         let two = try ProcessRunner.mpirun(ranks: 2, arguments + [data.path + "/two.json"], timeout: 120)
         let pooled = try ProcessRunner.dinov2(arguments + [data.path + "/pooled.json", "--avgpool"], timeout: 120)
         #expect(pooled.status == 0 && pooled.stdout.contains("best: lr"), "\(pooled.stderr)")
         #expect(one.status == 0 && two.status == 0 && one.stdout.contains("best: lr"), "\(one.stderr)\n\(two.stderr)")
         func results(_ name: String) throws -> [[String: Any]] {
-            let object = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: data.path + name)))
+            let object = try JSONSerialization.jsonObject(
+                with: Data(contentsOf: URL(fileURLWithPath: data.path + name)))
             return (object as? [String: Any])?["results"] as? [[String: Any]] ?? []
         }
         let a = try results("/one.json"), b = try results("/two.json")
@@ -206,8 +244,10 @@ struct TrainTests {
             // 5 epochs of SGD on 16 samples keep the loss within 1e-4 of each other.
             #expect(abs(loss - (y["final_loss"] as? Double ?? -1)) < 1e-4)
         }
-        let bad = try ProcessRunner.dinov2(["eval", "linear", "--checkpoint", output, "--train", data.path + "/train",
-                                            "--val", data.path + "/val", "--lrs", "0.1,fast"])
+        let bad = try ProcessRunner.dinov2([
+            "eval", "linear", "--checkpoint", output, "--train", data.path + "/train",
+            "--val", data.path + "/val", "--lrs", "0.1,fast",
+        ])
         #expect(bad.status != 0 && bad.stderr.contains("--lrs must be"), "\(bad.stderr)")
     }
 
@@ -263,11 +303,13 @@ struct TrainTests {
         // tiny step, so the kill can land between two saves: then the same command is started again
         // (it resumes) and killed again, until a save was interrupted (at most 6 attempts).
         let output = data.path + "/crashed"
-        let arguments = ["train", "--config", "Configs/tests/tiny.yaml", "--data", data.path + "/train", "--output", output]
+        let arguments =
+            ["train", "--config", "Configs/tests/tiny.yaml", "--data", data.path + "/train", "--output", output]
             + common
         func interrupted() -> [String] {
             ((try? FileManager.default.contentsOfDirectory(atPath: output + "/checkpoints")) ?? []).filter {
-                $0 >= "checkpoint-00000003" && !FileManager.default.fileExists(atPath: output + "/checkpoints/\($0)/manifest.json")
+                $0 >= "checkpoint-00000003"
+                    && !FileManager.default.fileExists(atPath: output + "/checkpoints/\($0)/manifest.json")
             }
         }
         var crashes = 0
@@ -313,11 +355,15 @@ struct TrainTests {
     func badInput() throws {
         let data = try dataset()
         defer { try? FileManager.default.removeItem(at: data) }
-        let missing = try ProcessRunner.dinov2(["train", "--config", "Configs/tests/tiny.yaml", "--data", data.path + "/nope",
-                                                "--output", data.path + "/run"])
+        let missing = try ProcessRunner.dinov2([
+            "train", "--config", "Configs/tests/tiny.yaml", "--data", data.path + "/nope",
+            "--output", data.path + "/run",
+        ])
         #expect(missing.status != 0 && missing.stderr.contains("does not exist"))
-        let small = try ProcessRunner.dinov2(["train", "--config", "Configs/tests/tiny.yaml", "--data", data.path + "/val",
-                                              "--output", data.path + "/run2", "train.batch_size_per_gpu=8"])
+        let small = try ProcessRunner.dinov2([
+            "train", "--config", "Configs/tests/tiny.yaml", "--data", data.path + "/val",
+            "--output", data.path + "/run2", "train.batch_size_per_gpu=8",
+        ])
         #expect(small.status != 0 && small.stderr.contains("fewer than one global batch"))
     }
 
@@ -337,12 +383,15 @@ struct TrainTests {
         defer { try? FileManager.default.removeItem(at: data) }
         let run = data.path + "/run"
         let unknown = try train(ranks: 2, data: data, output: run, ["optim.bse_lr=0.1"])
-        #expect(unknown.status != 0 && unknown.stderr.contains("optim.bse_lr") && unknown.stderr.contains("optim.base_lr"))
+        #expect(
+            unknown.status != 0 && unknown.stderr.contains("optim.bse_lr") && unknown.stderr.contains("optim.base_lr"))
         #expect(!FileManager.default.fileExists(atPath: run))
 
         try FileManager.default.createDirectory(atPath: data.path + "/empty/a", withIntermediateDirectories: true)
-        let empty = try ProcessRunner.dinov2(["train", "--config", "Configs/tests/tiny.yaml", "--data", data.path + "/empty",
-                                              "--output", run])
+        let empty = try ProcessRunner.dinov2([
+            "train", "--config", "Configs/tests/tiny.yaml", "--data", data.path + "/empty",
+            "--output", run,
+        ])
         #expect(empty.status != 0 && empty.stderr.contains("holds no .jpg, .jpeg or .png images"))
 
         let first = try train(ranks: 2, data: data, output: run, ["optim.epochs=1"])

@@ -3,7 +3,8 @@
 // cross-entropy, SGD (momentum 0.9, no weight decay) and a cosine learning rate from lr to 0, one
 // classifier per learning rate of a grid, the best reported on the validation set.
 // Features are the final-norm CLS token, optionally followed by the mean final-norm patch token (the
-// official n_last_blocks=1 input with avgpool False / True), computed once on the evaluation view: the official probe instead re-crops
+// official n_last_blocks=1 input with avgpool False / True), computed once on the evaluation view: the official
+// probe instead re-crops
 // and flips the training images every epoch, so numbers are not interchangeable with it.
 // Ranks share the work by learning rate (rank r trains grid[r], grid[r + N], ...).
 
@@ -15,7 +16,9 @@ import Foundation
 /// Linear classification on frozen features.
 public enum LinearProbe {
     /// The official learning-rate grid of linear.py (before scaling by batch / 256).
-    public static let officialGrid: [Double] = [1e-5, 2e-5, 5e-5, 1e-4, 2e-4, 5e-4, 1e-3, 2e-3, 5e-3, 1e-2, 2e-2, 5e-2, 0.1]
+    public static let officialGrid: [Double] = [
+        1e-5, 2e-5, 5e-5, 1e-4, 2e-4, 5e-4, 1e-3, 2e-3, 5e-3, 1e-2, 2e-2, 5e-2, 0.1,
+    ]
 
     /// One trained classifier's outcome.
     public struct Outcome: Sendable {
@@ -39,8 +42,9 @@ public enum LinearProbe {
                 withBase(bias) { b in
                     out.withUnsafeMutableBufferPointer { o in
                         guard let ob = o.baseAddress else { return }
-                        Linear.forward(out: ob, input: input, weight: w, bias: b, rows: rows, inFeatures: features,
-                                       outFeatures: classes)
+                        Linear.forward(
+                            out: ob, input: input, weight: w, bias: b, rows: rows, inFeatures: features,
+                            outFeatures: classes)
                     }
                 }
             }
@@ -51,13 +55,17 @@ public enum LinearProbe {
     /// Trains one classifier with SGD on `features` [n, f] and `labels` (0..<classes); sample order per
     /// epoch comes from the counter-based stream keyed by (seed, epoch), so the result is reproducible.
     /// Returns the classifier and the mean loss of the last epoch.
-    public static func train(features: [Float], labels: [Int], dimension f: Int, classes: Int, learningRate: Double,
-                             epochs: Int, batch: Int, seed: UInt64) -> (Classifier, Double) {
+    public static func train(
+        features: [Float], labels: [Int], dimension f: Int, classes: Int, learningRate: Double,
+        epochs: Int, batch: Int, seed: UInt64
+    ) -> (Classifier, Double) {
         let n = labels.count, b = max(1, min(batch, n))
         let initial = RandomStream(seed: seed, purpose: .linearProbe, 0)
         // One allocation for parameters, momenta, gradients and the batch's scratch, freed on return.
-        let sizes = [classes * f, classes, classes * f, classes, classes * f, classes, b * f,
-                     b * classes, b * classes, b * classes, b * classes]
+        let sizes = [
+            classes * f, classes, classes * f, classes, classes * f, classes, b * f,
+            b * classes, b * classes, b * classes, b * classes,
+        ]
         let storage = UnsafeMutablePointer<Float>.allocate(capacity: sizes.reduce(0, +))
         defer { storage.deallocate() }
         var regions: [UnsafeMutablePointer<Float>] = []
@@ -66,7 +74,9 @@ public enum LinearProbe {
             regions.append(storage + offset)
             offset += size
         }
-        let (w, bb, vW, vB, gW, gB, x) = (regions[0], regions[1], regions[2], regions[3], regions[4], regions[5], regions[6])
+        let (w, bb, vW, vB, gW, gB, x) = (
+            regions[0], regions[1], regions[2], regions[3], regions[4], regions[5], regions[6]
+        )
         let (t, z, pr, dz) = (regions[7], regions[8], regions[9], regions[10])
         for i in 0..<(classes * f) { w[i] = Float(0.01 * initial.normal(UInt64(i))) }
         bb.setToZero(count: classes)
@@ -87,13 +97,15 @@ public enum LinearProbe {
                     t[j * classes + labels[index]] = 1
                 }
                 Linear.forward(out: z, input: x, weight: w, bias: bb, rows: rows, inFeatures: f, outFeatures: classes)
-                let loss = Softmax.crossEntropy(dLogits: dz, probabilities: pr, logits: z, targets: t, rows: rows,
-                                                columns: classes, temperature: 1, weight: 1 / Float(rows))
+                let loss = Softmax.crossEntropy(
+                    dLogits: dz, probabilities: pr, logits: z, targets: t, rows: rows,
+                    columns: classes, temperature: 1, weight: 1 / Float(rows))
                 epochLoss += Double(loss) * Double(rows)
                 gW.setToZero(count: classes * f)
                 gB.setToZero(count: classes)
-                Linear.backward(dInput: nil, dWeight: gW, dBias: gB, dOut: dz, input: x, weight: w, rows: rows,
-                                inFeatures: f, outFeatures: classes)
+                Linear.backward(
+                    dInput: nil, dWeight: gW, dBias: gB, dOut: dz, input: x, weight: w, rows: rows,
+                    inFeatures: f, outFeatures: classes)
                 // Cosine annealing to 0 over all steps; PyTorch SGD with momentum: v = 0.9 v + g, p -= lr v.
                 let lr = Float(learningRate * 0.5 * (1 + cos(Double.pi * Double(step) / Double(totalSteps))))
                 for i in 0..<(classes * f) {
@@ -108,13 +120,16 @@ public enum LinearProbe {
             }
             lastEpochLoss = epochLoss / Double(max(1, n))
         }
-        let classifier = Classifier(weight: Array(UnsafeBufferPointer(start: w, count: classes * f)),
-                                    bias: Array(UnsafeBufferPointer(start: bb, count: classes)), features: f, classes: classes)
+        let classifier = Classifier(
+            weight: Array(UnsafeBufferPointer(start: w, count: classes * f)),
+            bias: Array(UnsafeBufferPointer(start: bb, count: classes)), features: f, classes: classes)
         return (classifier, lastEpochLoss)
     }
 
     /// Top-1 and top-5 accuracy (percent) of `classifier` on `features` [n, f] with `labels`.
-    public static func accuracy(_ classifier: Classifier, features: [Float], labels: [Int]) -> (top1: Double, top5: Double) {
+    public static func accuracy(
+        _ classifier: Classifier, features: [Float], labels: [Int]
+    ) -> (top1: Double, top5: Double) {
         let n = labels.count, c = classifier.classes
         guard n > 0 else { return (0, 0) }
         let logits = withBase(features) { classifier.logits($0, rows: n) }
@@ -135,10 +150,12 @@ public enum LinearProbe {
 
     /// Probe features of every image: the final-norm CLS token, followed when `avgpool` by the mean of
     /// the final-norm patch tokens: [n, D] or [n, 2D].
-    public static func features(of dataset: ImageDataset, model: SelfDistillation, avgpool: Bool,
-                                communicator comm: any Communicator) throws -> [Float] {
-        let d = model.architecture.embedDim, width = avgpool ? 2 * d : d
-        let p = model.architecture.patches(cropSize: model.config.crops.globalCropsSize)
+    public static func features(
+        of dataset: ImageDataset, model: some FrozenFeatures, avgpool: Bool,
+        communicator comm: any Communicator
+    ) throws -> [Float] {
+        let d = model.featureDimension, width = avgpool ? 2 * d : d
+        let p = model.patchesPerImage
         var all = [Float](repeating: 0, count: dataset.count * width)
         try TeacherEmbedding.rounds(of: dataset, model: model, communicator: comm, patches: avgpool) { round in
             round.forEachImage { index, row in
@@ -155,14 +172,17 @@ public enum LinearProbe {
 
     /// Trains one classifier per learning rate of `grid` (scaled by batch / 256 as the official code
     /// does), spread over the ranks, and returns every outcome in grid order on every rank.
-    public static func evaluate(trainFeatures: [Float], trainLabels: [Int], valFeatures: [Float], valLabels: [Int],
-                                dimension f: Int, classes: Int, grid: [Double] = officialGrid, epochs: Int, batch: Int,
-                                seed: UInt64, communicator comm: any Communicator) throws -> [Outcome] {
+    public static func evaluate(
+        trainFeatures: [Float], trainLabels: [Int], valFeatures: [Float], valLabels: [Int],
+        dimension f: Int, classes: Int, grid: [Double] = officialGrid, epochs: Int, batch: Int,
+        seed: UInt64, communicator comm: any Communicator
+    ) throws -> [Outcome] {
         let scale = Double(batch) / 256
         var results = [Double](repeating: 0, count: grid.count * 3)
         for (g, base) in grid.enumerated() where g % comm.worldSize == comm.rank {
-            let (classifier, loss) = train(features: trainFeatures, labels: trainLabels, dimension: f, classes: classes,
-                                           learningRate: base * scale, epochs: epochs, batch: batch, seed: seed)
+            let (classifier, loss) = train(
+                features: trainFeatures, labels: trainLabels, dimension: f, classes: classes,
+                learningRate: base * scale, epochs: epochs, batch: batch, seed: seed)
             let (top1, top5) = accuracy(classifier, features: valFeatures, labels: valLabels)
             results[3 * g] = top1
             results[3 * g + 1] = top5
@@ -170,7 +190,8 @@ public enum LinearProbe {
         }
         let summed = try comm.allReduce(results, op: .sum)  // each slot was filled by exactly one rank
         return grid.enumerated().map { g, base in
-            Outcome(learningRate: base * scale, top1: summed[3 * g], top5: summed[3 * g + 1], finalLoss: summed[3 * g + 2])
+            Outcome(
+                learningRate: base * scale, top1: summed[3 * g], top5: summed[3 * g + 1], finalLoss: summed[3 * g + 2])
         }
     }
 }

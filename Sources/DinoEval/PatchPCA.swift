@@ -96,8 +96,10 @@ public struct PatchPCA: Sendable {
     /// RGB pictures of 3-component projections [images * grid * grid, 3]: each component min-max
     /// scaled to 0...255 over the patches of `foreground` (all when nil), other patches black, each
     /// patch an `scale` x `scale` block.
-    public static func pictures(projections: [Double], images: Int, grid: Int, scale: Int,
-                                foreground: [Bool]? = nil) -> [RGBImage] {
+    public static func pictures(
+        projections: [Double], images: Int, grid: Int, scale: Int,
+        foreground: [Bool]? = nil
+    ) -> [RGBImage] {
         var low = [Double](repeating: .infinity, count: 3), high = [Double](repeating: -.infinity, count: 3)
         for (i, value) in projections.enumerated() where foreground?[i / 3] ?? true {
             low[i % 3] = min(low[i % 3], value)
@@ -125,7 +127,9 @@ public struct PatchPCA: Sendable {
     /// patches of `tokens` [images * grid * grid, D]; the smaller side is the foreground (objects
     /// cover less of an image than background does); three components fitted on the foreground alone
     /// colour it, the background is black. Returns the pictures and the foreground mask.
-    public static func foregroundPictures(tokens: [Float], images: Int, grid: Int, dimension d: Int, scale: Int)
+    public static func foregroundPictures(
+        tokens: [Float], images: Int, grid: Int, dimension d: Int, scale: Int
+    )
         -> (pictures: [RGBImage], foreground: [Bool])
     {
         let rows = images * grid * grid
@@ -139,10 +143,14 @@ public struct PatchPCA: Sendable {
         let pca = PatchPCA(tokens: selected, rows: selected.count / d, dimension: d, count: Swift.min(3, d))
         var projections = pca.project(tokens, rows: rows)
         if pca.components.count < 3 {  // fewer than 3 feature channels: pad with zeros
-            projections = (0..<rows).flatMap { r in (0..<3).map { k in k < pca.components.count ? projections[r * pca.components.count + k] : 0 } }
+            projections = (0..<rows).flatMap { r in
+                (0..<3).map { k in k < pca.components.count ? projections[r * pca.components.count + k] : 0 }
+            }
         }
-        return (pictures(projections: projections, images: images, grid: grid, scale: scale, foreground: foreground),
-                foreground)
+        return (
+            pictures(projections: projections, images: images, grid: grid, scale: scale, foreground: foreground),
+            foreground
+        )
     }
 }
 
@@ -154,7 +162,9 @@ extension RGBImage {
         for (image, x0) in [(left, 0), (right, left.width)] {
             for y in 0..<image.height {
                 for x in 0..<image.width {
-                    for c in 0..<3 { pixels[(y * width + x0 + x) * 3 + c] = image.pixels[(y * image.width + x) * 3 + c] }
+                    for c in 0..<3 {
+                        pixels[(y * width + x0 + x) * 3 + c] = image.pixels[(y * image.width + x) * 3 + c]
+                    }
                 }
             }
         }

@@ -11,8 +11,10 @@ import Foundation
 /// k-NN classification accuracy of frozen features.
 public enum KNN {
     /// Top-1 and top-5 accuracy (percent) of weighted k-NN with `k` neighbours.
-    public static func accuracy(train: [Float], trainLabels: [Int], val: [Float], valLabels: [Int], dimension d: Int,
-                                k: Int, temperature: Double = 0.07) -> (top1: Double, top5: Double) {
+    public static func accuracy(
+        train: [Float], trainLabels: [Int], val: [Float], valLabels: [Int], dimension d: Int,
+        k: Int, temperature: Double = 0.07
+    ) -> (top1: Double, top5: Double) {
         let classes = (trainLabels.max() ?? 0) + 1
         let n = trainLabels.count
         var top1 = 0, top5 = 0
@@ -44,11 +46,14 @@ public enum KNN {
 
     /// L2-normalised teacher CLS features of every image of `dataset` (all ranks get all of them), in
     /// dataset order.
-    public static func features(of dataset: ImageDataset, model: SelfDistillation, communicator comm: any Communicator,
-                                batch: Int = 16) throws -> [Float] {
-        let d = model.architecture.embedDim
+    public static func features(
+        of dataset: ImageDataset, model: some FrozenFeatures, communicator comm: any Communicator,
+        batch: Int = 16
+    ) throws -> [Float] {
+        let d = model.featureDimension
         var all = [Float](repeating: 0, count: dataset.count * d)
-        try TeacherEmbedding.rounds(of: dataset, model: model, communicator: comm, batch: batch, patches: false) { round in
+        try TeacherEmbedding.rounds(of: dataset, model: model, communicator: comm, batch: batch, patches: false) {
+            round in
             round.forEachImage { index, row in
                 let source = row * d
                 var norm: Float = 0
@@ -61,33 +66,41 @@ public enum KNN {
     }
 
     /// k-NN top-1 and top-5 (percent) of `model`'s teacher, trained on `train`, measured on `val`.
-    public static func evaluate(model: SelfDistillation, train: ImageDataset, val: ImageDataset, k: Int = 20,
-                                communicator comm: any Communicator) throws -> (top1: Double, top5: Double) {
+    public static func evaluate(
+        model: some FrozenFeatures, train: ImageDataset, val: ImageDataset, k: Int = 20,
+        communicator comm: any Communicator
+    ) throws -> (top1: Double, top5: Double) {
         let result = try evaluate(model: model, train: train, val: val, ks: [k], communicator: comm)[0]
         return (result.top1, result.top5)
     }
 
     /// k-NN accuracies for every `k` in `ks`, from one pass of feature extraction.
-    public static func evaluate(model: SelfDistillation, train: ImageDataset, val: ImageDataset, ks: [Int],
-                                communicator comm: any Communicator) throws -> [(k: Int, top1: Double, top5: Double)] {
+    public static func evaluate(
+        model: some FrozenFeatures, train: ImageDataset, val: ImageDataset, ks: [Int],
+        communicator comm: any Communicator
+    ) throws -> [(k: Int, top1: Double, top5: Double)] {
         guard train.classes == val.classes else {
-            throw TrainingError.unsupported("the classes of the validation set (\(val.classes.count)) differ from the "
-                + "training set's (\(train.classes.count)); k-NN needs the same class folders in both")
+            throw EvaluationError.data(
+                "the classes of the validation set (\(val.classes.count)) differ from the "
+                    + "training set's (\(train.classes.count)); k-NN needs the same class folders in both")
         }
         guard let unlabelled = (train.samples + val.samples).first(where: { $0.label < 0 }) else {
             return try labelledEvaluation(model: model, train: train, val: val, ks: ks, communicator: comm)
         }
-        throw TrainingError.unsupported("\(unlabelled.path) has no label; k-NN needs ImageFolders or list files with labels")
+        throw EvaluationError.data("\(unlabelled.path) has no label; k-NN needs ImageFolders or list files with labels")
     }
 
-    private static func labelledEvaluation(model: SelfDistillation, train: ImageDataset, val: ImageDataset, ks: [Int],
-                                           communicator comm: any Communicator) throws -> [(k: Int, top1: Double, top5: Double)] {
-        let d = model.architecture.embedDim
+    private static func labelledEvaluation(
+        model: some FrozenFeatures, train: ImageDataset, val: ImageDataset, ks: [Int],
+        communicator comm: any Communicator
+    ) throws -> [(k: Int, top1: Double, top5: Double)] {
+        let d = model.featureDimension
         let trainFeatures = try features(of: train, model: model, communicator: comm)
         let valFeatures = try features(of: val, model: model, communicator: comm)
         return ks.map { k in
-            let result = accuracy(train: trainFeatures, trainLabels: train.samples.map(\.label), val: valFeatures,
-                                  valLabels: val.samples.map(\.label), dimension: d, k: min(k, train.count))
+            let result = accuracy(
+                train: trainFeatures, trainLabels: train.samples.map(\.label), val: valFeatures,
+                valLabels: val.samples.map(\.label), dimension: d, k: min(k, train.count))
             return (k, result.top1, result.top5)
         }
     }
@@ -117,10 +130,12 @@ public enum TeacherEmbedding {
     /// Runs the teacher over every image of `dataset` through the evaluation view, each rank a contiguous
     /// slice in batches of `batch`; after each round every rank gets all ranks' tokens in `body`.
     /// Every rank runs the same number of rounds (the teacher's gathers are collective).
-    public static func rounds(of dataset: ImageDataset, model: SelfDistillation, communicator comm: any Communicator,
-                              batch: Int = 16, patches: Bool, _ body: (Round) throws -> Void) throws {
-        let size = model.config.crops.globalCropsSize, d = model.architecture.embedDim
-        let p = patches ? model.architecture.patches(cropSize: size) : 0
+    public static func rounds(
+        of dataset: ImageDataset, model: some FrozenFeatures, communicator comm: any Communicator,
+        batch: Int = 16, patches: Bool, _ body: (Round) throws -> Void
+    ) throws {
+        let size = model.inputSize, d = model.featureDimension
+        let p = patches ? model.patchesPerImage : 0
         let perRank = (dataset.count + comm.worldSize - 1) / comm.worldSize
         func slice(_ rank: Int) -> Range<Int> {
             min(dataset.count, rank * perRank)..<min(dataset.count, rank * perRank + perRank)
@@ -130,8 +145,10 @@ public enum TeacherEmbedding {
         for round in 0..<((perRank + batch - 1) / batch) {
             let ranges = (0..<comm.worldSize).map { rank in
                 let owned = slice(rank)
-                return min(owned.upperBound, owned.lowerBound + round * batch)..<min(owned.upperBound,
-                                                                                     owned.lowerBound + (round + 1) * batch)
+                return min(
+                    owned.upperBound, owned.lowerBound + round * batch)..<min(
+                        owned.upperBound,
+                        owned.lowerBound + (round + 1) * batch)
             }
             let local = ranges[comm.rank]
             precondition(local.lowerBound >= mine.lowerBound && local.upperBound <= mine.upperBound)
@@ -141,7 +158,7 @@ public enum TeacherEmbedding {
                 do {
                     image = try ImageCodec.decode(Data(contentsOf: URL(fileURLWithPath: sample.path)))
                 } catch {
-                    throw TrainingError.unsupported("cannot read \(sample.path): \(error); fix or remove the file")
+                    throw EvaluationError.data("cannot read \(sample.path): \(error); fix or remove the file")
                 }
                 pixels.withUnsafeMutableBufferPointer { buffer in
                     guard let base = buffer.baseAddress else { return }
@@ -149,16 +166,19 @@ public enum TeacherEmbedding {
                 }
             }
             let tokens = try withBase(pixels) {
-                try model.teacherTokens(images: $0, count: max(1, local.count), size: size, patches: patches)
+                try model.tokens(images: $0, count: max(1, local.count), size: size, patches: patches)
             }
             let cls = try gather(Array(tokens.cls.prefix(local.count * d)), ranges: ranges, width: d, comm)
-            let patchTokens = patches
+            let patchTokens =
+                patches
                 ? try gather(Array(tokens.patches.prefix(local.count * p * d)), ranges: ranges, width: p * d, comm) : []
             try body(Round(ranges: ranges, cls: cls, patches: patchTokens))
         }
     }
 
-    private static func gather(_ mine: [Float], ranges: [Range<Int>], width: Int, _ comm: any Communicator) throws -> [Float] {
+    private static func gather(
+        _ mine: [Float], ranges: [Range<Int>], width: Int, _ comm: any Communicator
+    ) throws -> [Float] {
         let counts = ranges.map { $0.count * width }
         var all = [Float](repeating: 0, count: counts.reduce(0, +))
         try mine.withUnsafeBufferPointer { m in

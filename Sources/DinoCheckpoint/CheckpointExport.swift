@@ -1,0 +1,77 @@
+// `checkpoint export`: a checkpoint's student or teacher backbone as one HDF5 file in the official
+// layout (hub names, PyTorch shapes), read from the rank files whatever rank count wrote them.
+
+import DinoCore
+import Foundation
+
+/// Export of a checkpoint's backbone to one HDF5 file in the official layout.
+public enum CheckpointExport {
+    /// The official (hub) name of a backbone tensor: chunked names `blocks.<chunk>.<i>.x` become `blocks.<i>.x`.
+    public static func officialName(_ name: String) -> String {
+        let parts = name.split(separator: ".", omittingEmptySubsequences: false)
+        if parts.count > 3, parts[0] == "blocks", Int(parts[1]) != nil, Int(parts[2]) != nil {
+            return (["blocks"] + parts[2...].map(String.init)).joined(separator: ".")
+        }
+        return name
+    }
+
+    /// Writes the `which` ("teacher" or "student") backbone of the checkpoint in `folder` to `output`:
+    /// one dataset per tensor under its official name and PyTorch shape. Returns the tensor count.
+    @discardableResult
+    public static func export(checkpoint folder: String, to output: String, which: String) throws -> Int {
+        guard which == "teacher" || which == "student" else {
+            throw CheckpointError.mismatch("--which must be teacher or student, not \(which)")
+        }
+        let manifest = try ShardedCheckpoint.verify(folder)
+        guard let backbone = manifest.parts.first(where: { $0.name == "backbone" }) else {
+            throw CheckpointError.corrupt(file: folder + "/manifest.json", reason: "no backbone part")
+        }
+        var files: [Int: HDF5File] = [:]
+        for rankFile in manifest.ranks where files[rankFile.shardIndex] == nil {
+            files[rankFile.shardIndex] = try HDF5File.open(folder + "/" + rankFile.file)
+        }
+        let temporary = output + ".tmp"
+        try? FileManager.default.removeItem(atPath: temporary)
+        do {
+            let out = try HDF5File.create(temporary, truncate: true)
+            try out.setAttribute(
+                "source", string: "dinov2-fsdp checkpoint \(folder), \(which), iteration \(manifest.iteration)")
+            try out.setAttribute("config", string: manifest.config)  // lets `--checkpoint FILE.h5` rebuild the model
+            for tensor in backbone.tensors {
+                let count = tensor.shape.reduce(1, *)
+                let unitCount = backbone.unitCounts[tensor.unit]
+                let shard = CollectiveShape.padded(unitCount, toMultipleOf: manifest.shards) / manifest.shards
+                var values = [Float](repeating: 0, count: count)
+                try values.withUnsafeMutableBufferPointer { buffer in
+                    guard let base = buffer.baseAddress else { return }
+                    var position = tensor.offset
+                    while position < tensor.offset + count {
+                        let index = position / shard
+                        let upper = Swift.min(tensor.offset + count, (index + 1) * shard)
+                        guard let file = files[index] else {
+                            throw CheckpointError.corrupt(file: folder, reason: "no rank file holds shard \(index)")
+                        }
+                        let local = (position - index * shard)..<(upper - index * shard)
+                        try file.read(
+                            "backbone/\(which)/unit-\(tensor.unit)", range: local,
+                            into: UnsafeMutableBufferPointer(
+                                start: base + (position - tensor.offset), count: local.count))
+                        position = upper
+                    }
+                }
+                try values.withUnsafeBufferPointer {
+                    try out.write(officialName(tensor.name), values: $0, shape: tensor.shape)
+                }
+            }
+            try out.flush()
+        } catch let error as CheckpointError {
+            try? FileManager.default.removeItem(atPath: temporary)
+            throw error
+        } catch {
+            try? FileManager.default.removeItem(atPath: temporary)
+            throw CheckpointError.io("\(temporary): \(error)")
+        }
+        try FileSafety.durableRename(temporary, to: output)
+        return backbone.tensors.count
+    }
+}

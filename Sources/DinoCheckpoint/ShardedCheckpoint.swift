@@ -1,0 +1,340 @@
+// Sharded checkpoints of a training state. Layout of one checkpoint folder:
+//   rank-00000.h5 ...   one file per rank: for every part and unit, the rank's shards of each of the
+//                       part's buffers (datasets <part>/<kind>/unit-<u>; kinds student, teacher,
+//                       adam_m, adam_v), and (every rank, identical) the softmax centers
+//   manifest.json       written by rank 0 after every rank has finished: format and version,
+//                       iteration, optimizer steps, world size, strategy and shard count, resolved
+//                       config, every tensor's name, shape, unit and offset, every unit's size,
+//                       and per rank its shard index, file name, size and checksum
+// Every file goes through a temporary name, fsync and rename; the folder counts as a checkpoint
+// only once its manifest exists, so a crash during a save never looks like a finished one.
+// Loading reads, for each unit, just the element range this rank now owns, from whichever old
+// shards cover it: the state loads exactly at any rank count and any sharding strategy.
+// The state is anything that implements ShardedTrainingState (the training run's SelfDistillation).
+
+import DinoCore
+import DinoKernels  // KernelScalar (the centers are SoftmaxCenter<Float>)
+import DinoModel
+import DinoSharding
+import Foundation
+
+/// What a checkpoint saves and restores of a training state.
+public protocol ShardedTrainingState: AnyObject {
+    /// The sharded parts, in save order (every rank the same).
+    var checkpointParts: [CheckpointPart] { get }
+    /// Softmax centers by label (every rank holds the same values).
+    var checkpointCenters: [(label: String, center: SoftmaxCenter<Float>)] { get }
+    var optimizerSteps: Int { get set }
+    /// The resolved configuration as YAML, carried by the manifest.
+    var checkpointConfig: String { get }
+    /// The sharding strategy's name, for the manifest.
+    var checkpointStrategy: String { get }
+    /// The ranks that save and load together.
+    var checkpointCommunicator: any Communicator { get }
+}
+
+/// One sharded part of a state: its tensor table, how it is sharded, and each unit's shard buffers.
+public struct CheckpointPart {
+    public let name: String
+    public let table: TensorTable
+    public let plan: ShardPlan
+    /// (kind, shard buffer of `plan.shardCount(unit)` values) for a unit, in save order.
+    public let shards: (_ unit: Int) -> [(kind: String, values: UnsafeMutablePointer<Float>)]
+
+    public init(
+        name: String, table: TensorTable, plan: ShardPlan,
+        shards: @escaping (_ unit: Int) -> [(kind: String, values: UnsafeMutablePointer<Float>)]
+    ) {
+        self.name = name
+        self.table = table
+        self.plan = plan
+        self.shards = shards
+    }
+}
+
+/// What can go wrong with a checkpoint; each case names the file and what to do.
+public enum CheckpointError: Error, CustomStringConvertible, Equatable {
+    /// No checkpoint at the path (missing, or a folder without manifest.json or checkpoints).
+    case notFound(String)
+    /// A file or folder that cannot serve as what was asked for; the text says why and what to do.
+    case unusable(String)
+    case incomplete(String)
+    case versionMismatch(found: Int, expected: Int, path: String)
+    case corrupt(file: String, reason: String)
+    case mismatch(String)
+    case io(String)
+
+    public var description: String {
+        switch self {
+        case .notFound(let path):
+            if !FileManager.default.fileExists(atPath: path) {
+                return
+                    "no checkpoint folder \(path): the path does not exist; pass a checkpoint folder or a training "
+                    + "output folder"
+            }
+            return "\(path) is not a checkpoint: it holds neither manifest.json nor checkpoints/checkpoint-*; pass a "
+                + "checkpoint folder or a training output folder"
+        case .unusable(let text):
+            return text
+        case .incomplete(let path):
+            return
+                "checkpoint \(path) is incomplete (no manifest.json): a save was interrupted; use an earlier checkpoint"
+        case .versionMismatch(let found, let expected, let path):
+            return "checkpoint \(path) has format version \(found), this build reads version \(expected)"
+        case .corrupt(let file, let reason):
+            return "checkpoint file \(file) is damaged: \(reason)"
+        case .mismatch(let text):
+            return "checkpoint does not fit this run: \(text)"
+        case .io(let text):
+            return "checkpoint write failed: \(text) (earlier checkpoints are untouched)"
+        }
+    }
+}
+
+/// The manifest of a checkpoint.
+public struct CheckpointManifest: Codable, Sendable, Equatable {
+    public static let format = "dinov2-fsdp-checkpoint"
+    public static let currentVersion = 1
+
+    public struct Tensor: Codable, Sendable, Equatable {
+        public var name: String
+        public var shape: [Int]
+        public var unit: Int
+        public var offset: Int
+    }
+
+    public struct Part: Codable, Sendable, Equatable {
+        public var name: String
+        public var unitCounts: [Int]
+        public var tensors: [Tensor]
+    }
+
+    public struct RankFile: Codable, Sendable, Equatable {
+        public var rank: Int
+        public var shardIndex: Int
+        public var file: String
+        public var bytes: Int
+        public var checksum: String
+    }
+
+    public var format: String
+    public var version: Int
+    public var iteration: Int
+    public var optimizerSteps: Int
+    public var worldSize: Int
+    public var strategy: String
+    public var shards: Int
+    public var config: String
+    public var parts: [Part]
+    public var ranks: [RankFile]
+}
+
+/// Saving, loading and checking sharded checkpoints.
+public enum ShardedCheckpoint {
+    /// Writes this rank's shards and (rank 0) the manifest to `folder`; collective.
+    /// `iteration` is the next iteration the run will compute.
+    public static func save(_ state: some ShardedTrainingState, to folder: String, iteration: Int) throws {
+        let comm = state.checkpointCommunicator
+        let parts = state.checkpointParts
+        let manager = FileManager.default
+        do { try manager.createDirectory(atPath: folder, withIntermediateDirectories: true) } catch {
+            throw CheckpointError.io("cannot create \(folder): \(error.localizedDescription)")
+        }
+        let name = String(format: "rank-%05d.h5", comm.rank)
+        let final = folder + "/" + name, temporary = final + ".tmp"
+        try? manager.removeItem(atPath: temporary)
+        do {
+            let file = try HDF5File.create(temporary, truncate: true)
+            try file.setAttribute("format", string: CheckpointManifest.format)
+            try file.setAttribute("version", int: Int64(CheckpointManifest.currentVersion))
+            try file.setAttribute("rank", int: Int64(comm.rank))
+            try file.setAttribute("iteration", int: Int64(iteration))
+            for part in parts {
+                for u in part.table.units.indices {
+                    let count = part.plan.shardCount(u)
+                    for (kind, pointer) in part.shards(u) {
+                        try file.write(
+                            "\(part.name)/\(kind)/unit-\(u)", values: UnsafeBufferPointer(start: pointer, count: count),
+                            shape: [count])
+                    }
+                }
+            }
+            for (label, center) in state.checkpointCenters {
+                try file.write(
+                    "centers/\(label)",
+                    values: UnsafeBufferPointer(start: center.values.base, count: center.prototypes),
+                    shape: [center.prototypes])
+                if let pending = center.pendingBatchCenter {  // float64, as held: resume must be exact
+                    try file.write("centers/\(label)_pending", doubles: pending, shape: [pending.count])
+                }
+            }
+            try file.flush()
+        } catch {
+            try? manager.removeItem(atPath: temporary)
+            throw CheckpointError.io("\(temporary): \(error)")
+        }
+        try FileSafety.durableRename(temporary, to: final)
+        let (bytes, checksum) = try FileSafety.checksum(of: final)
+
+        // Every rank's file is complete before rank 0 writes the manifest.
+        var table = [Int64](repeating: 0, count: 4 * comm.worldSize)
+        let plan = parts[0].plan
+        let mine: [Int64] = [
+            Int64(comm.rank), Int64(plan.shardIndex), Int64(bytes),
+            Int64(bitPattern: checksum),
+        ]
+        try mine.withUnsafeBufferPointer { m in
+            try table.withUnsafeMutableBufferPointer { try comm.allGather(m, into: $0) }
+        }
+        if comm.rank == 0 {
+            let manifest = CheckpointManifest(
+                format: CheckpointManifest.format, version: CheckpointManifest.currentVersion, iteration: iteration,
+                optimizerSteps: state.optimizerSteps, worldSize: comm.worldSize, strategy: state.checkpointStrategy,
+                shards: plan.shards, config: state.checkpointConfig,
+                parts: parts.map { part in
+                    CheckpointManifest.Part(
+                        name: part.name, unitCounts: part.table.units.map(\.count),
+                        tensors: part.table.entries.map {
+                            CheckpointManifest.Tensor(name: $0.name, shape: $0.shape, unit: $0.unit, offset: $0.offset)
+                        })
+                },
+                ranks: (0..<comm.worldSize).map { r in
+                    CheckpointManifest.RankFile(
+                        rank: r, shardIndex: Int(table[4 * r + 1]), file: String(format: "rank-%05d.h5", r),
+                        bytes: Int(table[4 * r + 2]),
+                        checksum: String(UInt64(bitPattern: table[4 * r + 3]), radix: 16))
+                })
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+            let path = folder + "/manifest.json"
+            do { try encoder.encode(manifest).write(to: URL(fileURLWithPath: path + ".tmp")) } catch {
+                throw CheckpointError.io("\(path).tmp: \(error.localizedDescription)")
+            }
+            try FileSafety.durableRename(path + ".tmp", to: path)
+            FileSafety.syncDirectory(folder)
+        }
+        try comm.barrier()
+    }
+
+    /// Reads the manifest of the checkpoint in `folder`, checking its format and version.
+    public static func readManifest(_ folder: String) throws -> CheckpointManifest {
+        let path = folder + "/manifest.json"
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: folder, isDirectory: &isDirectory), isDirectory.boolValue else {
+            throw CheckpointError.notFound(folder)
+        }
+        guard FileManager.default.fileExists(atPath: path) else { throw CheckpointError.incomplete(folder) }
+        let manifest: CheckpointManifest
+        do {
+            manifest = try JSONDecoder().decode(
+                CheckpointManifest.self, from: Data(contentsOf: URL(fileURLWithPath: path)))
+        } catch {
+            throw CheckpointError.corrupt(file: path, reason: "not a readable manifest (\(decodingProblem(error)))")
+        }
+        guard manifest.format == CheckpointManifest.format else {
+            throw CheckpointError.corrupt(
+                file: path, reason: "format '\(manifest.format)' is not \(CheckpointManifest.format)")
+        }
+        guard manifest.version == CheckpointManifest.currentVersion else {
+            throw CheckpointError.versionMismatch(
+                found: manifest.version, expected: CheckpointManifest.currentVersion, path: path)
+        }
+        return manifest
+    }
+
+    /// Checks that every rank file exists with the recorded size and checksum; names the first bad one.
+    public static func verify(_ folder: String) throws -> CheckpointManifest {
+        let manifest = try readManifest(folder)
+        try verifyFiles(manifest.ranks, in: folder, worldSize: manifest.worldSize)
+        return manifest
+    }
+
+    /// Checks the size and checksum of each of `files`.
+    static func verifyFiles(_ files: [CheckpointManifest.RankFile], in folder: String, worldSize: Int) throws {
+        for file in files {
+            let path = folder + "/" + file.file
+            guard FileManager.default.fileExists(atPath: path) else {
+                throw CheckpointError.corrupt(file: path, reason: "missing (rank \(file.rank) of \(worldSize))")
+            }
+            let (bytes, checksum) = try FileSafety.checksum(of: path)
+            guard bytes == file.bytes else {
+                throw CheckpointError.corrupt(
+                    file: path, reason: "\(bytes) bytes, the manifest says \(file.bytes) (truncated?)")
+            }
+            guard String(checksum, radix: 16) == file.checksum else {
+                throw CheckpointError.corrupt(
+                    file: path, reason: "checksum \(String(checksum, radix: 16)) differs from \(file.checksum)")
+            }
+        }
+    }
+
+    /// Loads the checkpoint in `folder` into this run, whatever rank count and strategy wrote it;
+    /// returns the iteration to continue from. Collective only in that every rank reads.
+    public static func load(into state: some ShardedTrainingState, from folder: String) throws -> Int {
+        let manifest = try readManifest(folder)
+        let parts = state.checkpointParts
+        guard manifest.parts.map(\.name) == parts.map(\.name) else {
+            throw CheckpointError.mismatch("parts \(manifest.parts.map(\.name)) vs this run's \(parts.map(\.name))")
+        }
+        // The old shards this rank's ranges overlap (and shard 0, which holds the centers): only
+        // their files are checksummed and opened. Replicas (HYBRID_SHARD, NO_SHARD) hold the same data.
+        var needed: Set<Int> = [0]
+        for part in parts {
+            for u in part.table.units.indices {
+                let count = part.table.units[u].count
+                let oldShard = CollectiveShape.padded(count, toMultipleOf: manifest.shards) / manifest.shards
+                let mine = part.plan.shardRange(u)
+                let upper = Swift.min(mine.upperBound, count)
+                if mine.lowerBound < upper { needed.formUnion((mine.lowerBound / oldShard)...((upper - 1) / oldShard)) }
+            }
+        }
+        var chosen: [Int: CheckpointManifest.RankFile] = [:]
+        for rankFile in manifest.ranks where needed.contains(rankFile.shardIndex) && chosen[rankFile.shardIndex] == nil
+        {
+            chosen[rankFile.shardIndex] = rankFile
+        }
+        try verifyFiles(Array(chosen.values).sorted { $0.rank < $1.rank }, in: folder, worldSize: manifest.worldSize)
+        var files: [Int: HDF5File] = [:]
+        for (index, rankFile) in chosen { files[index] = try HDF5File.open(folder + "/" + rankFile.file) }
+        for (part, saved) in zip(parts, manifest.parts) {
+            let expected = part.table.entries.map {
+                CheckpointManifest.Tensor(name: $0.name, shape: $0.shape, unit: $0.unit, offset: $0.offset)
+            }
+            guard saved.tensors == expected, saved.unitCounts == part.table.units.map(\.count) else {
+                throw CheckpointError.mismatch(
+                    "the \(part.name) tensors differ from this configuration's (another architecture?)")
+            }
+            for u in part.table.units.indices {
+                let count = part.table.units[u].count
+                let oldShard = CollectiveShape.padded(count, toMultipleOf: manifest.shards) / manifest.shards
+                let mine = part.plan.shardRange(u)
+                let real = mine.lowerBound..<Swift.max(mine.lowerBound, Swift.min(mine.upperBound, count))
+                for (kind, pointer) in part.shards(u) {
+                    pointer.setToZero(count: part.plan.shardCount(u))
+                    var position = real.lowerBound
+                    while position < real.upperBound {
+                        let index = position / oldShard
+                        let upper = Swift.min(real.upperBound, (index + 1) * oldShard)
+                        guard let file = files[index] else {
+                            throw CheckpointError.corrupt(file: folder, reason: "no rank file holds shard \(index)")
+                        }
+                        let local = (position - index * oldShard)..<(upper - index * oldShard)
+                        try file.read(
+                            "\(part.name)/\(kind)/unit-\(u)", range: local,
+                            into: UnsafeMutableBufferPointer(
+                                start: pointer + (position - mine.lowerBound), count: local.count))
+                        position = upper
+                    }
+                }
+            }
+        }
+        guard let first = files[0] else { throw CheckpointError.corrupt(file: folder, reason: "no file for shard 0") }
+        for (label, center) in state.checkpointCenters {
+            let values = try first.readDoubles("centers/\(label)").map { Float($0) }
+            let pending = try? first.readDoubles("centers/\(label)_pending")
+            center.restore(center: values, pending: pending)
+        }
+        state.optimizerSteps = manifest.optimizerSteps
+        return manifest.iteration
+    }
+}

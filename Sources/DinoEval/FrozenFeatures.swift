@@ -1,0 +1,31 @@
+// What the evaluations read from a model: the final-norm tokens of a frozen backbone (in training,
+// the teacher) for a batch of normalised images [count, 3, size, size]: CLS [count, D] and, when
+// asked, patch tokens [count, P, D]. The training module's SelfDistillation conforms; the
+// evaluations (k-NN, linear probe, PCA pictures, the embedding writer) see nothing else of it.
+
+/// A frozen feature extractor over images at one input size.
+public protocol FrozenFeatures: AnyObject {
+    /// Channels of a token (D).
+    var featureDimension: Int { get }
+    /// Side of the square input the features are computed at (the global crop size in training).
+    var inputSize: Int { get }
+    /// Patch tokens per image at `inputSize` (P).
+    var patchesPerImage: Int { get }
+    /// CLS [count, D] and (when `patches`) patch tokens [count, P, D] of `images`; collective when the
+    /// backbone is sharded over ranks (every rank calls it the same number of times).
+    func tokens(
+        images: UnsafePointer<Float>, count: Int, size: Int, patches: Bool
+    ) throws
+        -> (cls: [Float], patches: [Float])
+}
+
+/// An evaluation that cannot run on the data it was given, with what to do.
+public enum EvaluationError: Error, CustomStringConvertible, Equatable {
+    case data(String)
+
+    public var description: String {
+        switch self {
+        case .data(let text): return text
+        }
+    }
+}
