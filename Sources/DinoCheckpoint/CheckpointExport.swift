@@ -44,20 +44,9 @@ public enum CheckpointExport {
                 var values = [Float](repeating: 0, count: count)
                 try values.withUnsafeMutableBufferPointer { buffer in
                     guard let base = buffer.baseAddress else { return }
-                    var position = tensor.offset
-                    while position < tensor.offset + count {
-                        let index = position / shard
-                        let upper = Swift.min(tensor.offset + count, (index + 1) * shard)
-                        guard let file = files[index] else {
-                            throw CheckpointError.corrupt(file: folder, reason: "no rank file holds shard \(index)")
-                        }
-                        let local = (position - index * shard)..<(upper - index * shard)
-                        try file.read(
-                            "backbone/\(which)/unit-\(tensor.unit)", range: local,
-                            into: UnsafeMutableBufferPointer(
-                                start: base + (position - tensor.offset), count: local.count))
-                        position = upper
-                    }
+                    try ShardedCheckpoint.readUnitRange(
+                        "backbone/\(which)/unit-\(tensor.unit)", range: tensor.offset..<(tensor.offset + count),
+                        shardSize: shard, files: files, folder: folder, into: base)
                 }
                 try values.withUnsafeBufferPointer {
                     try out.write(officialName(tensor.name), values: $0, shape: tensor.shape)

@@ -311,20 +311,10 @@ public enum ShardedCheckpoint {
                 let real = mine.lowerBound..<Swift.max(mine.lowerBound, Swift.min(mine.upperBound, count))
                 for (kind, pointer) in part.shards(u) {
                     pointer.setToZero(count: part.plan.shardCount(u))
-                    var position = real.lowerBound
-                    while position < real.upperBound {
-                        let index = position / oldShard
-                        let upper = Swift.min(real.upperBound, (index + 1) * oldShard)
-                        guard let file = files[index] else {
-                            throw CheckpointError.corrupt(file: folder, reason: "no rank file holds shard \(index)")
-                        }
-                        let local = (position - index * oldShard)..<(upper - index * oldShard)
-                        try file.read(
-                            "\(part.name)/\(kind)/unit-\(u)", range: local,
-                            into: UnsafeMutableBufferPointer(
-                                start: pointer + (position - mine.lowerBound), count: local.count))
-                        position = upper
-                    }
+                    try readUnitRange(
+                        "\(part.name)/\(kind)/unit-\(u)", range: real, shardSize: oldShard, files: files,
+                        folder: folder,
+                        into: pointer + (real.lowerBound - mine.lowerBound))
                 }
             }
         }
@@ -336,5 +326,26 @@ public enum ShardedCheckpoint {
         }
         state.optimizerSteps = manifest.optimizerSteps
         return manifest.iteration
+    }
+
+    /// Reads elements `range` of a unit saved as `name` in shards of `shardSize` elements (shard i in
+    /// `files[i]`) into `target`, from whichever shards cover the range.
+    static func readUnitRange(
+        _ name: String, range: Range<Int>, shardSize: Int, files: [Int: HDF5File], folder: String,
+        into target: UnsafeMutablePointer<Float>
+    ) throws {
+        var position = range.lowerBound
+        while position < range.upperBound {
+            let index = position / shardSize
+            let upper = Swift.min(range.upperBound, (index + 1) * shardSize)
+            guard let file = files[index] else {
+                throw CheckpointError.corrupt(file: folder, reason: "no rank file holds shard \(index)")
+            }
+            let local = (position - index * shardSize)..<(upper - index * shardSize)
+            try file.read(
+                name, range: local,
+                into: UnsafeMutableBufferPointer(start: target + (position - range.lowerBound), count: local.count))
+            position = upper
+        }
     }
 }
