@@ -182,6 +182,8 @@ public final class SelfDistillation {
     private let buffers = StepBuffers()
 
     final class StepBuffers {
+        /// The head rows of the teacher and of the student (the student's also route the backward).
+        let teacherRows = HeadRows(), studentRows = HeadRows()
         let teacherInput = GrowableBuffer<Float>(), dinoTargets = GrowableBuffer<Float>(),
             ibotTargets = GrowableBuffer<Float>()
         let studentInput = GrowableBuffer<Float>(), dInput = GrowableBuffer<Float>(), dLogits = GrowableBuffer<Float>()
@@ -343,8 +345,9 @@ public final class SelfDistillation {
         try teacherBackbone.forward(
             [CropBatch(images: globalImages, count: 2 * b, size: crops.globalSize)],
             store: backbone.teacher, keepActivations: false)
-        let rows = HeadRows(
-            cls: [teacherBackbone.batches[0]], masked: crops.maskedTokens,
+        let rows = buffers.teacherRows
+        rows.set(
+            cls: teacherBackbone.batches.prefix(1), masked: crops.maskedTokens,
             of: teacherBackbone.batches[0], firstPatch: crops.firstPatch)
         let input = buffers.teacherInput.reserve(rows.count * d)
         rows.gather(teacherBackbone.output, into: input, channels: d)
@@ -399,7 +402,8 @@ public final class SelfDistillation {
                 store: backbone.student, dropPath: config.student.dropPathRate > 0 ? dropPath : nil)
         }
         // Head input rows: global CLS, local CLS, masked patch tokens.
-        let rows = HeadRows(
+        let rows = buffers.studentRows
+        rows.set(
             cls: studentBackbone.batches, masked: crops.maskedTokens, of: studentBackbone.batches[0],
             firstPatch: crops.firstPatch)
         let clsRows = rows.count - m

@@ -56,20 +56,23 @@ struct StepCrops {
 }
 
 /// The rows of a backbone's packed output that feed the heads, with their gather / scatter-add pair.
-struct HeadRows {
+/// One instance per use is kept with the step's buffers and refilled every step (no allocation once
+/// its capacity has grown to the largest step).
+final class HeadRows {
     /// Row of the packed token matrix behind each head row.
-    let tokenRows: [Int]
+    private(set) var tokenRows: [Int] = []
     var count: Int { tokenRows.count }
 
-    /// The CLS token of every crop of `batches`, then the masked tokens of the crops of `global`.
-    init(cls batches: [BatchRows], masked: [(crop: Int, patch: Int)], of global: BatchRows, firstPatch: Int) {
-        var rows: [Int] = []
-        rows.reserveCapacity(batches.reduce(0) { $0 + $1.count } + masked.count)
+    /// Refills with the CLS token of every crop of `batches`, then the masked tokens of the crops of `global`.
+    func set(
+        cls batches: some Collection<BatchRows>, masked: [(crop: Int, patch: Int)], of global: BatchRows,
+        firstPatch: Int
+    ) {
+        tokenRows.removeAll(keepingCapacity: true)
         for batch in batches {
-            for crop in 0..<batch.count { rows.append(batch.row(crop: crop, token: 0)) }
+            for crop in 0..<batch.count { tokenRows.append(batch.row(crop: crop, token: 0)) }
         }
-        for token in masked { rows.append(global.row(crop: token.crop, token: firstPatch + token.patch)) }
-        tokenRows = rows
+        for token in masked { tokenRows.append(global.row(crop: token.crop, token: firstPatch + token.patch)) }
     }
 
     /// out[i] = tokens[tokenRows[i]], rows of `d` channels.
