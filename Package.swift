@@ -22,6 +22,7 @@ let systemLibraries: [Target] = [
     .systemLibrary(name: "CHDF5", pkgConfig: "hdf5", providers: [.apt(["libhdf5-dev"])]),
     .systemLibrary(name: "CTurboJPEG", pkgConfig: "libturbojpeg", providers: [.apt(["libturbojpeg0-dev"])]),
     .systemLibrary(name: "CPNG", pkgConfig: "libpng", providers: [.apt(["libpng-dev"])]),
+    .systemLibrary(name: "CDNNL", providers: [.apt(["libdnnl-dev"])]),
 ]
 
 // MARK: - Swift modules
@@ -30,7 +31,7 @@ let modules: [Target] = [
     .target(name: "DinoCore", swiftSettings: hostCPUSettings),
     .target(
         name: "DinoConfig", dependencies: [.product(name: "Yams", package: "Yams")], swiftSettings: hostCPUSettings),
-    .target(name: "DinoKernels", dependencies: ["DinoCore", "CBLAS"], swiftSettings: hostCPUSettings),
+    .target(name: "DinoKernels", dependencies: ["DinoCore", "CBLAS", "CDNNL"], swiftSettings: hostCPUSettings),
     .target(
         name: "DinoModel", dependencies: ["DinoCore", "DinoKernels", "DinoConfig"], swiftSettings: hostCPUSettings),
     .target(name: "DinoData", dependencies: ["DinoCore", "CTurboJPEG", "CPNG"], swiftSettings: hostCPUSettings),

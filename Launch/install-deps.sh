@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian packages dinov2-fsdp builds and runs against (Open MPI, OpenBLAS, HDF5,
-# libjpeg-turbo, libpng, pkg-config). Idempotent: does nothing when every package is present.
+# libjpeg-turbo, libpng, oneDNN for bf16 GEMMs, pkg-config). Idempotent: does nothing when every
+# package is present.
 # Runs apt-get as root, or through sudo when not root.
 set -euo pipefail
 
@@ -10,6 +11,7 @@ packages=(
   libopenblas-dev
   libhdf5-dev hdf5-tools
   libturbojpeg0-dev libpng-dev
+  libdnnl-dev
 )
 
 missing=()

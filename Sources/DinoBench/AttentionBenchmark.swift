@@ -66,6 +66,24 @@ public struct AttentionBenchmark {
         [1024, 2048].map { sgemmThroughput(size: $0, threads: threads, repeats: repeats) }.max() ?? 0
     }
 
+    /// The bf16 GEMM peak at `threads` threads (oneDNN, fp32 accumulation and results): the best
+    /// median GFLOP/s of 2048^3 and of 1024 x 1024 x 4096 (a long inner dimension amortises writing
+    /// the fp32 result). nil where bf16 is not native.
+    public static func bf16Peak(threads: Int, repeats: Int = 5) -> Double? {
+        guard BF16GEMM.isSupported else { return nil }
+        let engine = BF16GEMM(threads: threads)
+        return [(2048, 2048, 2048), (1024, 1024, 4096)].map { m, n, k in
+            let a = [Float](repeating: 0.01, count: m * k), b = [Float](repeating: 0.02, count: k * n)
+            var c = [Float](repeating: 0, count: m * n)
+            let seconds = medianSeconds(repeats: repeats) {
+                engine.gemm(
+                    transposeA: false, transposeB: false, m: m, n: n, k: k, a: a, lda: k, b: b, ldb: n, beta: 0,
+                    c: &c, ldc: n)
+            }
+            return 2 * Double(m * n * k) / seconds / 1e9
+        }.max()
+    }
+
     /// Median GFLOP/s of `size`^3 sgemm at `threads` OpenBLAS threads, after one warm-up product.
     public static func sgemmThroughput(size n: Int, threads: Int, repeats: Int) -> Double {
         let a = UnsafeMutablePointer<Float>.allocate(capacity: n * n)

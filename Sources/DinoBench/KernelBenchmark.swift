@@ -1,6 +1,9 @@
 // Throughput of the ViT kernels on ViT-S/14 training shapes, with references measured in the same
 // run: GEMM-bound ops against plain OpenBLAS sgemm on the same shapes (sgemm_ratio), the whole
-// backbone forward+backward against the single-thread sgemm peak (peak_ratio).
+// backbone forward+backward against the single-thread sgemm peak (peak_ratio). Where bf16 is native,
+// the linear layers and the backbone again in bf16 (`_bf16` rows: rounding of the operands included),
+// their peak_ratio against the single-thread bf16 GEMM peak and sgemm_ratio the fp32 kernel's time
+// over the bf16 one (the speed-up).
 // Shapes: one image's student pass is 2 x 224 px + 8 x 98 px crops = 2 x 257 + 8 x 50 = 914 tokens;
 // `images` images give T = 914 x images rows.
 // FLOPs of the backbone (counted exactly for the architecture): per block and token 24 D^2 (qkv 6,
@@ -50,18 +53,45 @@ public struct KernelBenchmark {
         progress("measured kernels")
         records.append(try backboneRecord(peak: peak))
         progress("measured the backbone")
+        if let bf16Peak = AttentionBenchmark.bf16Peak(threads: 1, repeats: repeats) {
+            progress("bf16 GEMM peak (best of 2048^3 and 1024 x 1024 x 4096, 1 thread): \(Int(bf16Peak)) GFLOP/s")
+            let engine = BF16GEMM(threads: 1)
+            for (name, inF, outF) in [("qkv", d, 3 * d), ("proj", d, d), ("fc1", d, 4 * d), ("fc2", 4 * d, d)] {
+                let fp32 = records.filter { $0.name.hasPrefix("linear_\(name)_") }
+                for var record in linearRecords(name: name, rows: t, inF: inF, outF: outF, engine: engine) {
+                    let direction = record.name.hasSuffix("_fwd") ? "_fwd" : "_bwd"
+                    let reference = fp32.first { $0.name == "linear_\(name)\(direction)" }
+                    record.sgemmRatio = reference.map { $0.seconds / record.seconds }
+                    record.peakRatio = record.gflops / bf16Peak
+                    record.name += "_bf16"
+                    records.append(record)
+                }
+            }
+            var backbone = try backboneRecord(peak: bf16Peak, engine: engine)
+            backbone.sgemmRatio = records.first { $0.name == "vits14_backbone_fwd_bwd" }.map {
+                $0.seconds / backbone.seconds
+            }
+            backbone.name += "_bf16"
+            records.append(backbone)
+            progress("measured the bf16 rows")
+        } else {
+            progress("no bf16 rows: oneDNN reports \(BF16GEMM.instructionSet), without AVX512-BF16 or AMX")
+        }
         return records
     }
 
     // MARK: - Linear layers against sgemm on the same shapes
 
-    private func linearRecords(name: String, rows: Int, inF: Int, outF: Int) -> [KernelRecord] {
+    private func linearRecords(
+        name: String, rows: Int, inF: Int, outF: Int, engine: BF16GEMM? = nil
+    ) -> [KernelRecord] {
         let x = filled(rows * inF), w = filled(outF * inF), b = filled(outF), g = filled(rows * outF)
         let out = filled(rows * outF), dx = filled(rows * inF), dw = filled(outF * inF), db = filled(outF)
         defer { for p in [x, w, b, g, out, dx, dw, db] { p.deallocate() } }
         let forwardFlops = 2.0 * Double(rows * inF * outF)
         let forward = time {
-            Linear.forward(out: out, input: x, weight: w, bias: b, rows: rows, inFeatures: inF, outFeatures: outF)
+            Linear.forward(
+                out: out, input: x, weight: w, bias: b, rows: rows, inFeatures: inF, outFeatures: outF, engine: engine)
         }
         let forwardGemm = time {
             BLAS.sgemm(
@@ -71,7 +101,7 @@ public struct KernelBenchmark {
         let backward = time {
             Linear.backward(
                 dInput: dx, dWeight: dw, dBias: db, dOut: g, input: x, weight: w, rows: rows,
-                inFeatures: inF, outFeatures: outF)
+                inFeatures: inF, outFeatures: outF, engine: engine)
         }
         let backwardGemm = time {
             BLAS.sgemm(
@@ -127,7 +157,7 @@ public struct KernelBenchmark {
 
     // MARK: - The whole ViT-S/14 backbone
 
-    private func backboneRecord(peak: Double) throws -> KernelRecord {
+    private func backboneRecord(peak: Double, engine: BF16GEMM? = nil) throws -> KernelRecord {
         var a = ViTArchitecture(embedDim: 384, depth: 12, heads: 6, patchSize: 14, feedForward: .mlp(hidden: 1536))
         a.imageSize = 224
         let layout = ParameterLayout(a)
@@ -143,6 +173,7 @@ public struct KernelBenchmark {
             CropBatch(images: UnsafePointer(local), count: 8 * images, size: 98),
         ]
         let backbone = Backbone<Float>(layout: layout)
+        backbone.bf16 = engine
         let gradient = filled(914 * images * 384)
         defer { gradient.deallocate() }
         var failure: Error? = nil

@@ -32,6 +32,9 @@ public struct StepReport: Codable, Sendable {
     public var timeCommunicationExposedReductions: Double
     public var timeCommunicationExposedObjective: Double
     public var timeDataWait: Double
+    public var timeTeacherForward: Double
+    public var timeStudentForward: Double
+    public var timeBackward: Double
     public var timeOptimizer: Double
     public var timeEMA: Double
     public var maxRSSBytes: Int
@@ -57,6 +60,9 @@ public struct StepReport: Codable, Sendable {
         case timeCommunicationExposedReductions = "time_comm_exposed_reductions"
         case timeCommunicationExposedObjective = "time_comm_exposed_objective"
         case timeDataWait = "time_data_wait"
+        case timeTeacherForward = "time_teacher_forward"
+        case timeStudentForward = "time_student_forward"
+        case timeBackward = "time_backward"
         case timeOptimizer = "time_optimizer"
         case timeEMA = "time_ema"
         case maxRSSBytes = "max_rss_bytes"
@@ -81,7 +87,7 @@ public enum StepBenchmark {
         let model = try SelfDistillation(config: config, communicator: comm, seed: seed, threads: threads)
         let b = config.train.batchSizePerRank, world = comm.worldSize
         // Per timed step, the slowest rank's [step, compute, comm total, exposed, optimizer, ema, data wait,
-        // exposed gathers, exposed reductions, exposed objective].
+        // exposed gathers, exposed reductions, exposed objective, teacher forward, student forward, backward].
         var rows: [[Double]] = []
         var flops: [Double] = []
         func record(_ step: Int, _ timing: StepTiming, wait: Double) throws {
@@ -89,7 +95,7 @@ public enum StepBenchmark {
             let values = [
                 timing.total + wait, timing.compute, timing.totalCommunication, timing.exposedCommunication,
                 timing.optimizer, timing.ema, wait, timing.exposedGathers, timing.exposedReductions,
-                timing.exposedObjective,
+                timing.exposedObjective, timing.teacherForward, timing.studentForward, timing.backward,
             ]
             rows.append(try comm.allReduce(values, op: .max))
             flops.append(try comm.allReduce(model.stepFLOPs(images: b, maskedTokens: timing.maskedTokens), op: .sum))
@@ -142,7 +148,8 @@ public enum StepBenchmark {
             sgemmPeakGFLOPs: peak, timeStep: stepTime, timeCompute: median(1), timeCommunicationTotal: median(2),
             timeCommunicationExposed: median(3), timeCommunicationExposedGathers: median(7),
             timeCommunicationExposedReductions: median(8),
-            timeCommunicationExposedObjective: median(9), timeDataWait: median(6), timeOptimizer: median(4),
+            timeCommunicationExposedObjective: median(9), timeDataWait: median(6), timeTeacherForward: median(10),
+            timeStudentForward: median(11), timeBackward: median(12), timeOptimizer: median(4),
             timeEMA: median(5),
             maxRSSBytes: Int(rssPerRank.max() ?? 0), rssBytesPerRank: rssPerRank.map { Int($0) }, worldSize: world,
             imagesPerRank: b, steps: steps, flopsPerStep: flopsPerStep, config: ConfigLoader.yaml(config))

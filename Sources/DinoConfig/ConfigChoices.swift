@@ -81,15 +81,22 @@ public enum AllGatherPrecision: String, ConfigChoice {
     case bf16
 }
 
+/// `compute_precision.*.mixed_precision.*_dtype`: the precision a module computes in.
+public enum ComputeDtype: String, ConfigChoice {
+    case fp32
+    case bf16
+}
+
 extension TrainingConfig {
     /// Every key whose value is a `ConfigChoice`, with its accepted names (checked before decoding,
     /// so a wrong name is listed with the other problems of the same config).
-    static let choiceKeys: [(path: String, names: [String])] = [
-        ("train.centering", Centering.names),
-        ("student.arch", Architecture.names),
-        ("student.ffn_layer", FeedForwardLayer.names),
-        ("optim.scaling_rule", ScalingRule.names),
-        ("fsdp.sharding_strategy", ShardingStrategy.names),
-        ("fsdp.allgather_dtype", AllGatherPrecision.names),
-    ]
+    static let choiceKeys: [(path: String, names: [String])] =
+        [
+            ("train.centering", Centering.names),
+            ("student.arch", Architecture.names),
+            ("student.ffn_layer", FeedForwardLayer.names),
+            ("optim.scaling_rule", ScalingRule.names),
+            ("fsdp.sharding_strategy", ShardingStrategy.names),
+            ("fsdp.allgather_dtype", AllGatherPrecision.names),
+        ] + ComputePrecisionConfig.CodingKeys.allCases.map { ("compute_precision." + $0.rawValue, ComputeDtype.names) }
 }

@@ -133,20 +133,18 @@ public enum ConfigLoader {
         } catch {
             throw ConfigError.syntax(source: source, message: oneLine(error))
         }
-        if parts.count == 2, case .string = values.value(at: path) ?? .int(0), node.scalar == nil {
+        if parts.count >= 2, case .string = values.value(at: path) ?? .int(0), node.scalar == nil {
             // `key=a: b` parses as a mapping; for a string key the text itself is meant.
             try values.set(path: path, node: Node(valueText), source: source)
             return
         }
         if parts.count == 1 {
             try apply(section: parts[0], node: node, source: source, to: &values)
-        } else if parts.count == 2 {
+        } else {
             guard values.isSection(parts[0]) else {
                 throw ConfigError.unknownKey(path: path, suggestion: values.suggestion(for: path), source: source)
             }
             try values.set(path: path, node: node, source: source)
-        } else {
-            throw ConfigError.unknownKey(path: path, suggestion: values.suggestion(for: path), source: source)
         }
     }
 
@@ -155,10 +153,30 @@ public enum ConfigLoader {
             throw ConfigError.unknownKey(path: section, suggestion: values.suggestion(for: section), source: source)
         }
         if case .scalar = node, node.tag.description.hasSuffix(":null") { return }  // "section:" with nothing under it
-        guard let mapping = node.mapping else { throw ConfigError.notAMapping(source: source, path: section) }
+        if section == "compute_precision", let dtype = node.string {
+            // Our shorthand: `compute_precision: bf16` sets every module's param_dtype.
+            for entry in values.entries where entry.section == section && entry.key.hasSuffix(".param_dtype") {
+                try values.set(path: entry.path, node: Node(dtype), source: source)
+            }
+            return
+        }
+        guard node.mapping != nil else { throw ConfigError.notAMapping(source: source, path: section) }
+        try apply(mapping: node, prefix: section, source: source, to: &values)
+    }
+
+    /// Sets every leaf of `node` under `prefix`. A nested mapping whose dotted path is not a key itself
+    /// is descended (the official compute_precision block nests four levels; its keys are dotted here).
+    private static func apply(mapping node: Node, prefix: String, source: String, to values: inout FlatConfig) throws {
+        guard let mapping = node.mapping else { return }
         for (keyNode, child) in mapping {
-            let key = keyNode.string ?? "\(keyNode)"
-            try values.set(path: section + "." + key, node: child, source: source)
+            let path = prefix + "." + (keyNode.string ?? "\(keyNode)")
+            if child.mapping != nil, values.value(at: path) == nil,
+                values.entries.contains(where: { $0.path.hasPrefix(path + ".") })
+            {
+                try apply(mapping: child, prefix: path, source: source, to: &values)
+            } else {
+                try values.set(path: path, node: child, source: source)
+            }
         }
     }
 

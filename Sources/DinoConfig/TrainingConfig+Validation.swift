@@ -110,6 +110,28 @@ extension TrainingConfig {
         require((0..<1).contains(optim.adamwBeta1), "optim.adamw_beta1", "must be in [0, 1)")
         require((0..<1).contains(optim.adamwBeta2), "optim.adamw_beta2", "must be in [0, 1)")
 
+        // compute_precision: only the GEMM inputs may be bf16
+        let fp32Only: [(ComputeDtype, ComputePrecisionConfig.CodingKeys)] = [
+            (computePrecision.studentBackboneReduce, .studentBackboneReduce),
+            (computePrecision.studentBackboneBuffer, .studentBackboneBuffer),
+            (computePrecision.studentDinoHeadReduce, .studentDinoHeadReduce),
+            (computePrecision.studentDinoHeadBuffer, .studentDinoHeadBuffer),
+            (computePrecision.studentIbotHeadReduce, .studentIbotHeadReduce),
+            (computePrecision.studentIbotHeadBuffer, .studentIbotHeadBuffer),
+            (computePrecision.teacherBackboneReduce, .teacherBackboneReduce),
+            (computePrecision.teacherBackboneBuffer, .teacherBackboneBuffer),
+            (computePrecision.teacherDinoHeadReduce, .teacherDinoHeadReduce),
+            (computePrecision.teacherDinoHeadBuffer, .teacherDinoHeadBuffer),
+            (computePrecision.teacherIbotHeadReduce, .teacherIbotHeadReduce),
+            (computePrecision.teacherIbotHeadBuffer, .teacherIbotHeadBuffer),
+        ]
+        for (dtype, key) in fp32Only {
+            require(
+                dtype == .fp32, "compute_precision." + key.rawValue,
+                "must be fp32: gradient reductions, buffers, AdamW and the EMA stay fp32 here (param_dtype: bf16 "
+                    + "puts the GEMMs in bf16)")
+        }
+
         // evaluation, fsdp, checkpointing
         require(evaluation.evalPeriodIterations >= 0, "evaluation.eval_period_iterations", "must be >= 0")
         require(fsdp.hybridGroupSize >= 0, "fsdp.hybrid_group_size", "must be >= 0 (0: the ranks of one node)")

@@ -1,8 +1,9 @@
 // The resolved configuration of a run, as typed values. Section and key names are the official
 // DINOv2 ones (dinov2/configs/ssl_default_config.yaml), so official train configs load unchanged;
 // the defaults below equal that file. `fsdp` and `checkpointing` are sections of our own.
-// Keys of the official file that its training code never reads (MODEL, compute_precision: fp16
-// FSDP settings; we train in float32) are not accepted rather than silently ignored.
+// Keys of the official file that its training code never reads (MODEL) are not accepted rather than
+// silently ignored. `compute_precision` keeps the official per-module mixed-precision keys, flattened
+// to dotted names under the section (see ComputePrecisionConfig); its default differs: fp32.
 
 /// Every setting of a training run.
 public struct TrainingConfig: Codable, Equatable, Sendable {
@@ -14,10 +15,17 @@ public struct TrainingConfig: Codable, Equatable, Sendable {
     public var optim = OptimConfig()
     public var crops = CropsConfig()
     public var evaluation = EvaluationConfig()
+    public var computePrecision = ComputePrecisionConfig()
     public var fsdp = FSDPConfig()
     public var checkpointing = CheckpointingConfig()
 
     public init() {}
+
+    enum CodingKeys: String, CodingKey {
+        case dino, ibot, train, student, teacher, optim, crops, evaluation
+        case computePrecision = "compute_precision"
+        case fsdp, checkpointing
+    }
 }
 
 /// `dino.*`: the DINO CLS-token head and loss weights.
@@ -224,6 +232,75 @@ public struct EvaluationConfig: Codable, Equatable, Sendable {
 
     enum CodingKeys: String, CodingKey {
         case evalPeriodIterations = "eval_period_iterations"
+    }
+}
+
+/// `compute_precision.*`: the official FSDP mixed-precision settings per model and module
+/// (`student.backbone.mixed_precision.param_dtype` and so on, nested in YAML as in the official file).
+/// `param_dtype: bf16` runs that module's GEMMs in bf16 with fp32 accumulation (oneDNN, on CPUs with
+/// AVX512-BF16 or AMX; elsewhere fp32 with a log line). The official default is fp16, which CPUs do
+/// not compute fast; bf16 takes its place. Master weights, gradient reductions, AdamW and the EMA stay
+/// fp32, so `reduce_dtype` and `buffer_dtype` accept only fp32. `compute_precision: bf16` (or fp32)
+/// sets every `param_dtype` at once.
+public struct ComputePrecisionConfig: Codable, Equatable, Sendable {
+    public init() {}
+
+    public var studentBackboneParam = ComputeDtype.fp32
+    public var studentBackboneReduce = ComputeDtype.fp32
+    public var studentBackboneBuffer = ComputeDtype.fp32
+    public var studentDinoHeadParam = ComputeDtype.fp32
+    public var studentDinoHeadReduce = ComputeDtype.fp32
+    public var studentDinoHeadBuffer = ComputeDtype.fp32
+    public var studentIbotHeadParam = ComputeDtype.fp32
+    public var studentIbotHeadReduce = ComputeDtype.fp32
+    public var studentIbotHeadBuffer = ComputeDtype.fp32
+    public var teacherBackboneParam = ComputeDtype.fp32
+    public var teacherBackboneReduce = ComputeDtype.fp32
+    public var teacherBackboneBuffer = ComputeDtype.fp32
+    public var teacherDinoHeadParam = ComputeDtype.fp32
+    public var teacherDinoHeadReduce = ComputeDtype.fp32
+    public var teacherDinoHeadBuffer = ComputeDtype.fp32
+    public var teacherIbotHeadParam = ComputeDtype.fp32
+    public var teacherIbotHeadReduce = ComputeDtype.fp32
+    public var teacherIbotHeadBuffer = ComputeDtype.fp32
+
+    enum CodingKeys: String, CodingKey, CaseIterable {
+        case studentBackboneParam = "student.backbone.mixed_precision.param_dtype"
+        case studentBackboneReduce = "student.backbone.mixed_precision.reduce_dtype"
+        case studentBackboneBuffer = "student.backbone.mixed_precision.buffer_dtype"
+        case studentDinoHeadParam = "student.dino_head.mixed_precision.param_dtype"
+        case studentDinoHeadReduce = "student.dino_head.mixed_precision.reduce_dtype"
+        case studentDinoHeadBuffer = "student.dino_head.mixed_precision.buffer_dtype"
+        case studentIbotHeadParam = "student.ibot_head.mixed_precision.param_dtype"
+        case studentIbotHeadReduce = "student.ibot_head.mixed_precision.reduce_dtype"
+        case studentIbotHeadBuffer = "student.ibot_head.mixed_precision.buffer_dtype"
+        case teacherBackboneParam = "teacher.backbone.mixed_precision.param_dtype"
+        case teacherBackboneReduce = "teacher.backbone.mixed_precision.reduce_dtype"
+        case teacherBackboneBuffer = "teacher.backbone.mixed_precision.buffer_dtype"
+        case teacherDinoHeadParam = "teacher.dino_head.mixed_precision.param_dtype"
+        case teacherDinoHeadReduce = "teacher.dino_head.mixed_precision.reduce_dtype"
+        case teacherDinoHeadBuffer = "teacher.dino_head.mixed_precision.buffer_dtype"
+        case teacherIbotHeadParam = "teacher.ibot_head.mixed_precision.param_dtype"
+        case teacherIbotHeadReduce = "teacher.ibot_head.mixed_precision.reduce_dtype"
+        case teacherIbotHeadBuffer = "teacher.ibot_head.mixed_precision.buffer_dtype"
+    }
+
+    /// True when any module computes in bf16.
+    public var usesBF16: Bool {
+        [
+            studentBackboneParam, studentDinoHeadParam, studentIbotHeadParam, teacherBackboneParam,
+            teacherDinoHeadParam, teacherIbotHeadParam,
+        ].contains(.bf16)
+    }
+
+    /// Sets every module's `param_dtype`.
+    public mutating func setAllParameters(_ dtype: ComputeDtype) {
+        studentBackboneParam = dtype
+        studentDinoHeadParam = dtype
+        studentIbotHeadParam = dtype
+        teacherBackboneParam = dtype
+        teacherDinoHeadParam = dtype
+        teacherIbotHeadParam = dtype
     }
 }
 

@@ -3,38 +3,41 @@
 //   backward: dInput[N, I] = dOut[N, O] . weight[O, I]                     (= or += by `accumulate`)
 //             dWeight[O, I] += dOut^T . input;  dBias[O] += sum over rows of dOut   (always +=)
 // Parameter gradients accumulate, so several crops or micro-batches add up for free.
+// With a `BF16GEMM` engine (fp32 only) the three products run in bf16 with fp32 accumulation; bias
+// and its gradient stay fp32.
 
 /// `y = x W^T + b`, forward and backward.
 public enum Linear {
     /// Computes `out = input . weight^T + bias` for `rows` rows.
     public static func forward<T: KernelScalar>(
         out: UnsafeMutablePointer<T>, input: UnsafePointer<T>, weight: UnsafePointer<T>, bias: UnsafePointer<T>?,
-        rows: Int, inFeatures: Int, outFeatures: Int
+        rows: Int, inFeatures: Int, outFeatures: Int, engine: BF16GEMM? = nil
     ) {
         guard rows > 0 else { return }
         if let bias {
             for r in 0..<rows { (out + r * outFeatures).update(from: bias, count: outFeatures) }
         }
         T.gemm(
-            transposeA: false, transposeB: true, m: rows, n: outFeatures, k: inFeatures, alpha: 1, a: input,
-            lda: inFeatures, b: weight, ldb: inFeatures, beta: bias == nil ? 0 : 1, c: out, ldc: outFeatures)
+            transposeA: false, transposeB: true, m: rows, n: outFeatures, k: inFeatures, a: input, lda: inFeatures,
+            b: weight, ldb: inFeatures, beta: bias == nil ? 0 : 1, c: out, ldc: outFeatures, engine: engine)
     }
 
     /// Backpropagates `dOut` into `dInput` (if given), `dWeight` and `dBias`.
     public static func backward<T: KernelScalar>(
         dInput: UnsafeMutablePointer<T>?, dWeight: UnsafeMutablePointer<T>, dBias: UnsafeMutablePointer<T>?,
         dOut: UnsafePointer<T>, input: UnsafePointer<T>, weight: UnsafePointer<T>,
-        rows: Int, inFeatures: Int, outFeatures: Int, accumulate: Bool = false
+        rows: Int, inFeatures: Int, outFeatures: Int, accumulate: Bool = false, engine: BF16GEMM? = nil
     ) {
         guard rows > 0 else { return }
         if let dInput {
             T.gemm(
-                transposeA: false, transposeB: false, m: rows, n: inFeatures, k: outFeatures, alpha: 1, a: dOut,
-                lda: outFeatures, b: weight, ldb: inFeatures, beta: accumulate ? 1 : 0, c: dInput, ldc: inFeatures)
+                transposeA: false, transposeB: false, m: rows, n: inFeatures, k: outFeatures, a: dOut,
+                lda: outFeatures, b: weight, ldb: inFeatures, beta: accumulate ? 1 : 0, c: dInput, ldc: inFeatures,
+                engine: engine)
         }
         T.gemm(
-            transposeA: true, transposeB: false, m: outFeatures, n: inFeatures, k: rows, alpha: 1, a: dOut,
-            lda: outFeatures, b: input, ldb: inFeatures, beta: 1, c: dWeight, ldc: inFeatures)
+            transposeA: true, transposeB: false, m: outFeatures, n: inFeatures, k: rows, a: dOut, lda: outFeatures,
+            b: input, ldb: inFeatures, beta: 1, c: dWeight, ldc: inFeatures, engine: engine)
         if let dBias { T.addColumnSums(dBias, dOut, rows: rows, columns: outFeatures) }
     }
 }

@@ -69,10 +69,17 @@ public struct BatchRows: Sendable, Equatable {
     public func row(crop: Int, token: Int) -> Int { base + crop * tokensPerCrop + token }
 }
 
+/// A module whose GEMMs can run in bf16 (`nil`: in its own precision).
+public protocol BF16Computing: AnyObject {
+    var bf16: BF16GEMM? { get set }
+}
+
 /// The backbone's computation; parameters come from a `ParameterStore`.
-public final class Backbone<T: KernelScalar> {
+public final class Backbone<T: KernelScalar>: BF16Computing {
     public let layout: ParameterLayout
     public let threads: Int
+    /// Runs the linear layers' GEMMs (patch embedding, qkv, proj, MLP / SwiGLU) in bf16 when set.
+    public var bf16: BF16GEMM? = nil
     private var a: ViTArchitecture { layout.architecture }
 
     // Saved from the last forward.
@@ -201,7 +208,8 @@ public final class Backbone<T: KernelScalar> {
             PatchEmbed.forward(
                 out: patchTokens, columns: columns[i].reserve(batch.count * n * 3 * a.patchSize * a.patchSize),
                 images: batch.images, weight: p + layout.embed.patchWeight, bias: p + layout.embed.patchBias,
-                batch: batch.count, height: batch.size, width: batch.size, patch: a.patchSize, embedDim: d)
+                batch: batch.count, height: batch.size, width: batch.size, patch: a.patchSize, embedDim: d,
+                engine: bf16)
             let cls = p + layout.embed.clsToken, clsPosition = p + layout.embed.positionEmbedding
             for crop in 0..<batch.count {
                 T.linearCombination(x + rows.row(crop: crop, token: 0) * d, cls, 1, clsPosition, 1, d)
@@ -301,7 +309,7 @@ public final class Backbone<T: KernelScalar> {
             let count = piece > 0 ? Swift.min(piece, rows - first) : rows
             Linear.forward(
                 out: out + first * outFeatures, input: input + first * inFeatures, weight: weight, bias: bias,
-                rows: count, inFeatures: inFeatures, outFeatures: outFeatures)
+                rows: count, inFeatures: inFeatures, outFeatures: outFeatures, engine: bf16)
             first += count
             if first < rows { try poll() }
         } while first < rows
@@ -320,7 +328,7 @@ public final class Backbone<T: KernelScalar> {
             Linear.backward(
                 dInput: dInput + first * inFeatures, dWeight: dWeight, dBias: dBias, dOut: dOut + first * outFeatures,
                 input: input + first * inFeatures, weight: weight, rows: count, inFeatures: inFeatures,
-                outFeatures: outFeatures)
+                outFeatures: outFeatures, engine: bf16)
             first += count
             if first < rows { try poll() }
         } while first < rows
@@ -505,7 +513,7 @@ public final class Backbone<T: KernelScalar> {
             PatchEmbed.backward(
                 dWeight: g + layout.embed.patchWeight, dBias: g + layout.embed.patchBias,
                 dOut: dPatchTokens, columns: columns[i].base, weight: p + layout.embed.patchWeight,
-                rows: batch.count * n, patch: a.patchSize, embedDim: d)
+                rows: batch.count * n, patch: a.patchSize, embedDim: d, engine: bf16)
         }
     }
 }

@@ -57,9 +57,11 @@ public struct HeadArchitecture: Sendable, Equatable {
 }
 
 /// A projection head's computation; parameters come from a store holding the head's one unit.
-public final class DinoHead<T: KernelScalar> {
+public final class DinoHead<T: KernelScalar>: BF16Computing {
     public let architecture: HeadArchitecture
     public let table: TensorTable
+    /// Runs the MLP and last-layer GEMMs in bf16 when set.
+    public var bf16: BF16GEMM? = nil
     private let offsets: [(weight: Int, bias: Int)]
     private let gOffset: Int, vOffset: Int
     private var rows = 0
@@ -106,7 +108,7 @@ public final class DinoHead<T: KernelScalar> {
             let out = preActivations[i].reserve(rows * shape.outF)
             Linear.forward(
                 out: out, input: saved, weight: p + offsets[i].weight, bias: p + offsets[i].bias, rows: rows,
-                inFeatures: shape.inF, outFeatures: shape.outF)
+                inFeatures: shape.inF, outFeatures: shape.outF, engine: bf16)
             if i < shapes.count - 1 {
                 let activated = scratchA.reserve(rows * shape.outF)
                 GELU.forward(out: activated, input: out, count: rows * shape.outF)
@@ -130,8 +132,8 @@ public final class DinoHead<T: KernelScalar> {
             epsilon: T(1e-12))
         let out = logits.reserve(rows * k)
         T.gemm(
-            transposeA: false, transposeB: true, m: rows, n: k, k: b, alpha: 1, a: zn, lda: b, b: p + vOffset, ldb: b,
-            beta: 0, c: out, ldc: k)
+            transposeA: false, transposeB: true, m: rows, n: k, k: b, a: zn, lda: b, b: p + vOffset, ldb: b, beta: 0,
+            c: out, ldc: k, engine: bf16)
         for r in 0..<rows { T.multiply(out + r * k, out + r * k, scale, k) }
         try store.release(unit: 0)
     }
@@ -149,8 +151,8 @@ public final class DinoHead<T: KernelScalar> {
         // dzn = dLogits W = (dLogits * s) v.
         let dW = g + vOffset
         T.gemm(
-            transposeA: true, transposeB: false, m: k, n: b, k: rows, alpha: 1, a: dLogits, lda: k, b: normalized.base,
-            ldb: b, beta: 0, c: dW, ldc: b)
+            transposeA: true, transposeB: false, m: k, n: b, k: rows, a: dLogits, lda: k, b: normalized.base, ldb: b,
+            beta: 0, c: dW, ldc: b, engine: bf16)
         for row in 0..<k {
             // W = g v / |v|: dg = dW . v / |v|;  dv = (g / |v|) (dW - (dW . v^) v^), v^ = v / |v|.
             let v = p + vOffset + row * b, dWRow = dW + row * b
@@ -164,8 +166,8 @@ public final class DinoHead<T: KernelScalar> {
         for r in 0..<rows { T.multiply(scaled + r * k, dLogits + r * k, scale, k) }
         let dzn = scratchB.reserve(rows * Swift.max(b, maxWidth))
         T.gemm(
-            transposeA: false, transposeB: false, m: rows, n: b, k: k, alpha: 1, a: scaled, lda: k, b: p + vOffset,
-            ldb: b, beta: 0, c: dzn, ldc: b)
+            transposeA: false, transposeB: false, m: rows, n: b, k: k, a: scaled, lda: k, b: p + vOffset, ldb: b,
+            beta: 0, c: dzn, ldc: b, engine: bf16)
         let dz = scratchA.reserve(rows * maxWidth)
         L2Normalize.backward(
             dInput: dz, dOut: dzn, out: normalized.base, norms: norms.base, rows: rows, channels: b,
@@ -183,7 +185,7 @@ public final class DinoHead<T: KernelScalar> {
             Linear.backward(
                 dInput: target, dWeight: g + offsets[i].weight, dBias: g + offsets[i].bias, dOut: gradient,
                 input: layerInputs[i].base, weight: p + offsets[i].weight, rows: rows, inFeatures: shape.inF,
-                outFeatures: shape.outF)
+                outFeatures: shape.outF, engine: bf16)
             if i > 0 { swap(&gradient, &spare) }
         }
         T.add(store.gradients(unit: 0), g, count)

@@ -68,6 +68,11 @@ public struct StepTiming: Sendable, Equatable {
     /// The exposed part in the objective's own collectives (centering, Sinkhorn-Knopp, loss and norm
     /// checks); waiting there also absorbs any compute imbalance between ranks.
     public var exposedObjective = 0.0
+    /// Wall time of the stages, each including the communication it waited for: teacher forward with
+    /// its heads and targets; student forward with heads and losses; backward with gradient reductions.
+    public var teacherForward = 0.0
+    public var studentForward = 0.0
+    public var backward = 0.0
     public var optimizer = 0.0
     public var ema = 0.0
     /// Everything else: forward and backward compute, heads and losses.
@@ -246,6 +251,17 @@ public final class SelfDistillation {
         }
         studentBackbone = Backbone(layout: layout, threads: threads)
         teacherBackbone = Backbone(layout: layout, threads: threads)
+        let precision = config.computePrecision
+        precisionReport = Self.applyComputePrecision(
+            precision.usesBF16, threads: threads,
+            modules: [
+                ("student backbone", studentBackbone, precision.studentBackboneParam),
+                ("teacher backbone", teacherBackbone, precision.teacherBackboneParam),
+                ("student dino_head", studentDinoHead, precision.studentDinoHeadParam),
+                ("teacher dino_head", teacherDinoHead, precision.teacherDinoHeadParam),
+                ("student ibot_head", studentIbotHead, precision.studentIbotHeadParam),
+                ("teacher ibot_head", teacherIbotHead, precision.teacherIbotHeadParam),
+            ])
         dinoCenter = SoftmaxCenter(prototypes: config.dino.headPrototypes)
         ibotCenter = SoftmaxCenter(
             prototypes: config.ibot.separateHead ? config.ibot.headPrototypes : config.dino.headPrototypes)
@@ -256,6 +272,34 @@ public final class SelfDistillation {
         // As the official meta-architecture: the student backbone starts from these weights (the
         // heads stay freshly initialised) and the teacher copies it. A resumed checkpoint overrides it.
         if !config.student.pretrainedWeights.isEmpty { try loadBackboneWeights(from: config.student.pretrainedWeights) }
+    }
+
+    /// What `compute_precision` turned into on this CPU, for the run's log: which modules compute in
+    /// bf16 and on which instructions, or why bf16 was asked for and fp32 is used (`isFallback`).
+    public let precisionReport: (text: String, isFallback: Bool)?
+
+    /// Gives the modules whose `param_dtype` is bf16 one shared bf16 GEMM engine (its compiled shapes
+    /// serve student and teacher alike). Without AVX512-BF16 / AMX every module stays fp32. A shared
+    /// iBOT head (no separate head) is the DINO head and follows its setting.
+    private static func applyComputePrecision(
+        _ asked: Bool, threads: Int, modules: [(name: String, module: (any BF16Computing)?, dtype: ComputeDtype)]
+    ) -> (text: String, isFallback: Bool)? {
+        guard asked else { return nil }
+        guard BF16GEMM.isSupported else {
+            return (
+                "compute_precision asks for bf16, but this CPU has no AVX512-BF16 or AMX (oneDNN reports "
+                    + "\(BF16GEMM.instructionSet)): computing in fp32", true
+            )
+        }
+        let engine = BF16GEMM(threads: threads)
+        var names: [String] = []
+        for (name, module, dtype) in modules where dtype == .bf16 {
+            guard let module else { continue }
+            module.bf16 = engine
+            names.append(name)
+        }
+        let isa = BF16GEMM.instructionSet
+        return ("compute: bf16 GEMMs, fp32 accumulation (oneDNN \(isa)) in " + names.joined(separator: ", "), false)
     }
 
     /// Model FLOPs of one step on `b` images per rank with `maskedTokens` masked tokens: student
@@ -321,12 +365,18 @@ public final class SelfDistillation {
         let crops = StepCrops(config: config, architecture: architecture, images: b, masks: masks)
         clock.maskedTokens = crops.maskedTokens.count
 
-        let targets = try teacherTargets(crops, globalImages: globalImages, schedule: s)
+        let targets = try clock.measure(\.teacherForward) {
+            try teacherTargets(crops, globalImages: globalImages, schedule: s)
+        }
         var losses = StepLosses(dinoLocal: 0, dinoGlobal: 0, ibot: 0, koleo: 0)
-        let heads = try studentForwardAndLoss(
-            crops, globalImages: globalImages, localImages: localImages,
-            targets: targets, iteration: iteration, losses: &losses)
-        let norms = try backwardAndReduce(crops, heads: heads, losses: losses, iteration: iteration)
+        let heads = try clock.measure(\.studentForward) {
+            try studentForwardAndLoss(
+                crops, globalImages: globalImages, localImages: localImages,
+                targets: targets, iteration: iteration, losses: &losses)
+        }
+        let norms = try clock.measure(\.backward) {
+            try backwardAndReduce(crops, heads: heads, losses: losses, iteration: iteration)
+        }
         clock.measure(\.optimizer) { clipAndAdamW(norms: norms, schedule: s) }
         clock.measure(\.ema) { for part in parts { part.updateTeacher(momentum: s.momentum) } }
         lastTiming = clock.finish()

@@ -84,6 +84,9 @@ public enum Trainer {
         // Resuming comes before anything is written to the output folder, so a checkpoint of another
         // configuration is refused untouched.
         let (model, start) = try resume(freshModel: freshModel, output: output, communicator: comm, log: log)
+        if let report = model.precisionReport {
+            if report.isFallback { log.warning(report.text) } else { log.main(report.text) }
+        }
         var written = 1
         if comm.rank == 0 {
             do {

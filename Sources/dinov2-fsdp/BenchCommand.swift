@@ -213,6 +213,9 @@ struct BenchCommand: ParsableCommand {
                     \(f(r.timeCommunicationExposedReductions)), objective \
                     \(f(r.timeCommunicationExposedObjective))), optimizer \(f(r.timeOptimizer)), EMA \
                     \(f(r.timeEMA)), data wait \(f(r.timeDataWait)) (\(f(100 * r.timeDataWait / r.timeStep, 1)) %)
+                      phases: teacher forward \(f(r.timeTeacherForward)), student forward + loss \
+                    \(f(r.timeStudentForward)), backward \(f(r.timeBackward)), optimizer \(f(r.timeOptimizer)), EMA \
+                    \(f(r.timeEMA)) (each with the communication it waited for)
                       peak RSS per rank (MiB): \(r.rssBytesPerRank.map { String($0 >> 20) }.joined(separator: " "))
                     """)
                 if let json, comm.rank == 0 { try writeJSON(r, to: json) }
