@@ -75,12 +75,21 @@ public enum ConfigLoader {
         guard let values = try? flatten(config) else { return "" }
         var lines = ["# dinov2-fsdp configuration (defaults < config file < command-line overrides)"]
         var section = ""
+        var open: [Substring] = []  // the nested mappings of dotted keys (compute_precision) written so far
         for entry in values.entries {
             if entry.section != section {
                 section = entry.section
+                open = []
                 lines.append("\(section):")
             }
-            lines.append("  \(entry.key): \(entry.value.yaml)")
+            let parts = entry.key.split(separator: ".")
+            let shared = zip(open, parts.dropLast()).prefix { $0 == $1 }.count
+            open = Array(open.prefix(shared))
+            for level in shared..<(parts.count - 1) {
+                lines.append(String(repeating: "  ", count: level + 1) + "\(parts[level]):")
+                open.append(parts[level])
+            }
+            lines.append(String(repeating: "  ", count: parts.count) + "\(parts.last ?? ""): \(entry.value.yaml)")
         }
         return lines.joined(separator: "\n") + "\n"
     }

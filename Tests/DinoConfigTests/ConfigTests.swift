@@ -154,6 +154,64 @@ struct ConfigTests {
         }
     }
 
+    @Test("compute_precision: the official nested block, dotted overrides, the shorthand, fp32-only reductions")
+    func computePrecision() throws {
+        let official = """
+            compute_precision:
+              student:
+                backbone:
+                  mixed_precision:
+                    param_dtype: bf16
+                    reduce_dtype: fp32
+                    buffer_dtype: fp32
+                dino_head:
+                  mixed_precision:
+                    param_dtype: bf16
+            """
+        let nested = try ConfigLoader.load(yaml: official)
+        #expect(nested.computePrecision.studentBackboneParam == .bf16)
+        #expect(nested.computePrecision.studentDinoHeadParam == .bf16)
+        #expect(nested.computePrecision.teacherBackboneParam == .fp32 && nested.computePrecision.usesBF16)
+        #expect(try ConfigLoader.load(yaml: ConfigLoader.yaml(nested)) == nested)
+
+        let dotted = try ConfigLoader.load(
+            file: nil, overrides: ["compute_precision.teacher.ibot_head.mixed_precision.param_dtype=bf16"])
+        #expect(dotted.computePrecision.teacherIbotHeadParam == .bf16 && dotted.computePrecision.usesBF16)
+        #expect(dotted.computePrecision.studentIbotHeadParam == .fp32)
+
+        let all = try ConfigLoader.load(file: nil, overrides: ["compute_precision=bf16"])
+        var expected = TrainingConfig()
+        expected.computePrecision.setAllParameters(.bf16)
+        #expect(all == expected)
+        #expect(all.computePrecision.studentBackboneReduce == .fp32)
+        #expect(!TrainingConfig().computePrecision.usesBF16)
+
+        do {
+            _ = try ConfigLoader.load(
+                file: nil,
+                overrides: [
+                    "compute_precision.student.backbone.mixed_precision.param_dtype=fp16",
+                    "compute_precision.student.backbone.mixed_precision.reduce_dtype=bf16",
+                ])
+            Issue.record("expected a validation error")
+        } catch ConfigError.invalid(let problems) {
+            #expect(problems.count == 2, "\(problems)")
+            #expect(
+                problems.contains {
+                    $0.hasPrefix("compute_precision.student.backbone.mixed_precision.param_dtype: 'fp16'")
+                        && $0.contains("fp32, bf16")
+                }, "\(problems)")
+            #expect(
+                problems.contains {
+                    $0.hasPrefix("compute_precision.student.backbone.mixed_precision.reduce_dtype: must be fp32")
+                }, "\(problems)")
+        }
+        #expect(throws: ConfigError.self) {
+            try ConfigLoader.load(
+                file: nil, overrides: ["compute_precision.student.backbone.mixed_precision.dtype=bf16"])
+        }
+    }
+
     @Test("the rendered YAML reads back to the same config")
     func roundTrip() throws {
         var c = try ConfigLoader.load(

@@ -406,4 +406,24 @@ struct TrainTests {
         }
         #expect(snapshot(run) == before, "the refused run changed the output folder")
     }
+
+    @Test("bf16 asked for on a CPU without AVX512-BF16: one warning line, then exactly the fp32 run")
+    func bf16Fallback() throws {
+        let data = try dataset()
+        defer { try? FileManager.default.removeItem(at: data) }
+        let common = ["train", "--config", "Configs/tests/tiny.yaml", "--data", data.path + "/train"]
+        let fp32 = try ProcessRunner.dinov2(common + ["--output", data.path + "/fp32"], timeout: 240)
+        #expect(fp32.status == 0, "\(fp32.stderr)")
+        // oneDNN's own limit stands in for an older CPU: AVX-512 without the bf16 instructions.
+        let limited = try ProcessRunner.run(
+            TestPaths.executable, common + ["--output", data.path + "/fallback", "compute_precision=bf16"],
+            environment: ["ONEDNN_MAX_CPU_ISA": "AVX512_CORE"], timeout: 240)
+        #expect(limited.status == 0, "\(limited.stderr)")
+        let warnings = limited.stderr.split(separator: "\n").filter { $0.contains("no AVX512-BF16 or AMX") }
+        #expect(warnings.count == 1, "\(limited.stderr)")
+        #expect(warnings.first?.hasPrefix("warning: compute_precision asks for bf16") == true)
+        let losses = { (folder: String) in try metrics(folder).compactMap { $0["loss"] as? Double } }
+        #expect(try losses(data.path + "/fallback") == losses(data.path + "/fp32"))
+        #expect(try !losses(data.path + "/fp32").isEmpty)
+    }
 }
