@@ -1,11 +1,14 @@
 // Full training steps, timed per step on every rank, on synthetic crops (no data pipeline: data
 // wait is 0) or, with a dataset, on real images through the training loader (decoding and
-// multi-crop on background threads; the wait for a batch counts in the step): images/s in total and per rank,
-// tokens/s, model GFLOP/s and MFU
-// against the sgemm peak measured on every rank at the start (summed over ranks), the time
-// split (compute, total and exposed communication, optimizer, EMA) and peak RSS per rank.
-// The peak is the better of 1024^3 and 2048^3 sgemm; a model whose GEMMs run faster than that
-// reference shows an MFU near or slightly above 1.
+// multi-crop on background threads; the wait for a batch counts in the step): images/s in total and
+// per rank, tokens/s, model GFLOP/s and MFU, the time split (phases, compute, total and exposed
+// communication, optimizer, EMA) and peak RSS per rank.
+// MFU's denominator is the peak of the cores the run uses, measured uncontended before the steps:
+// on each node the first rank times GEMMs on all the cores the node's ranks use (cores per node
+// capped at the processor count) while the node's other ranks sleep, best of two trials; nodes add
+// up. fp32 runs use the sgemm peak (best of 1024^3 and 2048^3), runs with any bf16 module the
+// bf16 GEMM peak (best of 2048^3 and 1024 x 1024 x 4096, oneDNN), so no run's MFU can exceed 1
+// by running faster kernels than its reference.
 // A step's time is the slowest rank's; every reported time is the median over the timed steps.
 
 import DinoConfig
@@ -23,7 +26,12 @@ public struct StepReport: Codable, Sendable {
     public var tokensPerSecond: Double
     public var modelGFLOPsPerSecond: Double
     public var mfu: Double
+    /// The fp32 sgemm peak of the run's cores (the MFU denominator of fp32 runs).
     public var sgemmPeakGFLOPs: Double
+    /// The bf16 GEMM peak of the run's cores, measured for runs with a bf16 module (their denominator).
+    public var bf16PeakGFLOPs: Double?
+    /// "fp32" or "bf16 (oneDNN ISA)", or the fallback: what the modules computed in.
+    public var computePrecision: String?
     public var timeStep: Double
     public var timeCompute: Double
     public var timeCommunicationTotal: Double
@@ -32,9 +40,10 @@ public struct StepReport: Codable, Sendable {
     public var timeCommunicationExposedReductions: Double
     public var timeCommunicationExposedObjective: Double
     public var timeDataWait: Double
-    public var timeTeacherForward: Double
-    public var timeStudentForward: Double
-    public var timeBackward: Double
+    // Optional: reports written before the phases were timed still decode (scaling-report).
+    public var timeTeacherForward: Double?
+    public var timeStudentForward: Double?
+    public var timeBackward: Double?
     public var timeOptimizer: Double
     public var timeEMA: Double
     public var maxRSSBytes: Int
@@ -52,6 +61,8 @@ public struct StepReport: Codable, Sendable {
         case modelGFLOPsPerSecond = "model_gflops_per_sec"
         case mfu
         case sgemmPeakGFLOPs = "sgemm_peak_gflops"
+        case bf16PeakGFLOPs = "bf16_peak_gflops"
+        case computePrecision = "compute_precision"
         case timeStep = "time_step"
         case timeCompute = "time_compute"
         case timeCommunicationTotal = "time_comm_total"
@@ -81,10 +92,18 @@ public enum StepBenchmark {
         config: TrainingConfig, communicator comm: any Communicator, steps: Int, warmup: Int,
         seed: UInt64, threads: Int, data: ImageDataset? = nil
     ) throws -> StepReport {
-        let peak = try comm.allReduce(AttentionBenchmark.sgemmPeak(threads: threads, repeats: 3), op: .sum)
+        let model = try SelfDistillation(config: config, communicator: comm, seed: seed, threads: threads)
+        let bf16 = model.precisionReport.map { !$0.isFallback } ?? false
+        let sgemmPeak = try nodePeak(communicator: comm, threads: threads) { cores in
+            AttentionBenchmark.sgemmPeak(threads: cores, repeats: 3)
+        }
+        let bf16Peak =
+            bf16
+            ? try nodePeak(communicator: comm, threads: threads) { AttentionBenchmark.bf16Peak(threads: $0) ?? 0 }
+            : nil
+        let peak = bf16Peak ?? sgemmPeak
         // Linear layers use OpenBLAS with `threads` threads, attention its own `threads` workers.
         BLAS.threadCount = threads
-        let model = try SelfDistillation(config: config, communicator: comm, seed: seed, threads: threads)
         let b = config.train.batchSizePerRank, world = comm.worldSize
         // Per timed step, the slowest rank's [step, compute, comm total, exposed, optimizer, ema, data wait,
         // exposed gathers, exposed reductions, exposed objective, teacher forward, student forward, backward].
@@ -145,7 +164,9 @@ public enum StepBenchmark {
             imagesPerSecond: images / stepTime, imagesPerSecondPerRank: images / stepTime / Double(world),
             tokensPerSecond: images * Double(tokensPerImage) / stepTime,
             modelGFLOPsPerSecond: flopsPerStep / stepTime / 1e9, mfu: flopsPerStep / stepTime / 1e9 / peak,
-            sgemmPeakGFLOPs: peak, timeStep: stepTime, timeCompute: median(1), timeCommunicationTotal: median(2),
+            sgemmPeakGFLOPs: sgemmPeak, bf16PeakGFLOPs: bf16Peak,
+            computePrecision: model.precisionReport?.text ?? "fp32", timeStep: stepTime, timeCompute: median(1),
+            timeCommunicationTotal: median(2),
             timeCommunicationExposed: median(3), timeCommunicationExposedGathers: median(7),
             timeCommunicationExposedReductions: median(8),
             timeCommunicationExposedObjective: median(9), timeDataWait: median(6), timeTeacherForward: median(10),
@@ -153,5 +174,23 @@ public enum StepBenchmark {
             timeEMA: median(5),
             maxRSSBytes: Int(rssPerRank.max() ?? 0), rssBytesPerRank: rssPerRank.map { Int($0) }, worldSize: world,
             imagesPerRank: b, steps: steps, flopsPerStep: flopsPerStep, config: ConfigLoader.yaml(config))
+    }
+
+    /// The summed peak of every node's cores (see the file header): the node's first rank measures
+    /// with the cores its ranks use while the others sleep in short naps on a pending all-reduce
+    /// (an MPI barrier would spin on the very cores being measured).
+    static func nodePeak(
+        communicator comm: any Communicator, threads: Int, measure: (Int) -> Double
+    ) throws -> Double {
+        let node = try comm.splitByNode()
+        let cores = Swift.min(ProcessInfo.processInfo.activeProcessorCount, node.worldSize * threads)
+        try node.barrier()
+        var mine = [0.0]
+        if node.rank == 0 { mine[0] = Swift.max(measure(cores), measure(cores)) }
+        try mine.withUnsafeMutableBufferPointer { buffer in
+            let done = try node.startAllReduce(buffer, op: .max)
+            while try !done.test() { usleep(node.rank == 0 ? 0 : 5000) }
+        }
+        return try comm.allReduce(node.rank == 0 ? mine[0] : 0, op: .sum)
     }
 }

@@ -173,8 +173,10 @@ struct BenchCommand: ParsableCommand {
                 through the training loader (the wait for each batch is part of the step), e.g. \
                 `Launch/mpirun.sh -n 2 dinov2-fsdp bench step --config Configs/vits14.yaml --steps 3`. \
                 FLOPs per step are counted from the architecture (linear layers, attention, patch \
-                embedding, heads; student forward+backward, teacher forward); MFU is against the \
-                sgemm peak (best of 1024^3, 2048^3) measured on every rank at the start.
+                embedding, heads; student forward+backward, teacher forward); MFU is against the peak \
+                of the cores the run uses, measured per node before the steps with the node's other \
+                ranks idle: sgemm (best of 1024^3, 2048^3), or the bf16 GEMM peak when a module \
+                computes in bf16.
                 """)
         @OptionGroup var options: ConfigOptions
         @Option(help: "Timed steps.") var steps = 5
@@ -201,21 +203,23 @@ struct BenchCommand: ParsableCommand {
                 func f(_ v: Double, _ d: Int = 3) -> String { String(format: "%.\(d)f", v) }
                 log.main(
                     """
+                    \(r.computePrecision ?? "fp32")
                     \(config.student.arch) on \(r.worldSize) rank(s), \(r.imagesPerRank) images per rank, median of \
                     \(r.steps) steps:
                       images/s \(f(r.imagesPerSecond, 2)) (per rank \(f(r.imagesPerSecondPerRank, 2))), tokens/s \
                     \(f(r.tokensPerSecond, 0))
-                      model GFLOP/s \(f(r.modelGFLOPsPerSecond, 1)), MFU \(f(r.mfu)) of \(f(r.sgemmPeakGFLOPs, 1)) \
-                    sgemm GFLOP/s
+                      model GFLOP/s \(f(r.modelGFLOPsPerSecond, 1)), MFU \(f(r.mfu)) of \
+                    \(r.bf16PeakGFLOPs.map { f($0, 1) + " bf16" } ?? f(r.sgemmPeakGFLOPs, 1) + " sgemm") GFLOP/s \
+                    (the peak of the run's cores, measured uncontended)
                       step \(f(r.timeStep)) s: compute \(f(r.timeCompute)), comm exposed \
                     \(f(r.timeCommunicationExposed)) of \(f(r.timeCommunicationTotal)) (gathers \
                     \(f(r.timeCommunicationExposedGathers)), reductions \
                     \(f(r.timeCommunicationExposedReductions)), objective \
                     \(f(r.timeCommunicationExposedObjective))), optimizer \(f(r.timeOptimizer)), EMA \
                     \(f(r.timeEMA)), data wait \(f(r.timeDataWait)) (\(f(100 * r.timeDataWait / r.timeStep, 1)) %)
-                      phases: teacher forward \(f(r.timeTeacherForward)), student forward + loss \
-                    \(f(r.timeStudentForward)), backward \(f(r.timeBackward)), optimizer \(f(r.timeOptimizer)), EMA \
-                    \(f(r.timeEMA)) (each with the communication it waited for)
+                      phases: teacher forward \(f(r.timeTeacherForward ?? 0)), student forward + loss \
+                    \(f(r.timeStudentForward ?? 0)), backward \(f(r.timeBackward ?? 0)), optimizer \
+                    \(f(r.timeOptimizer)), EMA \(f(r.timeEMA)) (each with the communication it waited for)
                       peak RSS per rank (MiB): \(r.rssBytesPerRank.map { String($0 >> 20) }.joined(separator: " "))
                     """)
                 if let json, comm.rank == 0 { try writeJSON(r, to: json) }
