@@ -110,6 +110,21 @@ def schedules(cfg, lr):
     return total, lr_s, wd_s, mom_s, temp_s, last_s
 
 
+def student_heads(cfg, student, data):
+    """SSLMetaArch.forward_backward's student part: the backbone on the masked global crops and the
+    local crops, the DINO head on local and global CLS (and on the masked patches with a shared
+    head), the iBOT head on the masked patches; returns those three head outputs and the global CLS."""
+    s_global = student.backbone(data["collated_global_crops"], masks=data["collated_masks"], is_training=True)
+    s_local = student.backbone(data["collated_local_crops"], is_training=True)
+    s_patches = s_global["x_norm_patchtokens"].flatten(0, 1).index_select(0, data["mask_indices_list"])
+    inputs = [s_local["x_norm_clstoken"], s_global["x_norm_clstoken"]]
+    if not cfg.ibot.separate_head:
+        inputs.append(s_patches)
+    outputs = student.dino_head(torch.cat(inputs)).split([x.shape[0] for x in inputs])
+    masked_after = student.ibot_head(s_patches) if cfg.ibot.separate_head else outputs[2]
+    return outputs[0], outputs[1], masked_after, s_global["x_norm_clstoken"]
+
+
 def main():
     parser = argparse.ArgumentParser(parents=[_pre])
     parser.add_argument("--config", help="one of this project's configs (official keys)")
@@ -243,19 +258,11 @@ def main():
             targets = cls_t.view(2, per_rank, -1)
             masks, index, weights = data["collated_masks"], data["mask_indices_list"], data["masks_weight"]
             n_masked = index.shape[0]
-            s_global = student.backbone(data["collated_global_crops"], masks=masks, is_training=True)
-            s_local = student.backbone(data["collated_local_crops"], is_training=True)
-            s_patches = s_global["x_norm_patchtokens"].flatten(0, 1).index_select(0, index)
-            inputs = [s_local["x_norm_clstoken"], s_global["x_norm_clstoken"]]
-            if not cfg.ibot.separate_head:
-                inputs.append(s_patches)
-            outputs = student.dino_head(torch.cat(inputs)).split([x.shape[0] for x in inputs])
-            local_after, global_after = outputs[0], outputs[1]
-            masked_after = student.ibot_head(s_patches) if cfg.ibot.separate_head else outputs[2]
+            local_after, global_after, masked_after, global_cls = student_heads(cfg, student, data)
             n_terms = 2 + max(2 * n_local, 1)
             dino_local = dino_loss(list(local_after.chunk(n_local)), targets) / n_terms if n_local > 0 else torch.zeros(())
             dino_global = dino_loss([global_after], [targets.flatten(0, 1)]) * 2 / n_terms
-            koleo = cfg.dino.koleo_loss_weight * sum(koleo_loss(p) for p in s_global["x_norm_clstoken"].chunk(2))
+            koleo = cfg.dino.koleo_loss_weight * sum(koleo_loss(p) for p in global_cls.chunk(2))
             ibot = ibot_loss.forward_masked(masked_after, patch_t, student_masks_flat=masks, n_masked_patches=n_masked,
                                             masks_weight=weights)
             loss = (cfg.dino.loss_weight * (dino_local + dino_global) + koleo + cfg.ibot.loss_weight * ibot) / ranks

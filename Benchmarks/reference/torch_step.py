@@ -25,7 +25,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from official_recipe import _pre, build, load_config  # noqa: E402  (puts --dinov2 on sys.path)
+from official_recipe import _pre, build, load_config, student_heads  # noqa: E402  (puts --dinov2 on sys.path)
 
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
@@ -107,19 +107,12 @@ def main():
         t1 = time.perf_counter()
         targets = cls_t.view(2, b, -1)
         with autocast():
-            s_global = student.backbone(data["collated_global_crops"], masks=masks, is_training=True)
-            s_local = student.backbone(data["collated_local_crops"], is_training=True)
-            s_patches = s_global["x_norm_patchtokens"].flatten(0, 1).index_select(0, index)
-            inputs = [s_local["x_norm_clstoken"], s_global["x_norm_clstoken"]]
-            if not cfg.ibot.separate_head:
-                inputs.append(s_patches)
-            outputs = student.dino_head(torch.cat(inputs)).split([x.shape[0] for x in inputs])
-            masked_after = student.ibot_head(s_patches) if cfg.ibot.separate_head else outputs[2]
-        local_after, global_after = outputs[0].float(), outputs[1].float()
+            local_after, global_after, masked_after, global_cls = student_heads(cfg, student, data)
+        local_after, global_after = local_after.float(), global_after.float()
         n_terms = 2 + max(2 * n_local, 1)
         dino_local = dino_loss(list(local_after.chunk(n_local)), targets) / n_terms if n_local else 0
         dino_global = dino_loss([global_after], [targets.flatten(0, 1)]) * 2 / n_terms
-        koleo = cfg.dino.koleo_loss_weight * sum(koleo_loss(p.float()) for p in s_global["x_norm_clstoken"].chunk(2))
+        koleo = cfg.dino.koleo_loss_weight * sum(koleo_loss(p.float()) for p in global_cls.chunk(2))
         ibot = ibot_loss.forward_masked(masked_after.float(), patch_t, student_masks_flat=masks,
                                         n_masked_patches=n_masked, masks_weight=weights)
         loss = cfg.dino.loss_weight * (dino_local + dino_global) + koleo + cfg.ibot.loss_weight * ibot
