@@ -17,3 +17,22 @@ public func decodingProblem(_ error: Error) -> String {
         return "\(error)"
     }
 }
+
+/// A file that could not be read or decoded, in a few words: the system's reason for a Foundation
+/// file error ("No such file or directory"), else the error's own one-line description.
+public func fileProblem(_ error: Error) -> String {
+    let nsError = error as NSError
+    if nsError.domain == NSCocoaErrorDomain {
+        if let underlying = nsError.userInfo[NSUnderlyingErrorKey] as? Error {
+            let posix = underlying as NSError
+            if posix.domain == NSPOSIXErrorDomain { return String(cString: strerror(Int32(posix.code))) }
+        }
+        switch nsError.code {
+        case CocoaError.fileReadNoSuchFile.rawValue, CocoaError.fileNoSuchFile.rawValue:
+            return "No such file or directory"
+        case CocoaError.fileReadNoPermission.rawValue: return "Permission denied"
+        default: return "cannot be read (Foundation error \(nsError.code))"
+        }
+    }
+    return "\(error)".split(separator: "\n").first.map(String.init) ?? "unreadable"
+}

@@ -157,7 +157,7 @@ public final class CropLoader: @unchecked Sendable {
                 condition.lock()
                 let first = warned.insert(path).inserted
                 condition.unlock()
-                if first { Console.write("warning: skipping \(path): \(error)\n", to: 2) }
+                if first { Console.write("warning: skipping \(path): \(fileProblem(error))\n", to: 2) }
             }
         }
         // No readable image at all: a blank one keeps the run going and the count says why.

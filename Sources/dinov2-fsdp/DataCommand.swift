@@ -109,7 +109,7 @@ struct DataCommand: ParsableCommand {
                         _ = try ImageCodec.decode(Data(contentsOf: URL(fileURLWithPath: sample.path)))
                     } catch {
                         bad += 1
-                        Console.write("warning: skipping \(sample.path): \(error)\n", to: 2)
+                        Console.write("warning: skipping \(sample.path): \(fileProblem(error))\n", to: 2)
                     }
                 }
                 Console.out("\(path): \(dataset.count) images, \(dataset.classes.count) classes, \(bad) unreadable")
