@@ -110,6 +110,21 @@ def schedules(cfg, lr):
     return total, lr_s, wd_s, mom_s, temp_s, last_s
 
 
+def teacher_targets(cfg, dino_loss, ibot_loss, cls_logits, patch_logits, temp):
+    """The teacher's DINO and iBOT targets from its head outputs: the softmax centre (updated) or
+    Sinkhorn-Knopp, as SSLMetaArch.forward_backward makes them."""
+    if cfg.train.centering == "centering":
+        cls_targets = dino_loss.softmax_center_teacher(cls_logits, teacher_temp=temp)
+        dino_loss.update_center(cls_logits)
+        patch_targets = ibot_loss.softmax_center_teacher(patch_logits.unsqueeze(0), teacher_temp=temp).squeeze(0)
+        ibot_loss.update_center(patch_logits.unsqueeze(0))
+    else:
+        cls_targets = dino_loss.sinkhorn_knopp_teacher(cls_logits, teacher_temp=temp)
+        patch_targets = ibot_loss.sinkhorn_knopp_teacher(
+            patch_logits, teacher_temp=temp, n_masked_patches_tensor=torch.tensor([patch_logits.shape[0]]))
+    return cls_targets, patch_targets
+
+
 def student_heads(cfg, student, data):
     """SSLMetaArch.forward_backward's student part: the backbone on the masked global crops and the
     local crops, the DINO head on local and global CLS (and on the masked patches with a shared
@@ -241,16 +256,8 @@ def main():
                 counts.append(patches.shape[0])
                 cls_rows.append(out_t["x_norm_clstoken"])
                 head_rows.append(F.normalize(teacher.dino_head.mlp(out_t["x_norm_clstoken"]), dim=-1))
-            all_cls, all_patches = torch.cat(cls_logits), torch.cat(patch_logits)
-            if cfg.train.centering == "centering":
-                cls_targets = dino_loss.softmax_center_teacher(all_cls, teacher_temp=temp)
-                dino_loss.update_center(all_cls)
-                patch_targets = ibot_loss.softmax_center_teacher(all_patches.unsqueeze(0), teacher_temp=temp).squeeze(0)
-                ibot_loss.update_center(all_patches.unsqueeze(0))
-            else:
-                cls_targets = dino_loss.sinkhorn_knopp_teacher(all_cls, teacher_temp=temp)
-                patch_targets = ibot_loss.sinkhorn_knopp_teacher(all_patches, teacher_temp=temp,
-                                                                 n_masked_patches_tensor=torch.tensor([sum(counts)]))
+            cls_targets, patch_targets = teacher_targets(cfg, dino_loss, ibot_loss, torch.cat(cls_logits),
+                                                         torch.cat(patch_logits), temp)
         cls_targets_per_rank = cls_targets.split(2 * per_rank)
         patch_targets_per_rank = patch_targets.split(counts)
         terms = [0.0, 0.0, 0.0, 0.0]

@@ -25,7 +25,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from official_recipe import _pre, build, load_config, student_heads  # noqa: E402  (puts --dinov2 on sys.path)
+from official_recipe import _pre, build, load_config, student_heads, teacher_targets  # noqa: E402  (puts --dinov2 on sys.path)
 
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
@@ -94,16 +94,7 @@ def main():
                 both = teacher.dino_head(torch.cat([cls, patches]))
                 cls_logits, patch_logits = both[: cls.shape[0]], both[cls.shape[0]:]
         with torch.no_grad():
-            cls_logits, patch_logits = cls_logits.float(), patch_logits.float()
-            if cfg.train.centering == "centering":
-                cls_t = dino_loss.softmax_center_teacher(cls_logits, teacher_temp=temp)
-                dino_loss.update_center(cls_logits)
-                patch_t = ibot_loss.softmax_center_teacher(patch_logits.unsqueeze(0), teacher_temp=temp).squeeze(0)
-                ibot_loss.update_center(patch_logits.unsqueeze(0))
-            else:
-                cls_t = dino_loss.sinkhorn_knopp_teacher(cls_logits, teacher_temp=temp)
-                patch_t = ibot_loss.sinkhorn_knopp_teacher(patch_logits, teacher_temp=temp,
-                                                           n_masked_patches_tensor=torch.tensor([n_masked]))
+            cls_t, patch_t = teacher_targets(cfg, dino_loss, ibot_loss, cls_logits.float(), patch_logits.float(), temp)
         t1 = time.perf_counter()
         targets = cls_t.view(2, b, -1)
         with autocast():

@@ -285,14 +285,6 @@ public struct ComputePrecisionConfig: Codable, Equatable, Sendable {
         case teacherIbotHeadBuffer = "teacher.ibot_head.mixed_precision.buffer_dtype"
     }
 
-    /// True when any module computes in bf16.
-    public var usesBF16: Bool {
-        [
-            studentBackboneParam, studentDinoHeadParam, studentIbotHeadParam, teacherBackboneParam,
-            teacherDinoHeadParam, teacherIbotHeadParam,
-        ].contains(.bf16)
-    }
-
     /// Sets every module's `param_dtype`.
     public mutating func setAllParameters(_ dtype: ComputeDtype) {
         studentBackboneParam = dtype

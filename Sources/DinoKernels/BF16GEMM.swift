@@ -119,6 +119,8 @@ public final class BF16GEMM {
     }
 
     deinit {
+        // Primitives and memory objects go before the engine they were made on (stored properties
+        // would only be released after this body).
         products.removeAll()
         dnnl_stream_destroy(stream)
         dnnl_engine_destroy(engine)

@@ -253,7 +253,7 @@ public final class SelfDistillation {
         teacherBackbone = Backbone(layout: layout, threads: threads)
         let precision = config.computePrecision
         precisionReport = Self.applyComputePrecision(
-            precision.usesBF16, threads: threads,
+            threads: threads,
             modules: [
                 ("student backbone", studentBackbone, precision.studentBackboneParam),
                 ("teacher backbone", teacherBackbone, precision.teacherBackboneParam),
@@ -282,9 +282,12 @@ public final class SelfDistillation {
     /// serve student and teacher alike). Without AVX512-BF16 / AMX every module stays fp32. A shared
     /// iBOT head (no separate head) is the DINO head and follows its setting.
     private static func applyComputePrecision(
-        _ asked: Bool, threads: Int, modules: [(name: String, module: (any BF16Computing)?, dtype: ComputeDtype)]
+        threads: Int, modules: [(name: String, module: (any BF16Computing)?, dtype: ComputeDtype)]
     ) -> (text: String, isFallback: Bool)? {
-        guard asked else { return nil }
+        // A bf16 setting for a module the model does not have (an iBOT head without separate_head)
+        // changes nothing.
+        let chosen = modules.compactMap { entry in entry.dtype == .bf16 ? entry.module.map { (entry.name, $0) } : nil }
+        guard !chosen.isEmpty else { return nil }
         guard BF16GEMM.isSupported else {
             return (
                 "compute_precision asks for bf16, but this CPU has no AVX512-BF16 or AMX (oneDNN reports "
@@ -292,14 +295,9 @@ public final class SelfDistillation {
             )
         }
         let engine = BF16GEMM(threads: threads)
-        var names: [String] = []
-        for (name, module, dtype) in modules where dtype == .bf16 {
-            guard let module else { continue }
-            module.bf16 = engine
-            names.append(name)
-        }
-        let isa = BF16GEMM.instructionSet
-        return ("compute: bf16 GEMMs, fp32 accumulation (oneDNN \(isa)) in " + names.joined(separator: ", "), false)
+        for (_, module) in chosen { module.bf16 = engine }
+        let names = chosen.map(\.0).joined(separator: ", ")
+        return ("compute: bf16 GEMMs, fp32 accumulation (oneDNN \(BF16GEMM.instructionSet)) in " + names, false)
     }
 
     /// Model FLOPs of one step on `b` images per rank with `maskedTokens` masked tokens: student

@@ -171,12 +171,12 @@ struct ConfigTests {
         let nested = try ConfigLoader.load(yaml: official)
         #expect(nested.computePrecision.studentBackboneParam == .bf16)
         #expect(nested.computePrecision.studentDinoHeadParam == .bf16)
-        #expect(nested.computePrecision.teacherBackboneParam == .fp32 && nested.computePrecision.usesBF16)
+        #expect(nested.computePrecision.teacherBackboneParam == .fp32)
         #expect(try ConfigLoader.load(yaml: ConfigLoader.yaml(nested)) == nested)
 
         let dotted = try ConfigLoader.load(
             file: nil, overrides: ["compute_precision.teacher.ibot_head.mixed_precision.param_dtype=bf16"])
-        #expect(dotted.computePrecision.teacherIbotHeadParam == .bf16 && dotted.computePrecision.usesBF16)
+        #expect(dotted.computePrecision.teacherIbotHeadParam == .bf16)
         #expect(dotted.computePrecision.studentIbotHeadParam == .fp32)
 
         let all = try ConfigLoader.load(file: nil, overrides: ["compute_precision=bf16"])
@@ -184,7 +184,8 @@ struct ConfigTests {
         expected.computePrecision.setAllParameters(.bf16)
         #expect(all == expected)
         #expect(all.computePrecision.studentBackboneReduce == .fp32)
-        #expect(!TrainingConfig().computePrecision.usesBF16)
+        let defaults = Mirror(reflecting: TrainingConfig().computePrecision).children.map { $0.value as? ComputeDtype }
+        #expect(defaults.count == 18 && defaults.allSatisfy { $0 == .fp32 })
 
         do {
             _ = try ConfigLoader.load(
