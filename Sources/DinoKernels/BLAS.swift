@@ -20,11 +20,31 @@ public enum BLAS {
             b, Int32(ldb), beta, c, Int32(ldc))
     }
 
-    /// Number of threads OpenBLAS uses for one call.
+    /// Number of threads OpenBLAS uses for one call. Setting it waits for any `withThreadCount` scope
+    /// of another thread to end, so a count fixed there holds for the whole scope.
     public static var threadCount: Int {
         get { Int(openblas_get_num_threads()) }
-        set { openblas_set_num_threads(Int32(max(1, newValue))) }
+        set {
+            threadCountLock.lock()
+            defer { threadCountLock.unlock() }
+            openblas_set_num_threads(Int32(max(1, newValue)))
+        }
     }
+
+    /// Runs `body` with OpenBLAS on `count` threads, then restores the previous count. OpenBLAS's
+    /// threaded and serial drivers split K differently (for GEMM_Q < K < 2 GEMM_Q), so a GEMM's bits
+    /// depend on the count: code that promises bitwise-equal results pins it here. The count is one
+    /// process-wide setting, so scopes of different threads run one after the other.
+    public static func withThreadCount<R>(_ count: Int, _ body: () throws -> R) rethrows -> R {
+        threadCountLock.lock()
+        defer { threadCountLock.unlock() }
+        let saved = openblas_get_num_threads(), wanted = Int32(max(1, count))
+        if saved != wanted { openblas_set_num_threads(wanted) }
+        defer { if saved != wanted { openblas_set_num_threads(saved) } }
+        return try body()
+    }
+
+    private static let threadCountLock = NSRecursiveLock()
 
     /// The kernel family OpenBLAS selected for this CPU (for example "Cooperlake").
     public static var coreName: String {

@@ -10,12 +10,13 @@
 // only (block-diagonal mask), so no tile ever spans two sequences and nothing is masked.
 //
 // Work item = (sequence, head), items taken longest first by `threads` workers from a shared
-// counter. An item's arithmetic does not depend on which worker runs it, so results are bitwise
-// identical for any thread count. Per item: K^T (and V^T in backward) packed once into a [D, L]
-// scratch so every GEMM streams contiguous rows; queries in blocks of `queryBlock` rows; keys in
-// blocks of `keyBlock` with an online softmax (running max m, sum l, unnormalised output rescaled
-// by exp(m_old - m_new)) when L > keyBlock. The largest temporary is one queryBlock x keyBlock tile
-// per worker: extra memory is O(T * H) (the lse) plus O(D * L_max + tile) per worker.
+// counter. An item's arithmetic does not depend on which worker runs it, and OpenBLAS runs serially
+// inside items, so results are bitwise identical for any thread count. Per item: K^T (and V^T in
+// backward) packed once into a [D, L] scratch so every GEMM streams contiguous rows; queries in
+// blocks of `queryBlock` rows; keys in blocks of `keyBlock` with an online softmax (running max m,
+// sum l, unnormalised output rescaled by exp(m_old - m_new)) when L > keyBlock. The largest
+// temporary is one queryBlock x keyBlock tile per worker: extra memory is O(T * H) (the lse) plus
+// O(D * L_max + tile) per worker.
 // Backward recomputes P = exp(scale * Q K^T - lse) tile by tile:
 //   dV += P^T dO;  dP = dO V^T;  dS = P * (dP - rowsum(dO * O));  dQ += scale dS K;  dK += scale dS^T Q
 // FLOPs per head of a sequence of length L: forward 4 L^2 D; backward 10 L^2 D (five GEMMs).
@@ -247,8 +248,12 @@ public enum PackedAttention {
         _ body: (Int, AttentionWorkspace<T>.Worker) -> Void
     ) {
         let order = workspace.order, workers = workspace.workers
-        WorkQueue.run(count: order.count, threads: threads) { index, worker in
-            body(Int(order[index]), workers[worker])
+        // Parallelism comes from the work items; OpenBLAS inside them stays on one thread, so the two
+        // levels do not oversubscribe the cores and every GEMM takes the same (serial) driver.
+        BLAS.withThreadCount(1) {
+            WorkQueue.run(count: order.count, threads: threads) { index, worker in
+                body(Int(order[index]), workers[worker])
+            }
         }
     }
 

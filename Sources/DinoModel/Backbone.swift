@@ -244,11 +244,9 @@ public final class Backbone<T: KernelScalar>: BF16Computing {
             rows: rows, inFeatures: d, outFeatures: 3 * d)
         try poll()
         let attended = branch.second.reserve(rows * d), lse = branch.lse.reserve(rows * a.heads)
-        singleThreadedBLAS {
-            T.attentionForward(
-                out: attended, lse: lse, qkv: qkv, sequences: branch.sequences, heads: a.heads,
-                headDim: a.headDim, workspace: attention, threads: threads)
-        }
+        T.attentionForward(
+            out: attended, lse: lse, qkv: qkv, sequences: branch.sequences, heads: a.heads,
+            headDim: a.headDim, workspace: attention, threads: threads)
         try poll()
         let projected = branch.output.reserve(rows * d)
         try linearForward(
@@ -287,15 +285,6 @@ public final class Backbone<T: KernelScalar>: BF16Computing {
 
     @inline(__always)
     private func poll() throws { try progressStore?.progress() }
-
-    /// Runs `body` (the attention kernel, which calls small GEMMs from its own worker threads) with
-    /// OpenBLAS on one thread, so the two levels of threading do not oversubscribe the cores.
-    private func singleThreadedBLAS(_ body: () -> Void) {
-        let saved = threads > 1 ? BLAS.threadCount : 1
-        if saved > 1 { BLAS.threadCount = 1 }
-        body()
-        if saved > 1 { BLAS.threadCount = saved }
-    }
 
     /// `Linear.forward`, in pieces of the store's `pollingRows` rows with a progress poll between
     /// them, so a peer rank waiting on a collective is held up by one piece, not a whole GEMM.
@@ -459,12 +448,10 @@ public final class Backbone<T: KernelScalar>: BF16Computing {
             inFeatures: d, outFeatures: d)
         try poll()
         let dQKV = dProjected  // [rows, 3D]; dProjected is consumed
-        singleThreadedBLAS {
-            T.attentionBackward(
-                dQKV: dQKV, dOut: dAttended, qkv: branch.first.base, out: branch.second.base,
-                lse: branch.lse.base, sequences: branch.sequences, heads: a.heads, headDim: a.headDim,
-                workspace: attention, threads: threads)
-        }
+        T.attentionBackward(
+            dQKV: dQKV, dOut: dAttended, qkv: branch.first.base, out: branch.second.base,
+            lse: branch.lse.base, sequences: branch.sequences, heads: a.heads, headDim: a.headDim,
+            workspace: attention, threads: threads)
         try poll()
         let dNormed = dAttended
         try linearBackward(
