@@ -102,8 +102,9 @@ public enum StepBenchmark {
             ? try nodePeak(communicator: comm, threads: threads) { AttentionBenchmark.bf16Peak(threads: $0) ?? 0 }
             : nil
         let peak = bf16Peak ?? sgemmPeak
-        // Linear layers use OpenBLAS with `threads` threads, attention its own `threads` workers.
-        BLAS.threadCount = threads
+        // Every GEMM, attention and element-wise loop runs on the model's `threads` workers; OpenBLAS
+        // inside them stays serial (ParallelGEMM says why).
+        BLAS.threadCount = 1
         let b = config.train.batchSizePerRank, world = comm.worldSize
         // Per timed step, the slowest rank's [step, compute, comm total, exposed, optimizer, ema, data wait,
         // exposed gathers, exposed reductions, exposed objective, teacher forward, student forward, backward].

@@ -198,11 +198,12 @@ public final class BF16GEMM {
 
 extension KernelScalar {
     /// `gemm` in bf16 on `engine` when one is given and this is fp32 (the bf16 path has no float64
-    /// form: gradient checks run the float64 kernels), else in this precision.
+    /// form: gradient checks run the float64 kernels), else in this precision on `threads` workers.
     @inlinable
     public static func gemm(
         transposeA: Bool, transposeB: Bool, m: Int, n: Int, k: Int, a: UnsafePointer<Self>, lda: Int,
-        b: UnsafePointer<Self>, ldb: Int, beta: Self, c: UnsafeMutablePointer<Self>, ldc: Int, engine: BF16GEMM?
+        b: UnsafePointer<Self>, ldb: Int, beta: Self, c: UnsafeMutablePointer<Self>, ldc: Int, engine: BF16GEMM?,
+        threads: Int = 1
     ) {
         if let engine, Self.self == Float.self {
             engine.gemm(
@@ -213,7 +214,7 @@ extension KernelScalar {
         } else {
             gemm(
                 transposeA: transposeA, transposeB: transposeB, m: m, n: n, k: k, alpha: 1, a: a, lda: lda, b: b,
-                ldb: ldb, beta: beta, c: c, ldc: ldc)
+                ldb: ldb, beta: beta, c: c, ldc: ldc, threads: threads)
         }
     }
 }

@@ -6,11 +6,11 @@ import Foundation
 extension Double {
     public static func addColumnSums(
         _ sums: UnsafeMutablePointer<Double>, _ x: UnsafePointer<Double>, rows: Int,
-        columns: Int
+        columns: Int, stride: Int
     ) {
         for c in 0..<columns {
             var acc = 0.0
-            for r in 0..<rows { acc += x[r * columns + c] }
+            for r in 0..<rows { acc += x[r * stride + c] }
             sums[c] += acc
         }
     }

@@ -31,7 +31,7 @@ extension Float {
     @inlinable
     public static func addColumnSums(
         _ sums: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>, rows: Int,
-        columns: Int
+        columns: Int, stride: Int
     ) {
         // Strips of 64 columns (four registers) walked down the rows: each row contributes 256
         // contiguous bytes, where 16-column strips touched a new cache line per row. Per column the
@@ -40,7 +40,7 @@ extension Float {
         while first + 64 <= columns {
             var a0 = SIMD16<Float>(), a1 = SIMD16<Float>(), a2 = SIMD16<Float>(), a3 = SIMD16<Float>()
             for r in 0..<rows {
-                let row = x + r * columns + first
+                let row = x + r * stride + first
                 a0 += load(row, 0, 16)
                 a1 += load(row, 16, 16)
                 a2 += load(row, 32, 16)
@@ -55,7 +55,7 @@ extension Float {
         }
         vectorLoop(columns - first) { i, c in
             var acc = SIMD16<Float>()
-            for r in 0..<rows { acc += load(x + r * columns + first, i, c) }
+            for r in 0..<rows { acc += load(x + r * stride + first, i, c) }
             store(load(sums + first, i, c) + acc, sums + first, i, c)
         }
     }

@@ -8,6 +8,16 @@
 import CBLAS
 import Foundation
 
+extension KernelScalar {
+    /// `addColumnSums` of a dense [rows, columns] matrix.
+    @inlinable
+    public static func addColumnSums(
+        _ sums: UnsafeMutablePointer<Self>, _ x: UnsafePointer<Self>, rows: Int, columns: Int
+    ) {
+        addColumnSums(sums, x, rows: rows, columns: columns, stride: columns)
+    }
+}
+
 /// A floating-point type the kernels run in.
 public protocol KernelScalar: BinaryFloatingPoint, Sendable {
     /// Row-major GEMM: `C = alpha * op(A) * op(B) + beta * C`.
@@ -46,9 +56,11 @@ public protocol KernelScalar: BinaryFloatingPoint, Sendable {
         dQKV: UnsafeMutablePointer<Self>, dOut: UnsafePointer<Self>, qkv: UnsafePointer<Self>,
         out: UnsafePointer<Self>, lse: UnsafePointer<Self>, sequences: PackedSequences,
         heads: Int, headDim: Int, workspace: AttentionWorkspace<Self>, threads: Int)
-    /// `sums[c] += sum over rows of x[r, c]`; the row sum is formed first, so calling twice from
-    /// zero gives exactly twice the result (the accumulation contract of parameter gradients).
-    static func addColumnSums(_ sums: UnsafeMutablePointer<Self>, _ x: UnsafePointer<Self>, rows: Int, columns: Int)
+    /// `sums[c] += sum over rows of x[r, c]` for `columns` columns of rows `stride` apart; the row
+    /// sum is formed first, so calling twice from zero gives exactly twice the result (the
+    /// accumulation contract of parameter gradients).
+    static func addColumnSums(
+        _ sums: UnsafeMutablePointer<Self>, _ x: UnsafePointer<Self>, rows: Int, columns: Int, stride: Int)
     /// `x += y`.
     static func add(_ x: UnsafeMutablePointer<Self>, _ y: UnsafePointer<Self>, _ n: Int)
     /// `out = alpha * a + beta * b` (out may alias a or b).

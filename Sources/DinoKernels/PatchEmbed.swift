@@ -10,7 +10,7 @@ public enum PatchEmbed {
     public static func forward<T: KernelScalar>(
         out: UnsafeMutablePointer<T>, columns: UnsafeMutablePointer<T>, images: UnsafePointer<T>,
         weight: UnsafePointer<T>, bias: UnsafePointer<T>, batch: Int, height: Int, width: Int, patch: Int,
-        embedDim: Int, engine: BF16GEMM? = nil
+        embedDim: Int, engine: BF16GEMM? = nil, threads: Int = 1
     ) {
         precondition(
             height % patch == 0 && width % patch == 0, "image \(height)x\(width) is not a multiple of patch \(patch)")
@@ -18,18 +18,18 @@ public enum PatchEmbed {
         let rows = batch * (height / patch) * (width / patch)
         Linear.forward(
             out: out, input: columns, weight: weight, bias: bias, rows: rows,
-            inFeatures: 3 * patch * patch, outFeatures: embedDim, engine: engine)
+            inFeatures: 3 * patch * patch, outFeatures: embedDim, engine: engine, threads: threads)
     }
 
     /// Accumulates the weight and bias gradients from `dOut` and the saved `columns`.
     public static func backward<T: KernelScalar>(
         dWeight: UnsafeMutablePointer<T>, dBias: UnsafeMutablePointer<T>, dOut: UnsafePointer<T>,
         columns: UnsafePointer<T>, weight: UnsafePointer<T>, rows: Int, patch: Int, embedDim: Int,
-        engine: BF16GEMM? = nil
+        engine: BF16GEMM? = nil, threads: Int = 1
     ) {
         Linear.backward(
             dInput: nil, dWeight: dWeight, dBias: dBias, dOut: dOut, input: columns, weight: weight,
-            rows: rows, inFeatures: 3 * patch * patch, outFeatures: embedDim, engine: engine)
+            rows: rows, inFeatures: 3 * patch * patch, outFeatures: embedDim, engine: engine, threads: threads)
     }
 
     /// `columns[(b, gy, gx), (c, ky, kx)] = images[b, c, gy * p + ky, gx * p + kx]`.

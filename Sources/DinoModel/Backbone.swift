@@ -209,7 +209,7 @@ public final class Backbone<T: KernelScalar>: BF16Computing {
                 out: patchTokens, columns: columns[i].reserve(batch.count * n * 3 * a.patchSize * a.patchSize),
                 images: batch.images, weight: p + layout.embed.patchWeight, bias: p + layout.embed.patchBias,
                 batch: batch.count, height: batch.size, width: batch.size, patch: a.patchSize, embedDim: d,
-                engine: bf16)
+                engine: bf16, threads: threads)
             let cls = p + layout.embed.clsToken, clsPosition = p + layout.embed.positionEmbedding
             for crop in 0..<batch.count {
                 T.linearCombination(x + rows.row(crop: crop, token: 0) * d, cls, 1, clsPosition, 1, d)
@@ -298,7 +298,7 @@ public final class Backbone<T: KernelScalar>: BF16Computing {
             let count = piece > 0 ? Swift.min(piece, rows - first) : rows
             Linear.forward(
                 out: out + first * outFeatures, input: input + first * inFeatures, weight: weight, bias: bias,
-                rows: count, inFeatures: inFeatures, outFeatures: outFeatures, engine: bf16)
+                rows: count, inFeatures: inFeatures, outFeatures: outFeatures, engine: bf16, threads: threads)
             first += count
             if first < rows { try poll() }
         } while first < rows
@@ -317,7 +317,7 @@ public final class Backbone<T: KernelScalar>: BF16Computing {
             Linear.backward(
                 dInput: dInput + first * inFeatures, dWeight: dWeight, dBias: dBias, dOut: dOut + first * outFeatures,
                 input: input + first * inFeatures, weight: weight, rows: count, inFeatures: inFeatures,
-                outFeatures: outFeatures, engine: bf16)
+                outFeatures: outFeatures, engine: bf16, threads: threads)
             first += count
             if first < rows { try poll() }
         } while first < rows
@@ -500,7 +500,7 @@ public final class Backbone<T: KernelScalar>: BF16Computing {
             PatchEmbed.backward(
                 dWeight: g + layout.embed.patchWeight, dBias: g + layout.embed.patchBias,
                 dOut: dPatchTokens, columns: columns[i].base, weight: p + layout.embed.patchWeight,
-                rows: batch.count * n, patch: a.patchSize, embedDim: d, engine: bf16)
+                rows: batch.count * n, patch: a.patchSize, embedDim: d, engine: bf16, threads: threads)
         }
     }
 }

@@ -73,8 +73,12 @@ public final class DinoHead<T: KernelScalar>: BF16Computing {
     private let logits = GrowableBuffer<T>(), scaledGradient = GrowableBuffer<T>()
     private let scratchA = GrowableBuffer<T>(), scratchB = GrowableBuffer<T>(), unitGradient = GrowableBuffer<T>()
 
-    public init(_ architecture: HeadArchitecture) {
+    /// Workers for the GEMMs (OpenBLAS itself runs on one thread; see ParallelGEMM).
+    public let threads: Int
+
+    public init(_ architecture: HeadArchitecture, threads: Int = 1) {
         self.architecture = architecture
+        self.threads = threads
         let table = architecture.table()
         self.table = table
         offsets = architecture.mlpShapes.indices.map { i in
@@ -108,7 +112,7 @@ public final class DinoHead<T: KernelScalar>: BF16Computing {
             let out = preActivations[i].reserve(rows * shape.outF)
             Linear.forward(
                 out: out, input: saved, weight: p + offsets[i].weight, bias: p + offsets[i].bias, rows: rows,
-                inFeatures: shape.inF, outFeatures: shape.outF, engine: bf16)
+                inFeatures: shape.inF, outFeatures: shape.outF, engine: bf16, threads: threads)
             if i < shapes.count - 1 {
                 let activated = scratchA.reserve(rows * shape.outF)
                 GELU.forward(out: activated, input: out, count: rows * shape.outF)
@@ -133,7 +137,7 @@ public final class DinoHead<T: KernelScalar>: BF16Computing {
         let out = logits.reserve(rows * k)
         T.gemm(
             transposeA: false, transposeB: true, m: rows, n: k, k: b, a: zn, lda: b, b: p + vOffset, ldb: b, beta: 0,
-            c: out, ldc: k, engine: bf16)
+            c: out, ldc: k, engine: bf16, threads: threads)
         for r in 0..<rows { T.multiply(out + r * k, out + r * k, scale, k) }
         try store.release(unit: 0)
     }
@@ -152,7 +156,7 @@ public final class DinoHead<T: KernelScalar>: BF16Computing {
         let dW = g + vOffset
         T.gemm(
             transposeA: true, transposeB: false, m: k, n: b, k: rows, a: dLogits, lda: k, b: normalized.base, ldb: b,
-            beta: 0, c: dW, ldc: b, engine: bf16)
+            beta: 0, c: dW, ldc: b, engine: bf16, threads: threads)
         for row in 0..<k {
             // W = g v / |v|: dg = dW . v / |v|;  dv = (g / |v|) (dW - (dW . v^) v^), v^ = v / |v|.
             let v = p + vOffset + row * b, dWRow = dW + row * b
@@ -167,7 +171,7 @@ public final class DinoHead<T: KernelScalar>: BF16Computing {
         let dzn = scratchB.reserve(rows * Swift.max(b, maxWidth))
         T.gemm(
             transposeA: false, transposeB: false, m: rows, n: b, k: k, a: scaled, lda: k, b: p + vOffset, ldb: b,
-            beta: 0, c: dzn, ldc: b, engine: bf16)
+            beta: 0, c: dzn, ldc: b, engine: bf16, threads: threads)
         let dz = scratchA.reserve(rows * maxWidth)
         L2Normalize.backward(
             dInput: dz, dOut: dzn, out: normalized.base, norms: norms.base, rows: rows, channels: b,
@@ -185,7 +189,7 @@ public final class DinoHead<T: KernelScalar>: BF16Computing {
             Linear.backward(
                 dInput: target, dWeight: g + offsets[i].weight, dBias: g + offsets[i].bias, dOut: gradient,
                 input: layerInputs[i].base, weight: p + offsets[i].weight, rows: rows, inFeatures: shape.inF,
-                outFeatures: shape.outF, engine: bf16)
+                outFeatures: shape.outF, engine: bf16, threads: threads)
             if i > 0 { swap(&gradient, &spare) }
         }
         T.add(store.gradients(unit: 0), g, count)

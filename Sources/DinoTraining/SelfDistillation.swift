@@ -230,8 +230,8 @@ public final class SelfDistillation {
             inDim: architecture.embedDim, hidden: config.dino.headHiddenDim,
             bottleneck: config.dino.headBottleneckDim, layers: config.dino.headLayers,
             prototypes: config.dino.headPrototypes)
-        studentDinoHead = DinoHead(dinoArchitecture)
-        teacherDinoHead = DinoHead(dinoArchitecture)
+        studentDinoHead = DinoHead(dinoArchitecture, threads: threads)
+        teacherDinoHead = DinoHead(dinoArchitecture, threads: threads)
         dinoHead = try part(
             "dino_head", studentDinoHead.table,
             studentDinoHead.table.entries.map { ParameterGroups.head($0.name) })
@@ -240,9 +240,9 @@ public final class SelfDistillation {
                 inDim: architecture.embedDim, hidden: config.ibot.headHiddenDim,
                 bottleneck: config.ibot.headBottleneckDim,
                 layers: config.ibot.headLayers, prototypes: config.ibot.headPrototypes)
-            let student = DinoHead<Float>(ibotArchitecture)
+            let student = DinoHead<Float>(ibotArchitecture, threads: threads)
             studentIbotHead = student
-            teacherIbotHead = DinoHead(ibotArchitecture)
+            teacherIbotHead = DinoHead(ibotArchitecture, threads: threads)
             ibotHead = try part("ibot_head", student.table, student.table.entries.map { ParameterGroups.head($0.name) })
         } else {
             studentIbotHead = nil

@@ -75,9 +75,11 @@ public enum Trainer {
                     + "images or lower the batch"
             )
         }
-        // The model's own parallel loops (attention, element-wise kernels) take as many threads as
-        // OpenBLAS was given (Launch/mpirun.sh: cores / ranks, at least 1). Results do not depend on it.
+        // The model's workers (GEMM pieces, attention, element-wise loops) are as many as OpenBLAS was
+        // given threads (Launch/mpirun.sh: cores / ranks, at least 1). From here OpenBLAS inside them
+        // stays serial: its own idle threads would spin on the cores the workers need (ParallelGEMM).
         let threads = BLAS.threadCount
+        BLAS.threadCount = 1
         let freshModel = {
             try SelfDistillation(config: config, communicator: comm, seed: UInt64(config.train.seed), threads: threads)
         }
