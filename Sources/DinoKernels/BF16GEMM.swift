@@ -5,7 +5,9 @@
 // A and B arrive in fp32 and are rounded to bf16 (nearest, ties to even) into scratch; the products
 // accumulate in fp32 (AMX tiles or AVX512-BF16 dot products, whichever oneDNN picks for this CPU).
 // So the result equals the fp32 product of the bf16-rounded operands up to fp32 summation order.
-// A oneDNN primitive costs 1-3 ms to create: one is made per distinct shape and kept.
+// With several workers the rounding is shared among them and C is cut across its longer side into
+// one piece per worker, each a single-threaded oneDNN product (its own engine, stream, primitives).
+// A oneDNN primitive costs 1-3 ms to create: one is made per distinct shape and worker, and kept.
 
 import CDNNL
 import DinoCore
@@ -33,8 +35,11 @@ public final class BF16GEMM {
         }
     }
 
+    /// A product's shape; `lda` / `ldb` are the row strides of the packed bf16 operands as stored
+    /// (a piece of a larger product keeps the whole operand's stride).
     private struct Shape: Hashable {
-        var transposeA: Bool, transposeB: Bool, m: Int, n: Int, k: Int, ldc: Int, accumulate: Bool
+        var transposeA: Bool, transposeB: Bool, m: Int, n: Int, k: Int, lda: Int, ldb: Int, ldc: Int
+        var accumulate: Bool
     }
 
     /// One matmul primitive and the memory objects its pointers are swapped into.
@@ -54,16 +59,16 @@ public final class BF16GEMM {
                 BF16GEMM.check(dnnl_memory_desc_init_by_strides(&desc, 2, &dims, type, &strides), "memory descriptor")
                 return desc
             }
-            // Operands are packed by `gemm`: stored op(A) is [k, m] when transposed, else [m, k].
+            // Stored op(A) is [k, m] when transposed, else [m, k], rows `lda` apart; likewise B.
             let m = shape.m, n = shape.n, k = shape.k
             var aDesc =
                 shape.transposeA
-                ? descriptor(rows: m, columns: k, rowStride: 1, columnStride: m, type: dnnl_bf16)
-                : descriptor(rows: m, columns: k, rowStride: k, columnStride: 1, type: dnnl_bf16)
+                ? descriptor(rows: m, columns: k, rowStride: 1, columnStride: shape.lda, type: dnnl_bf16)
+                : descriptor(rows: m, columns: k, rowStride: shape.lda, columnStride: 1, type: dnnl_bf16)
             var bDesc =
                 shape.transposeB
-                ? descriptor(rows: k, columns: n, rowStride: 1, columnStride: k, type: dnnl_bf16)
-                : descriptor(rows: k, columns: n, rowStride: n, columnStride: 1, type: dnnl_bf16)
+                ? descriptor(rows: k, columns: n, rowStride: 1, columnStride: shape.ldb, type: dnnl_bf16)
+                : descriptor(rows: k, columns: n, rowStride: shape.ldb, columnStride: 1, type: dnnl_bf16)
             var cDesc = descriptor(rows: m, columns: n, rowStride: shape.ldc, columnStride: 1, type: dnnl_f32)
             var matmul = dnnl_matmul_desc_t()
             BF16GEMM.check(dnnl_matmul_desc_init(&matmul, &aDesc, &bDesc, nil, &cDesc), "matmul descriptor")
@@ -101,33 +106,70 @@ public final class BF16GEMM {
         }
     }
 
-    private let engine: dnnl_engine_t
-    private let stream: dnnl_stream_t
+    /// One worker thread's oneDNN engine, stream and compiled products (memory objects get their
+    /// pointers swapped in per call, so two threads never share one).
+    private final class Worker: @unchecked Sendable {
+        let engine: dnnl_engine_t
+        let stream: dnnl_stream_t
+        var products: [Shape: Product] = [:]
+
+        init() {
+            var engine: dnnl_engine_t? = nil, stream: dnnl_stream_t? = nil
+            BF16GEMM.check(dnnl_engine_create(&engine, dnnl_cpu, 0), "CPU engine")
+            BF16GEMM.check(dnnl_stream_create(&stream, engine, dnnl_stream_default_flags.rawValue), "stream")
+            self.engine = engine!
+            self.stream = stream!
+        }
+
+        deinit {
+            // Primitives and memory objects go before the engine they were made on (stored properties
+            // would only be released after this body).
+            products.removeAll()
+            dnnl_stream_destroy(stream)
+            dnnl_engine_destroy(engine)
+        }
+
+        /// Runs one product on the calling thread (an OpenMP team of one).
+        func run(
+            _ shape: Shape, a: UnsafeMutablePointer<UInt16>, b: UnsafeMutablePointer<UInt16>,
+            c: UnsafeMutablePointer<Float>
+        ) {
+            let product: Product
+            if let cached = products[shape] {
+                product = cached
+            } else {
+                product = Product(shape, engine: engine)
+                products[shape] = product
+            }
+            BF16GEMM.check(dnnl_memory_set_data_handle(product.a, a), "operand A")
+            BF16GEMM.check(dnnl_memory_set_data_handle(product.b, b), "operand B")
+            BF16GEMM.check(dnnl_memory_set_data_handle(product.c, c), "result C")
+            BF16GEMM.setThreadCount(1)
+            var arguments: [dnnl_exec_arg_t] = [
+                dnnl_exec_arg_t(arg: DNNL_ARG_SRC, memory: product.a),
+                dnnl_exec_arg_t(arg: DNNL_ARG_WEIGHTS, memory: product.b),
+                dnnl_exec_arg_t(arg: DNNL_ARG_DST, memory: product.c),
+            ]
+            BF16GEMM.check(dnnl_primitive_execute(product.primitive, stream, 3, &arguments), "matmul")
+            BF16GEMM.check(dnnl_stream_wait(stream), "stream")
+        }
+    }
+
     private let threads: Int
-    private var products: [Shape: Product] = [:]
+    private let workers: [Worker]
     private let packedA = GrowableBuffer<UInt16>(), packedB = GrowableBuffer<UInt16>()
 
-    /// A GEMM engine whose products run on `threads` OpenMP threads. Callers check `isSupported`
-    /// first: without bf16 instructions oneDNN emulates them far below the fp32 speed.
+    /// A GEMM engine whose products are cut into pieces run on `threads` workers, each piece one
+    /// single-threaded oneDNN product (as ParallelGEMM for fp32: one thread pool, no OpenMP team
+    /// spinning on the cores between products). Callers check `isSupported` first: without bf16
+    /// instructions oneDNN emulates them far below the fp32 speed.
     public init(threads: Int) {
-        var engine: dnnl_engine_t? = nil, stream: dnnl_stream_t? = nil
-        BF16GEMM.check(dnnl_engine_create(&engine, dnnl_cpu, 0), "CPU engine")
-        BF16GEMM.check(dnnl_stream_create(&stream, engine, dnnl_stream_default_flags.rawValue), "stream")
-        self.engine = engine!
-        self.stream = stream!
         self.threads = max(1, threads)
+        workers = (0..<max(1, threads)).map { _ in Worker() }
     }
 
-    deinit {
-        // Primitives and memory objects go before the engine they were made on (stored properties
-        // would only be released after this body).
-        products.removeAll()
-        dnnl_stream_destroy(stream)
-        dnnl_engine_destroy(engine)
-    }
-
-    /// Distinct shapes compiled so far.
-    public var shapeCount: Int { products.count }
+    /// Distinct shapes compiled so far (over all workers).
+    public var shapeCount: Int { workers.reduce(0) { $0 + $1.products.count } }
 
     /// `C = op(A) op(B) + beta C` with `beta` 0 or 1 (see the file header).
     public func gemm(
@@ -145,38 +187,55 @@ public final class BF16GEMM {
         let aRows = transposeA ? k : m, aColumns = transposeA ? m : k
         let bRows = transposeB ? n : k, bColumns = transposeB ? k : n
         let a16 = packedA.reserve(aRows * aColumns), b16 = packedB.reserve(bRows * bColumns)
-        BF16GEMM.pack(a, rows: aRows, columns: aColumns, stride: lda, into: a16)
-        BF16GEMM.pack(b, rows: bRows, columns: bColumns, stride: ldb, into: b16)
-        let shape = Shape(
-            transposeA: transposeA, transposeB: transposeB, m: m, n: n, k: k, ldc: ldc, accumulate: beta == 1)
-        let product: Product
-        if let cached = products[shape] {
-            product = cached
-        } else {
-            product = Product(shape, engine: engine)
-            products[shape] = product
+        let flops = 2 * Double(m) * Double(n) * Double(k)
+        let split = threads > 1 && flops >= 4 * ParallelGEMM.minimumFLOPs && Swift.max(m, n) >= 32
+        BF16GEMM.pack(a, rows: aRows, columns: aColumns, stride: lda, into: a16, threads: split ? threads : 1)
+        BF16GEMM.pack(b, rows: bRows, columns: bColumns, stride: ldb, into: b16, threads: split ? threads : 1)
+        let whole = Shape(
+            transposeA: transposeA, transposeB: transposeB, m: m, n: n, k: k, lda: aColumns, ldb: bColumns,
+            ldc: ldc, accumulate: beta == 1)
+        guard split else {
+            workers[0].run(whole, a: a16, b: b16, c: c)
+            return
         }
-        BF16GEMM.check(dnnl_memory_set_data_handle(product.a, a16), "operand A")
-        BF16GEMM.check(dnnl_memory_set_data_handle(product.b, b16), "operand B")
-        BF16GEMM.check(dnnl_memory_set_data_handle(product.c, c), "result C")
-        BF16GEMM.setThreadCount(threads)
-        var arguments: [dnnl_exec_arg_t] = [
-            dnnl_exec_arg_t(arg: DNNL_ARG_SRC, memory: product.a),
-            dnnl_exec_arg_t(arg: DNNL_ARG_WEIGHTS, memory: product.b),
-            dnnl_exec_arg_t(arg: DNNL_ARG_DST, memory: product.c),
-        ]
-        BF16GEMM.check(dnnl_primitive_execute(product.primitive, stream, 3, &arguments), "matmul")
-        BF16GEMM.check(dnnl_stream_wait(stream), "stream")
+        // Cut C across its longer side, as ParallelGEMM does.
+        let alongRows = m >= n, length = alongRows ? m : n
+        let pieces = Swift.min(threads, length / 16)
+        let step = ((length + pieces - 1) / pieces + 15) / 16 * 16
+        let shared = UncheckedSendable((a16, b16, c, workers))
+        WorkQueue.run(count: pieces, threads: threads) { piece, worker in
+            let (a16, b16, c, workers) = shared.value
+            let first = Swift.min(piece * step, length), count = Swift.min(step, length - first)
+            guard count > 0 else { return }
+            var shape = whole
+            if alongRows {
+                shape.m = count
+                let aPiece = transposeA ? a16 + first : a16 + first * aColumns
+                workers[worker].run(shape, a: aPiece, b: b16, c: c + first * ldc)
+            } else {
+                shape.n = count
+                let bPiece = transposeB ? b16 + first * bColumns : b16 + first
+                workers[worker].run(shape, a: a16, b: bPiece, c: c + first)
+            }
+        }
     }
 
-    /// Rounds a strided fp32 matrix into a packed bf16 one.
+    /// Rounds a strided fp32 matrix into a packed bf16 one, rows shared among `threads` workers.
     private static func pack(
-        _ source: UnsafePointer<Float>, rows: Int, columns: Int, stride: Int, into target: UnsafeMutablePointer<UInt16>
+        _ source: UnsafePointer<Float>, rows: Int, columns: Int, stride: Int, into target: UnsafeMutablePointer<UInt16>,
+        threads: Int
     ) {
-        if stride == columns {
-            BFloat16.round(source, into: target, count: rows * columns)
-        } else {
-            for row in 0..<rows { BFloat16.round(source + row * stride, into: target + row * columns, count: columns) }
+        let out = UncheckedSendable(target)
+        WorkQueue.forEachChunk(count: rows, threads: threads, minimumChunk: Swift.max(1, 65_536 / columns)) { range in
+            if stride == columns {
+                BFloat16.round(
+                    source + range.lowerBound * columns, into: out.value + range.lowerBound * columns,
+                    count: range.count * columns)
+            } else {
+                for row in range {
+                    BFloat16.round(source + row * stride, into: out.value + row * columns, count: columns)
+                }
+            }
         }
     }
 
@@ -188,7 +247,8 @@ public final class BF16GEMM {
         return unsafeBitCast(symbol, to: SetThreads.self)
     }()
 
-    /// Sets the OpenMP team size of the calling thread (a per-thread setting, so set before each product).
+    /// Sets the OpenMP team size of the calling thread (a per-thread setting, so set before each product:
+    /// one, since the parallelism comes from the pieces).
     static func setThreadCount(_ count: Int) { setThreads?(Int32(count)) }
 
     static func check(_ status: dnnl_status_t, _ what: @autoclosure () -> String) {

@@ -1,7 +1,10 @@
 // Layer normalisation over the last dimension (eps 1e-6 in every DINOv2 model).
+// Forward rows are independent, so they are shared among `threads` workers (same bits for any count).
 //   forward:  out[R, C] = (x - mean) * rstd * weight + bias;  mean[R], rstd[R] saved  (all =)
 //   backward: dWeight[C], dBias[C] +=;  dInput[R, C] += by default, because every LayerNorm input
 //             in the ViT is the residual stream, whose gradient is already there.
+
+import DinoCore
 
 /// LayerNorm, forward and backward.
 public enum LayerNorm {
@@ -10,12 +13,18 @@ public enum LayerNorm {
     /// Normalises each of `rows` rows of `channels` values; saves mean and 1/std per row.
     public static func forward<T: KernelScalar>(
         out: UnsafeMutablePointer<T>, mean: UnsafeMutablePointer<T>, rstd: UnsafeMutablePointer<T>,
-        input: UnsafePointer<T>, weight: UnsafePointer<T>, bias: UnsafePointer<T>, rows: Int, channels: Int
+        input: UnsafePointer<T>, weight: UnsafePointer<T>, bias: UnsafePointer<T>, rows: Int, channels: Int,
+        threads: Int = 1
     ) {
-        for r in 0..<rows {
-            let stats = T.layerNormForward(out + r * channels, input + r * channels, weight, bias, channels, T(epsilon))
-            mean[r] = stats.mean
-            rstd[r] = stats.rstd
+        let outputs = UncheckedSendable((out, mean, rstd))
+        WorkQueue.forEachChunk(count: rows, threads: threads, minimumChunk: Swift.max(1, 32_768 / channels)) { range in
+            let (out, mean, rstd) = outputs.value
+            for r in range {
+                let stats = T.layerNormForward(
+                    out + r * channels, input + r * channels, weight, bias, channels, T(epsilon))
+                mean[r] = stats.mean
+                rstd[r] = stats.rstd
+            }
         }
     }
 

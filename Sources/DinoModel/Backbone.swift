@@ -106,7 +106,7 @@ public final class Backbone<T: KernelScalar>: BF16Computing {
         self.layout = layout
         self.threads = threads
         attention = AttentionWorkspace<T>()
-        branches = (0..<layout.architecture.depth).map { _ in [Branch(), Branch()] }
+        branches = (0..<layout.architecture.depth).map { _ in [Branch(threads: threads), Branch(threads: threads)] }
     }
 
     /// Total rows of the last forward.
@@ -185,7 +185,7 @@ public final class Backbone<T: KernelScalar>: BF16Computing {
         LayerNorm.forward(
             out: normalized.reserve(total * d), mean: normMean.reserve(total), rstd: normRstd.reserve(total),
             input: x, weight: normParameters + layout.norm.weight, bias: normParameters + layout.norm.bias,
-            rows: total, channels: d)
+            rows: total, channels: d, threads: threads)
         try store.release(unit: layout.normUnit)
     }
 
@@ -237,7 +237,7 @@ public final class Backbone<T: KernelScalar>: BF16Computing {
         branch.gather(from: x, into: input, channels: d)
         LayerNorm.forward(
             out: normed, mean: branch.mean.reserve(rows), rstd: branch.rstd.reserve(rows), input: input,
-            weight: p + o.norm1Weight, bias: p + o.norm1Bias, rows: rows, channels: d)
+            weight: p + o.norm1Weight, bias: p + o.norm1Bias, rows: rows, channels: d, threads: threads)
         let qkv = branch.first.reserve(rows * 3 * d)
         try linearForward(
             out: qkv, input: normed, weight: p + o.qkvWeight, bias: o.qkvBias >= 0 ? p + o.qkvBias : nil,
@@ -264,7 +264,7 @@ public final class Backbone<T: KernelScalar>: BF16Computing {
         branch.gather(from: x, into: input, channels: d)
         LayerNorm.forward(
             out: normed, mean: branch.mean.reserve(rows), rstd: branch.rstd.reserve(rows), input: input,
-            weight: p + o.norm2Weight, bias: p + o.norm2Bias, rows: rows, channels: d)
+            weight: p + o.norm2Weight, bias: p + o.norm2Bias, rows: rows, channels: d, threads: threads)
         let width = fc1Width
         let fc1 = branch.first.reserve(rows * width), activated = branch.second.reserve(rows * h)
         try linearForward(
@@ -508,6 +508,9 @@ public final class Backbone<T: KernelScalar>: BF16Computing {
 extension Backbone {
     /// The crops one branch of one block computes on, and what it saved for backward.
     final class Branch {
+        /// Workers for the row copies and LayerScale passes: each kept crop is a separate item.
+        let threads: Int
+        init(threads: Int) { self.threads = threads }
         /// Per kept crop: its first row in the packed token matrix, its length, and b / kept of its batch.
         private(set) var spans: [(start: Int, length: Int, scale: T)] = []
         private(set) var sequences = PackedSequences(lengths: [])
@@ -550,10 +553,17 @@ extension Backbone {
 
         /// Copies the kept crops' rows of `source` [T, D] into `target` [rows, D].
         func gather(from source: UnsafePointer<T>, into target: UnsafeMutablePointer<T>, channels d: Int) {
-            var offset = 0
-            for span in spans {
+            forEachSpan(channels: d) { span, offset in
                 (target + offset * d).update(from: source + span.start * d, count: span.length * d)
-                offset += span.length
+            }
+        }
+
+        /// Calls `body(span, offset)` for every kept crop, `offset` its first row in the gathered
+        /// layout; crops are disjoint rows, so they run on the workers (the same bits for any count).
+        private func forEachSpan(channels d: Int, _ body: ((start: Int, length: Int, scale: T), Int) -> Void) {
+            let starts = sequences.starts, spans = spans
+            WorkQueue.run(count: spans.count, threads: rows * d >= 65_536 ? threads : 1) { i, _ in
+                body(spans[i], starts[i])
             }
         }
 
@@ -562,12 +572,11 @@ extension Backbone {
             into x: UnsafeMutablePointer<T>, branchOutput: UnsafePointer<T>,
             gamma: UnsafePointer<T>, channels d: Int
         ) {
-            var offset = 0
-            for span in spans {
+            let residual = UncheckedSendable(x)
+            forEachSpan(channels: d) { span, offset in
                 LayerScale.forward(
-                    residual: x + span.start * d, branch: branchOutput + offset * d, gamma: gamma,
+                    residual: residual.value + span.start * d, branch: branchOutput + offset * d, gamma: gamma,
                     rows: span.length, channels: d, scale: span.scale)
-                offset += span.length
             }
         }
 
@@ -588,10 +597,9 @@ extension Backbone {
 
         /// `dx[kept rows] += gradient` (the branch input is the residual stream).
         func scatterAdd(_ gradient: UnsafePointer<T>, into dx: UnsafeMutablePointer<T>, channels d: Int) {
-            var offset = 0
-            for span in spans {
-                T.add(dx + span.start * d, gradient + offset * d, span.length * d)
-                offset += span.length
+            let target = UncheckedSendable(dx)
+            forEachSpan(channels: d) { span, offset in
+                T.add(target.value + span.start * d, gradient + offset * d, span.length * d)
             }
         }
     }

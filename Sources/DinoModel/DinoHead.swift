@@ -124,7 +124,7 @@ public final class DinoHead<T: KernelScalar>: BF16Computing {
         // Weight norm as a column scale: logits = (zn . v^T) * s, s_k = g_k / ||v_k||.
         let k = a.prototypes, b = a.bottleneck
         let vNorms = rowNorms.reserve(k), scale = columnScale.reserve(k)
-        for row in 0..<k {
+        forEachRow(k, width: b) { row in
             let v = p + vOffset + row * b
             let norm = T.dot(v, v, b).squareRoot()
             vNorms[row] = norm
@@ -138,7 +138,7 @@ public final class DinoHead<T: KernelScalar>: BF16Computing {
         T.gemm(
             transposeA: false, transposeB: true, m: rows, n: k, k: b, a: zn, lda: b, b: p + vOffset, ldb: b, beta: 0,
             c: out, ldc: k, engine: bf16, threads: threads)
-        for r in 0..<rows { T.multiply(out + r * k, out + r * k, scale, k) }
+        forEachRow(rows, width: k) { r in T.multiply(out + r * k, out + r * k, scale, k) }
         try store.release(unit: 0)
     }
 
@@ -153,21 +153,21 @@ public final class DinoHead<T: KernelScalar>: BF16Computing {
         g.setToZero(count: count)
         // Last layer: dW [K, b] = dLogits^T zn, formed in dv's place and turned into dv row by row;
         // dzn = dLogits W = (dLogits * s) v.
-        let dW = g + vOffset
+        let dW = g + vOffset, vNorms = rowNorms.base
         T.gemm(
             transposeA: true, transposeB: false, m: k, n: b, k: rows, a: dLogits, lda: k, b: normalized.base, ldb: b,
             beta: 0, c: dW, ldc: b, engine: bf16, threads: threads)
-        for row in 0..<k {
+        forEachRow(k, width: b) { row in
             // W = g v / |v|: dg = dW . v / |v|;  dv = (g / |v|) (dW - (dW . v^) v^), v^ = v / |v|.
             let v = p + vOffset + row * b, dWRow = dW + row * b
-            let norm = rowNorms.base[row]
+            let norm = vNorms[row]
             let projection = T.dot(dWRow, v, b) / norm
             g[gOffset + row] += projection
             let scale = p[gOffset + row] / norm
             T.linearCombination(dWRow, dWRow, scale, v, -scale * projection / norm, b)
         }
         let scaled = scaledGradient.reserve(rows * k), scale = UnsafePointer(columnScale.base)
-        for r in 0..<rows { T.multiply(scaled + r * k, dLogits + r * k, scale, k) }
+        forEachRow(rows, width: k) { r in T.multiply(scaled + r * k, dLogits + r * k, scale, k) }
         let dzn = scratchB.reserve(rows * Swift.max(b, maxWidth))
         T.gemm(
             transposeA: false, transposeB: false, m: rows, n: b, k: k, a: scaled, lda: k, b: p + vOffset, ldb: b,
@@ -195,6 +195,14 @@ public final class DinoHead<T: KernelScalar>: BF16Computing {
         T.add(store.gradients(unit: 0), g, count)
         try store.release(unit: 0)
         try store.gradientsReady(unit: 0)
+    }
+
+    /// Runs `body(row)` for rows 0..<count (each `width` elements of work, written only by its own
+    /// call) on the workers: the same bits for any thread count.
+    private func forEachRow(_ count: Int, width: Int, _ body: (Int) -> Void) {
+        WorkQueue.forEachChunk(count: count, threads: threads, minimumChunk: Swift.max(1, 32_768 / Swift.max(width, 1))) {
+            for row in $0 { body(row) }
+        }
     }
 
     private var maxWidth: Int {

@@ -1,5 +1,6 @@
 // The oneDNN bf16 GEMM against a float64 product of the bf16-rounded operands, for every transpose
-// pair, beta 0 and 1, strided operands and results, and shapes the ViT and head layers use.
+// pair, beta 0 and 1, strided operands and results, shapes the ViT and head layers use, and the
+// cuts of a product among two workers along rows and along columns.
 // Tolerance: the fp32 accumulation bound gamma_K = K u / (1 - K u), u = 2^-24, applied to
 // sum_k |a_ik b_kj| (plus one rounding of the fp32 result and, with beta 1, of the sum with C).
 // The bf16 rounding itself is not in the error: the reference multiplies the same rounded values.
@@ -21,6 +22,9 @@ struct BF16GEMMTests {
         Case(transposeA: false, transposeB: false, m: 257, n: 384, k: 1536, pad: 0, beta: 1),  // dInput, +=
         Case(transposeA: true, transposeB: false, m: 384, n: 1536, k: 300, pad: 0, beta: 1),  // dWeight +=
         Case(transposeA: true, transposeB: true, m: 33, n: 17, k: 65, pad: 3, beta: 0),
+        // Tall products, cut along rows among the two workers (the ones above are cut along columns or serial).
+        Case(transposeA: false, transposeB: true, m: 1000, n: 192, k: 192, pad: 5, beta: 1),
+        Case(transposeA: true, transposeB: false, m: 700, n: 64, k: 300, pad: 0, beta: 0),
         Case(transposeA: false, transposeB: true, m: 5, n: 7, k: 3, pad: 2, beta: 1),
     ]
 
