@@ -200,7 +200,8 @@ public final class DinoHead<T: KernelScalar>: BF16Computing {
     /// Runs `body(row)` for rows 0..<count (each `width` elements of work, written only by its own
     /// call) on the workers: the same bits for any thread count.
     private func forEachRow(_ count: Int, width: Int, _ body: (Int) -> Void) {
-        WorkQueue.forEachChunk(count: count, threads: threads, minimumChunk: Swift.max(1, 32_768 / Swift.max(width, 1))) {
+        WorkQueue.forEachChunk(count: count, threads: threads, minimumChunk: Swift.max(1, 32_768 / Swift.max(width, 1)))
+        {
             for row in $0 { body(row) }
         }
     }
