@@ -81,6 +81,26 @@ public enum AllGatherPrecision: String, ConfigChoice {
     case bf16
 }
 
+/// `activation_checkpoint.mode`: which student blocks recompute their forward in backward.
+public enum ActivationCheckpointMode: String, ConfigChoice {
+    /// Every block keeps its intermediates (fastest, most memory).
+    case none
+    /// Every block keeps only its input and recomputes the rest in backward.
+    case full
+    /// `full` for models of width 1024 and more (ViT-L, ViT-g), where activations dominate memory,
+    /// else `none`.
+    case auto
+
+    /// Whether a student of width `embedDim` checkpoints its blocks.
+    public func isEnabled(embedDim: Int) -> Bool {
+        switch self {
+        case .none: return false
+        case .full: return true
+        case .auto: return embedDim >= 1024
+        }
+    }
+}
+
 /// `compute_precision.*.mixed_precision.*_dtype`: the precision a module computes in.
 public enum ComputeDtype: String, ConfigChoice {
     case fp32
@@ -98,5 +118,6 @@ extension TrainingConfig {
             ("optim.scaling_rule", ScalingRule.names),
             ("fsdp.sharding_strategy", ShardingStrategy.names),
             ("fsdp.allgather_dtype", AllGatherPrecision.names),
+            ("activation_checkpoint.mode", ActivationCheckpointMode.names),
         ] + ComputePrecisionConfig.CodingKeys.allCases.map { ("compute_precision." + $0.rawValue, ComputeDtype.names) }
 }

@@ -1,6 +1,7 @@
 // The resolved configuration of a run, as typed values. Section and key names are the official
 // DINOv2 ones (dinov2/configs/ssl_default_config.yaml), so official train configs load unchanged;
-// the defaults below equal that file. `fsdp` and `checkpointing` are sections of our own.
+// the defaults below equal that file. `fsdp`, `checkpointing` and `activation_checkpoint` are
+// sections of our own.
 // Keys of the official file that its training code never reads (MODEL) are not accepted rather than
 // silently ignored. `compute_precision` keeps the official per-module mixed-precision keys, flattened
 // to dotted names under the section (see ComputePrecisionConfig); its default differs: fp32.
@@ -18,6 +19,7 @@ public struct TrainingConfig: Codable, Equatable, Sendable {
     public var computePrecision = ComputePrecisionConfig()
     public var fsdp = FSDPConfig()
     public var checkpointing = CheckpointingConfig()
+    public var activationCheckpoint = ActivationCheckpointConfig()
 
     public init() {}
 
@@ -25,6 +27,7 @@ public struct TrainingConfig: Codable, Equatable, Sendable {
         case dino, ibot, train, student, teacher, optim, crops, evaluation
         case computePrecision = "compute_precision"
         case fsdp, checkpointing
+        case activationCheckpoint = "activation_checkpoint"
     }
 }
 
@@ -309,6 +312,19 @@ public struct FSDPConfig: Codable, Equatable, Sendable {
         case shardingStrategy = "sharding_strategy"
         case hybridGroupSize = "hybrid_group_size"
         case allgatherDtype = "allgather_dtype"
+    }
+}
+
+/// `activation_checkpoint.*` (ours, torchtitan's section and names): whether the student backbone keeps
+/// every block's intermediates for backward or only each block's input, recomputing the block's
+/// forward in backward (about one more student forward per step; the results are bitwise the same).
+public struct ActivationCheckpointConfig: Codable, Equatable, Sendable {
+    public init() {}
+
+    public var mode = ActivationCheckpointMode.auto
+
+    enum CodingKeys: String, CodingKey {
+        case mode
     }
 }
 

@@ -80,6 +80,11 @@ public final class Backbone<T: KernelScalar>: BF16Computing {
     public let threads: Int
     /// Runs the linear layers' GEMMs (patch embedding, qkv, proj, MLP / SwiGLU) in bf16 when set.
     public var bf16: BF16GEMM? = nil
+    /// Activation checkpointing: a training forward keeps only each block's input [T, D] and backward
+    /// recomputes the block's forward from it (the same kernels on the same inputs and drop-path
+    /// draws, so the same bits) into one shared set of branch buffers, instead of keeping every
+    /// block's intermediates (about 18 D floats a token a block with an MLP of ratio 4).
+    public var checkpointsActivations = false
     private var a: ViTArchitecture { layout.architecture }
 
     // Saved from the last forward.
@@ -96,6 +101,9 @@ public final class Backbone<T: KernelScalar>: BF16Computing {
     private let scratchA = GrowableBuffer<T>(), scratchB = GrowableBuffer<T>(), scratchC = GrowableBuffer<T>()
     private let dTokens = GrowableBuffer<T>()
     private var canBackward = false
+    private var checkpointed = false
+    private var blockInputs: [GrowableBuffer<T>] = []  // per block, x [T, D] before it (checkpointing)
+    private var dropPath: DropPath? = nil  // of the last forward, replayed by recomputation
     /// The store of the pass under way, polled between kernels so its collectives progress.
     private var progressStore: (any ParameterStore<T>)? = nil
     /// One unit's gradient, accumulated here and added to the store's buffer in one pass, so that
@@ -119,7 +127,7 @@ public final class Backbone<T: KernelScalar>: BF16Computing {
     /// Bytes held for backward and scratch after the last forward.
     public var activationBytes: Int {
         var total = tokens.bytes + normalized.bytes + normMean.bytes + normRstd.bytes
-        total += columns.reduce(0) { $0 + $1.bytes }
+        total += columns.reduce(0) { $0 + $1.bytes } + blockInputs.reduce(0) { $0 + $1.bytes }
         for block in branches { for branch in block { total += branch.bytes } }
         return total
     }
@@ -134,6 +142,9 @@ public final class Backbone<T: KernelScalar>: BF16Computing {
         keepActivations: Bool = true
     ) throws {
         canBackward = keepActivations
+        checkpointed = keepActivations && checkpointsActivations
+        self.dropPath = dropPath
+        if checkpointed && blockInputs.isEmpty { blockInputs = (0..<a.depth).map { _ in GrowableBuffer<T>() } }
         progressStore = store
         defer { progressStore = nil }
         let d = a.embedDim
@@ -161,21 +172,9 @@ public final class Backbone<T: KernelScalar>: BF16Computing {
         for unit in 1..<layout.normUnit {
             let parameters = try store.parameters(unit: unit)
             for block in layout.units[unit].blocks {
-                let o = layout.blocks[block]
-                let rate = dropPath.map { $0.rates[block] } ?? 0
-                for kind in 0..<2 {
-                    let branch = branches[keepActivations ? block : 0][kind]
-                    branch.select(
-                        batches: batches, rate: rate,
-                        stream: dropPath.map {
-                            RandomStream(seed: $0.seed, purpose: .dropPath, $0.iteration, UInt64(block), UInt64(kind))
-                        })
-                    if kind == 0 {
-                        try attentionForward(branch, x: x, p: parameters, o: o)
-                    } else {
-                        try feedForwardForward(branch, x: x, p: parameters, o: o)
-                    }
-                }
+                if checkpointed { blockInputs[block].reserve(total * d).update(from: x, count: total * d) }
+                try blockForward(
+                    block, x: x, p: parameters, into: branches[keepActivations && !checkpointed ? block : 0])
             }
             try store.release(unit: unit)
         }
@@ -225,6 +224,28 @@ public final class Backbone<T: KernelScalar>: BF16Computing {
                         x + rows.row(crop: crop, token: 1 + a.registers + patch) * d, source, 1,
                         position + patch * d, 1, d)
                 }
+            }
+        }
+    }
+
+    /// Block `block` on the residual stream `x` (updated in place), its intermediates in `branchPair`
+    /// ([attention, FFN]); drop path draws the kept crops from (seed, iteration, block, branch).
+    private func blockForward(
+        _ block: Int, x: UnsafeMutablePointer<T>, p: UnsafePointer<T>, into branchPair: [Branch]
+    ) throws {
+        let o = layout.blocks[block]
+        let rate = dropPath.map { $0.rates[block] } ?? 0
+        for kind in 0..<2 {
+            let branch = branchPair[kind]
+            branch.select(
+                batches: batches, rate: rate,
+                stream: dropPath.map {
+                    RandomStream(seed: $0.seed, purpose: .dropPath, $0.iteration, UInt64(block), UInt64(kind))
+                })
+            if kind == 0 {
+                try attentionForward(branch, x: x, p: p, o: o)
+            } else {
+                try feedForwardForward(branch, x: x, p: p, o: o)
             }
         }
     }
@@ -358,8 +379,14 @@ public final class Backbone<T: KernelScalar>: BF16Computing {
             let g = beginUnitGradient(unit)
             for block in layout.units[unit].blocks.reversed() {
                 let o = layout.blocks[block]
-                try feedForwardBackward(branches[block][1], dx: dx, p: p, g: g, o: o)
-                try attentionBackward(branches[block][0], dx: dx, p: p, g: g, o: o)
+                var branchPair = branches[block]
+                if checkpointed {
+                    // Recompute in place of the saved input: it is not needed after this block.
+                    branchPair = branches[0]
+                    try blockForward(block, x: blockInputs[block].base, p: p, into: branchPair)
+                }
+                try feedForwardBackward(branchPair[1], dx: dx, p: p, g: g, o: o)
+                try attentionBackward(branchPair[0], dx: dx, p: p, g: g, o: o)
             }
             try store.release(unit: unit)
             try finishUnitGradient(unit, store: store)

@@ -180,6 +180,10 @@ public final class SelfDistillation {
     public private(set) var lastTiming = StepTiming()
 
     private let studentBackbone: Backbone<Float>, teacherBackbone: Backbone<Float>
+    /// Bytes the student backbone holds for backward after its last forward.
+    public var studentActivationBytes: Int { studentBackbone.activationBytes }
+    /// Whether the student backbone recomputes its blocks in backward (`activation_checkpoint.mode`).
+    public var checkpointsActivations: Bool { studentBackbone.checkpointsActivations }
     private let studentDinoHead: DinoHead<Float>, teacherDinoHead: DinoHead<Float>
     private let studentIbotHead: DinoHead<Float>?, teacherIbotHead: DinoHead<Float>?
     public let dinoCenter: SoftmaxCenter<Float>, ibotCenter: SoftmaxCenter<Float>
@@ -250,6 +254,8 @@ public final class SelfDistillation {
             ibotHead = nil
         }
         studentBackbone = Backbone(layout: layout, threads: threads)
+        studentBackbone.checkpointsActivations = config.activationCheckpoint.mode.isEnabled(
+            embedDim: architecture.embedDim)
         teacherBackbone = Backbone(layout: layout, threads: threads)
         let precision = config.computePrecision
         precisionReport = Self.applyComputePrecision(
