@@ -36,7 +36,8 @@ struct ActivationCheckpointTests {
         #expect(kept.parameters == recomputed.parameters)
         #expect(kept.losses.allSatisfy(\.isFinite) && kept.losses.count == 3)
         print(
-            "activation bytes, quickstart student: \(kept.activationBytes) kept, \(recomputed.activationBytes) checkpointed"
+            "activation bytes, quickstart student: \(kept.activationBytes) kept, "
+                + "\(recomputed.activationBytes) checkpointed"
         )
         #expect(Double(recomputed.activationBytes) < 0.5 * Double(kept.activationBytes))
     }
