@@ -48,6 +48,8 @@ public struct StepReport: Codable, Sendable {
     public var timeEMA: Double
     public var maxRSSBytes: Int
     public var rssBytesPerRank: [Int]
+    /// Whether the student recomputed its blocks in backward (optional: older reports lack it).
+    public var activationCheckpointing: Bool?
     public var worldSize: Int
     public var imagesPerRank: Int
     public var steps: Int
@@ -78,6 +80,7 @@ public struct StepReport: Codable, Sendable {
         case timeEMA = "time_ema"
         case maxRSSBytes = "max_rss_bytes"
         case rssBytesPerRank = "rss_bytes_per_rank"
+        case activationCheckpointing = "activation_checkpointing"
         case worldSize = "world_size"
         case imagesPerRank = "images_per_rank"
         case steps
@@ -173,7 +176,8 @@ public enum StepBenchmark {
             timeCommunicationExposedObjective: median(9), timeDataWait: median(6), timeTeacherForward: median(10),
             timeStudentForward: median(11), timeBackward: median(12), timeOptimizer: median(4),
             timeEMA: median(5),
-            maxRSSBytes: Int(rssPerRank.max() ?? 0), rssBytesPerRank: rssPerRank.map { Int($0) }, worldSize: world,
+            maxRSSBytes: Int(rssPerRank.max() ?? 0), rssBytesPerRank: rssPerRank.map { Int($0) },
+            activationCheckpointing: model.checkpointsActivations, worldSize: world,
             imagesPerRank: b, steps: steps, flopsPerStep: flopsPerStep, config: ConfigLoader.yaml(config))
     }
 

@@ -198,17 +198,14 @@ public final class BF16GEMM {
             workers[0].run(whole, a: a16, b: b16, c: c)
             return
         }
-        // Cut C across its longer side, as ParallelGEMM does.
-        let alongRows = m >= n, length = alongRows ? m : n
-        let pieces = Swift.min(threads, length / 16)
-        let step = ((length + pieces - 1) / pieces + 15) / 16 * 16
+        let cut = ParallelGEMM.Cut(m: m, n: n, threads: threads)
         let shared = UncheckedSendable((a16, b16, c, workers))
-        WorkQueue.run(count: pieces, threads: threads) { piece, worker in
+        WorkQueue.run(count: cut.pieces, threads: threads) { piece, worker in
             let (a16, b16, c, workers) = shared.value
-            let first = Swift.min(piece * step, length), count = Swift.min(step, length - first)
+            let (first, count) = cut.range(piece)
             guard count > 0 else { return }
             var shape = whole
-            if alongRows {
+            if cut.alongRows {
                 shape.m = count
                 let aPiece = transposeA ? a16 + first : a16 + first * aColumns
                 workers[worker].run(shape, a: aPiece, b: b16, c: c + first * ldc)
@@ -242,7 +239,7 @@ public final class BF16GEMM {
     private typealias SetThreads = @convention(c) (Int32) -> Void
     /// libgomp's `omp_set_num_threads`, looked up in the process (libdnnl loads libgomp; Debian ships
     /// no unversioned libgomp.so to link against by name).
-    nonisolated(unsafe) private static let setThreads: SetThreads? = {
+    private static let setThreads: SetThreads? = {
         guard let symbol = dlsym(nil, "omp_set_num_threads") else { return nil }
         return unsafeBitCast(symbol, to: SetThreads.self)
     }()

@@ -14,11 +14,25 @@
 import DinoCore
 
 extension KernelScalar {
-    /// `gemm` on `threads` workers (serial below about a millisecond of work, where a dispatch costs
-    /// more than it saves). OpenBLAS itself should run on one thread (`BLAS.threadCount = 1`).
+    /// `gemm` on `threads` workers (serial below about 60 us of work, where a dispatch costs
+    /// more than it saves), OpenBLAS pinned to one thread inside: its threaded driver would give
+    /// other bits (see BLAS.withThreadCount), so results depend only on `threads`.
     @inlinable
     public static func gemm(
         transposeA: Bool, transposeB: Bool, m: Int, n: Int, k: Int, alpha: Self = 1,
+        a: UnsafePointer<Self>, lda: Int, b: UnsafePointer<Self>, ldb: Int, beta: Self,
+        c: UnsafeMutablePointer<Self>, ldc: Int, threads: Int
+    ) {
+        BLAS.withThreadCount(1) {
+            gemmPieces(
+                transposeA: transposeA, transposeB: transposeB, m: m, n: n, k: k, alpha: alpha, a: a, lda: lda,
+                b: b, ldb: ldb, beta: beta, c: c, ldc: ldc, threads: threads)
+        }
+    }
+
+    @inlinable
+    static func gemmPieces(
+        transposeA: Bool, transposeB: Bool, m: Int, n: Int, k: Int, alpha: Self,
         a: UnsafePointer<Self>, lda: Int, b: UnsafePointer<Self>, ldb: Int, beta: Self,
         c: UnsafeMutablePointer<Self>, ldc: Int, threads: Int
     ) {
@@ -29,17 +43,13 @@ extension KernelScalar {
                 b: b, ldb: ldb, beta: beta, c: c, ldc: ldc)
             return
         }
-        // A row piece re-packs op(B) (K x N), a column piece op(A) (M x K): cut the longer side.
-        let alongRows = m >= n
-        let length = alongRows ? m : n
-        let pieces = Swift.min(threads, length / 16)
-        let step = ((length + pieces - 1) / pieces + 15) / 16 * 16
+        let cut = ParallelGEMM.Cut(m: m, n: n, threads: threads)
         let shared = UncheckedSendable((a, b, c))
-        WorkQueue.run(count: pieces, threads: threads) { piece, _ in
+        WorkQueue.run(count: cut.pieces, threads: threads) { piece, _ in
             let (a, b, c) = shared.value
-            let first = Swift.min(piece * step, length), count = Swift.min(step, length - first)
+            let (first, count) = cut.range(piece)
             guard count > 0 else { return }
-            if alongRows {
+            if cut.alongRows {
                 // Rows of op(A): rows of A, or columns of A when it is transposed.
                 let aPiece = transposeA ? a + first : a + first * lda
                 gemm(
@@ -61,4 +71,25 @@ public enum ParallelGEMM {
     /// Below this much work a GEMM runs on the calling thread: 2^23 FLOPs are ~60 us on one core,
     /// several times a dispatch's cost.
     public static let minimumFLOPs: Double = 8_388_608
+
+    /// How C [m, n] is cut among `threads` workers: a row piece re-packs op(B) (K x N) and a column
+    /// piece op(A) (M x K), so the cut goes across the longer side; pieces start on multiples of 16.
+    public struct Cut: Sendable {
+        public let alongRows: Bool
+        public let pieces: Int
+        let length: Int, step: Int
+
+        public init(m: Int, n: Int, threads: Int) {
+            alongRows = m >= n
+            length = alongRows ? m : n
+            pieces = Swift.max(1, Swift.min(threads, length / 16))
+            step = ((length + pieces - 1) / pieces + 15) / 16 * 16
+        }
+
+        /// First row (or column) and count of piece `index` (the count may be 0 for a last piece).
+        public func range(_ index: Int) -> (first: Int, count: Int) {
+            let first = Swift.min(index * step, length)
+            return (first, Swift.min(step, length - first))
+        }
+    }
 }

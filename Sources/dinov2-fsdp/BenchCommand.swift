@@ -220,7 +220,8 @@ struct BenchCommand: ParsableCommand {
                       phases: teacher forward \(f(r.timeTeacherForward ?? 0)), student forward + loss \
                     \(f(r.timeStudentForward ?? 0)), backward \(f(r.timeBackward ?? 0)), optimizer \
                     \(f(r.timeOptimizer)), EMA \(f(r.timeEMA)) (each with the communication it waited for)
-                      peak RSS per rank (MiB): \(r.rssBytesPerRank.map { String($0 >> 20) }.joined(separator: " "))
+                      peak RSS per rank (MiB): \(r.rssBytesPerRank.map { String($0 >> 20) }.joined(separator: " ")) \
+                    (activation checkpointing \(r.activationCheckpointing == true ? "on" : "off"))
                     """)
                 if let json, comm.rank == 0 { try writeJSON(r, to: json) }
             }

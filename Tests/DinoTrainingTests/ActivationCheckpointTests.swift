@@ -33,7 +33,11 @@ struct ActivationCheckpointTests {
     func bitwiseEqual() throws {
         let kept = try run("none"), recomputed = try run("full")
         #expect(kept.losses == recomputed.losses)
-        #expect(kept.parameters == recomputed.parameters)
+        // Counted, not compared as arrays: a failure names how many values differ, not millions of them.
+        let keptValues = kept.parameters.joined().joined(), recomputedValues = recomputed.parameters.joined().joined()
+        #expect(keptValues.count == recomputedValues.count && keptValues.count > 0)
+        let differing = zip(keptValues, recomputedValues).filter { $0.bitPattern != $1.bitPattern }.count
+        #expect(differing == 0, "\(differing) of \(keptValues.count) parameter values differ")
         #expect(kept.losses.allSatisfy(\.isFinite) && kept.losses.count == 3)
         print(
             "activation bytes, quickstart student: \(kept.activationBytes) kept, "
