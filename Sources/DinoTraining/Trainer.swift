@@ -89,6 +89,11 @@ public enum Trainer {
         if let report = model.precisionReport {
             if report.isFallback { log.warning(report.text) } else { log.main(report.text) }
         }
+        if model.checkpointsActivations {
+            log.main(
+                "activation checkpointing: the student's blocks are recomputed in backward "
+                    + "(activation_checkpoint.mode \(config.activationCheckpoint.mode.rawValue))")
+        }
         var written = 1
         if comm.rank == 0 {
             do {
