@@ -50,6 +50,8 @@ public struct StepReport: Codable, Sendable {
     public var rssBytesPerRank: [Int]
     /// Whether the student recomputed its blocks in backward (optional: older reports lack it).
     public var activationCheckpointing: Bool?
+    /// Rank 0's buffers by category after the timed steps (optional: older reports lack it).
+    public var memory: [MemoryCategory]?
     public var worldSize: Int
     public var imagesPerRank: Int
     public var steps: Int
@@ -81,12 +83,19 @@ public struct StepReport: Codable, Sendable {
         case maxRSSBytes = "max_rss_bytes"
         case rssBytesPerRank = "rss_bytes_per_rank"
         case activationCheckpointing = "activation_checkpointing"
+        case memory
         case worldSize = "world_size"
         case imagesPerRank = "images_per_rank"
         case steps
         case flopsPerStep = "flops_per_step"
         case config
     }
+}
+
+/// Bytes a rank holds in one category (see `SelfDistillation.memoryBreakdown`).
+public struct MemoryCategory: Codable, Sendable, Equatable {
+    public var name: String
+    public var bytes: Int
 }
 
 /// Times training steps of `config` on synthetic crops.
@@ -177,7 +186,8 @@ public enum StepBenchmark {
             timeStudentForward: median(11), timeBackward: median(12), timeOptimizer: median(4),
             timeEMA: median(5),
             maxRSSBytes: Int(rssPerRank.max() ?? 0), rssBytesPerRank: rssPerRank.map { Int($0) },
-            activationCheckpointing: model.checkpointsActivations, worldSize: world,
+            activationCheckpointing: model.checkpointsActivations,
+            memory: model.memoryBreakdown.map { MemoryCategory(name: $0.name, bytes: $0.bytes) }, worldSize: world,
             imagesPerRank: b, steps: steps, flopsPerStep: flopsPerStep, config: ConfigLoader.yaml(config))
     }
 

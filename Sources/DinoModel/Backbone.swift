@@ -132,6 +132,11 @@ public final class Backbone<T: KernelScalar>: BF16Computing {
         return total
     }
 
+    /// Bytes of the scratch shared by forward and backward (attention workspace, gradient buffers).
+    public var scratchBytes: Int {
+        scratchA.bytes + scratchB.bytes + scratchC.bytes + dTokens.bytes + unitGradient.bytes + attention.bytes
+    }
+
     // MARK: - Forward
 
     /// Runs the backbone over `batches` (all through every block together). With `keepActivations`

@@ -93,6 +93,16 @@ public final class DinoHead<T: KernelScalar>: BF16Computing {
         preActivations = architecture.mlpShapes.map { _ in GrowableBuffer<T>() }
     }
 
+    /// Bytes held: saved layer inputs and pre-activations, logits, gradients and scratch.
+    public var bytes: Int {
+        let saved = (layerInputs + preActivations).reduce(0) { $0 + $1.bytes }
+        let buffers = [
+            bottleneckOut, normalized, norms, columnScale, rowNorms, logits, scaledGradient, scratchA, scratchB,
+            unitGradient,
+        ]
+        return saved + buffers.reduce(0) { $0 + $1.bytes }
+    }
+
     /// Logits [rows, K] of the last forward.
     public var output: UnsafePointer<T> { UnsafePointer(logits.base) }
 

@@ -139,12 +139,17 @@ public final class ShardedParameterStore: ParameterStore {
     /// Seconds from the start to the observed end of every collective, hidden or not.
     public private(set) var totalCommunicationSeconds = 0.0
 
+    /// Whether this store keeps gradient shards: a model that only runs forward (the EMA teacher) does
+    /// not, which saves one float per parameter shard element.
+    public let hasGradients: Bool
+
     /// Shards `table` over `world` with `strategy`; `hybridGroupSize` ranks share one copy for HYBRID_SHARD.
     public init(
         table: TensorTable, strategy: ShardingStrategy, world: any Communicator, hybridGroupSize: Int = 0,
-        allGatherBF16: Bool = false
+        allGatherBF16: Bool = false, hasGradients: Bool = true
     ) throws {
         self.strategy = strategy
+        self.hasGradients = hasGradients
         self.allGatherBF16 = allGatherBF16
         worldSize = world.worldSize
         switch strategy {
@@ -168,7 +173,7 @@ public final class ShardedParameterStore: ParameterStore {
         self.plan = plan
         let counts = table.units.indices.map { plan.shardCount($0) }
         parametersShard = UnitBuffers(counts: counts)
-        gradientsShard = UnitBuffers(counts: counts)
+        gradientsShard = UnitBuffers(counts: hasGradients ? counts : counts.map { _ in 0 })
         driver = ProgressDriver(shardGroup, intervalMicroseconds: 200)
         replicaDriver = replicaGroup.map { ProgressDriver($0, intervalMicroseconds: 200) }
     }
@@ -308,6 +313,7 @@ public final class ShardedParameterStore: ParameterStore {
     }
 
     public func gradients(unit: Int) -> UnsafeMutablePointer<Float> {
+        precondition(hasGradients, "gradients asked of a store made without them (a forward-only model)")
         if let current = currentGradient, gradientUnit == unit { return current.base }
         let padded = plan.paddedCount(unit)
         let buffer = currentGradient ?? gradientPool.popLast() ?? GrowableBuffer<Float>()
@@ -377,11 +383,13 @@ public final class ShardedParameterStore: ParameterStore {
 
     /// Sets every local gradient to zero.
     public func zeroGradients() {
+        guard hasGradients else { return }
         for u in table.units.indices { gradientsShard[u].setToZero(count: plan.shardCount(u)) }
     }
 
     /// Squared L2 norm of this model part's whole gradient (padding excluded; one all-reduce).
     public func gradientSquaredNorm() throws -> Double {
+        precondition(hasGradients, "gradient norm asked of a store made without gradients")
         var local = 0.0
         for (u, unit) in table.units.enumerated() {
             let range = plan.shardRange(u)
@@ -393,6 +401,7 @@ public final class ShardedParameterStore: ParameterStore {
 
     /// Multiplies every local gradient by `factor`.
     public func scaleGradients(_ factor: Float) {
+        precondition(hasGradients, "gradients scaled in a store made without them")
         for u in table.units.indices {
             let g = gradientsShard[u]
             for i in 0..<plan.shardCount(u) { g[i] *= factor }
@@ -444,7 +453,8 @@ public final class ShardedParameterStore: ParameterStore {
     /// Bytes of this rank's parameter and gradient shards, and of the full-unit buffers it holds
     /// (gathered parameters, and gradients being filled or reduced).
     public var residentBytes: (shards: Int, gathered: Int) {
-        let shards = table.units.indices.reduce(0) { $0 + 2 * plan.shardCount($1) } * MemoryLayout<Float>.stride
+        let copies = hasGradients ? 2 : 1
+        let shards = table.units.indices.reduce(0) { $0 + copies * plan.shardCount($1) } * MemoryLayout<Float>.stride
         let gradientBuffers =
             gradientPool + reducing.map(\.buffer) + (currentGradient.map { [$0] } ?? []) + [scatterResult]
         let wires = wirePool + prefetched.values.flatMap { $0.wire.map { [$0.shard, $0.full] } ?? [] }

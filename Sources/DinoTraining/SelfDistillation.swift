@@ -124,11 +124,15 @@ public final class ModelPart {
         self.student = student
         teacher = try ShardedParameterStore(
             table: table, strategy: strategy, world: communicator,
-            hybridGroupSize: hybridGroupSize, allGatherBF16: allGatherBF16)
+            hybridGroupSize: hybridGroupSize, allGatherBF16: allGatherBF16, hasGradients: false)
         let counts = table.units.indices.map { student.plan.shardCount($0) }
         firstMoment = UnitBuffers(counts: counts)
         secondMoment = UnitBuffers(counts: counts)
+        momentBytes = 2 * counts.reduce(0) { $0 + Swift.max(1, $1) } * MemoryLayout<Float>.stride
     }
+
+    /// Bytes of the two AdamW moment shards.
+    let momentBytes: Int
 
     /// AdamW on this rank's slice of every tensor, with the tensor's lr and wd multipliers.
     func adamW(schedule s: ScheduleValues, beta1: Double, beta2: Double, step: Int, threads: Int) {
@@ -201,6 +205,36 @@ public final class SelfDistillation {
         /// The last step's DINO target sums per prototype [K], arg-max counts [K], then (entropy sum, rows).
         let targetSums = GrowableBuffer<Double>()
         let sinkhornScratch = GrowableBuffer<Double>()
+
+        var bytes: Int {
+            [
+                teacherInput, dinoTargets, ibotTargets, studentInput, dInput, dLogits, dIbotLogits, scratch, dKoleo,
+                dTokens,
+            ]
+            .reduce(0) { $0 + $1.bytes } + targetSums.bytes + sinkhornScratch.bytes
+        }
+    }
+
+    /// What this rank holds, by category, in bytes (buffers as grown so far: after a step, the
+    /// step's working set). Each figure counts the capacity of the buffers, which the steps touch.
+    public var memoryBreakdown: [(name: String, bytes: Int)] {
+        let parts = self.parts
+        let heads: [DinoHead<Float>] =
+            [studentDinoHead, teacherDinoHead] + [studentIbotHead, teacherIbotHead].compactMap { $0 }
+        return [
+            ("student shards (parameters, gradients)", parts.reduce(0) { $0 + $1.student.residentBytes.shards }),
+            ("teacher shards", parts.reduce(0) { $0 + $1.teacher.residentBytes.shards }),
+            ("AdamW moments", parts.reduce(0) { $0 + $1.momentBytes }),
+            (
+                "gathered units and gradient buffers",
+                parts.reduce(0) { $0 + $1.student.residentBytes.gathered + $1.teacher.residentBytes.gathered }
+            ),
+            ("student activations", studentBackbone.activationBytes),
+            ("teacher activations", teacherBackbone.activationBytes),
+            ("backbone scratch", studentBackbone.scratchBytes + teacherBackbone.scratchBytes),
+            ("heads", heads.reduce(0) { $0 + $1.bytes }),
+            ("objective and step buffers", buffers.bytes),
+        ]
     }
     /// The world, timed: the step's own collectives (targets, loss and norm checks) add up here.
     let communicator: TimedCommunicator

@@ -223,6 +223,13 @@ struct BenchCommand: ParsableCommand {
                       peak RSS per rank (MiB): \(r.rssBytesPerRank.map { String($0 >> 20) }.joined(separator: " ")) \
                     (activation checkpointing \(r.activationCheckpointing == true ? "on" : "off"))
                     """)
+                if let memory = r.memory {
+                    let total = memory.reduce(0) { $0 + $1.bytes }
+                    print(
+                        "  buffers on rank 0 (MiB): "
+                            + memory.map { "\($0.name) \($0.bytes >> 20)" }.joined(separator: ", ")
+                            + "; total \(total >> 20) of peak RSS \(r.rssBytesPerRank[0] >> 20)")
+                }
                 if let json, comm.rank == 0 { try writeJSON(r, to: json) }
             }
         }

@@ -52,6 +52,23 @@ struct SelfDistillationTests {
         #expect(totals.last! < totals.first!, "objective did not decrease: \(totals)")
     }
 
+    @Test("memory by category: the teacher keeps parameter shards only; every category is counted after a step")
+    func memoryBreakdown() throws {
+        let config = try ConfigLoader.load(
+            file: TestPaths.packageRoot.appendingPathComponent("Configs/tests/tiny.yaml").path, overrides: []
+        )
+        .resolved(worldSize: 1)
+        let model = try SelfDistillation(config: config, communicator: SingleProcessCommunicator(), seed: 5)
+        _ = try runSyntheticSteps(model, steps: 1, seed: 2, communicator: SingleProcessCommunicator())
+        let bytes = Dictionary(uniqueKeysWithValues: model.memoryBreakdown.map { ($0.name, $0.bytes) })
+        let parameters = model.parts.reduce(0) { $0 + $1.table.units.reduce(0) { $0 + $1.count } } * 4
+        #expect(bytes["teacher shards"] == parameters)
+        #expect(bytes["student shards (parameters, gradients)"] == 2 * parameters)
+        #expect(bytes["AdamW moments"] == 2 * parameters)
+        #expect(model.parts.allSatisfy { $0.student.hasGradients && !$0.teacher.hasGradients })
+        for (name, value) in bytes { #expect(value > 0, "\(name) is empty after a step") }
+    }
+
     @Test("teacher CLS spread: near 0 with LayerScale 1e-5 at initialisation, of order 1 with LayerScale 1")
     func clsSpread() throws {
         func spread(_ layerscale: String) throws -> Double {
