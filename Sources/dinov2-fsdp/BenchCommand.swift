@@ -225,7 +225,7 @@ struct BenchCommand: ParsableCommand {
                     """)
                 if let memory = r.memory {
                     let total = memory.reduce(0) { $0 + $1.bytes }
-                    print(
+                    log.main(
                         "  buffers on rank 0 (MiB): "
                             + memory.map { "\($0.name) \($0.bytes >> 20)" }.joined(separator: ", ")
                             + "; total \(total >> 20) of peak RSS \(r.rssBytesPerRank[0] >> 20)")
