@@ -90,10 +90,11 @@ public final class ShardedParameterStore: ParameterStore {
     public let parametersShard: UnitBuffers<Float>
     public let gradientsShard: UnitBuffers<Float>
     private var gathered: [Int: GrowableBuffer<Float>] = [:]
-    private var pool: [GrowableBuffer<Float>] = []
+    /// Full-unit buffers (gathered parameters, gradients, bf16 words) when not in use, shared with the
+    /// other stores of the model.
+    public let buffers: SharedBuffers
     /// The gradient buffer being filled by the unit in backward, and free ones.
     private var currentGradient: GrowableBuffer<Float>? = nil
-    private var gradientPool: [GrowableBuffer<Float>] = []
     private var gradientUnit = -1
     /// Gradient reductions in flight, oldest first (at most `maxReductionsInFlight`).
     private var reducing:
@@ -122,7 +123,6 @@ public final class ShardedParameterStore: ParameterStore {
     private var prefetched: [Int: PendingGather] = [:]
     /// Gather parameters as bfloat16 (fsdp.allgather_dtype bf16).
     public let allGatherBF16: Bool
-    private var wirePool: [GrowableBuffer<UInt16>] = []
     private var lastRequested = -1
     private let driver: ProgressDriver
     private let replicaDriver: ProgressDriver?
@@ -146,8 +146,9 @@ public final class ShardedParameterStore: ParameterStore {
     /// Shards `table` over `world` with `strategy`; `hybridGroupSize` ranks share one copy for HYBRID_SHARD.
     public init(
         table: TensorTable, strategy: ShardingStrategy, world: any Communicator, hybridGroupSize: Int = 0,
-        allGatherBF16: Bool = false, hasGradients: Bool = true
+        allGatherBF16: Bool = false, hasGradients: Bool = true, buffers: SharedBuffers = SharedBuffers()
     ) throws {
+        self.buffers = buffers
         self.strategy = strategy
         self.hasGradients = hasGradients
         self.allGatherBF16 = allGatherBF16
@@ -193,11 +194,11 @@ public final class ShardedParameterStore: ParameterStore {
         if plan.shards == 1 {
             guard allGatherBF16 else { return UnsafePointer(parametersShard[unit]) }
             if let buffer = gathered[unit] { return UnsafePointer(buffer.base) }
-            let buffer = pool.popLast() ?? GrowableBuffer<Float>()
-            let count = plan.paddedCount(unit), wire = wirePool.popLast() ?? GrowableBuffer<UInt16>()
+            let count = plan.paddedCount(unit)
+            let buffer = buffers.floats.take(atLeast: count), wire = buffers.words.take(atLeast: count)
             BFloat16.round(parametersShard[unit], into: wire.reserve(count), count: count)
             BFloat16.expand(wire.base, into: buffer.reserve(count), count: count)
-            wirePool.append(wire)
+            buffers.words.give(wire)
             gathered[unit] = buffer
             peakGatheredUnits = Swift.max(peakGatheredUnits, gathered.count)
             return UnsafePointer(buffer.base)
@@ -211,22 +212,23 @@ public final class ShardedParameterStore: ParameterStore {
             buffer = pending.buffer
             if let wire = pending.wire {
                 BFloat16.expand(wire.full.base, into: buffer.base, count: plan.paddedCount(unit))
-                wirePool += [wire.shard, wire.full]
+                buffers.words.give(wire.shard)
+                buffers.words.give(wire.full)
             }
             totalCommunicationSeconds += MonotonicClock.seconds() - pending.started
         } else {
-            buffer = pool.popLast() ?? GrowableBuffer<Float>()
             let padded = plan.paddedCount(unit)
+            buffer = buffers.floats.take(atLeast: padded)
             let full = buffer.reserve(padded)
             if allGatherBF16 {
-                let wire = wirePool.popLast() ?? GrowableBuffer<UInt16>()
+                let wire = buffers.words.take(atLeast: padded)
                 let words = wire.reserve(padded)
                 BFloat16.round(
                     parametersShard[unit], into: words + plan.shardRange(unit).lowerBound,
                     count: plan.shardCount(unit))
                 try shardGroup.allGather(inPlace: UnsafeMutableBufferPointer(start: words, count: padded))
                 BFloat16.expand(words, into: full, count: padded)
-                wirePool.append(wire)
+                buffers.words.give(wire)
             } else {
                 (full + plan.shardRange(unit).lowerBound).update(
                     from: parametersShard[unit], count: plan.shardCount(unit))
@@ -251,16 +253,16 @@ public final class ShardedParameterStore: ParameterStore {
         guard table.units.indices.contains(next), gathered[next] == nil, prefetched[next] == nil,
             gathered.count + prefetched.count < 2 || strategy == .shardGradOp
         else { return }
-        let buffer = pool.popLast() ?? GrowableBuffer<Float>()
         let padded = plan.paddedCount(next), shardCount = plan.shardCount(next)
+        let buffer = buffers.floats.take(atLeast: padded)
         let full = buffer.reserve(padded)
         var wire: (shard: GrowableBuffer<UInt16>, full: GrowableBuffer<UInt16>)? = nil
         do {
             let request: CommRequest
             if allGatherBF16 {
                 let pair = (
-                    shard: wirePool.popLast() ?? GrowableBuffer<UInt16>(),
-                    full: wirePool.popLast() ?? GrowableBuffer<UInt16>()
+                    shard: buffers.words.take(atLeast: shardCount),
+                    full: buffers.words.take(atLeast: padded)
                 )
                 wire = pair
                 BFloat16.round(parametersShard[next], into: pair.shard.reserve(shardCount), count: shardCount)
@@ -277,8 +279,11 @@ public final class ShardedParameterStore: ParameterStore {
             peakGatheredUnits = Swift.max(peakGatheredUnits, gathered.count + prefetched.count)
         } catch {
             // The synchronous gather in parameters(unit:) reports the error.
-            pool.append(buffer)
-            if let wire { wirePool += [wire.shard, wire.full] }
+            buffers.floats.give(buffer)
+            if let wire {
+                buffers.words.give(wire.shard)
+                buffers.words.give(wire.full)
+            }
         }
     }
 
@@ -291,15 +296,18 @@ public final class ShardedParameterStore: ParameterStore {
     private func finishPrefetches() throws {
         for (_, pending) in prefetched {
             try pending.request.wait()
-            pool.append(pending.buffer)
-            if let wire = pending.wire { wirePool += [wire.shard, wire.full] }
+            buffers.floats.give(pending.buffer)
+            if let wire = pending.wire {
+                buffers.words.give(wire.shard)
+                buffers.words.give(wire.full)
+            }
         }
         prefetched.removeAll()
     }
 
     public func release(unit: Int) throws {
         guard strategy == .fullShard || strategy == .hybridShard || strategy == .noShard else { return }
-        if let buffer = gathered.removeValue(forKey: unit) { pool.append(buffer) }
+        if let buffer = gathered.removeValue(forKey: unit) { buffers.floats.give(buffer) }
     }
 
     /// Releases every unit kept gathered (SHARD_GRAD_OP keeps them from forward to backward) and
@@ -307,7 +315,7 @@ public final class ShardedParameterStore: ParameterStore {
     public func endStep() throws {
         while !reducing.isEmpty { try completeOldestReduction() }
         try finishPrefetches()
-        for (_, buffer) in gathered { pool.append(buffer) }
+        for (_, buffer) in gathered { buffers.floats.give(buffer) }
         gathered.removeAll()
         lastRequested = -1
     }
@@ -316,7 +324,7 @@ public final class ShardedParameterStore: ParameterStore {
         precondition(hasGradients, "gradients asked of a store made without them (a forward-only model)")
         if let current = currentGradient, gradientUnit == unit { return current.base }
         let padded = plan.paddedCount(unit)
-        let buffer = currentGradient ?? gradientPool.popLast() ?? GrowableBuffer<Float>()
+        let buffer = currentGradient ?? buffers.floats.take(atLeast: padded)
         buffer.reserve(padded).setToZero(count: padded)
         currentGradient = buffer
         gradientUnit = unit
@@ -333,7 +341,7 @@ public final class ShardedParameterStore: ParameterStore {
         guard let communicator else {
             // One rank: the gradient is already the sum.
             accumulate(full + plan.shardRange(unit).lowerBound, unit: unit)
-            gradientPool.append(buffer)
+            buffers.floats.give(buffer)
             return
         }
         if reducing.count >= maxReductionsInFlight { try completeOldestReduction() }
@@ -370,7 +378,7 @@ public final class ShardedParameterStore: ParameterStore {
         exposedReductionSeconds += end - waitStart
         totalCommunicationSeconds += end - entry.started
         accumulate(mine, unit: entry.unit)
-        gradientPool.append(entry.buffer)
+        buffers.floats.give(entry.buffer)
     }
 
     /// Adds this rank's reduced range `mine` of `unit`'s gradient sum, divided by the rank count, to its shard.
@@ -450,19 +458,26 @@ public final class ShardedParameterStore: ParameterStore {
         }
     }
 
-    /// Bytes of this rank's parameter and gradient shards, and of the full-unit buffers it holds
-    /// (gathered parameters, and gradients being filled or reduced).
+    /// Bytes of this rank's parameter (and gradient) shards, and of the full-unit buffers it holds in
+    /// use (gathered parameters, gradients being filled or reduced); free buffers are `buffers.bytes`.
     public var residentBytes: (shards: Int, gathered: Int) {
         let copies = hasGradients ? 2 : 1
         let shards = table.units.indices.reduce(0) { $0 + copies * plan.shardCount($1) } * MemoryLayout<Float>.stride
-        let gradientBuffers =
-            gradientPool + reducing.map(\.buffer) + (currentGradient.map { [$0] } ?? []) + [scatterResult]
-        let wires = wirePool + prefetched.values.flatMap { $0.wire.map { [$0.shard, $0.full] } ?? [] }
-        let buffers =
-            (Array(gathered.values) + prefetched.values.map(\.buffer) + pool + gradientBuffers).reduce(0) {
-                $0 + $1.bytes
-            }
-            + wires.reduce(0) { $0 + $1.bytes }
-        return (shards, buffers)
+        let inUse =
+            Array(gathered.values) + prefetched.values.map(\.buffer) + reducing.map(\.buffer)
+            + (currentGradient.map { [$0] } ?? []) + [scatterResult]
+        let words = prefetched.values.flatMap { $0.wire.map { [$0.shard, $0.full] } ?? [] }
+        return (shards, inUse.reduce(0) { $0 + $1.bytes } + words.reduce(0) { $0 + $1.bytes })
     }
+}
+
+/// The free full-unit buffers of the parameter stores of one model (see BufferPool).
+public final class SharedBuffers: @unchecked Sendable {
+    public let floats = BufferPool<Float>()
+    public let words = BufferPool<UInt16>()
+
+    public init() {}
+
+    /// Bytes of the free buffers.
+    public var bytes: Int { floats.bytes + words.bytes }
 }

@@ -113,18 +113,18 @@ public final class ModelPart {
 
     init(
         name: String, table: TensorTable, groups: [ParameterGroup], strategy: ShardingStrategy,
-        communicator: any Communicator, hybridGroupSize: Int, allGatherBF16: Bool
+        communicator: any Communicator, hybridGroupSize: Int, allGatherBF16: Bool, buffers: SharedBuffers
     ) throws {
         self.name = name
         self.table = table
         self.groups = groups
         let student = try ShardedParameterStore(
             table: table, strategy: strategy, world: communicator,
-            hybridGroupSize: hybridGroupSize, allGatherBF16: allGatherBF16)
+            hybridGroupSize: hybridGroupSize, allGatherBF16: allGatherBF16, buffers: buffers)
         self.student = student
         teacher = try ShardedParameterStore(
             table: table, strategy: strategy, world: communicator,
-            hybridGroupSize: hybridGroupSize, allGatherBF16: allGatherBF16, hasGradients: false)
+            hybridGroupSize: hybridGroupSize, allGatherBF16: allGatherBF16, hasGradients: false, buffers: buffers)
         let counts = table.units.indices.map { student.plan.shardCount($0) }
         firstMoment = UnitBuffers(counts: counts)
         secondMoment = UnitBuffers(counts: counts)
@@ -193,6 +193,8 @@ public final class SelfDistillation {
     public let dinoCenter: SoftmaxCenter<Float>, ibotCenter: SoftmaxCenter<Float>
     /// The step's scratch: grown to the largest step, then reused (no allocation per step).
     private let buffers = StepBuffers()
+    /// The free full-unit buffers shared by every parameter store of the model.
+    private let unitBuffers: SharedBuffers
 
     final class StepBuffers {
         /// The head rows of the teacher and of the student (the student's also route the backward).
@@ -228,6 +230,7 @@ public final class SelfDistillation {
             (
                 "gathered units and gradient buffers",
                 parts.reduce(0) { $0 + $1.student.residentBytes.gathered + $1.teacher.residentBytes.gathered }
+                    + unitBuffers.bytes
             ),
             ("student activations", studentBackbone.activationBytes),
             ("teacher activations", teacherBackbone.activationBytes),
@@ -252,10 +255,15 @@ public final class SelfDistillation {
         let layout = ParameterLayout(architecture)
         let depth = architecture.depth
         let strategy = config.fsdp.shardingStrategy
+        // One set of free full-unit buffers for every store: teacher forward, student forward and
+        // backward run one after the other, so they never need all their buffers at once.
+        let unitBuffers = SharedBuffers()
+        self.unitBuffers = unitBuffers
         func part(_ name: String, _ table: TensorTable, _ groups: [ParameterGroup]) throws -> ModelPart {
             try ModelPart(
                 name: name, table: table, groups: groups, strategy: strategy, communicator: communicator,
-                hybridGroupSize: config.fsdp.hybridGroupSize, allGatherBF16: config.fsdp.allgatherDtype == .bf16)
+                hybridGroupSize: config.fsdp.hybridGroupSize, allGatherBF16: config.fsdp.allgatherDtype == .bf16,
+                buffers: unitBuffers)
         }
         backbone = try part(
             "backbone", layout.table,
