@@ -3,12 +3,13 @@
 // multi-crop on background threads; the wait for a batch counts in the step): images/s in total and
 // per rank, tokens/s, model GFLOP/s and MFU, the time split (phases, compute, total and exposed
 // communication, optimizer, EMA) and peak RSS per rank.
-// MFU's denominator is the peak of the cores the run uses, measured uncontended before the steps:
-// on each node the first rank times GEMMs on all the cores the node's ranks use (cores per node
-// capped at the processor count) while the node's other ranks sleep, best of two trials; nodes add
-// up. fp32 runs use the sgemm peak (best of 1024^3 and 2048^3), runs with any bf16 module the
-// bf16 GEMM peak (best of 2048^3 and 1024 x 1024 x 4096, oneDNN), so no run's MFU can exceed 1
-// by running faster kernels than its reference.
+// MFU's denominator is the peak of the cores the run uses, measured uncontended before and after
+// the steps: on each node the first rank times GEMMs on all the cores the node's ranks use (cores
+// per node capped at the processor count) while the node's other ranks sleep, best of the four
+// trials (on a shared host one measurement can land in a slow spell); nodes add up. fp32 runs use
+// the sgemm peak (best of 1024^3 and 2048^3), runs with any bf16 module the bf16 GEMM peak (best of
+// 2048^3 and 1024 x 1024 x 4096, oneDNN), so no run's MFU exceeds 1 by running faster kernels than
+// its reference.
 // A step's time is the slowest rank's; every reported time is the median over the timed steps.
 
 import DinoConfig
@@ -106,14 +107,17 @@ public enum StepBenchmark {
     ) throws -> StepReport {
         let model = try SelfDistillation(config: config, communicator: comm, seed: seed, threads: threads)
         let bf16 = model.precisionReport.map { !$0.isFallback } ?? false
-        let sgemmPeak = try nodePeak(communicator: comm, threads: threads) { cores in
-            AttentionBenchmark.sgemmPeak(threads: cores, repeats: 3)
+        func measurePeaks() throws -> (sgemm: Double, bf16: Double?) {
+            let sgemm = try nodePeak(communicator: comm, threads: threads) { cores in
+                AttentionBenchmark.sgemmPeak(threads: cores, repeats: 3)
+            }
+            let bf16Peak =
+                bf16
+                ? try nodePeak(communicator: comm, threads: threads) { AttentionBenchmark.bf16Peak(threads: $0) ?? 0 }
+                : nil
+            return (sgemm, bf16Peak)
         }
-        let bf16Peak =
-            bf16
-            ? try nodePeak(communicator: comm, threads: threads) { AttentionBenchmark.bf16Peak(threads: $0) ?? 0 }
-            : nil
-        let peak = bf16Peak ?? sgemmPeak
+        let peaksBefore = try measurePeaks()
         // Every GEMM, attention and element-wise loop runs on the model's `threads` workers; OpenBLAS
         // inside them stays serial (ParallelGEMM says why).
         BLAS.threadCount = 1
@@ -160,6 +164,10 @@ public enum StepBenchmark {
                 try record(step, timing, wait: 0)
             }
         }
+        let peaksAfter = try measurePeaks()
+        let sgemmPeak = Swift.max(peaksBefore.sgemm, peaksAfter.sgemm)
+        let bf16Peak = peaksBefore.bf16.map { Swift.max($0, peaksAfter.bf16 ?? 0) }
+        let peak = bf16Peak ?? sgemmPeak
         func median(_ column: Int) -> Double { Statistics.median(rows.map { $0[column] }) }
         let stepTime = median(0)
         let a = model.architecture
