@@ -96,7 +96,16 @@ public final class BF16GEMM {
             self.a = a!
             self.b = b!
             self.c = c!
+            arguments = [
+                dnnl_exec_arg_t(arg: DNNL_ARG_SRC, memory: a),
+                dnnl_exec_arg_t(arg: DNNL_ARG_WEIGHTS, memory: b),
+                dnnl_exec_arg_t(arg: DNNL_ARG_DST, memory: c),
+            ]
         }
+
+        /// The execution arguments (fixed: the memory objects stay, their pointers change), built once
+        /// so that running a product allocates nothing.
+        var arguments: [dnnl_exec_arg_t]
 
         deinit {
             dnnl_memory_destroy(a)
@@ -145,12 +154,7 @@ public final class BF16GEMM {
             BF16GEMM.check(dnnl_memory_set_data_handle(product.b, b), "operand B")
             BF16GEMM.check(dnnl_memory_set_data_handle(product.c, c), "result C")
             BF16GEMM.setThreadCount(1)
-            var arguments: [dnnl_exec_arg_t] = [
-                dnnl_exec_arg_t(arg: DNNL_ARG_SRC, memory: product.a),
-                dnnl_exec_arg_t(arg: DNNL_ARG_WEIGHTS, memory: product.b),
-                dnnl_exec_arg_t(arg: DNNL_ARG_DST, memory: product.c),
-            ]
-            BF16GEMM.check(dnnl_primitive_execute(product.primitive, stream, 3, &arguments), "matmul")
+            BF16GEMM.check(dnnl_primitive_execute(product.primitive, stream, 3, &product.arguments), "matmul")
             BF16GEMM.check(dnnl_stream_wait(stream), "stream")
         }
     }
@@ -199,9 +203,7 @@ public final class BF16GEMM {
             return
         }
         let cut = ParallelGEMM.Cut(m: m, n: n, threads: threads)
-        let shared = UncheckedSendable((a16, b16, c, workers))
         WorkQueue.run(count: cut.pieces, threads: threads) { piece, worker in
-            let (a16, b16, c, workers) = shared.value
             let (first, count) = cut.range(piece)
             guard count > 0 else { return }
             var shape = whole
@@ -222,15 +224,14 @@ public final class BF16GEMM {
         _ source: UnsafePointer<Float>, rows: Int, columns: Int, stride: Int, into target: UnsafeMutablePointer<UInt16>,
         threads: Int
     ) {
-        let out = UncheckedSendable(target)
         WorkQueue.forEachChunk(count: rows, threads: threads, minimumChunk: Swift.max(1, 65_536 / columns)) { range in
             if stride == columns {
                 BFloat16.round(
-                    source + range.lowerBound * columns, into: out.value + range.lowerBound * columns,
+                    source + range.lowerBound * columns, into: target + range.lowerBound * columns,
                     count: range.count * columns)
             } else {
                 for row in range {
-                    BFloat16.round(source + row * stride, into: out.value + row * columns, count: columns)
+                    BFloat16.round(source + row * stride, into: target + row * columns, count: columns)
                 }
             }
         }

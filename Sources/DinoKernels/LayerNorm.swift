@@ -16,9 +16,7 @@ public enum LayerNorm {
         input: UnsafePointer<T>, weight: UnsafePointer<T>, bias: UnsafePointer<T>, rows: Int, channels: Int,
         threads: Int = 1
     ) {
-        let outputs = UncheckedSendable((out, mean, rstd))
         WorkQueue.forEachChunk(count: rows, threads: threads, minimumChunk: Swift.max(1, 32_768 / channels)) { range in
-            let (out, mean, rstd) = outputs.value
             for r in range {
                 let stats = T.layerNormForward(
                     out + r * channels, input + r * channels, weight, bias, channels, T(epsilon))

@@ -17,9 +17,8 @@ public enum Linear {
     ) {
         guard rows > 0 else { return }
         if let bias {
-            let target = UncheckedSendable(out)
             WorkQueue.forEachChunk(count: rows, threads: threads, minimumChunk: Swift.max(1, 16_384 / outFeatures)) {
-                for r in $0 { (target.value + r * outFeatures).update(from: bias, count: outFeatures) }
+                for r in $0 { (out + r * outFeatures).update(from: bias, count: outFeatures) }
             }
         }
         T.gemm(
@@ -47,11 +46,10 @@ public enum Linear {
             b: input, ldb: inFeatures, beta: 1, c: dWeight, ldc: inFeatures, engine: engine, threads: threads)
         if let dBias {
             // Strips of 64 columns, each summed over all rows in row order by one worker.
-            let target = UncheckedSendable(dBias)
             let strips = (outFeatures + 63) / 64
             WorkQueue.run(count: strips, threads: rows * outFeatures >= 65_536 ? threads : 1) { strip, _ in
                 let first = strip * 64, columns = Swift.min(64, outFeatures - first)
-                T.addColumnSums(target.value + first, dOut + first, rows: rows, columns: columns, stride: outFeatures)
+                T.addColumnSums(dBias + first, dOut + first, rows: rows, columns: columns, stride: outFeatures)
             }
         }
     }

@@ -44,9 +44,7 @@ extension KernelScalar {
             return
         }
         let cut = ParallelGEMM.Cut(m: m, n: n, threads: threads)
-        let shared = UncheckedSendable((a, b, c))
         WorkQueue.run(count: cut.pieces, threads: threads) { piece, _ in
-            let (a, b, c) = shared.value
             let (first, count) = cut.range(piece)
             guard count > 0 else { return }
             if cut.alongRows {

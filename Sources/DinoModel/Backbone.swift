@@ -604,10 +604,9 @@ extension Backbone {
             into x: UnsafeMutablePointer<T>, branchOutput: UnsafePointer<T>,
             gamma: UnsafePointer<T>, channels d: Int
         ) {
-            let residual = UncheckedSendable(x)
             forEachSpan(channels: d) { span, offset in
                 LayerScale.forward(
-                    residual: residual.value + span.start * d, branch: branchOutput + offset * d, gamma: gamma,
+                    residual: x + span.start * d, branch: branchOutput + offset * d, gamma: gamma,
                     rows: span.length, channels: d, scale: span.scale)
             }
         }
@@ -629,9 +628,8 @@ extension Backbone {
 
         /// `dx[kept rows] += gradient` (the branch input is the residual stream).
         func scatterAdd(_ gradient: UnsafePointer<T>, into dx: UnsafeMutablePointer<T>, channels d: Int) {
-            let target = UncheckedSendable(dx)
             forEachSpan(channels: d) { span, offset in
-                T.add(target.value + span.start * d, gradient + offset * d, span.length * d)
+                T.add(dx + span.start * d, gradient + offset * d, span.length * d)
             }
         }
     }
