@@ -101,6 +101,26 @@ public struct CheckpointManifest: Codable, Sendable, Equatable {
         public var shape: [Int]
         public var unit: Int
         public var offset: Int
+        /// For a piece of a tensor (a head's last layer cut into units): the tensor's name and shape,
+        /// and the piece's first element in it. Absent for a whole tensor.
+        public var tensor: String? = nil
+        public var tensorShape: [Int]? = nil
+        public var tensorOffset: Int? = nil
+
+        init(_ entry: ParameterEntry) {
+            name = entry.name
+            shape = entry.shape
+            unit = entry.unit
+            offset = entry.offset
+            if !entry.isWholeTensor {
+                tensor = entry.tensor
+                tensorShape = entry.tensorShape
+                tensorOffset = entry.tensorOffset
+            }
+        }
+
+        /// The tensor this entry belongs to, its shape, and the entry's first element in it.
+        var whole: (name: String, shape: [Int], offset: Int) { (tensor ?? name, tensorShape ?? shape, tensorOffset ?? 0) }
     }
 
     public struct Part: Codable, Sendable, Equatable {
@@ -194,9 +214,7 @@ public enum ShardedCheckpoint {
                 parts: parts.map { part in
                     CheckpointManifest.Part(
                         name: part.name, unitCounts: part.table.units.map(\.count),
-                        tensors: part.table.entries.map {
-                            CheckpointManifest.Tensor(name: $0.name, shape: $0.shape, unit: $0.unit, offset: $0.offset)
-                        })
+                        tensors: part.table.entries.map(CheckpointManifest.Tensor.init))
                 },
                 ranks: (0..<comm.worldSize).map { r in
                     CheckpointManifest.RankFile(
@@ -276,16 +294,16 @@ public enum ShardedCheckpoint {
         guard manifest.parts.map(\.name) == parts.map(\.name) else {
             throw CheckpointError.mismatch("parts \(manifest.parts.map(\.name)) vs this run's \(parts.map(\.name))")
         }
-        // The old shards this rank's ranges overlap (and shard 0, which holds the centers): only
-        // their files are checksummed and opened. Replicas (HYBRID_SHARD, NO_SHARD) hold the same data.
+        // What to copy: for every unit, this rank's range of it, entry by entry, from wherever the
+        // checkpoint saved those tensor elements (any unit layout, any cut of a tensor into pieces).
+        let copies = try zip(parts, manifest.parts).map { try copyPlan(for: $0, saved: $1, shards: manifest.shards) }
+        // The old shards those ranges overlap (and shard 0, which holds the centers): only their files
+        // are checksummed and opened. Replicas (HYBRID_SHARD, NO_SHARD) hold the same data.
         var needed: Set<Int> = [0]
-        for part in parts {
-            for u in part.table.units.indices {
-                let count = part.table.units[u].count
-                let oldShard = CollectiveShape.padded(count, toMultipleOf: manifest.shards) / manifest.shards
-                let mine = part.plan.shardRange(u)
-                let upper = Swift.min(mine.upperBound, count)
-                if mine.lowerBound < upper { needed.formUnion((mine.lowerBound / oldShard)...((upper - 1) / oldShard)) }
+        for plan in copies {
+            for copy in plan where !copy.source.isEmpty {
+                needed.formUnion(
+                    (copy.source.lowerBound / copy.oldShard)...((copy.source.upperBound - 1) / copy.oldShard))
             }
         }
         var chosen: [Int: CheckpointManifest.RankFile] = [:]
@@ -296,25 +314,15 @@ public enum ShardedCheckpoint {
         try verifyFiles(Array(chosen.values).sorted { $0.rank < $1.rank }, in: folder, worldSize: manifest.worldSize)
         var files: [Int: HDF5File] = [:]
         for (index, rankFile) in chosen { files[index] = try HDF5File.open(folder + "/" + rankFile.file) }
-        for (part, saved) in zip(parts, manifest.parts) {
-            let expected = part.table.entries.map {
-                CheckpointManifest.Tensor(name: $0.name, shape: $0.shape, unit: $0.unit, offset: $0.offset)
-            }
-            guard saved.tensors == expected, saved.unitCounts == part.table.units.map(\.count) else {
-                throw CheckpointError.mismatch(
-                    "the \(part.name) tensors differ from this configuration's (another architecture?)")
-            }
+        for (part, plan) in zip(parts, copies) {
             for u in part.table.units.indices {
-                let count = part.table.units[u].count
-                let oldShard = CollectiveShape.padded(count, toMultipleOf: manifest.shards) / manifest.shards
-                let mine = part.plan.shardRange(u)
-                let real = mine.lowerBound..<Swift.max(mine.lowerBound, Swift.min(mine.upperBound, count))
-                for (kind, pointer) in part.shards(u) {
-                    pointer.setToZero(count: part.plan.shardCount(u))
+                for (_, pointer) in part.shards(u) { pointer.setToZero(count: part.plan.shardCount(u)) }
+            }
+            for copy in plan {
+                for (kind, pointer) in part.shards(copy.unit) {
                     try readUnitRange(
-                        "\(part.name)/\(kind)/unit-\(u)", range: real, shardSize: oldShard, files: files,
-                        folder: folder,
-                        into: pointer + (real.lowerBound - mine.lowerBound))
+                        "\(part.name)/\(kind)/unit-\(copy.sourceUnit)", range: copy.source, shardSize: copy.oldShard,
+                        files: files, folder: folder, into: pointer + copy.targetInShard)
                 }
             }
         }
@@ -326,6 +334,61 @@ public enum ShardedCheckpoint {
         }
         state.optimizerSteps = manifest.optimizerSteps
         return manifest.iteration
+    }
+
+    /// One contiguous read of a load: elements `source` of saved unit `sourceUnit` (saved in shards
+    /// of `oldShard` elements) into this rank's shard of `unit`, from element `targetInShard` on.
+    struct RangeCopy: Equatable {
+        var unit: Int, targetInShard: Int, sourceUnit: Int, source: Range<Int>, oldShard: Int
+    }
+
+    /// The reads that fill this rank's shards of `part` from `saved`, matched tensor by tensor (by
+    /// official name; pieces by their place in the tensor), adjacent reads merged. Throws when the
+    /// tensors or their shapes differ.
+    static func copyPlan(
+        for part: CheckpointPart, saved: CheckpointManifest.Part, shards: Int
+    ) throws -> [RangeCopy] {
+        func tensors(_ list: [(String, [Int])]) -> [String: [Int]] {
+            Dictionary(list, uniquingKeysWith: { first, _ in first })
+        }
+        let mine = tensors(part.table.entries.map { ($0.tensor, $0.tensorShape) })
+        let theirs = tensors(saved.tensors.map { ($0.whole.name, $0.whole.shape) })
+        guard mine == theirs, saved.unitCounts.count > 0 else {
+            let missing = Set(mine.keys).symmetricDifference(theirs.keys).sorted().prefix(3)
+            let reshaped = mine.keys.filter { theirs[$0] != nil && theirs[$0] != mine[$0] }.sorted().prefix(3)
+            throw CheckpointError.mismatch(
+                "the \(part.name) tensors differ from this configuration's (another architecture?)"
+                    + (missing.isEmpty ? "" : "; only on one side: \(missing.joined(separator: ", "))")
+                    + (reshaped.isEmpty ? "" : "; other shapes: \(reshaped.joined(separator: ", "))"))
+        }
+        let savedPieces = Dictionary(grouping: saved.tensors, by: { $0.whole.name })
+        let oldShards = saved.unitCounts.map { CollectiveShape.padded($0, toMultipleOf: shards) / shards }
+        var plan: [RangeCopy] = []
+        for entry in part.table.entries {
+            let range = part.plan.shardRange(entry.unit)
+            let lower = Swift.max(range.lowerBound, entry.offset), upper = Swift.min(range.upperBound, entry.offset + entry.count)
+            guard lower < upper else { continue }
+            // Elements [lower, upper) of the unit are elements [first, first + count) of the tensor.
+            let first = entry.tensorOffset + lower - entry.offset, count = upper - lower
+            for piece in savedPieces[entry.tensor] ?? [] {
+                let pieceFirst = piece.whole.offset, pieceCount = piece.shape.reduce(1, *)
+                let from = Swift.max(first, pieceFirst), to = Swift.min(first + count, pieceFirst + pieceCount)
+                guard from < to else { continue }
+                let copy = RangeCopy(
+                    unit: entry.unit, targetInShard: lower + (from - first) - range.lowerBound, sourceUnit: piece.unit,
+                    source: (piece.offset + from - pieceFirst)..<(piece.offset + to - pieceFirst),
+                    oldShard: oldShards[piece.unit])
+                if let last = plan.last, last.unit == copy.unit, last.sourceUnit == copy.sourceUnit,
+                    last.source.upperBound == copy.source.lowerBound,
+                    last.targetInShard + last.source.count == copy.targetInShard
+                {
+                    plan[plan.count - 1].source = last.source.lowerBound..<copy.source.upperBound
+                } else {
+                    plan.append(copy)
+                }
+            }
+        }
+        return plan
     }
 
     /// Reads elements `range` of a unit saved as `name` in shards of `shardSize` elements (shard i in

@@ -12,8 +12,9 @@
 //   packed kernel over the kept crops' sequences: each crop attends only to its own tokens.
 // Output: LayerNorm `norm` of every token ([T, D]: CLS, registers and patches of every crop),
 //   and the pre-norm tokens (x after the last block).
-// Backward mirrors forward in reverse order; each unit's gradient is formed in a scratch buffer and
-//   added (+=) to the store's buffer in one pass, then gradientsReady(unit) is called.
+// Backward mirrors forward in reverse order; each unit's gradient accumulates in the store's buffer
+//   when the store hands out a zeroed one per pass (sharded), else in scratch added to the store's in
+//   one pass; then gradientsReady(unit) is called.
 // Saved per block and branch (kept rows Tk): branch input and LN output [Tk, D], LN mean/rstd,
 //   attention: qkv [Tk, 3D], output [Tk, D], lse [Tk, H], proj output [Tk, D];
 //   FFN: fc1/w12 output [Tk, h or 2h], activation [Tk, h], fc2/w3 output [Tk, D].
@@ -106,8 +107,8 @@ public final class Backbone<T: KernelScalar>: BF16Computing {
     private var dropPath: DropPath? = nil  // of the last forward, replayed by recomputation
     /// The store of the pass under way, polled between kernels so its collectives progress.
     private var progressStore: (any ParameterStore<T>)? = nil
-    /// One unit's gradient, accumulated here and added to the store's buffer in one pass, so that
-    /// running backward twice gives exactly twice the gradients (each element gets one addition).
+    /// One unit's gradient for a store that keeps gradients across passes: accumulated here and added to
+    /// the store's buffer in one pass, so two passes give exactly twice the gradients.
     private let unitGradient = GrowableBuffer<T>()
 
     public init(layout: ParameterLayout, threads: Int = 1) {
@@ -370,7 +371,7 @@ public final class Backbone<T: KernelScalar>: BF16Computing {
 
         // Final norm.
         let normParameters = try store.parameters(unit: layout.normUnit)
-        let normGrad = beginUnitGradient(layout.normUnit)
+        let normGrad = beginUnitGradient(layout.normUnit, store: store)
         LayerNorm.backward(
             dInput: dx, dWeight: normGrad + layout.norm.weight, dBias: normGrad + layout.norm.bias,
             dOut: dOutput, input: x, weight: normParameters + layout.norm.weight,
@@ -381,7 +382,7 @@ public final class Backbone<T: KernelScalar>: BF16Computing {
         // Blocks in reverse, FFN branch before attention branch (the reverse of forward).
         for unit in stride(from: layout.normUnit - 1, through: 1, by: -1) {
             let p = try store.parameters(unit: unit)
-            let g = beginUnitGradient(unit)
+            let g = beginUnitGradient(unit, store: store)
             for block in layout.units[unit].blocks.reversed() {
                 let o = layout.blocks[block]
                 var branchPair = branches[block]
@@ -399,13 +400,14 @@ public final class Backbone<T: KernelScalar>: BF16Computing {
 
         // Embedding.
         let p = try store.parameters(unit: layout.embedUnit)
-        let g = beginUnitGradient(layout.embedUnit)
+        let g = beginUnitGradient(layout.embedUnit, store: store)
         embedBackward(dx: UnsafePointer(dx), p: p, g: g)
         try store.release(unit: layout.embedUnit)
         try finishUnitGradient(layout.embedUnit, store: store)
     }
 
-    private func beginUnitGradient(_ unit: Int) -> UnsafeMutablePointer<T> {
+    private func beginUnitGradient(_ unit: Int, store: any ParameterStore<T>) -> UnsafeMutablePointer<T> {
+        if store.gradientsStartZeroed { return store.gradients(unit: unit) }
         let count = layout.units[unit].count
         let g = unitGradient.reserve(count)
         g.setToZero(count: count)
@@ -413,7 +415,7 @@ public final class Backbone<T: KernelScalar>: BF16Computing {
     }
 
     private func finishUnitGradient(_ unit: Int, store: any ParameterStore<T>) throws {
-        T.add(store.gradients(unit: unit), unitGradient.base, layout.units[unit].count)
+        if !store.gradientsStartZeroed { T.add(store.gradients(unit: unit), unitGradient.base, layout.units[unit].count) }
         try store.gradientsReady(unit: unit)
     }
 

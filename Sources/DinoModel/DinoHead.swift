@@ -2,15 +2,20 @@
 //   x [n, D] -> MLP: Linear(D, hidden), GELU, [Linear(hidden, hidden), GELU] x (layers - 2),
 //   Linear(hidden, bottleneck)   (one layer: Linear(D, bottleneck))
 //   -> z / max(||z||, 1e-12) -> logits [n, K] = zn . W^T, W_k = g_k v_k / ||v_k|| (weight norm, no bias)
-// Parameters (one unit), official names: mlp.0.weight [hidden, D], mlp.0.bias, mlp.2.*, mlp.4.*
-// (mlp.weight / mlp.bias with one layer), last_layer.weight_g [K, 1], last_layer.weight_v [K, bottleneck].
+// Parameters, official names: unit 0 the MLP, mlp.0.weight [hidden, D], mlp.0.bias, mlp.2.*, mlp.4.*
+// (mlp.weight / mlp.bias with one layer); then the last layer, last_layer.weight_g [K, 1] and
+// last_layer.weight_v [K, bottleneck], in units of at most `prototypesPerUnit` prototypes (rows), each
+// holding its rows of both tensors (pieces named last_layer.weight_v[a:b]; one piece keeps the plain
+// name). The sharder gathers one unit at a time, so a 131072 x 384 last layer (201 MB) is never whole.
 // Init: MLP weights truncated normal 0.02, biases 0; weight_v PyTorch's Linear default
 // U(-1/sqrt(bottleneck), 1/sqrt(bottleneck)); weight_g 1.
 // Backward: dX [n, D] is written (=); parameter gradients are formed in scratch and added to the
 // store's buffer in one pass (running backward twice gives exactly twice the gradients).
 // W is never formed: logits = (zn . v^T) scaled per column by s_k = g_k / ||v_k||, and backward
 // scales dLogits' columns instead. With 65536-131072 prototypes W and dW were [K, bottleneck]
-// each, per head and per teacher head: ~1 GB a rank for ViT-L/14's two heads.
+// each, per head and per teacher head: ~1 GB a rank for ViT-L/14's two heads. Forward computes the
+// logits' columns unit by unit; backward walks the units in reverse, each unit's dW formed in its
+// gradient buffer and dzn summed over units.
 
 import DinoCore
 import DinoKernels
@@ -18,14 +23,26 @@ import DinoKernels
 /// The shape of a projection head.
 public struct HeadArchitecture: Sendable, Equatable {
     public var inDim: Int, hidden: Int, bottleneck: Int, layers: Int, prototypes: Int
+    /// Prototypes (last-layer rows) per parameter unit.
+    public var prototypesPerUnit: Int
 
-    public init(inDim: Int, hidden: Int, bottleneck: Int, layers: Int, prototypes: Int) {
+    /// `prototypesPerUnit` 0 picks the default: the largest power of two whose rows of weight_v and
+    /// weight_g fit in 2^23 floats (32 MiB), about the size of a ViT-L block.
+    public init(inDim: Int, hidden: Int, bottleneck: Int, layers: Int, prototypes: Int, prototypesPerUnit: Int = 0) {
         precondition(layers >= 1, "a head has at least one layer")
         self.inDim = inDim
         self.hidden = hidden
         self.bottleneck = bottleneck
         self.layers = layers
         self.prototypes = prototypes
+        var rows = 1
+        while 2 * rows * (bottleneck + 1) <= 1 << 23 { rows *= 2 }
+        self.prototypesPerUnit = prototypesPerUnit > 0 ? prototypesPerUnit : rows
+    }
+
+    /// The prototype rows of each last-layer unit (units 1...).
+    public var lastLayerRows: [Range<Int>] {
+        stride(from: 0, to: prototypes, by: prototypesPerUnit).map { $0..<Swift.min(prototypes, $0 + prototypesPerUnit) }
     }
 
     /// Input and output widths of each MLP layer.
@@ -34,13 +51,14 @@ public struct HeadArchitecture: Sendable, Equatable {
         return [(inDim, hidden)] + Array(repeating: (hidden, hidden), count: layers - 2) + [(hidden, bottleneck)]
     }
 
-    /// The head's tensors, in one unit named `unitName`.
-    public func table(unitName: String = "dino_head") -> TensorTable {
+    /// The head's tensors: the MLP in unit 0, the last layer's rows in units 1...
+    public func table() -> TensorTable {
         var table = TensorTable()
         var cursor = 0
-        func add(_ name: String, _ shape: [Int], _ initialization: ParameterInit) {
+        func add(_ name: String, _ shape: [Int], _ initialization: ParameterInit, of tensor: (String, [Int], Int)? = nil) {
             let entry = ParameterEntry(
-                name: name, shape: shape, unit: 0, offset: cursor, initialization: initialization)
+                name: name, shape: shape, unit: table.units.count, offset: cursor, initialization: initialization,
+                tensor: tensor?.0, tensorShape: tensor?.1, tensorOffset: tensor?.2 ?? 0)
             table.append(entry)
             cursor += entry.count
         }
@@ -49,21 +67,33 @@ public struct HeadArchitecture: Sendable, Equatable {
             add(prefix + ".weight", [shape.outF, shape.inF], .truncatedNormal(std: 0.02))
             add(prefix + ".bias", [shape.outF], .constant(0))
         }
-        add("last_layer.weight_g", [prototypes, 1], .constant(1))
-        add("last_layer.weight_v", [prototypes, bottleneck], .uniform(bound: 1 / Double(bottleneck).squareRoot()))
-        table.units = [ParameterUnit(name: unitName, count: cursor, blocks: 0..<0)]
+        table.units.append(ParameterUnit(name: "mlp", count: cursor, blocks: 0..<0))
+        let pieces = lastLayerRows
+        for rows in pieces {
+            cursor = 0
+            let suffix = pieces.count == 1 ? "" : "[\(rows.lowerBound):\(rows.upperBound)]"
+            add(
+                "last_layer.weight_g" + suffix, [rows.count, 1], .constant(1),
+                of: ("last_layer.weight_g", [prototypes, 1], rows.lowerBound))
+            add(
+                "last_layer.weight_v" + suffix, [rows.count, bottleneck],
+                .uniform(bound: 1 / Double(bottleneck).squareRoot()),
+                of: ("last_layer.weight_v", [prototypes, bottleneck], rows.lowerBound * bottleneck))
+            table.units.append(ParameterUnit(name: "last_layer" + suffix, count: cursor, blocks: 0..<0))
+        }
         return table
     }
 }
 
-/// A projection head's computation; parameters come from a store holding the head's one unit.
+/// A projection head's computation; parameters come from a store holding the head's units.
 public final class DinoHead<T: KernelScalar>: BF16Computing {
     public let architecture: HeadArchitecture
     public let table: TensorTable
     /// Runs the MLP and last-layer GEMMs in bf16 when set.
     public var bf16: BF16GEMM? = nil
     private let offsets: [(weight: Int, bias: Int)]
-    private let gOffset: Int, vOffset: Int
+    /// The prototype rows of last-layer unit 1 + i (weight_g's rows at offset 0, weight_v's after them).
+    private let pieces: [Range<Int>]
     private var rows = 0
     // Saved from the last forward.
     private var layerInputs: [GrowableBuffer<T>] = []  // input of each MLP layer (the activated output of the previous)
@@ -71,7 +101,9 @@ public final class DinoHead<T: KernelScalar>: BF16Computing {
     private let bottleneckOut = GrowableBuffer<T>(), normalized = GrowableBuffer<T>(), norms = GrowableBuffer<T>()
     private let columnScale = GrowableBuffer<T>(), rowNorms = GrowableBuffer<T>()
     private let logits = GrowableBuffer<T>(), scaledGradient = GrowableBuffer<T>()
-    private let scratchA = GrowableBuffer<T>(), scratchB = GrowableBuffer<T>(), unitGradient = GrowableBuffer<T>()
+    private let scratchA = GrowableBuffer<T>(), scratchB = GrowableBuffer<T>()
+    /// One unit's gradient for a store keeping gradients across passes (see ParameterStore.gradientsStartZeroed).
+    private let unitGradient = GrowableBuffer<T>()
 
     /// Workers for the GEMMs (OpenBLAS itself runs on one thread; see ParallelGEMM).
     public let threads: Int
@@ -87,8 +119,7 @@ public final class DinoHead<T: KernelScalar>: BF16Computing {
                 table.entry(named: prefix + ".weight")?.offset ?? 0, table.entry(named: prefix + ".bias")?.offset ?? 0
             )
         }
-        gOffset = table.entry(named: "last_layer.weight_g")?.offset ?? 0
-        vOffset = table.entry(named: "last_layer.weight_v")?.offset ?? 0
+        pieces = architecture.lastLayerRows
         layerInputs = architecture.mlpShapes.map { _ in GrowableBuffer<T>() }
         preActivations = architecture.mlpShapes.map { _ in GrowableBuffer<T>() }
     }
@@ -131,25 +162,29 @@ public final class DinoHead<T: KernelScalar>: BF16Computing {
                 bottleneckOut.reserve(rows * shape.outF).update(from: out, count: rows * shape.outF)
             }
         }
-        // Weight norm as a column scale: logits = (zn . v^T) * s, s_k = g_k / ||v_k||.
+        try store.release(unit: 0)
         let k = a.prototypes, b = a.bottleneck
-        let vNorms = rowNorms.reserve(k), scale = columnScale.reserve(k)
-        forEachRow(k, width: b) { row in
-            let v = p + vOffset + row * b
-            let norm = T.dot(v, v, b).squareRoot()
-            vNorms[row] = norm
-            scale[row] = p[gOffset + row] / norm
-        }
         let zn = normalized.reserve(rows * b)
         L2Normalize.forward(
             out: zn, norms: norms.reserve(rows), input: bottleneckOut.base, rows: rows, channels: b,
             epsilon: T(1e-12))
+        // Weight norm as a column scale: logits = (zn . v^T) * s, s_k = g_k / ||v_k||, unit by unit.
+        let vNorms = rowNorms.reserve(k), scale = columnScale.reserve(k)
         let out = logits.reserve(rows * k)
-        T.gemm(
-            transposeA: false, transposeB: true, m: rows, n: k, k: b, a: zn, lda: b, b: p + vOffset, ldb: b, beta: 0,
-            c: out, ldc: k, engine: bf16, threads: threads)
+        for (i, piece) in pieces.enumerated() {
+            let p = try store.parameters(unit: 1 + i)
+            let v = p + piece.count
+            forEachRow(piece.count, width: b) { row in
+                let norm = T.dot(v + row * b, v + row * b, b).squareRoot()
+                vNorms[piece.lowerBound + row] = norm
+                scale[piece.lowerBound + row] = p[row] / norm
+            }
+            T.gemm(
+                transposeA: false, transposeB: true, m: rows, n: piece.count, k: b, a: zn, lda: b, b: v, ldb: b,
+                beta: 0, c: out + piece.lowerBound, ldc: k, engine: bf16, threads: threads)
+            try store.release(unit: 1 + i)
+        }
         forEachRow(rows, width: k) { r in T.multiply(out + r * k, out + r * k, scale, k) }
-        try store.release(unit: 0)
     }
 
     /// Backpropagates `dLogits` [rows, K]; writes `dInput` [rows, inDim] and accumulates parameter gradients.
@@ -157,36 +192,44 @@ public final class DinoHead<T: KernelScalar>: BF16Computing {
         _ dLogits: UnsafePointer<T>, dInput: UnsafeMutablePointer<T>, store: any ParameterStore<T>
     ) throws {
         let a = architecture, shapes = a.mlpShapes, k = a.prototypes, b = a.bottleneck
-        let p = try store.parameters(unit: 0)
-        let count = table.units[0].count
-        let g = unitGradient.reserve(count)
-        g.setToZero(count: count)
-        // Last layer: dW [K, b] = dLogits^T zn, formed in dv's place and turned into dv row by row;
-        // dzn = dLogits W = (dLogits * s) v.
-        let dW = g + vOffset, vNorms = rowNorms.base
-        T.gemm(
-            transposeA: true, transposeB: false, m: k, n: b, k: rows, a: dLogits, lda: k, b: normalized.base, ldb: b,
-            beta: 0, c: dW, ldc: b, engine: bf16, threads: threads)
-        forEachRow(k, width: b) { row in
-            // W = g v / |v|: dg = dW . v / |v|;  dv = (g / |v|) (dW - (dW . v^) v^), v^ = v / |v|.
-            let v = p + vOffset + row * b, dWRow = dW + row * b
-            let norm = vNorms[row]
-            let projection = T.dot(dWRow, v, b) / norm
-            g[gOffset + row] += projection
-            let scale = p[gOffset + row] / norm
-            T.linearCombination(dWRow, dWRow, scale, v, -scale * projection / norm, b)
-        }
-        let scaled = scaledGradient.reserve(rows * k), scale = UnsafePointer(columnScale.base)
-        forEachRow(rows, width: k) { r in T.multiply(scaled + r * k, dLogits + r * k, scale, k) }
+        let vNorms = rowNorms.base, scale = UnsafePointer(columnScale.base)
         let dzn = scratchB.reserve(rows * Swift.max(b, maxWidth))
-        T.gemm(
-            transposeA: false, transposeB: false, m: rows, n: b, k: k, a: scaled, lda: k, b: p + vOffset, ldb: b,
-            beta: 0, c: dzn, ldc: b, engine: bf16, threads: threads)
+        // Last layer, unit by unit in reverse: dW [piece, b] = dLogits[:, piece]^T zn, formed in dv's
+        // place and turned into dv row by row; dzn += (dLogits[:, piece] * s) v.
+        for (i, piece) in pieces.enumerated().reversed() {
+            let unit = 1 + i
+            let p = try store.parameters(unit: unit)
+            let g = beginUnitGradient(unit, store: store)
+            let v = p + piece.count, dW = g + piece.count
+            T.gemm(
+                transposeA: true, transposeB: false, m: piece.count, n: b, k: rows, a: dLogits + piece.lowerBound,
+                lda: k, b: normalized.base, ldb: b, beta: 0, c: dW, ldc: b, engine: bf16, threads: threads)
+            forEachRow(piece.count, width: b) { row in
+                // W = g v / |v|: dg = dW . v / |v|;  dv = (g / |v|) (dW - (dW . v^) v^), v^ = v / |v|.
+                let vRow = v + row * b, dWRow = dW + row * b
+                let norm = vNorms[piece.lowerBound + row]
+                let projection = T.dot(dWRow, vRow, b) / norm
+                g[row] += projection
+                let rowScale = p[row] / norm
+                T.linearCombination(dWRow, dWRow, rowScale, vRow, -rowScale * projection / norm, b)
+            }
+            let scaled = scaledGradient.reserve(rows * piece.count), width = piece.count
+            forEachRow(rows, width: width) { r in
+                T.multiply(scaled + r * width, dLogits + r * k + piece.lowerBound, scale + piece.lowerBound, width)
+            }
+            T.gemm(
+                transposeA: false, transposeB: false, m: rows, n: b, k: width, a: scaled, lda: width, b: v, ldb: b,
+                beta: i == pieces.count - 1 ? 0 : 1, c: dzn, ldc: b, engine: bf16, threads: threads)
+            try store.release(unit: unit)
+            try finishUnitGradient(unit, store: store)
+        }
         let dz = scratchA.reserve(rows * maxWidth)
         L2Normalize.backward(
             dInput: dz, dOut: dzn, out: normalized.base, norms: norms.base, rows: rows, channels: b,
             epsilon: T(1e-12))
         // MLP in reverse: dz is the gradient of the current layer's output.
+        let p = try store.parameters(unit: 0)
+        let g = beginUnitGradient(0, store: store)
         var gradient = dz, spare = dzn
         for i in stride(from: shapes.count - 1, through: 0, by: -1) {
             let shape = shapes[i]
@@ -202,9 +245,22 @@ public final class DinoHead<T: KernelScalar>: BF16Computing {
                 outFeatures: shape.outF, engine: bf16, threads: threads)
             if i > 0 { swap(&gradient, &spare) }
         }
-        T.add(store.gradients(unit: 0), g, count)
         try store.release(unit: 0)
-        try store.gradientsReady(unit: 0)
+        try finishUnitGradient(0, store: store)
+    }
+
+    /// Where unit `unit`'s gradient accumulates: the store's zeroed buffer, or scratch added to it after.
+    private func beginUnitGradient(_ unit: Int, store: any ParameterStore<T>) -> UnsafeMutablePointer<T> {
+        if store.gradientsStartZeroed { return store.gradients(unit: unit) }
+        let count = table.units[unit].count
+        let g = unitGradient.reserve(count)
+        g.setToZero(count: count)
+        return g
+    }
+
+    private func finishUnitGradient(_ unit: Int, store: any ParameterStore<T>) throws {
+        if !store.gradientsStartZeroed { T.add(store.gradients(unit: unit), unitGradient.base, table.units[unit].count) }
+        try store.gradientsReady(unit: unit)
     }
 
     /// Runs `body(row)` for rows 0..<count (each `width` elements of work, written only by its own

@@ -1,7 +1,11 @@
 // Where every backbone parameter lives: one flat buffer per unit (the patch embedding with the
-// cls/pos/register/mask tokens; each block, or each chunk of blocks when student.block_chunks > 0;
-// the final norm), each tensor a contiguous range of its unit, in the official state-dict order,
-// under its official name and PyTorch shape. The sharder and the checkpoints work from this table.
+// cls/pos/register/mask tokens; each block; the final norm), each tensor a contiguous range of its
+// unit, in the official state-dict order, under its official name and PyTorch shape. The sharder and
+// the checkpoints work from this table. Units are single blocks even when student.block_chunks > 0
+// (which then only names the tensors blocks.<chunk>.<block>.*, as the official state dict): the
+// sharder gathers one unit at a time, so per-block units (torchtitan's fully_shard per transformer
+// block) bound the gathered memory by one block instead of a chunk (ViT-L/14's chunks of 6 blocks
+// are 300 MB each); checkpoints map tensors by name, so either layout loads into the other.
 
 /// How a parameter is initialised (vision_transformer.py init_weights and layer defaults).
 public enum ParameterInit: Sendable, Equatable {
@@ -22,7 +26,27 @@ public struct ParameterEntry: Sendable, Equatable {
     /// First element inside the unit's flat buffer.
     public let offset: Int
     public let initialization: ParameterInit
+    /// The tensor this entry is a piece of (elements [tensorOffset, tensorOffset + count) of it,
+    /// row-major), under its official name and shape; a whole tensor is its own piece.
+    public let tensor: String
+    public let tensorShape: [Int]
+    public let tensorOffset: Int
     public var count: Int { shape.reduce(1, *) }
+    public var isWholeTensor: Bool { tensorOffset == 0 && shape.reduce(1, *) == tensorShape.reduce(1, *) }
+
+    public init(
+        name: String, shape: [Int], unit: Int, offset: Int, initialization: ParameterInit, tensor: String? = nil,
+        tensorShape: [Int]? = nil, tensorOffset: Int = 0
+    ) {
+        self.name = name
+        self.shape = shape
+        self.unit = unit
+        self.offset = offset
+        self.initialization = initialization
+        self.tensor = tensor ?? name
+        self.tensorShape = tensorShape ?? shape
+        self.tensorOffset = tensorOffset
+    }
     /// Weight decay applies to it: dinov2's param_groups exempt names ending in ".bias" or
     /// containing "norm" or "gamma"; tokens, pos_embed and the heads' last layer do decay.
     public var decays: Bool {
@@ -53,9 +77,15 @@ public struct TensorTable: Sendable {
         index[name].map { entries[$0] }
     }
 
+    /// The index of the first piece of entry `i`'s tensor: the key of the tensor's initialisation
+    /// stream, so a tensor draws the same values however it is cut into pieces.
+    public func firstPieceIndex(of i: Int) -> Int { firstPiece[entries[i].tensor] ?? i }
+    private var firstPiece: [String: Int] = [:]
+
     /// Appends a tensor at `offset` of unit `unit`.
     mutating func append(_ entry: ParameterEntry) {
         index[entry.name] = entries.count
+        if firstPiece[entry.tensor] == nil { firstPiece[entry.tensor] = entries.count }
         entries.append(entry)
     }
 }
@@ -100,44 +130,39 @@ public struct ParameterLayout: Sendable {
         embed.patchBias = add("patch_embed.proj.bias", [d], .uniform(bound: bound))
         table.units.append(ParameterUnit(name: "embed", count: cursor, blocks: 0..<0))
 
-        // Blocks, one unit per block or per chunk.
-        let perUnit = a.blockChunks > 0 ? a.depth / a.blockChunks : 1
+        // Blocks, one unit each.
+        let perChunk = a.blockChunks > 0 ? a.depth / a.blockChunks : 1
         let linear = ParameterInit.truncatedNormal(std: 0.02), zero = ParameterInit.constant(0)
-        var block = 0
-        while block < a.depth {
+        for b in 0..<a.depth {
             cursor = 0
-            let unitBlocks = block..<(block + perUnit)
-            for b in unitBlocks {
-                let prefix = a.blockChunks > 0 ? "blocks.\(b / perUnit).\(b)." : "blocks.\(b)."
-                var o = BlockOffsets(unit: table.units.count)
-                o.norm1Weight = add(prefix + "norm1.weight", [d], .constant(1))
-                o.norm1Bias = add(prefix + "norm1.bias", [d], .constant(0))
-                o.qkvWeight = add(prefix + "attn.qkv.weight", [3 * d, d], linear)
-                if a.qkvBias { o.qkvBias = add(prefix + "attn.qkv.bias", [3 * d], zero) }
-                o.projWeight = add(prefix + "attn.proj.weight", [d, d], linear)
-                if a.projBias { o.projBias = add(prefix + "attn.proj.bias", [d], zero) }
-                o.layerScale1 = add(prefix + "ls1.gamma", [d], .constant(a.layerScaleInit))
-                o.norm2Weight = add(prefix + "norm2.weight", [d], .constant(1))
-                o.norm2Bias = add(prefix + "norm2.bias", [d], .constant(0))
-                let h = a.feedForward.hidden
-                switch a.feedForward {
-                case .mlp:
-                    o.fc1Weight = add(prefix + "mlp.fc1.weight", [h, d], linear)
-                    if a.ffnBias { o.fc1Bias = add(prefix + "mlp.fc1.bias", [h], zero) }
-                    o.fc2Weight = add(prefix + "mlp.fc2.weight", [d, h], linear)
-                    if a.ffnBias { o.fc2Bias = add(prefix + "mlp.fc2.bias", [d], zero) }
-                case .swiglu:
-                    o.fc1Weight = add(prefix + "mlp.w12.weight", [2 * h, d], linear)
-                    if a.ffnBias { o.fc1Bias = add(prefix + "mlp.w12.bias", [2 * h], zero) }
-                    o.fc2Weight = add(prefix + "mlp.w3.weight", [d, h], linear)
-                    if a.ffnBias { o.fc2Bias = add(prefix + "mlp.w3.bias", [d], zero) }
-                }
-                o.layerScale2 = add(prefix + "ls2.gamma", [d], .constant(a.layerScaleInit))
-                blocks.append(o)
+            let name = a.blockChunks > 0 ? "blocks.\(b / perChunk).\(b)" : "blocks.\(b)"
+            let prefix = name + "."
+            var o = BlockOffsets(unit: table.units.count)
+            o.norm1Weight = add(prefix + "norm1.weight", [d], .constant(1))
+            o.norm1Bias = add(prefix + "norm1.bias", [d], .constant(0))
+            o.qkvWeight = add(prefix + "attn.qkv.weight", [3 * d, d], linear)
+            if a.qkvBias { o.qkvBias = add(prefix + "attn.qkv.bias", [3 * d], zero) }
+            o.projWeight = add(prefix + "attn.proj.weight", [d, d], linear)
+            if a.projBias { o.projBias = add(prefix + "attn.proj.bias", [d], zero) }
+            o.layerScale1 = add(prefix + "ls1.gamma", [d], .constant(a.layerScaleInit))
+            o.norm2Weight = add(prefix + "norm2.weight", [d], .constant(1))
+            o.norm2Bias = add(prefix + "norm2.bias", [d], .constant(0))
+            let h = a.feedForward.hidden
+            switch a.feedForward {
+            case .mlp:
+                o.fc1Weight = add(prefix + "mlp.fc1.weight", [h, d], linear)
+                if a.ffnBias { o.fc1Bias = add(prefix + "mlp.fc1.bias", [h], zero) }
+                o.fc2Weight = add(prefix + "mlp.fc2.weight", [d, h], linear)
+                if a.ffnBias { o.fc2Bias = add(prefix + "mlp.fc2.bias", [d], zero) }
+            case .swiglu:
+                o.fc1Weight = add(prefix + "mlp.w12.weight", [2 * h, d], linear)
+                if a.ffnBias { o.fc1Bias = add(prefix + "mlp.w12.bias", [2 * h], zero) }
+                o.fc2Weight = add(prefix + "mlp.w3.weight", [d, h], linear)
+                if a.ffnBias { o.fc2Bias = add(prefix + "mlp.w3.bias", [d], zero) }
             }
-            let name = a.blockChunks > 0 ? "blocks.\(block / perUnit)" : "blocks.\(block)"
-            table.units.append(ParameterUnit(name: name, count: cursor, blocks: unitBlocks))
-            block += perUnit
+            o.layerScale2 = add(prefix + "ls2.gamma", [d], .constant(a.layerScaleInit))
+            blocks.append(o)
+            table.units.append(ParameterUnit(name: name, count: cursor, blocks: b..<(b + 1)))
         }
 
         // The final norm.

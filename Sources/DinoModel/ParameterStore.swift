@@ -18,6 +18,11 @@ public protocol ParameterStore<Scalar>: AnyObject {
     func gradients(unit: Int) -> UnsafeMutablePointer<Scalar>
     /// Backward has finished accumulating into the gradient of `unit`.
     func gradientsReady(unit: Int) throws
+    /// Whether `gradients(unit:)` hands out a zeroed buffer for every backward pass of the unit (the
+    /// sharded store: the buffer is reduced and recycled after `gradientsReady`). The model then
+    /// accumulates straight into it; otherwise (a store keeping gradients across passes) it forms each
+    /// unit's gradient in scratch and adds it in one pass, so two passes give exactly twice the gradient.
+    var gradientsStartZeroed: Bool { get }
     /// Called between kernels: lets a store advance collectives in flight (Open MPI has no
     /// progress thread). Cheap when there is nothing to do.
     func progress() throws
@@ -29,6 +34,7 @@ public protocol ParameterStore<Scalar>: AnyObject {
 extension ParameterStore {
     public func progress() throws {}
     public var pollingRows: Int { 0 }
+    public var gradientsStartZeroed: Bool { false }
 }
 
 /// One zero-initialised flat buffer per unit of a table (parameters, gradients, optimiser moments).
@@ -108,8 +114,8 @@ public final class LocalParameters<Scalar: KernelScalar>: ParameterStore {
     public func initialize(seed: UInt64) {
         for (index, entry) in table.entries.enumerated() {
             ParameterInitializer.fill(
-                values[entry.unit] + entry.offset, entry: entry, index: index, range: 0..<entry.count,
-                seed: seed)
+                values[entry.unit] + entry.offset, entry: entry, index: table.firstPieceIndex(of: index),
+                range: 0..<entry.count, seed: seed)
         }
     }
 }
@@ -117,13 +123,15 @@ public final class LocalParameters<Scalar: KernelScalar>: ParameterStore {
 /// The official initialisation of any part of a tensor: element i of tensor `index` is a function
 /// of (seed, index, i) only, so a rank can draw just the elements it owns.
 public enum ParameterInitializer {
-    /// Writes elements `range` of `entry` to `target[0 ..< range.count]`.
+    /// Writes elements `range` of `entry` to `target[0 ..< range.count]`; `index` keys the tensor's
+    /// stream (`TensorTable.firstPieceIndex`), element i of a piece is element tensorOffset + i of its tensor.
     public static func fill<Scalar: BinaryFloatingPoint>(
         _ target: UnsafeMutablePointer<Scalar>, entry: ParameterEntry,
         index: Int, range: Range<Int>, seed: UInt64
     ) {
         let stream = RandomStream(seed: seed, purpose: .parameterInit, UInt64(index))
-        for (k, i) in range.enumerated() {
+        for (k, element) in range.enumerated() {
+            let i = entry.tensorOffset + element
             let value: Double
             switch entry.initialization {
             case .constant(let c): value = c

@@ -331,6 +331,9 @@ public final class ShardedParameterStore: ParameterStore {
         return buffer.base
     }
 
+    /// Every backward pass of a unit gets a fresh zeroed buffer (`gradients(unit:)`).
+    public var gradientsStartZeroed: Bool { true }
+
     public func gradientsReady(unit: Int) throws {
         let padded = plan.paddedCount(unit)
         let full = gradients(unit: unit)
@@ -453,8 +456,8 @@ public final class ShardedParameterStore: ParameterStore {
         for (index, entry) in table.entries.enumerated() {
             guard let slice = plan.localSlice(of: entry) else { continue }
             ParameterInitializer.fill(
-                parametersShard[entry.unit] + slice.inShard.lowerBound, entry: entry, index: index,
-                range: slice.inEntry, seed: seed)
+                parametersShard[entry.unit] + slice.inShard.lowerBound, entry: entry,
+                index: table.firstPieceIndex(of: index), range: slice.inEntry, seed: seed)
         }
     }
 

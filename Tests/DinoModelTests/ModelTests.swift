@@ -51,8 +51,10 @@ struct ModelTests {
             #expect(zip(ranges, ranges.dropFirst()).allSatisfy { $0.upperBound == $1.lowerBound })
         }
         let chunked = try official("vit_large", chunks: 4)
-        #expect(chunked.units.count == 6)
-        #expect(chunked.entry(named: "blocks.1.6.attn.qkv.weight") != nil)
+        // block_chunks names the tensors blocks.<chunk>.<block>.*; units stay one block each.
+        #expect(chunked.units.count == 26)
+        #expect(chunked.entry(named: "blocks.1.6.attn.qkv.weight")?.unit == 7)
+        #expect(chunked.units[7].name == "blocks.1.6" && chunked.units[7].blocks == 6..<7)
         var registers = StudentConfig()
         registers.arch = .vitSmall
         registers.patchSize = 14

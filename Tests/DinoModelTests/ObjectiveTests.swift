@@ -103,9 +103,15 @@ struct ObjectiveTests {
             } <= 1e-7)
     }
 
-    @Test("DINO and iBOT losses through a head: float64 finite differences of head parameters and inputs")
-    func throughHead() throws {
-        let head = DinoHead<Double>(HeadArchitecture(inDim: 6, hidden: 10, bottleneck: 5, layers: 3, prototypes: 7))
+    @Test(
+        "DINO and iBOT losses through a head: float64 finite differences of head parameters and inputs",
+        arguments: [7, 3])
+    func throughHead(prototypesPerUnit: Int) throws {
+        // 3: the last layer in units of 3, 3 and 1 prototypes (pieces last_layer.weight_v[0:3] ...).
+        let head = DinoHead<Double>(
+            HeadArchitecture(
+                inDim: 6, hidden: 10, bottleneck: 5, layers: 3, prototypes: 7, prototypesPerUnit: prototypesPerUnit))
+        #expect(head.table.units.count == (prototypesPerUnit == 7 ? 2 : 4))
         let store = LocalParameters<Double>(table: head.table)
         store.initialize(seed: 3)
         var random = TestRandom(seed: 4)
@@ -165,6 +171,44 @@ struct ObjectiveTests {
             }
             #expect(error <= 1e-7, "\(entry.name): \(error)")
         }
+    }
+
+    @Test("a last layer cut into units draws the same initial values and computes the same head (float64)")
+    func headInUnits() throws {
+        func run(_ perUnit: Int) throws -> (values: [String: [Double]], logits: [Double], dInput: [Double], grads: [String: [Double]]) {
+            let head = DinoHead<Double>(
+                HeadArchitecture(inDim: 6, hidden: 10, bottleneck: 5, layers: 2, prototypes: 11, prototypesPerUnit: perUnit))
+            let store = LocalParameters<Double>(table: head.table)
+            store.initialize(seed: 9)
+            var random = TestRandom(seed: 5)
+            let rows = 4
+            let input = random.normals(rows * 6), dLogits = random.normals(rows * 11)
+            try input.withUnsafeBufferPointer { try head.forward($0.baseAddress!, rows: rows, store: store) }
+            let logits = Array(UnsafeBufferPointer(start: head.output, count: rows * 11))
+            var dInput = [Double](repeating: 0, count: input.count)
+            try dLogits.withUnsafeBufferPointer { d in
+                try dInput.withUnsafeMutableBufferPointer { try head.backward(d.baseAddress!, dInput: $0.baseAddress!, store: store) }
+            }
+            // Each tensor reassembled from its pieces, in order.
+            var values: [String: [Double]] = [:], grads: [String: [Double]] = [:]
+            for entry in head.table.entries {
+                values[entry.tensor, default: []] += store.tensor(entry.name) ?? []
+                grads[entry.tensor, default: []] += store.gradient(entry.name) ?? []
+            }
+            return (values, logits, dInput, grads)
+        }
+        let whole = try run(11), cut = try run(4)  // units of 4, 4 and 3 prototypes
+        #expect(whole.values == cut.values)
+        // Relative to the largest magnitude (at least 1).
+        func maxDifference(_ a: [Double], _ b: [Double]) -> Double {
+            let scale = max(1, a.map(abs).max() ?? 0)
+            return a.count == b.count ? (zip(a, b).map { abs($0 - $1) }.max() ?? 0) / scale : .infinity
+        }
+        // Only the order of the dz sums over the 3 units differs: a few float64 roundings (2.2e-16 each)
+        // of sums of 11 terms, ~1e-14 of the largest value at most.
+        #expect(maxDifference(whole.logits, cut.logits) <= 1e-13)
+        #expect(maxDifference(whole.dInput, cut.dInput) <= 1e-13)
+        for (name, gradient) in whole.grads { #expect(maxDifference(gradient, cut.grads[name] ?? []) <= 1e-13, "\(name)") }
     }
 
     @Test("softmax centering applies the EMA center one step late")
