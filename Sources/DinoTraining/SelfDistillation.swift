@@ -246,7 +246,12 @@ public final class SelfDistillation {
 
     /// Builds the model for `config` (its `optim.lr` already scaled for the world size) and
     /// initialises the student from `seed`; the teacher starts as a copy of the student.
-    public init(config: TrainingConfig, communicator: any Communicator, seed: UInt64, threads: Int = 1) throws {
+    /// `headPrototypesPerUnit` cuts the heads' last layers into units of that many prototypes (0: the
+    /// default of HeadArchitecture); it changes which collectives run, not the values.
+    public init(
+        config: TrainingConfig, communicator: any Communicator, seed: UInt64, threads: Int = 1,
+        headPrototypesPerUnit: Int = 0
+    ) throws {
         self.config = config
         self.communicator = TimedCommunicator(communicator)
         rowReducer = CommunicatorRowReducer(self.communicator)
@@ -275,7 +280,7 @@ public final class SelfDistillation {
         let dinoArchitecture = HeadArchitecture(
             inDim: architecture.embedDim, hidden: config.dino.headHiddenDim,
             bottleneck: config.dino.headBottleneckDim, layers: config.dino.headLayers,
-            prototypes: config.dino.headPrototypes)
+            prototypes: config.dino.headPrototypes, prototypesPerUnit: headPrototypesPerUnit)
         studentDinoHead = DinoHead(dinoArchitecture, threads: threads)
         teacherDinoHead = DinoHead(dinoArchitecture, threads: threads)
         dinoHead = try part(
@@ -285,7 +290,8 @@ public final class SelfDistillation {
             let ibotArchitecture = HeadArchitecture(
                 inDim: architecture.embedDim, hidden: config.ibot.headHiddenDim,
                 bottleneck: config.ibot.headBottleneckDim,
-                layers: config.ibot.headLayers, prototypes: config.ibot.headPrototypes)
+                layers: config.ibot.headLayers, prototypes: config.ibot.headPrototypes,
+                prototypesPerUnit: headPrototypesPerUnit)
             let student = DinoHead<Float>(ibotArchitecture, threads: threads)
             studentIbotHead = student
             teacherIbotHead = DinoHead(ibotArchitecture, threads: threads)
