@@ -2,7 +2,8 @@
 // wait is 0) or, with a dataset, on real images through the training loader (decoding and
 // multi-crop on background threads; the wait for a batch counts in the step): images/s in total and
 // per rank, tokens/s, model GFLOP/s and MFU, the time split (phases, compute, total and exposed
-// communication, optimizer, EMA) and peak RSS per rank.
+// communication, optimizer, EMA) and peak RSS per rank during the steps (the high-water mark is reset
+// after the peak measurement before them, and read before the one after them).
 // MFU's denominator is the peak of the cores the run uses, measured uncontended before and after
 // the steps: on each node the first rank times GEMMs on all the cores the node's ranks use (cores
 // per node capped at the processor count) while the node's other ranks sleep, best of the four
@@ -53,6 +54,8 @@ public struct StepReport: Codable, Sendable {
     public var activationCheckpointing: Bool?
     /// Rank 0's buffers by category after the timed steps (optional: older reports lack it).
     public var memory: [MemoryCategory]?
+    /// The memory model's prediction for one rank, by category (MemoryModel; optional as `memory`).
+    public var memoryPredicted: [MemoryCategory]?
     public var worldSize: Int
     public var imagesPerRank: Int
     public var steps: Int
@@ -85,6 +88,7 @@ public struct StepReport: Codable, Sendable {
         case rssBytesPerRank = "rss_bytes_per_rank"
         case activationCheckpointing = "activation_checkpointing"
         case memory
+        case memoryPredicted = "memory_predicted"
         case worldSize = "world_size"
         case imagesPerRank = "images_per_rank"
         case steps
@@ -93,17 +97,11 @@ public struct StepReport: Codable, Sendable {
     }
 }
 
-/// Bytes a rank holds in one category (see `SelfDistillation.memoryBreakdown`).
-public struct MemoryCategory: Codable, Sendable, Equatable {
-    public var name: String
-    public var bytes: Int
-}
-
 /// Times training steps of `config` on synthetic crops.
 public enum StepBenchmark {
     public static func run(
         config: TrainingConfig, communicator comm: any Communicator, steps: Int, warmup: Int,
-        seed: UInt64, threads: Int, data: ImageDataset? = nil
+        seed: UInt64, threads: Int, data: ImageDataset? = nil, prediction: MemoryPrediction? = nil
     ) throws -> StepReport {
         let model = try SelfDistillation(config: config, communicator: comm, seed: seed, threads: threads)
         let bf16 = model.precisionReport.map { !$0.isFallback } ?? false
@@ -121,6 +119,8 @@ public enum StepBenchmark {
         // Every GEMM, attention and element-wise loop runs on the model's `threads` workers; OpenBLAS
         // inside them stays serial (ParallelGEMM says why).
         BLAS.threadCount = 1
+        // Peak RSS is that of the steps: the peak measurement's matrices (48 MiB at 2048^3) do not count.
+        ResidentMemory.resetPeak()
         let b = config.train.batchSizePerRank, world = comm.worldSize
         // Per timed step, the slowest rank's [step, compute, comm total, exposed, optimizer, ema, data wait,
         // exposed gathers, exposed reductions, exposed objective, teacher forward, student forward, backward].
@@ -164,6 +164,7 @@ public enum StepBenchmark {
                 try record(step, timing, wait: 0)
             }
         }
+        let rss = Int64(Trainer.peakRSSBytes())
         let peaksAfter = try measurePeaks()
         let sgemmPeak = Swift.max(peaksBefore.sgemm, peaksAfter.sgemm)
         let bf16Peak = peaksBefore.bf16.map { Swift.max($0, peaksAfter.bf16 ?? 0) }
@@ -175,7 +176,6 @@ public enum StepBenchmark {
             2 * a.tokens(cropSize: config.crops.globalCropsSize)
             + config.crops.localCropsNumber * a.tokens(cropSize: config.crops.localCropsSize)
         let flopsPerStep = Statistics.median(flops)
-        let rss = Int64(Trainer.peakRSSBytes())
         var rssPerRank = [Int64](repeating: 0, count: world)
         try [rss].withUnsafeBufferPointer { mine in
             try rssPerRank.withUnsafeMutableBufferPointer { try comm.allGather(mine, into: $0) }
@@ -195,7 +195,7 @@ public enum StepBenchmark {
             timeEMA: median(5),
             maxRSSBytes: Int(rssPerRank.max() ?? 0), rssBytesPerRank: rssPerRank.map { Int($0) },
             activationCheckpointing: model.checkpointsActivations,
-            memory: model.memoryBreakdown.map { MemoryCategory(name: $0.name, bytes: $0.bytes) }, worldSize: world,
+            memory: model.memoryBreakdown, memoryPredicted: prediction?.categories, worldSize: world,
             imagesPerRank: b, steps: steps, flopsPerStep: flopsPerStep, config: ConfigLoader.yaml(config))
     }
 

@@ -172,6 +172,9 @@ public final class BF16GEMM {
         workers = (0..<max(1, threads)).map { _ in Worker() }
     }
 
+    /// Bytes of the packed bf16 operands (grown to the largest A and B so far).
+    public var bytes: Int { packedA.bytes + packedB.bytes }
+
     /// Distinct shapes compiled so far (over all workers).
     public var shapeCount: Int { workers.reduce(0) { $0 + $1.products.count } }
 

@@ -46,7 +46,7 @@ public struct HeadArchitecture: Sendable, Equatable {
     }
 
     /// Input and output widths of each MLP layer.
-    var mlpShapes: [(inF: Int, outF: Int)] {
+    public var mlpShapes: [(inF: Int, outF: Int)] {
         if layers == 1 { return [(inDim, bottleneck)] }
         return [(inDim, hidden)] + Array(repeating: (hidden, hidden), count: layers - 2) + [(hidden, bottleneck)]
     }

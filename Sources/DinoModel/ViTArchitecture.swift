@@ -33,7 +33,8 @@ public struct ViTArchitecture: Sendable, Equatable {
     public var layerScaleInit: Double = 1e-5
     public var interpolateAntialias = false
     public var interpolateOffset = 0.1
-    /// Blocks per sharding unit group (0: one unit per block, names `blocks.i.*`).
+    /// Chunks the official state dict groups blocks into (names `blocks.c.i.*`; 0: `blocks.i.*`). Units
+    /// stay one block each (ParameterLayout).
     public var blockChunks = 0
 
     public var headDim: Int { embedDim / heads }

@@ -219,25 +219,34 @@ public final class SelfDistillation {
 
     /// What this rank holds, by category, in bytes (buffers as grown so far: after a step, the
     /// step's working set). Each figure counts the capacity of the buffers, which the steps touch.
-    public var memoryBreakdown: [(name: String, bytes: Int)] {
+    /// The categories and names are those MemoryModel predicts (without the process's own).
+    public var memoryBreakdown: [MemoryCategory] {
         let parts = self.parts
         let heads: [DinoHead<Float>] =
             [studentDinoHead, teacherDinoHead] + [studentIbotHead, teacherIbotHead].compactMap { $0 }
-        return [
-            ("student shards (parameters, gradients)", parts.reduce(0) { $0 + $1.student.residentBytes.shards }),
-            ("teacher shards", parts.reduce(0) { $0 + $1.teacher.residentBytes.shards }),
-            ("AdamW moments", parts.reduce(0) { $0 + $1.momentBytes }),
-            (
-                "gathered units and gradient buffers",
-                parts.reduce(0) { $0 + $1.student.residentBytes.gathered + $1.teacher.residentBytes.gathered }
-                    + unitBuffers.bytes
-            ),
-            ("student activations", studentBackbone.activationBytes),
-            ("teacher activations", teacherBackbone.activationBytes),
-            ("backbone scratch", studentBackbone.scratchBytes + teacherBackbone.scratchBytes),
-            ("heads", heads.reduce(0) { $0 + $1.bytes }),
-            ("objective and step buffers", buffers.bytes),
+        var categories = [
+            MemoryCategory(
+                name: MemoryCategory.studentShards, bytes: parts.reduce(0) { $0 + $1.student.residentBytes.shards }),
+            MemoryCategory(
+                name: MemoryCategory.teacherShards, bytes: parts.reduce(0) { $0 + $1.teacher.residentBytes.shards }),
+            MemoryCategory(name: MemoryCategory.moments, bytes: parts.reduce(0) { $0 + $1.momentBytes }),
+            MemoryCategory(
+                name: MemoryCategory.unitBuffers,
+                bytes: parts.reduce(0) { $0 + $1.student.residentBytes.gathered + $1.teacher.residentBytes.gathered }
+                    + unitBuffers.bytes),
+            MemoryCategory(name: MemoryCategory.studentActivations, bytes: studentBackbone.activationBytes),
+            MemoryCategory(name: MemoryCategory.teacherActivations, bytes: teacherBackbone.activationBytes),
+            MemoryCategory(
+                name: MemoryCategory.backboneScratch, bytes: studentBackbone.scratchBytes + teacherBackbone.scratchBytes),
+            MemoryCategory(name: MemoryCategory.heads, bytes: heads.reduce(0) { $0 + $1.bytes }),
+            MemoryCategory(name: MemoryCategory.stepBuffers, bytes: buffers.bytes),
         ]
+        let engines = ([studentBackbone, teacherBackbone] as [any BF16Computing] + heads).compactMap(\.bf16)
+        if let engine = engines.first {
+            // One engine is shared by every bf16 module.
+            categories.append(MemoryCategory(name: MemoryCategory.bf16Operands, bytes: engine.bytes))
+        }
+        return categories
     }
     /// The world, timed: the step's own collectives (targets, loss and norm checks) add up here.
     let communicator: TimedCommunicator
@@ -418,7 +427,11 @@ public final class SelfDistillation {
         clock.maskedTokens = crops.maskedTokens.count
 
         let targets = try clock.measure(\.teacherForward) {
-            try teacherTargets(crops, globalImages: globalImages, schedule: s)
+            let targets = try teacherTargets(crops, globalImages: globalImages, schedule: s)
+            // The teacher is done with its units (SHARD_GRAD_OP kept them gathered): back to the pool
+            // for the student.
+            for part in parts { try part.teacher.endStep() }
+            return targets
         }
         var losses = StepLosses(dinoLocal: 0, dinoGlobal: 0, ibot: 0, koleo: 0)
         let heads = try clock.measure(\.studentForward) {
@@ -571,10 +584,7 @@ public final class SelfDistillation {
         dOutput.setToZero(count: studentBackbone.tokenCount * d)
         heads.scatterAdd(buffers.dInput.base, into: dOutput, channels: d)
         try studentBackbone.backward(dOutput, store: backbone.student)
-        for part in parts {
-            try part.student.endStep()
-            try part.teacher.endStep()
-        }
+        for part in parts { try part.student.endStep() }
         let lossValues = try communicator.allReduce(
             [losses.dinoLocal, losses.dinoGlobal, losses.ibot, losses.koleo],
             op: .sum)

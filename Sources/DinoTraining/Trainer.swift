@@ -60,9 +60,12 @@ public enum Trainer {
         return root
     }
 
+    /// `checkMemory(config, threads)` runs (collectively) once the data is known to be usable and
+    /// before the model is allocated: the place to refuse a run that cannot fit.
     public static func run(
         config loaded: TrainingConfig, output: String, data: String?, val: String? = nil,
-        communicator comm: any Communicator, log: Log
+        communicator comm: any Communicator, log: Log,
+        checkMemory: (TrainingConfig, Int) throws -> Void = { _, _ in }
     ) throws -> TrainingOutcome {
         let config = loaded.resolved(worldSize: comm.worldSize)
         try checkSameArguments([ConfigLoader.yaml(config), output, data ?? "", val ?? ""], communicator: comm)
@@ -80,6 +83,7 @@ public enum Trainer {
         // stays serial: its own idle threads would spin on the cores the workers need (ParallelGEMM).
         let threads = BLAS.threadCount
         BLAS.threadCount = 1
+        try checkMemory(config, threads)
         let freshModel = {
             try SelfDistillation(config: config, communicator: comm, seed: UInt64(config.train.seed), threads: threads)
         }
@@ -379,11 +383,7 @@ public enum Trainer {
     }
 
     /// This process's peak resident set size in bytes.
-    public static func peakRSSBytes() -> Int {
-        var usage = rusage()
-        getrusage(__rusage_who_t(RUSAGE_SELF.rawValue), &usage)
-        return Int(usage.ru_maxrss) * 1024
-    }
+    public static func peakRSSBytes() -> Int { ResidentMemory.peakBytes() }
 }
 
 extension SelfDistillation {

@@ -184,6 +184,7 @@ struct BenchCommand: ParsableCommand {
         @Option(help: "Worker threads per rank for attention (OpenBLAS stays single-threaded inside).") var threads = 1
         @Option(help: "Write the report as JSON to this file (rank 0).") var json: String?
         @Option(help: "Train on these images (ImageFolder or list file) instead of synthetic crops.") var data: String?
+        @OptionGroup var memory: MemoryCheckOptions
 
         func validate() throws {
             try validateOutputFiles([("--json", json)])
@@ -197,9 +198,11 @@ struct BenchCommand: ParsableCommand {
             try RankedRun.execute { comm, log in
                 let config = loaded.resolved(worldSize: comm.worldSize)
                 let dataset = try data.map { try ImageDataset(path: $0) }
+                let prediction = try MemoryCheck.run(
+                    config: config, comm: comm, threads: threads, options: memory, log: log)
                 let r = try StepBenchmark.run(
                     config: config, communicator: comm, steps: steps, warmup: warmup, seed: 0,
-                    threads: threads, data: dataset)
+                    threads: threads, data: dataset, prediction: prediction)
                 func f(_ v: Double, _ d: Int = 3) -> String { String(format: "%.\(d)f", v) }
                 log.main(
                     """
@@ -223,16 +226,31 @@ struct BenchCommand: ParsableCommand {
                       peak RSS per rank (MiB): \(r.rssBytesPerRank.map { String($0 >> 20) }.joined(separator: " ")) \
                     (activation checkpointing \(r.activationCheckpointing == true ? "on" : "off"))
                     """)
-                if let memory = r.memory {
-                    let total = memory.reduce(0) { $0 + $1.bytes }
-                    log.main(
-                        "  buffers on rank 0 (MiB): "
-                            + memory.map { "\($0.name) \($0.bytes >> 20)" }.joined(separator: ", ")
-                            + "; total \(total >> 20) of peak RSS \(r.rssBytesPerRank[0] >> 20)")
+                if let measured = r.memory, let predicted = r.memoryPredicted {
+                    log.main(memoryTable(predicted: predicted, measured: measured, peakRSS: r.rssBytesPerRank.max() ?? 0))
                 }
                 if let json, comm.rank == 0 { try writeJSON(r, to: json) }
             }
         }
+    }
+}
+
+extension BenchCommand.Step {
+    /// The prediction next to rank 0's buffers, by category, and the total against peak RSS.
+    func memoryTable(predicted: [MemoryCategory], measured: [MemoryCategory], peakRSS: Int) -> String {
+        var lines = ["  memory per rank (MiB): predicted / rank 0's buffers"]
+        for category in predicted {
+            let seen = measured.first { $0.name == category.name }.map { String($0.bytes >> 20) } ?? "-"
+            lines.append("    \(category.name): \(category.bytes >> 20) / \(seen)")
+        }
+        let total: Int = predicted.reduce(0) { $0 + $1.bytes }
+        let buffers: Int = measured.reduce(0) { $0 + $1.bytes }
+        let error: Double = 100 * (Double(total) / Double(Swift.max(1, peakRSS)) - 1)
+        let signed = String(format: "%+.1f", error)
+        lines.append(
+            "    total: \(total >> 20) predicted, \(buffers >> 20) in buffers; peak RSS \(peakRSS >> 20) "
+                + "(largest rank): \(signed) %")
+        return lines.joined(separator: "\n")
     }
 }
 

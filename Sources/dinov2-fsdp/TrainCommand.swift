@@ -27,6 +27,7 @@ struct TrainCommand: ParsableCommand {
     @Option(help: "Training images (ImageFolder root or list file).") var data: String?
     @Option(help: "Labelled validation images: k-NN top-1 of the teacher at the end (default: the embedded val split).")
     var val: String?
+    @OptionGroup var memory: MemoryCheckOptions
 
     func run() throws {
         let file = config ?? Self.defaultConfig
@@ -34,7 +35,10 @@ struct TrainCommand: ParsableCommand {
         try RankedRun.execute { comm, log in
             let outcome = try Trainer.run(
                 config: loaded, output: output ?? "runs/quickstart", data: data, val: val,
-                communicator: comm, log: log)
+                communicator: comm, log: log
+            ) { config, threads in
+                try MemoryCheck.run(config: config, comm: comm, threads: threads, options: memory, log: log)
+            }
             if case .finished(let iteration) = outcome { log.main("finished at iteration \(iteration)") }
         }
     }
