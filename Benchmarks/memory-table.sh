@@ -24,8 +24,10 @@ for model in vits14 vitb14 vitl14; do
       args=(--config "Configs/$model.yaml" "train.batch_size_per_gpu=${batch[$model]}" dino.koleo_loss_weight=0
         "activation_checkpoint.mode=$mode")
       predicted=$("$binary" config --memory --world-size "$ranks" "${args[@]}" | awk '/total per rank/ {print $1}')
-      if Launch/mpirun.sh -n "$ranks" "$binary" bench step "${args[@]}" --steps 1 --warmup 1 \
-        --json "$out/$name.json" > "$out/$name.log" 2>&1; then
+      # A report already in OUTPUT_FOLDER is reused (re-running the script with a newer build then only
+      # recomputes the predictions).
+      if [ -f "$out/$name.json" ] || Launch/mpirun.sh -n "$ranks" "$binary" bench step "${args[@]}" --steps 1 \
+        --warmup 1 --json "$out/$name.json" > "$out/$name.log" 2>&1; then
         python3 - "$out/$name.json" "$model" "$ranks" "$mode" "$predicted" <<'PY'
 import json, sys
 report = json.load(open(sys.argv[1]))

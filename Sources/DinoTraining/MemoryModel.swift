@@ -66,11 +66,13 @@ public struct MemoryPrediction: Sendable {
 }
 
 public enum MemoryModel {
-    /// What a rank holds before the model exists and besides its buffers: the Swift runtime and
-    /// Foundation, OpenBLAS, oneDNN and HDF5, Open MPI with its shared-memory transport, the allocator's
-    /// overhead. Measured here (Debian 12, x86-64) as peak RSS minus the buffers of `bench step` runs
-    /// of ViT-S/B/L on 1-8 ranks (Benchmarks/RESULTS.md, the memory table).
-    public static let processBytes = 160 << 20
+    /// What a rank holds besides the buffers counted here: the Swift runtime and Foundation,
+    /// OpenBLAS (its packing buffers), oneDNN and HDF5, the allocator's free lists, and with several
+    /// ranks Open MPI with its shared-memory transport and collective temporaries. Measured here
+    /// (Debian 12, x86-64, Open MPI 4.1) as peak RSS minus the counted buffers of `bench step` runs of
+    /// ViT-S/B/L on 1-8 ranks: 63-66 MiB on one rank, 94-102 MiB on several for ViT-S/B (Benchmarks/RESULTS.md,
+    /// the memory table).
+    public static func processBytes(worldSize: Int) -> Int { worldSize > 1 ? 100 << 20 : 64 << 20 }
 
     /// Predicts one rank's peak bytes for `config` (resolved for the world size) on `worldSize`
     /// ranks, `ranksPerNode` of them per node, with `threads` workers each. `maskedTokens` replaces
@@ -212,7 +214,7 @@ public enum MemoryModel {
             categories.append(
                 MemoryCategory(name: MemoryCategory.bf16Operands, bytes: (a + bOperand) * MemoryLayout<UInt16>.stride))
         }
-        categories.append(MemoryCategory(name: MemoryCategory.process, bytes: processBytes))
+        categories.append(MemoryCategory(name: MemoryCategory.process, bytes: processBytes(worldSize: worldSize)))
         return MemoryPrediction(categories: categories, maskedTokens: masked, checkpointsActivations: checkpointing)
     }
 

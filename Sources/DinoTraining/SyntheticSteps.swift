@@ -37,10 +37,8 @@ public func runSyntheticSteps(
             return values
         }
         let global = crops(count: 2, size: g, cropBase: 0), local = crops(count: nLocal, size: l, cropBase: 2)
-        let plan = MaskPlan(
-            seed: seed, iteration: UInt64(iteration), globalImages: globalImages, grid: grid,
-            probability: config.ibot.maskSampleProbability, ratioRange: config.ibot.maskRatioMinMax)
-        let masks = plan.masks(firstImage: first, count: b)
+        let masks = syntheticMaskPlan(config, seed: seed, iteration: iteration, worldSize: world)
+            .masks(firstImage: first, count: b)
         let rankLosses = try withBase(global) { gp in
             try withBase(local) { lp in
                 try model.step(iteration: iteration, globalImages: gp, localImages: lp, masks: masks, images: b)
@@ -55,4 +53,28 @@ public func runSyntheticSteps(
         try onStep?(step, stepLosses, model.lastTiming)
     }
     return losses
+}
+
+/// The masks of synthetic step `iteration` over the global batch (the same plan on every rank).
+func syntheticMaskPlan(_ config: TrainingConfig, seed: UInt64, iteration: Int, worldSize: Int) -> MaskPlan {
+    MaskPlan(
+        seed: seed, iteration: UInt64(iteration), globalImages: config.train.batchSizePerRank * worldSize,
+        grid: config.crops.globalCropsSize / config.student.patchSize,
+        probability: config.ibot.maskSampleProbability, ratioRange: config.ibot.maskRatioMinMax)
+}
+
+/// The most masked tokens any rank's crops hold in synthetic steps `iterations` (what sizes the heads'
+/// buffers of a `bench step` run): the masks are drawn from the counter-based stream, so this is exact.
+public func syntheticMaskedTokens(
+    _ config: TrainingConfig, seed: UInt64, iterations: Range<Int>, worldSize: Int
+) -> Int {
+    let b = config.train.batchSizePerRank
+    var largest = 0
+    for iteration in iterations {
+        let plan = syntheticMaskPlan(config, seed: seed, iteration: iteration, worldSize: worldSize)
+        for rank in 0..<worldSize {
+            largest = max(largest, plan.masks(firstImage: rank * b, count: b).lazy.filter { $0 }.count)
+        }
+    }
+    return largest
 }

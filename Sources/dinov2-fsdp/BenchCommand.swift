@@ -198,8 +198,13 @@ struct BenchCommand: ParsableCommand {
             try RankedRun.execute { comm, log in
                 let config = loaded.resolved(worldSize: comm.worldSize)
                 let dataset = try data.map { try ImageDataset(path: $0) }
+                // Synthetic steps: their masks, hence the heads' rows, are known before the steps run.
+                let masked =
+                    dataset == nil
+                    ? syntheticMaskedTokens(config, seed: 0, iterations: 0..<(warmup + steps), worldSize: comm.worldSize)
+                    : nil
                 let prediction = try MemoryCheck.run(
-                    config: config, comm: comm, threads: threads, options: memory, log: log)
+                    config: config, comm: comm, threads: threads, options: memory, log: log, maskedTokens: masked)
                 let r = try StepBenchmark.run(
                     config: config, communicator: comm, steps: steps, warmup: warmup, seed: 0,
                     threads: threads, data: dataset, prediction: prediction)

@@ -36,12 +36,19 @@ struct ConfigCommand: ParsableCommand {
     @Option(help: "With --memory: worker threads per rank.")
     var threads = 1
 
+    @Option(
+        help: ArgumentHelp(
+            "With --memory: size the heads for the masks of this many `bench step` steps (warm-up and timed, "
+                + "synthetic crops) instead of the most a training run can draw."))
+    var benchSteps: Int?
+
     func validate() throws {
         if let worldSize, worldSize < 1 { throw ValidationError("--world-size must be at least 1") }
         if let ranksPerNode, ranksPerNode < 1 || ranksPerNode > (worldSize ?? 1) {
             throw ValidationError("--ranks-per-node must be between 1 and --world-size")
         }
         if threads < 1 { throw ValidationError("--threads must be at least 1") }
+        if let benchSteps, benchSteps < 1 { throw ValidationError("--bench-steps must be at least 1") }
     }
 
     func run() throws {
@@ -53,8 +60,11 @@ struct ConfigCommand: ParsableCommand {
         if memory {
             let world = worldSize ?? 1, perNode = ranksPerNode ?? world
             let resolved = config.resolved(worldSize: world)
+            let masked = benchSteps.map {
+                syntheticMaskedTokens(resolved, seed: 0, iterations: 0..<$0, worldSize: world)
+            }
             let prediction = try MemoryModel.predict(
-                config: resolved, worldSize: world, ranksPerNode: perNode, threads: threads)
+                config: resolved, worldSize: world, ranksPerNode: perNode, threads: threads, maskedTokens: masked)
             Console.out(Self.memoryReport(prediction, config: resolved, worldSize: world, ranksPerNode: perNode))
             return
         }

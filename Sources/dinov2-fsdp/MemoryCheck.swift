@@ -31,12 +31,16 @@ enum MemoryCheck {
     /// Predicts one rank's memory, logs it, and stops every rank (non-zero exit) when any node's
     /// ranks together would need more than it has, unless skipped. Collective.
     @discardableResult
+    /// `maskedTokens`: the most masked tokens of a rank's crops when the run knows them (synthetic
+    /// steps), else the largest the mask plan allows.
     static func run(
-        config: TrainingConfig, comm: any Communicator, threads: Int, options: MemoryCheckOptions, log: Log
+        config: TrainingConfig, comm: any Communicator, threads: Int, options: MemoryCheckOptions, log: Log,
+        maskedTokens: Int? = nil
     ) throws -> MemoryPrediction {
         let node = try comm.splitByNode()
         let prediction = try MemoryModel.predict(
-            config: config, worldSize: comm.worldSize, ranksPerNode: node.worldSize, threads: threads)
+            config: config, worldSize: comm.worldSize, ranksPerNode: node.worldSize, threads: threads,
+            maskedTokens: maskedTokens)
         // The node's first rank reads what the node has; everyone on the node uses that figure.
         var available = -1.0
         if node.rank == 0 { available = options.memoryLimit.flatMap(bytes).map(Double.init) ?? availableBytes() ?? -1 }
