@@ -107,7 +107,7 @@ public struct CheckpointManifest: Codable, Sendable, Equatable {
         public var tensorShape: [Int]? = nil
         public var tensorOffset: Int? = nil
 
-        init(_ entry: ParameterEntry) {
+        public init(_ entry: ParameterEntry) {
             name = entry.name
             shape = entry.shape
             unit = entry.unit
@@ -127,6 +127,12 @@ public struct CheckpointManifest: Codable, Sendable, Equatable {
         public var name: String
         public var unitCounts: [Int]
         public var tensors: [Tensor]
+
+        public init(name: String, unitCounts: [Int], tensors: [Tensor]) {
+            self.name = name
+            self.unitCounts = unitCounts
+            self.tensors = tensors
+        }
     }
 
     public struct RankFile: Codable, Sendable, Equatable {
@@ -338,14 +344,14 @@ public enum ShardedCheckpoint {
 
     /// One contiguous read of a load: elements `source` of saved unit `sourceUnit` (saved in shards
     /// of `oldShard` elements) into this rank's shard of `unit`, from element `targetInShard` on.
-    struct RangeCopy: Equatable {
-        var unit: Int, targetInShard: Int, sourceUnit: Int, source: Range<Int>, oldShard: Int
+    public struct RangeCopy: Equatable, Sendable {
+        public var unit: Int, targetInShard: Int, sourceUnit: Int, source: Range<Int>, oldShard: Int
     }
 
     /// The reads that fill this rank's shards of `part` from `saved`, matched tensor by tensor (by
     /// official name; pieces by their place in the tensor), adjacent reads merged. Throws when the
     /// tensors or their shapes differ.
-    static func copyPlan(
+    public static func copyPlan(
         for part: CheckpointPart, saved: CheckpointManifest.Part, shards: Int
     ) throws -> [RangeCopy] {
         func tensors(_ list: [(String, [Int])]) -> [String: [Int]] {

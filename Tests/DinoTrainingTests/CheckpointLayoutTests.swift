@@ -8,6 +8,7 @@ import DinoCheckpoint
 import DinoConfig
 import DinoCore
 import DinoModel
+import DinoSharding
 import DinoTestSupport
 import DinoTraining
 import Foundation
@@ -61,5 +62,60 @@ struct CheckpointLayoutTests {
             #expect(abs(next[0].total - resumed[0].total) <= 1e-5 * abs(next[0].total))
             #expect(target.optimizerSteps == source.optimizerSteps)
         }
+    }
+}
+
+@Suite("checkpoint copy plans")
+struct CheckpointCopyPlanTests {
+    @Test("a backbone saved in units of 2-block chunks on 3 shards fills today's per-block units on 2 ranks")
+    func chunkUnitsIntoBlockUnits() throws {
+        var student = StudentConfig()
+        student.arch = .vitSmall
+        student.patchSize = 14
+        student.embedDim = 16
+        student.depth = 4
+        student.numHeads = 2
+        student.blockChunks = 2
+        let table = ParameterLayout(try ViTArchitecture(student: student, imageSize: 28)).table
+        // The layout of a checkpoint written when units were chunks: embed, blocks.0 (blocks 0-1),
+        // blocks.1 (blocks 2-3), norm; tensors in the same order, offsets running on within a chunk.
+        var tensors: [CheckpointManifest.Tensor] = []
+        var unitCounts: [Int] = []
+        for entry in table.entries {
+            let unit = entry.name.hasPrefix("blocks.") ? 1 + Int(entry.name.split(separator: ".")[1])! : (
+                entry.name.hasPrefix("norm.") ? 3 : 0)
+            while unitCounts.count <= unit { unitCounts.append(0) }
+            var tensor = CheckpointManifest.Tensor(entry)
+            tensor.unit = unit
+            tensor.offset = unitCounts[unit]
+            unitCounts[unit] += entry.count
+            tensors.append(tensor)
+        }
+        #expect(unitCounts.count == 4 && table.units.count == 6)
+        // Saved values: a function of (tensor, element), so every element's origin can be checked.
+        func value(_ tensor: String, _ element: Int) -> Float { Float(abs(tensor.hashValue % 1000) * 10_000 + element) }
+        var saved = unitCounts.map { [Float](repeating: -1, count: $0) }
+        for tensor in tensors {
+            for element in 0..<tensor.shape.reduce(1, *) { saved[tensor.unit][tensor.offset + element] = value(tensor.name, element) }
+        }
+        let manifestPart = CheckpointManifest.Part(name: "backbone", unitCounts: unitCounts, tensors: tensors)
+        var filled = 0, wrong = 0
+        for shard in 0..<2 {
+            let plan = ShardPlan(table: table, shards: 2, shardIndex: shard)
+            let part = CheckpointPart(name: "backbone", table: table, plan: plan) { _ in [] }
+            let copies = try ShardedCheckpoint.copyPlan(for: part, saved: manifestPart, shards: 3)
+            var shards = table.units.indices.map { [Float](repeating: .nan, count: plan.shardCount($0)) }
+            for copy in copies {
+                for (k, x) in copy.source.enumerated() { shards[copy.unit][copy.targetInShard + k] = saved[copy.sourceUnit][x] }
+            }
+            for entry in table.entries {
+                guard let slice = plan.localSlice(of: entry) else { continue }
+                for (i, j) in zip(slice.inEntry, slice.inShard) {
+                    if shards[entry.unit][j] != value(entry.name, i) { wrong += 1 }
+                    filled += 1
+                }
+            }
+        }
+        #expect(filled == table.parameterCount && wrong == 0, "\(wrong) of \(filled) elements from the wrong place")
     }
 }
