@@ -120,7 +120,9 @@ public struct CheckpointManifest: Codable, Sendable, Equatable {
         }
 
         /// The tensor this entry belongs to, its shape, and the entry's first element in it.
-        var whole: (name: String, shape: [Int], offset: Int) { (tensor ?? name, tensorShape ?? shape, tensorOffset ?? 0) }
+        var whole: (name: String, shape: [Int], offset: Int) {
+            (tensor ?? name, tensorShape ?? shape, tensorOffset ?? 0)
+        }
     }
 
     public struct Part: Codable, Sendable, Equatable {
@@ -372,7 +374,8 @@ public enum ShardedCheckpoint {
         var plan: [RangeCopy] = []
         for entry in part.table.entries {
             let range = part.plan.shardRange(entry.unit)
-            let lower = Swift.max(range.lowerBound, entry.offset), upper = Swift.min(range.upperBound, entry.offset + entry.count)
+            let lower = Swift.max(range.lowerBound, entry.offset),
+                upper = Swift.min(range.upperBound, entry.offset + entry.count)
             guard lower < upper else { continue }
             // Elements [lower, upper) of the unit are elements [first, first + count) of the tensor.
             let first = entry.tensorOffset + lower - entry.offset, count = upper - lower

@@ -415,7 +415,9 @@ public final class Backbone<T: KernelScalar>: BF16Computing {
     }
 
     private func finishUnitGradient(_ unit: Int, store: any ParameterStore<T>) throws {
-        if !store.gradientsStartZeroed { T.add(store.gradients(unit: unit), unitGradient.base, layout.units[unit].count) }
+        if !store.gradientsStartZeroed {
+            T.add(store.gradients(unit: unit), unitGradient.base, layout.units[unit].count)
+        }
         try store.gradientsReady(unit: unit)
     }
 

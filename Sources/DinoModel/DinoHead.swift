@@ -42,7 +42,9 @@ public struct HeadArchitecture: Sendable, Equatable {
 
     /// The prototype rows of each last-layer unit (units 1...).
     public var lastLayerRows: [Range<Int>] {
-        stride(from: 0, to: prototypes, by: prototypesPerUnit).map { $0..<Swift.min(prototypes, $0 + prototypesPerUnit) }
+        stride(from: 0, to: prototypes, by: prototypesPerUnit).map {
+            $0..<Swift.min(prototypes, $0 + prototypesPerUnit)
+        }
     }
 
     /// Input and output widths of each MLP layer.
@@ -55,7 +57,9 @@ public struct HeadArchitecture: Sendable, Equatable {
     public func table() -> TensorTable {
         var table = TensorTable()
         var cursor = 0
-        func add(_ name: String, _ shape: [Int], _ initialization: ParameterInit, of tensor: (String, [Int], Int)? = nil) {
+        func add(
+            _ name: String, _ shape: [Int], _ initialization: ParameterInit, of tensor: (String, [Int], Int)? = nil
+        ) {
             let entry = ParameterEntry(
                 name: name, shape: shape, unit: table.units.count, offset: cursor, initialization: initialization,
                 tensor: tensor?.0, tensorShape: tensor?.1, tensorOffset: tensor?.2 ?? 0)
@@ -259,7 +263,9 @@ public final class DinoHead<T: KernelScalar>: BF16Computing {
     }
 
     private func finishUnitGradient(_ unit: Int, store: any ParameterStore<T>) throws {
-        if !store.gradientsStartZeroed { T.add(store.gradients(unit: unit), unitGradient.base, table.units[unit].count) }
+        if !store.gradientsStartZeroed {
+            T.add(store.gradients(unit: unit), unitGradient.base, table.units[unit].count)
+        }
         try store.gradientsReady(unit: unit)
     }
 

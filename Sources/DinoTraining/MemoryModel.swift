@@ -270,7 +270,8 @@ public enum MemoryModel {
         // Rows a block's branches keep (all crops without drop path).
         func keptRows(rate: Double) -> Int {
             batches.reduce(0) { total, batch in
-                let kept = rate > 0 && batch.count > 0 ? Swift.max(Int(Double(batch.count) * (1 - rate)), 1) : batch.count
+                let kept =
+                    rate > 0 && batch.count > 0 ? Swift.max(Int(Double(batch.count) * (1 - rate)), 1) : batch.count
                 return total + kept * batch.tokens
             }
         }
@@ -303,7 +304,8 @@ public enum MemoryModel {
         let longest = batches.map(\.tokens).max() ?? 0
         let tile = AttentionTiling.standard.queryBlock * Swift.min(AttentionTiling.standard.keyBlock, longest)
         let attention =
-            threads * ((training ? 2 : 1) * a.headDim * longest + (training ? 2 : 1) * tile
+            threads
+            * ((training ? 2 : 1) * a.headDim * longest + (training ? 2 : 1) * tile
                 + 2 * AttentionTiling.standard.queryBlock)
         return (activations, scratchA + scratchB + scratchC + dTokens + attention, t)
     }

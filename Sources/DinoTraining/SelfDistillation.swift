@@ -237,7 +237,8 @@ public final class SelfDistillation {
             MemoryCategory(name: MemoryCategory.studentActivations, bytes: studentBackbone.activationBytes),
             MemoryCategory(name: MemoryCategory.teacherActivations, bytes: teacherBackbone.activationBytes),
             MemoryCategory(
-                name: MemoryCategory.backboneScratch, bytes: studentBackbone.scratchBytes + teacherBackbone.scratchBytes),
+                name: MemoryCategory.backboneScratch, bytes: studentBackbone.scratchBytes + teacherBackbone.scratchBytes
+            ),
             MemoryCategory(name: MemoryCategory.heads, bytes: heads.reduce(0) { $0 + $1.bytes }),
             MemoryCategory(name: MemoryCategory.stepBuffers, bytes: buffers.bytes),
         ]

@@ -201,7 +201,8 @@ struct BenchCommand: ParsableCommand {
                 // Synthetic steps: their masks, hence the heads' rows, are known before the steps run.
                 let masked =
                     dataset == nil
-                    ? syntheticMaskedTokens(config, seed: 0, iterations: 0..<(warmup + steps), worldSize: comm.worldSize)
+                    ? syntheticMaskedTokens(
+                        config, seed: 0, iterations: 0..<(warmup + steps), worldSize: comm.worldSize)
                     : nil
                 let prediction = try MemoryCheck.run(
                     config: config, comm: comm, threads: threads, options: memory, log: log, maskedTokens: masked)
@@ -232,7 +233,8 @@ struct BenchCommand: ParsableCommand {
                     (activation checkpointing \(r.activationCheckpointing == true ? "on" : "off"))
                     """)
                 if let measured = r.memory, let predicted = r.memoryPredicted {
-                    log.main(memoryTable(predicted: predicted, measured: measured, peakRSS: r.rssBytesPerRank.max() ?? 0))
+                    log.main(
+                        memoryTable(predicted: predicted, measured: measured, peakRSS: r.rssBytesPerRank.max() ?? 0))
                 }
                 if let json, comm.rank == 0 { try writeJSON(r, to: json) }
             }

@@ -64,7 +64,8 @@ enum MemoryCheck {
             }
             changes.append("start fewer ranks per node (\(ranks) now) or spread them over more nodes")
             let limit = options.memoryLimit != nil ? "--memory-limit allows" : "the node has"
-            let override = options.skipMemoryCheck ? "starting anyway (--skip-memory-check)" : "or pass --skip-memory-check"
+            let override =
+                options.skipMemoryCheck ? "starting anyway (--skip-memory-check)" : "or pass --skip-memory-check"
             let needText = gib(report[0]), haveText = gib(report[1]), what = changes.joined(separator: ", ")
             let message: String =
                 "the run needs about \(needText) on a node (\(ranks) rank(s) x \(perRank), predicted) but \(limit) "

@@ -175,9 +175,12 @@ struct ObjectiveTests {
 
     @Test("a last layer cut into units draws the same initial values and computes the same head (float64)")
     func headInUnits() throws {
-        func run(_ perUnit: Int) throws -> (values: [String: [Double]], logits: [Double], dInput: [Double], grads: [String: [Double]]) {
+        func run(
+            _ perUnit: Int
+        ) throws -> (values: [String: [Double]], logits: [Double], dInput: [Double], grads: [String: [Double]]) {
             let head = DinoHead<Double>(
-                HeadArchitecture(inDim: 6, hidden: 10, bottleneck: 5, layers: 2, prototypes: 11, prototypesPerUnit: perUnit))
+                HeadArchitecture(
+                    inDim: 6, hidden: 10, bottleneck: 5, layers: 2, prototypes: 11, prototypesPerUnit: perUnit))
             let store = LocalParameters<Double>(table: head.table)
             store.initialize(seed: 9)
             var random = TestRandom(seed: 5)
@@ -187,7 +190,9 @@ struct ObjectiveTests {
             let logits = Array(UnsafeBufferPointer(start: head.output, count: rows * 11))
             var dInput = [Double](repeating: 0, count: input.count)
             try dLogits.withUnsafeBufferPointer { d in
-                try dInput.withUnsafeMutableBufferPointer { try head.backward(d.baseAddress!, dInput: $0.baseAddress!, store: store) }
+                try dInput.withUnsafeMutableBufferPointer {
+                    try head.backward(d.baseAddress!, dInput: $0.baseAddress!, store: store)
+                }
             }
             // Each tensor reassembled from its pieces, in order.
             var values: [String: [Double]] = [:], grads: [String: [Double]] = [:]
@@ -208,7 +213,9 @@ struct ObjectiveTests {
         // of sums of 11 terms, ~1e-14 of the largest value at most.
         #expect(maxDifference(whole.logits, cut.logits) <= 1e-13)
         #expect(maxDifference(whole.dInput, cut.dInput) <= 1e-13)
-        for (name, gradient) in whole.grads { #expect(maxDifference(gradient, cut.grads[name] ?? []) <= 1e-13, "\(name)") }
+        for (name, gradient) in whole.grads {
+            #expect(maxDifference(gradient, cut.grads[name] ?? []) <= 1e-13, "\(name)")
+        }
     }
 
     @Test("softmax centering applies the EMA center one step late")

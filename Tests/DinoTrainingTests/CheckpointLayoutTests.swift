@@ -43,7 +43,8 @@ struct CheckpointLayoutTests {
                 config: config, communicator: world, seed: 4, threads: 2, headPrototypesPerUnit: loading)
             #expect(source.dinoHead.table.units.count != target.dinoHead.table.units.count)
             _ = try runSyntheticSteps(source, steps: 2, seed: 5, communicator: world)
-            let folder = FileManager.default.temporaryDirectory.appendingPathComponent("layout-\(UUID().uuidString)").path
+            let folder = FileManager.default.temporaryDirectory.appendingPathComponent("layout-\(UUID().uuidString)")
+                .path
             defer { try? FileManager.default.removeItem(atPath: folder) }
             try ShardedCheckpoint.save(source, to: folder, iteration: 2)
             #expect(try ShardedCheckpoint.load(into: target, from: folder) == 2)
@@ -52,7 +53,9 @@ struct CheckpointLayoutTests {
             var differing = 0
             for (name, values) in expected {
                 let other = loaded[name] ?? []
-                differing += values.count == other.count ? zip(values, other).filter { $0.bitPattern != $1.bitPattern }.count : values.count
+                differing +=
+                    values.count == other.count
+                    ? zip(values, other).filter { $0.bitPattern != $1.bitPattern }.count : values.count
             }
             #expect(differing == 0, "\(differing) values differ (saved in units of \(saving), loaded in \(loading))")
             // The optimizer state came along: one more step from both gives the same losses (the
@@ -82,8 +85,9 @@ struct CheckpointCopyPlanTests {
         var tensors: [CheckpointManifest.Tensor] = []
         var unitCounts: [Int] = []
         for entry in table.entries {
-            let unit = entry.name.hasPrefix("blocks.") ? 1 + Int(entry.name.split(separator: ".")[1])! : (
-                entry.name.hasPrefix("norm.") ? 3 : 0)
+            let unit =
+                entry.name.hasPrefix("blocks.")
+                ? 1 + Int(entry.name.split(separator: ".")[1])! : (entry.name.hasPrefix("norm.") ? 3 : 0)
             while unitCounts.count <= unit { unitCounts.append(0) }
             var tensor = CheckpointManifest.Tensor(entry)
             tensor.unit = unit
@@ -96,7 +100,9 @@ struct CheckpointCopyPlanTests {
         func value(_ tensor: String, _ element: Int) -> Float { Float(abs(tensor.hashValue % 1000) * 10_000 + element) }
         var saved = unitCounts.map { [Float](repeating: -1, count: $0) }
         for tensor in tensors {
-            for element in 0..<tensor.shape.reduce(1, *) { saved[tensor.unit][tensor.offset + element] = value(tensor.name, element) }
+            for element in 0..<tensor.shape.reduce(1, *) {
+                saved[tensor.unit][tensor.offset + element] = value(tensor.name, element)
+            }
         }
         let manifestPart = CheckpointManifest.Part(name: "backbone", unitCounts: unitCounts, tensors: tensors)
         var filled = 0, wrong = 0
@@ -106,7 +112,9 @@ struct CheckpointCopyPlanTests {
             let copies = try ShardedCheckpoint.copyPlan(for: part, saved: manifestPart, shards: 3)
             var shards = table.units.indices.map { [Float](repeating: .nan, count: plan.shardCount($0)) }
             for copy in copies {
-                for (k, x) in copy.source.enumerated() { shards[copy.unit][copy.targetInShard + k] = saved[copy.sourceUnit][x] }
+                for (k, x) in copy.source.enumerated() {
+                    shards[copy.unit][copy.targetInShard + k] = saved[copy.sourceUnit][x]
+                }
             }
             for entry in table.entries {
                 guard let slice = plan.localSlice(of: entry) else { continue }
