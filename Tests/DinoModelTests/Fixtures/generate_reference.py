@@ -1,8 +1,8 @@
 """Writes backbone_reference.h5: a tiny DINOv2-shaped ViT evaluated in PyTorch (float64), the
 independent reference for the Swift backbone (Tests/DinoModelTests/BackboneReferenceTests.swift).
 
-This is a from-scratch PyTorch implementation of the architecture in
-../shared/reference/dinov2-spec.md section 1 (tokens [CLS, registers, patches], mask-token
+This is a from-scratch PyTorch implementation of the DINOv2 ViT as the official
+dinov2/models/vision_transformer.py defines it (tokens [CLS, registers, patches], mask-token
 replacement before the position embedding, bicubic position-embedding resampling with the
 official offset / antialias rules, pre-norm blocks with LayerScale, final LayerNorm), not the
 official code. Two models: "mlp" (GELU MLP, non-antialiased resampling, offset 0.1) and "swiglu"
