@@ -3,7 +3,8 @@ independent reference for Tests/DinoTrainingTests/StepReferenceTests.swift.
 
 A from-scratch PyTorch implementation of the DINOv2 recipe as the paper and the official
 dinov2/train/ssl_meta_arch.py describe it (written from that description, not the official code):
-ViT backbone (width 16, depth 2, 2 heads, patch 2, 1 register, position embedding for 8 px, GELU MLP), a shared 3-layer DINO head (hidden 24,
+ViT backbone (width 16, depth 2, 2 heads, patch 2, 1 register, position embedding for 8 px, GELU
+MLP), a shared 3-layer DINO head (hidden 24,
 bottleneck 8, 12 prototypes, weight-normalised last layer), teacher targets by softmax centering
 (center momentum 0.9, applied one step late) or Sinkhorn-Knopp (3 iterations), DINO CLS loss over
 2 global + 2 local crops per image, iBOT loss on masked global-crop patches, KoLeo on each view,
