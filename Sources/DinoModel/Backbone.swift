@@ -107,9 +107,8 @@ public final class Backbone<T: KernelScalar>: BF16Computing {
     private var dropPath: DropPath? = nil  // of the last forward, replayed by recomputation
     /// The store of the pass under way, polled between kernels so its collectives progress.
     private var progressStore: (any ParameterStore<T>)? = nil
-    /// One unit's gradient for a store that keeps gradients across passes: accumulated here and added to
-    /// the store's buffer in one pass, so two passes give exactly twice the gradients.
-    private let unitGradient = GrowableBuffer<T>()
+    /// Where each unit's gradient accumulates (see UnitGradient).
+    private let unitGradient = UnitGradient<T>()
 
     public init(layout: ParameterLayout, threads: Int = 1) {
         self.layout = layout
@@ -350,12 +349,7 @@ public final class Backbone<T: KernelScalar>: BF16Computing {
         } while first < rows
     }
 
-    private var fc1Width: Int {
-        switch a.feedForward {
-        case .mlp(let h): return h
-        case .swiglu(let h): return 2 * h
-        }
-    }
+    private var fc1Width: Int { a.feedForward.firstLayerWidth }
 
     // MARK: - Backward
 
@@ -407,18 +401,11 @@ public final class Backbone<T: KernelScalar>: BF16Computing {
     }
 
     private func beginUnitGradient(_ unit: Int, store: any ParameterStore<T>) -> UnsafeMutablePointer<T> {
-        if store.gradientsStartZeroed { return store.gradients(unit: unit) }
-        let count = layout.units[unit].count
-        let g = unitGradient.reserve(count)
-        g.setToZero(count: count)
-        return g
+        unitGradient.begin(unit, count: layout.units[unit].count, store: store)
     }
 
     private func finishUnitGradient(_ unit: Int, store: any ParameterStore<T>) throws {
-        if !store.gradientsStartZeroed {
-            T.add(store.gradients(unit: unit), unitGradient.base, layout.units[unit].count)
-        }
-        try store.gradientsReady(unit: unit)
+        try unitGradient.finish(unit, count: layout.units[unit].count, store: store)
     }
 
     private func feedForwardBackward(

@@ -106,8 +106,8 @@ public final class DinoHead<T: KernelScalar>: BF16Computing {
     private let columnScale = GrowableBuffer<T>(), rowNorms = GrowableBuffer<T>()
     private let logits = GrowableBuffer<T>(), scaledGradient = GrowableBuffer<T>()
     private let scratchA = GrowableBuffer<T>(), scratchB = GrowableBuffer<T>()
-    /// One unit's gradient for a store keeping gradients across passes (see ParameterStore.gradientsStartZeroed).
-    private let unitGradient = GrowableBuffer<T>()
+    /// Where each unit's gradient accumulates (see UnitGradient).
+    private let unitGradient = UnitGradient<T>()
 
     /// Workers for the GEMMs (OpenBLAS itself runs on one thread; see ParallelGEMM).
     public let threads: Int
@@ -133,9 +133,8 @@ public final class DinoHead<T: KernelScalar>: BF16Computing {
         let saved = (layerInputs + preActivations).reduce(0) { $0 + $1.bytes }
         let buffers = [
             bottleneckOut, normalized, norms, columnScale, rowNorms, logits, scaledGradient, scratchA, scratchB,
-            unitGradient,
         ]
-        return saved + buffers.reduce(0) { $0 + $1.bytes }
+        return saved + buffers.reduce(0) { $0 + $1.bytes } + unitGradient.bytes
     }
 
     /// Logits [rows, K] of the last forward.
@@ -253,20 +252,12 @@ public final class DinoHead<T: KernelScalar>: BF16Computing {
         try finishUnitGradient(0, store: store)
     }
 
-    /// Where unit `unit`'s gradient accumulates: the store's zeroed buffer, or scratch added to it after.
     private func beginUnitGradient(_ unit: Int, store: any ParameterStore<T>) -> UnsafeMutablePointer<T> {
-        if store.gradientsStartZeroed { return store.gradients(unit: unit) }
-        let count = table.units[unit].count
-        let g = unitGradient.reserve(count)
-        g.setToZero(count: count)
-        return g
+        unitGradient.begin(unit, count: table.units[unit].count, store: store)
     }
 
     private func finishUnitGradient(_ unit: Int, store: any ParameterStore<T>) throws {
-        if !store.gradientsStartZeroed {
-            T.add(store.gradients(unit: unit), unitGradient.base, table.units[unit].count)
-        }
-        try store.gradientsReady(unit: unit)
+        try unitGradient.finish(unit, count: table.units[unit].count, store: store)
     }
 
     /// Runs `body(row)` for rows 0..<count (each `width` elements of work, written only by its own

@@ -37,6 +37,32 @@ extension ParameterStore {
     public var gradientsStartZeroed: Bool { false }
 }
 
+/// Where backward accumulates one unit's gradient: the store's own buffer when it hands out a zeroed
+/// one per pass (`gradientsStartZeroed`), else scratch added to the store's buffer in one pass, so two
+/// passes give exactly twice the gradient.
+public final class UnitGradient<T: KernelScalar> {
+    private let scratch = GrowableBuffer<T>()
+
+    public init() {}
+
+    /// Bytes of the scratch (one element unless a store keeps gradients across passes).
+    public var bytes: Int { scratch.bytes }
+
+    /// The buffer for `unit`'s gradient (`count` elements), zero.
+    public func begin(_ unit: Int, count: Int, store: any ParameterStore<T>) -> UnsafeMutablePointer<T> {
+        if store.gradientsStartZeroed { return store.gradients(unit: unit) }
+        let g = scratch.reserve(count)
+        g.setToZero(count: count)
+        return g
+    }
+
+    /// Adds the scratch to the store's buffer if it was used, then tells the store the unit is done.
+    public func finish(_ unit: Int, count: Int, store: any ParameterStore<T>) throws {
+        if !store.gradientsStartZeroed { T.add(store.gradients(unit: unit), scratch.base, count) }
+        try store.gradientsReady(unit: unit)
+    }
+}
+
 /// One zero-initialised flat buffer per unit of a table (parameters, gradients, optimiser moments).
 public final class UnitBuffers<Scalar: Numeric> {
     public let buffers: [UnsafeMutablePointer<Scalar>]

@@ -15,6 +15,14 @@ public enum FeedForward: Sendable, Equatable {
         case .mlp(let hidden), .swiglu(let hidden): return hidden
         }
     }
+
+    /// Outputs of the first layer: fc1's hidden, or w12's two halves.
+    public var firstLayerWidth: Int {
+        switch self {
+        case .mlp(let hidden): return hidden
+        case .swiglu(let hidden): return 2 * hidden
+        }
+    }
 }
 
 /// Everything that fixes a backbone's parameters and computation.

@@ -205,7 +205,7 @@ public enum MemoryModel {
         if bf16Modules.contains(.bf16) {
             // BF16GEMM's packed operands, grown to the largest A and B of any GEMM: the backbone's
             // fc1 / w12 gradient and weights, the heads' logit-gradient pieces.
-            let fc1 = fc1Width(architecture)
+            let fc1 = architecture.feedForward.firstLayerWidth
             let pieceRows = heads.map { Swift.min($0.prototypesPerUnit, $0.prototypes) }.max() ?? 0
             let bottleneck = heads.map(\.bottleneck).max() ?? 0
             let a = Swift.max(student.tokens * Swift.max(3 * d, fc1), pieceRows * studentRows)
@@ -252,20 +252,13 @@ public enum MemoryModel {
         var count: Int, size: Int, tokens: Int
     }
 
-    static func fc1Width(_ a: ViTArchitecture) -> Int {
-        switch a.feedForward {
-        case .mlp(let h): return h
-        case .swiglu(let h): return 2 * h
-        }
-    }
-
     /// Elements a Backbone holds after a forward (and backward, when training) over `batches`:
     /// (kept for backward, scratch, total tokens T). Mirrors Backbone's reserve calls.
     static func backboneBytes(
         _ a: ViTArchitecture, batches: [Batch], dropRates: [Double]?, training: Bool, checkpointing: Bool,
         threads: Int
     ) -> (activations: Int, scratch: Int, tokens: Int) {
-        let d = a.embedDim, h = a.feedForward.hidden, w = fc1Width(a), p = a.patchSize
+        let d = a.embedDim, h = a.feedForward.hidden, w = a.feedForward.firstLayerWidth, p = a.patchSize
         let t = batches.reduce(0) { $0 + $1.count * $1.tokens }
         // Rows a block's branches keep (all crops without drop path).
         func keptRows(rate: Double) -> Int {
