@@ -82,7 +82,7 @@ let tests: [Target] = [
     .testTarget(
         name: "DinoTrainingTests",
         dependencies: [
-            "DinoCheckpoint", "DinoConfig", "DinoCore", "DinoEval", "DinoKernels", "DinoModel",
+            "DinoCheckpoint", "DinoConfig", "DinoCore", "DinoEval", "DinoKernels", "DinoModel", "DinoPlot",
             "DinoTestSupport", "DinoTraining",
         ],
         exclude: ["Fixtures"]),

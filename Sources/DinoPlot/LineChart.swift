@@ -94,9 +94,26 @@ public enum LineChart {
             return out
         }
         let xAxis = Axis(low: xMin, high: xMax, logarithmic: panel.logX, padFraction: 0)
-        let yAxis = Axis(low: yMin, high: yMax, logarithmic: panel.logY, padFraction: 0.05)
+        var yAxis = Axis(low: yMin, high: yMax, logarithmic: panel.logY, padFraction: 0.05)
         func px(_ v: Double) -> Double { left + xAxis.fraction(v) * (right - left) }
         func py(_ v: Double) -> Double { bottom - yAxis.fraction(v) * (bottom - top) }
+        func pixels() -> [[(x: Double, y: Double)]] { visible.map { $0.map { (px($0.x), py($0.y)) } } }
+
+        // The legend goes in the first plot corner no line or marker crosses; when every corner is taken,
+        // the y axis grows upwards until the data sits below the legend band.
+        let names = panel.series.indices.filter { !visible[$0].isEmpty }.map { panel.series[$0].name }
+        let legendWidth = 30 + 6.2 * Double(names.map(\.count).max() ?? 0)
+        let legendHeight = 6 + 14 * Double(names.count)
+        let corners = [
+            (right - 6 - legendWidth, top + 6), (left + 6, top + 6),
+            (right - 6 - legendWidth, bottom - 6 - legendHeight), (left + 6, bottom - 6 - legendHeight),
+        ].map { LegendBox(x: $0.0, y: $0.1, width: legendWidth, height: legendHeight) }
+        var legend = corners[0]
+        if let free = corners.first(where: { $0.isClear(of: pixels()) }) {
+            legend = free
+        } else {
+            yAxis = yAxis.raisingTop(dataFraction: (bottom - top - legendHeight - 12) / (bottom - top))
+        }
 
         out +=
             "<rect x=\"\(format(left))\" y=\"\(format(top))\" width=\"\(format(right - left))\" "
@@ -126,29 +143,74 @@ public enum LineChart {
         out +=
             "<text transform=\"translate(\(format(x0 + 14)) \(format((top + bottom) / 2))) rotate(-90)\" "
             + "text-anchor=\"middle\">\(escape(panel.yLabel))</text>\n"
-        for (index, points) in visible.enumerated() where !points.isEmpty {
+        var legendLines = "", legendRow = 0
+        for (index, points) in pixels().enumerated() where !points.isEmpty {
             let colour = palette[index % palette.count]
-            let path = points.map { "\(format(px($0.x))),\(format(py($0.y)))" }.joined(separator: " ")
+            let path = points.map { "\(format($0.x)),\(format($0.y))" }.joined(separator: " ")
             out += "<polyline fill=\"none\" stroke=\"\(colour)\" stroke-width=\"1.6\" points=\"\(path)\"/>\n"
             if panel.series[index].markers {
                 for p in points {
-                    out += "<circle cx=\"\(format(px(p.x)))\" cy=\"\(format(py(p.y)))\" r=\"3\" fill=\"\(colour)\"/>\n"
+                    out += "<circle cx=\"\(format(p.x))\" cy=\"\(format(p.y))\" r=\"3\" fill=\"\(colour)\"/>\n"
                 }
             }
-            // Legend, top right, one line a series.
-            let ly = top + 14 + Double(index) * 14
-            out +=
-                "<line x1=\"\(format(right - 150))\" x2=\"\(format(right - 134))\" y1=\"\(format(ly - 4))\" "
+            let ly = legend.y + 14 + 14 * Double(legendRow)
+            legendRow += 1
+            legendLines +=
+                "<line x1=\"\(format(legend.x + 6))\" x2=\"\(format(legend.x + 22))\" y1=\"\(format(ly - 4))\" "
                 + "y2=\"\(format(ly - 4))\" stroke=\"\(colour)\" stroke-width=\"2\"/>\n"
-            out += "<text x=\"\(format(right - 130))\" y=\"\(format(ly))\">\(escape(panel.series[index].name))</text>\n"
+            legendLines +=
+                "<text x=\"\(format(legend.x + 26))\" y=\"\(format(ly))\">\(escape(panel.series[index].name))</text>\n"
         }
+        out +=
+            "<rect class=\"legend\" x=\"\(format(legend.x))\" y=\"\(format(legend.y))\" width=\"\(format(legend.width))\" "
+            + "height=\"\(format(legend.height))\" fill=\"white\" fill-opacity=\"0.85\" stroke=\"#ccc\"/>\n"
+        out += legendLines
         out += "</g>\n"
         return out
     }
 
+    /// A legend's rectangle in pixels.
+    struct LegendBox {
+        var x: Double, y: Double, width: Double, height: Double
+
+        /// True when no segment of `lines` (nor a marker of radius 3 at a point) comes within 5 px of the box.
+        func isClear(of lines: [[(x: Double, y: Double)]]) -> Bool {
+            let margin = 5.0
+            let (x0, x1, y0, y1) = (x - margin, x + width + margin, y - margin, y + height + margin)
+            for line in lines {
+                for (i, p) in line.enumerated() {
+                    if p.x >= x0 && p.x <= x1 && p.y >= y0 && p.y <= y1 { return false }
+                    if i > 0 && segmentCrosses(from: line[i - 1], to: p, x0: x0, x1: x1, y0: y0, y1: y1) {
+                        return false
+                    }
+                }
+            }
+            return true
+        }
+    }
+
+    /// Whether the segment a-b meets the rectangle [x0, x1] x [y0, y1] (Liang-Barsky clipping).
+    static func segmentCrosses(
+        from a: (x: Double, y: Double), to b: (x: Double, y: Double), x0: Double, x1: Double, y0: Double, y1: Double
+    ) -> Bool {
+        let (dx, dy) = (b.x - a.x, b.y - a.y)
+        var (enter, leave) = (0.0, 1.0)
+        for (p, q) in [(-dx, a.x - x0), (dx, x1 - a.x), (-dy, a.y - y0), (dy, y1 - a.y)] {
+            if p == 0 {
+                if q < 0 { return false }
+            } else {
+                let t = q / p
+                if p < 0 { enter = max(enter, t) } else { leave = min(leave, t) }
+                if enter > leave { return false }
+            }
+        }
+        return true
+    }
+
     /// A linear or decade axis over [low, high].
     struct Axis {
-        let low: Double, high: Double, logarithmic: Bool
+        var low: Double, high: Double
+        let logarithmic: Bool
 
         init(low: Double, high: Double, logarithmic: Bool, padFraction: Double) {
             self.logarithmic = logarithmic
@@ -161,6 +223,13 @@ public enum LineChart {
             let pad = (b - a) * padFraction
             self.low = a - pad
             self.high = b + pad
+        }
+
+        /// The same axis with its top raised so that the data spans only the lower `dataFraction` of it.
+        func raisingTop(dataFraction: Double) -> Axis {
+            var raised = self
+            raised.high = low + (high - low) / max(dataFraction, 0.05)
+            return raised
         }
 
         func fraction(_ v: Double) -> Double { ((logarithmic ? log10(v) : v) - low) / (high - low) }

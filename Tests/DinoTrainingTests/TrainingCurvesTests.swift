@@ -1,6 +1,7 @@
 // The training-curves picture from a metrics file: panels and points from the records, k-NN
 // evaluations with the initialisation line, and a malformed line named by number.
 
+import DinoPlot
 import DinoTestSupport
 import DinoTraining
 import Foundation
@@ -99,5 +100,82 @@ struct TrainingCurvesTests {
         #expect(summary[0].contains("12.5% at iteration 0 -> 31.2% at 20 (gain +18.8 points"), "\(summary[0])")
         #expect(
             summary[0].contains("2.0 min") && summary[0].contains("(0.90 ln K)") && summary[0].contains("15.6 % of K"))
+    }
+}
+
+@Suite("plot legends")
+struct LegendPlacementTests {
+    /// The legend rectangle and the drawn lines (polylines and marker centres) of each panel of `svg`.
+    func panels(_ svg: String) -> [(legend: [Double], lines: [[(Double, Double)]])] {
+        func attribute(_ name: String, in element: Substring) -> String? {
+            guard let start = element.range(of: " \(name)=\"") else { return nil }
+            return String(element[start.upperBound...].prefix { $0 != "\"" })
+        }
+        return svg.components(separatedBy: "<g>").dropFirst().compactMap { group in
+            let elements = group.split(separator: "<")
+            guard let box = elements.first(where: { $0.hasPrefix("rect class=\"legend\"") }) else { return nil }
+            let legend = ["x", "y", "width", "height"].map { Double(attribute($0, in: box)!)! }
+            var lines: [[(Double, Double)]] = elements.filter { $0.hasPrefix("polyline") }.map { element in
+                attribute("points", in: element)!.split(separator: " ").map { pair in
+                    let xy = pair.split(separator: ",").map { Double($0)! }
+                    return (xy[0], xy[1])
+                }
+            }
+            for circle in elements.filter({ $0.hasPrefix("circle") }) {
+                lines.append([(Double(attribute("cx", in: circle)!)!, Double(attribute("cy", in: circle)!)!)])
+            }
+            return (legend, lines)
+        }
+    }
+
+    /// Points along every segment (every 0.25 px) that fall inside the legend box.
+    func covered(_ panel: (legend: [Double], lines: [[(Double, Double)]])) -> Int {
+        let (x, y, w, h) = (panel.legend[0], panel.legend[1], panel.legend[2], panel.legend[3])
+        var hits = 0
+        for line in panel.lines {
+            for i in line.indices {
+                let a = line[max(i - 1, 0)], b = line[i]
+                let steps = max(1, Int((abs(b.0 - a.0) + abs(b.1 - a.1)) * 4))
+                for s in 0...steps {
+                    let t = Double(s) / Double(steps)
+                    let (px, py) = (a.0 + t * (b.0 - a.0), a.1 + t * (b.1 - a.1))
+                    if px >= x && px <= x + w && py >= y && py <= y + h { hits += 1 }
+                }
+            }
+        }
+        return hits
+    }
+
+    @Test("legends sit where no line or marker passes: a free corner, else above the data")
+    func legendsHideNoData() throws {
+        let n = 60
+        let rising = (0..<n).map { (Double($0), Double($0 * $0)) }
+        let falling = (0..<n).map { (Double($0), 100 / (1 + Double($0))) }
+        // A band through all four corners: the diagonal up and down, plus flat lines at both extremes.
+        let everywhere = [
+            LineSeries(name: "rises", points: (0..<n).map { (Double($0), Double($0)) }),
+            LineSeries(name: "falls", points: (0..<n).map { (Double($0), Double(n - 1 - $0)) }),
+            LineSeries(name: "top", points: [(0, Double(n - 1)), (Double(n - 1), Double(n - 1))]),
+            LineSeries(name: "bottom", points: [(0, 0), (Double(n - 1), 0)], markers: true),
+        ]
+        let chart = LineChart.svg(
+            title: "legends",
+            panels: [
+                ChartPanel(
+                    title: "rising", xLabel: "x", yLabel: "y", series: [LineSeries(name: "x^2", points: rising)]),
+                ChartPanel(
+                    title: "both", xLabel: "x", yLabel: "y",
+                    series: [
+                        LineSeries(name: "a rising curve with a long name", points: rising),
+                        LineSeries(name: "falling", points: falling, markers: true),
+                    ]),
+                ChartPanel(title: "everywhere", xLabel: "x", yLabel: "y", series: everywhere),
+                ChartPanel(title: "log", xLabel: "x", yLabel: "y", series: everywhere, logY: true),
+            ])
+        let found = panels(chart)
+        #expect(found.count == 4)
+        for (index, panel) in found.enumerated() {
+            #expect(covered(panel) == 0, "panel \(index): the legend hides \(covered(panel)) drawn points")
+        }
     }
 }
