@@ -162,7 +162,8 @@ public enum LineChart {
                 "<text x=\"\(format(legend.x + 26))\" y=\"\(format(ly))\">\(escape(panel.series[index].name))</text>\n"
         }
         out +=
-            "<rect class=\"legend\" x=\"\(format(legend.x))\" y=\"\(format(legend.y))\" width=\"\(format(legend.width))\" "
+            "<rect class=\"legend\" x=\"\(format(legend.x))\" y=\"\(format(legend.y))\" "
+            + "width=\"\(format(legend.width))\" "
             + "height=\"\(format(legend.height))\" fill=\"white\" fill-opacity=\"0.85\" stroke=\"#ccc\"/>\n"
         out += legendLines
         out += "</g>\n"
