@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the Debian packages dinov2-fsdp builds and runs against (Open MPI, OpenBLAS, HDF5,
 # libjpeg-turbo, libpng, oneDNN for bf16 GEMMs, pkg-config). Idempotent: does nothing when every
-# package is present.
+# package is present. `--test` adds what only the test suite uses: Chromium (renders the run report
+# headless) and Python's `tensorboard` package (its reader checks our event files), from PyPI.
 # Runs apt-get as root, or through sudo when not root.
 set -euo pipefail
 
@@ -13,6 +14,14 @@ packages=(
   libturbojpeg0-dev libpng-dev
   libdnnl-dev
 )
+tests=false
+[ "${1:-}" = "--test" ] && tests=true
+$tests && packages+=(chromium)
+
+if $tests && ! python3 -c "import tensorboard" 2>/dev/null; then
+  echo "install-deps: installing the Python package tensorboard" >&2
+  python3 -m pip install -q tensorboard || python3 -m pip install -q --break-system-packages tensorboard
+fi
 
 missing=()
 for p in "${packages[@]}"; do

@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# The whole test suite: installs the system packages it needs, then runs every test in a release
+# The whole test suite: installs the system packages it needs (and, for the report and TensorBoard
+# tests, Chromium and Python's tensorboard), then runs every test in a release
 # build (numerical code is tens of times slower in debug). The MPI tests launch the built
 # executable under mpirun at 1, 2, 3, 4 and 8 ranks through Launch/mpirun.sh. First the source
 # layout: swift-format (the toolchain's, configured by .swift-format: 120 columns) must find nothing.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-bash "$here/install-deps.sh"
+bash "$here/install-deps.sh" --test
 cd "$(dirname "$here")"
 if ! swift format lint --strict --recursive --parallel Sources Tests Package.swift; then
   echo "error: the sources are not formatted; run: swift format -i -r Sources Tests Package.swift" >&2

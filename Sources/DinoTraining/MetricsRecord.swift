@@ -25,6 +25,8 @@ public struct MetricsRecord: Codable, Equatable, Sendable {
     public var dataWaitFraction: Double?
     public var commExposedFraction: Double?
     public var maxRSSBytes: Int?
+    /// Each rank's peak resident set size (maxRSSBytes is the largest).
+    public var maxRSSBytesByRank: [Int]?
     public var skippedImages: Int?
     public var teacherEntropy: Double?
     public var teacherMeanEntropy: Double?
@@ -54,6 +56,7 @@ public struct MetricsRecord: Codable, Equatable, Sendable {
         case dataWaitFraction = "data_wait_fraction"
         case commExposedFraction = "comm_exposed_fraction"
         case maxRSSBytes = "max_rss_bytes"
+        case maxRSSBytesByRank = "max_rss_bytes_by_rank"
         case skippedImages = "skipped_images"
         case teacherEntropy = "teacher_entropy"
         case teacherMeanEntropy = "teacher_mean_entropy"
@@ -81,12 +84,16 @@ public enum MetricsError: Error, CustomStringConvertible {
     case unreadable(String)
     case malformed(path: String, line: Int, reason: String)
     case empty(String)
+    /// A file or folder that could not be written, and the system's reason (strerror at the failure).
+    case unwritable(String, reason: String)
 
     public var description: String {
         switch self {
         case .unreadable(let path): return "cannot read \(path): is it a training output folder's metrics.jsonl?"
         case .malformed(let path, let line, let reason):
             return "\(path) line \(line) is not a metrics record (\(reason)); was it written by `dinov2-fsdp train`?"
+        case .unwritable(let path, let reason):
+            return "cannot write \(path) (\(reason)); is the output folder writable and its disk not full?"
         case .empty(let path):
             return "\(path) holds no training records yet (they come every train.log_every iterations)"
         }

@@ -129,6 +129,13 @@ public enum Trainer {
         signal(SIGTERM) { _ in stopRequested = 1 }
         let grid = config.crops.globalCropsSize / config.student.patchSize
         let metrics = output + "/metrics.jsonl"
+        let recorder = comm.rank == 0 ? RunRecorder(output: output, start: start, log: log) : nil
+        if comm.rank == 0 {
+            try RunLaunch(
+                worldSize: comm.worldSize, firstIteration: start, data: images.source, validation: images.valSource,
+                arguments: CommandLine.arguments
+            ).record(in: output)
+        }
         log.main(
             "training \(config.student.arch) on \(comm.worldSize) rank(s), \(images.train.count) images, "
                 + "global batch \(globalBatch), iterations \(start)..<\(total), output \(output)")
@@ -148,7 +155,7 @@ public enum Trainer {
                     result.top5))
             var record = MetricsRecord(iteration: iteration)
             (record.knnTop1, record.knnTop5, record.elapsedSeconds) = (result.top1, result.top5, elapsed())
-            if comm.rank == 0 { try MetricsFile.append(record, to: metrics) }
+            try recorder?.append(record)
             return result
         }
         // The curve's first point: the initial teacher (= student) before any step.
@@ -159,6 +166,9 @@ public enum Trainer {
                 try save(model, output: output, iteration: iteration, config: config, log: log)
                 log.main("stop requested: saved iteration \(iteration); run the same command to continue")
                 if comm.rank == 0 { writeCurves(output: output, log: log) }
+                writeReport(
+                    model, validation: images.val, source: images.valSource, output: output, iteration: iteration,
+                    log: log)
                 return .preempted(iteration: iteration)
             }
             let stepStart = MonotonicClock.seconds()
@@ -185,7 +195,7 @@ public enum Trainer {
                     model, iteration: iteration, losses: losses, window: &window,
                     globalBatch: globalBatch, communicator: comm)
                 record.elapsedSeconds = elapsed()
-                if comm.rank == 0 { try MetricsFile.append(record, to: metrics) }
+                try recorder?.append(record)
                 log.main(
                     progressLine(record, total: total, secondsPerStep: window.slowestSeconds / Double(window.steps)))
                 window = ThroughputWindow()
@@ -210,9 +220,11 @@ public enum Trainer {
             var record = MetricsRecord(iteration: total)
             (record.knnTop1Init, record.knnTop1, record.knnTop5) = (before.top1, after.top1, after.top5)
             (record.knnGain, record.elapsedSeconds) = (after.top1 - before.top1, elapsed())
-            if comm.rank == 0 { try MetricsFile.append(record, to: metrics) }
+            try recorder?.append(record)
         }
         if comm.rank == 0 { writeCurves(output: output, log: log) }
+        writeReport(
+            model, validation: images.val, source: images.valSource, output: output, iteration: total, log: log)
         return .finished(iteration: total)
     }
 
@@ -317,7 +329,12 @@ public enum Trainer {
         (r.lr, r.wd, r.mom, r.teacherTemp) = (s.lr, s.weightDecay, s.momentum, s.teacherTemperature)
         (r.imagesPerSec, r.imagesPerSecPerRank) = (perSecond, perSecond / Double(comm.worldSize))
         (r.dataWaitFraction, r.commExposedFraction) = (slowest[1] / slowest[0], slowest[2] / slowest[0])
-        r.maxRSSBytes = Int(try comm.allReduce(Int64(peakRSSBytes()), op: .max))
+        var peaks = [Int64](repeating: 0, count: comm.worldSize)
+        try [Int64(peakRSSBytes())].withUnsafeBufferPointer { mine in
+            try peaks.withUnsafeMutableBufferPointer { try comm.allGather(mine, into: $0) }
+        }
+        r.maxRSSBytesByRank = peaks.map(Int.init)
+        r.maxRSSBytes = r.maxRSSBytesByRank?.max()
         r.skippedImages = Int(try comm.allReduce(Int64(window.skipped), op: .sum))
         (r.teacherEntropy, r.teacherMeanEntropy) = (targets.meanEntropy, targets.entropyOfMean)
         r.teacherPrototypesInUse = targets.prototypesInUse
@@ -347,6 +364,23 @@ public enum Trainer {
             log.main("wrote \(output)/metrics.svg")
         } catch {
             log.warning("could not draw \(output)/metrics.svg: \(error)")
+        }
+    }
+
+    /// OUTPUT/report.html with the teacher's patch picture on a few validation images (collective: every
+    /// rank runs its share of the teacher); a failure only warns.
+    static func writeReport(
+        _ model: SelfDistillation, validation: ImageDataset?, source: String?, output: String, iteration: Int,
+        log: Log
+    ) {
+        do {
+            let section = try RunReport.pictureSection(
+                model: model, validation: validation, source: source, iteration: iteration)
+            guard model.communicatorRank == 0, let section else { return }
+            let path = try RunReport.write(output: output, picture: section)
+            log.main("wrote \(path)")
+        } catch {
+            log.warning("could not write \(output)/report.html: \(error)")
         }
     }
 

@@ -33,31 +33,17 @@ struct PCACommand: ParsableCommand {
         try RankedRun.execute { comm, log in
             let dataset = try ImageDataset(files: images)
             let (model, folder, iteration) = try SelfDistillation.restored(from: checkpoint, communicator: comm)
-            let size = model.config.crops.globalCropsSize, d = model.architecture.embedDim
-            let grid = size / model.config.student.patchSize, p = grid * grid
-            var tokens = [Float](repeating: 0, count: dataset.count * p * d)
-            try TeacherEmbedding.rounds(of: dataset, model: model, communicator: comm, patches: true) { round in
-                round.forEachImage { index, row in
-                    for i in 0..<(p * d) { tokens[index * p * d + i] = round.patches[row * p * d + i] }
-                }
-            }
-            guard comm.rank == 0 else { return }
-            let (pictures, foreground) = PatchPCA.foregroundPictures(
-                tokens: tokens, images: dataset.count, grid: grid, dimension: d, scale: model.config.student.patchSize)
-            var rows: [RGBImage] = []
-            for (sample, picture) in zip(dataset.samples, pictures) {
-                let image = try ImageCodec.decode(Data(contentsOf: URL(fileURLWithPath: sample.path)))
-                rows.append(RGBImage.sideBySide(KNN.evaluationView(image, size: size), picture))
+            guard let picture = try PatchPicture.draw(model: model, dataset: dataset, communicator: comm) else {
+                return
             }
             let temporary = output + ".tmp-\(getpid())"
-            try ImageCodec.encodePNG(RGBImage.stacked(rows)).write(to: URL(fileURLWithPath: temporary))
+            try picture.png.write(to: URL(fileURLWithPath: temporary))
             try FileSafety.durableRename(temporary, to: output)
-            let share = 100 * Double(foreground.filter { $0 }.count) / Double(foreground.count)
             log.main(
                 String(
                     format: "wrote %@: %d image(s) of %dx%d with their pictures (teacher of %@, iteration %d); "
-                        + "foreground %.0f%% of the patches", output, dataset.count, size, size, folder, iteration,
-                    share))
+                        + "foreground %.0f%% of the patches", output, dataset.count, picture.size, picture.size, folder,
+                    iteration, 100 * picture.foregroundShare))
         }
     }
 }
