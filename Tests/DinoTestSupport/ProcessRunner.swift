@@ -67,7 +67,7 @@ public enum ProcessRunner {
         process.standardInput = FileHandle.nullDevice
 
         let start = Date()
-        try process.run()
+        try launchUnblocked(process)
         var timedOut = false
         while process.isRunning {
             if Date().timeIntervalSince(start) > timeout {
@@ -105,7 +105,7 @@ public enum ProcessRunner {
         process.standardOutput = FileHandle.nullDevice
         process.standardError = FileHandle.nullDevice
         process.standardInput = FileHandle.nullDevice
-        try process.run()
+        try launchUnblocked(process)
         return process
     }
 
@@ -115,5 +115,16 @@ public enum ProcessRunner {
             URL(fileURLWithPath: "/bin/bash"),
             [TestPaths.mpirunWrapper.path, "-n", String(ranks), TestPaths.executable.path] + arguments,
             timeout: timeout)
+    }
+
+    /// Starts `process` with no signal blocked: a child inherits the mask of the spawning thread, and the
+    /// test runner's threads block most signals, which would leave a launcher's SIGUSR1 / SIGTERM
+    /// forwarding (Launch/mpirun.sh) deaf in tests while it works from a shell or under Slurm.
+    static func launchUnblocked(_ process: Process) throws {
+        var none = sigset_t(), saved = sigset_t()
+        sigemptyset(&none)
+        pthread_sigmask(SIG_SETMASK, &none, &saved)
+        defer { pthread_sigmask(SIG_SETMASK, &saved, nil) }
+        try process.run()
     }
 }

@@ -2,7 +2,8 @@
 // resumed, then (1) its TensorBoard events read back by TensorBoard's own reader (the Python
 // `tensorboard` package, which checks every record's CRC) and compared scalar by scalar with
 // metrics.jsonl, and (2) its HTML report, written by `train` and by `report` under mpirun, rendered by
-// headless Chromium: every section in the rendered page, a screenshot that is not blank.
+// headless Chromium: every section in the rendered page, a screenshot that is not blank; (3) a run
+// stopped by SIGUSR1 (as Slurm's early signal does) leaves its checkpoint, events and report.
 
 import DinoData
 import DinoTestSupport
@@ -144,5 +145,48 @@ struct ObservabilityTests {
         }
         #expect(colours.count > 100, "\(colours.count) colours")
         #expect(Double(inked) / Double(image.width * image.height) > 0.02, "\(inked) inked pixels")
+    }
+
+    @Test("SIGUSR1 mid-run: every rank stops at one iteration, saves it, and writes the report")
+    func preemption() throws {
+        let root = try TestPaths.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: root) }
+        let synth = try ProcessRunner.dinov2([
+            "data", "synth", "--output", root.path, "--classes", "4", "--per-class", "4", "--val-per-class", "1",
+            "--size", "40",
+        ])
+        try #require(synth.status == 0, "\(synth.stderr)")
+        let output = root.path + "/run"
+        // 4000 iterations: far more than run before the signal lands.
+        let job = try ProcessRunner.startMPI(
+            ranks: 2,
+            [
+                "train", "--config", "Configs/tests/tiny.yaml", "--data", root.path + "/train", "--val",
+                root.path + "/val", "--output", output, "train.OFFICIAL_EPOCH_LENGTH=2000",
+                "evaluation.eval_period_iterations=0", "checkpointing.period=100000",
+            ])
+        let deadline = Date().addingTimeInterval(120)
+        func logged() -> Int {
+            ((try? String(contentsOfFile: output + "/metrics.jsonl", encoding: .utf8)) ?? "")
+                .split(separator: "\n").count
+        }
+        while job.isRunning && logged() < 5 && Date() < deadline { usleep(20_000) }
+        try #require(job.isRunning, "the run ended before it could be stopped")
+        kill(job.processIdentifier, SIGUSR1)
+        while job.isRunning && Date() < deadline { usleep(20_000) }
+        if job.isRunning { job.terminate() }
+        job.waitUntilExit()
+        #expect(job.terminationStatus == 0)
+
+        let checkpoints = try FileManager.default.contentsOfDirectory(atPath: output + "/checkpoints")
+        #expect(checkpoints.count == 1, "\(checkpoints)")
+        let iteration = Int(checkpoints.first?.suffix(8) ?? "") ?? -1
+        #expect(iteration >= 5 && iteration < 4000, "stopped at \(iteration)")
+        #expect(FileManager.default.fileExists(atPath: output + "/checkpoints/\(checkpoints[0])/manifest.json"))
+        let report = try String(contentsOfFile: output + "/report.html", encoding: .utf8)
+        #expect(report.contains("of 4000 (stopped or running)"))
+        #expect(report.contains("The teacher at iteration \(iteration) on 4 image(s)"))
+        let events = try FileManager.default.contentsOfDirectory(atPath: output + "/tensorboard")
+        #expect(events.count == 1)
     }
 }
