@@ -40,7 +40,8 @@ let modules: [Target] = [
         name: "DinoSharding", dependencies: ["DinoConfig", "DinoCore", "DinoKernels", "DinoModel"],
         swiftSettings: hostCPUSettings),
     .target(
-        name: "DinoCheckpoint", dependencies: ["DinoCore", "DinoKernels", "DinoModel", "DinoSharding", "CHDF5"],
+        name: "DinoCheckpoint",
+        dependencies: ["DinoConfig", "DinoCore", "DinoKernels", "DinoModel", "DinoSharding", "CHDF5"],
         swiftSettings: hostCPUSettings),
     .target(
         name: "DinoEval", dependencies: ["DinoCore", "DinoKernels", "DinoData", "DinoCheckpoint"],

@@ -1,7 +1,12 @@
 // `checkpoint export`: a checkpoint's student or teacher backbone as one HDF5 file in the official
-// layout (hub names, PyTorch shapes), read from the rank files whatever rank count wrote them.
+// layout (hub names, PyTorch shapes), read from the rank files whatever rank count wrote them. With an
+// image size, the position embedding [1, 1 + G * G, D] is written for that size's grid G (resampled as
+// the official interpolate_pos_encoding does), so the file loads strictly into the official
+// `vit_*(patch_size=14, img_size=SIZE)`, as the released 518-px hub weights do.
 
+import DinoConfig
 import DinoCore
+import DinoModel
 import Foundation
 
 /// Export of a checkpoint's backbone to one HDF5 file in the official layout.
@@ -17,12 +22,28 @@ public enum CheckpointExport {
 
     /// Writes the `which` ("teacher" or "student") backbone of the checkpoint in `folder` to `output`:
     /// one dataset per tensor under its official name and PyTorch shape. Returns the tensor count.
+    /// `imageSize` (nil: the training crop size) sets the position embedding's grid.
     @discardableResult
-    public static func export(checkpoint folder: String, to output: String, which: String) throws -> Int {
+    public static func export(
+        checkpoint folder: String, to output: String, which: String, imageSize: Int? = nil
+    ) throws -> Int {
         guard which == "teacher" || which == "student" else {
             throw CheckpointError.mismatch("--which must be teacher or student, not \(which)")
         }
         let manifest = try ShardedCheckpoint.verify(folder)
+        var config = try ConfigLoader.load(yaml: manifest.config, source: folder + "/manifest.json")
+        let patch = config.student.patchSize
+        if let imageSize {
+            guard imageSize >= patch, imageSize % patch == 0 else {
+                throw CheckpointError.mismatch(
+                    "--img-size \(imageSize) is not a multiple of the patch size \(patch); use for example "
+                        + "\(Swift.max(1, imageSize / patch) * patch)")
+            }
+            // The file's config describes the exported model: `--checkpoint FILE.h5` rebuilds it at that size.
+            config.crops.globalCropsSize = imageSize
+        }
+        let resampling = PositionResampling(
+            offset: config.student.interpolateOffset, antialias: config.student.interpolateAntialias)
         guard let backbone = manifest.parts.first(where: { $0.name == "backbone" }) else {
             throw CheckpointError.corrupt(file: folder + "/manifest.json", reason: "no backbone part")
         }
@@ -36,7 +57,7 @@ public enum CheckpointExport {
             let out = try HDF5File.create(temporary, truncate: true)
             try out.setAttribute(
                 "source", string: "dinov2-fsdp checkpoint \(folder), \(which), iteration \(manifest.iteration)")
-            try out.setAttribute("config", string: manifest.config)  // lets `--checkpoint FILE.h5` rebuild the model
+            try out.setAttribute("config", string: ConfigLoader.yaml(config))  // `--checkpoint FILE.h5` rebuilds it
             for tensor in backbone.tensors {
                 let count = tensor.shape.reduce(1, *)
                 let unitCount = backbone.unitCounts[tensor.unit]
@@ -48,8 +69,14 @@ public enum CheckpointExport {
                         "backbone/\(which)/unit-\(tensor.unit)", range: tensor.offset..<(tensor.offset + count),
                         shardSize: shard, files: files, folder: folder, into: base)
                 }
+                var shape = tensor.shape
+                if let imageSize, tensor.name == "pos_embed", shape.count == 3 {
+                    let grid = imageSize / patch
+                    values = resampling.resample(values, channels: shape[2], toGrid: grid)
+                    shape[1] = 1 + grid * grid
+                }
                 try values.withUnsafeBufferPointer {
-                    try out.write(officialName(tensor.name), values: $0, shape: tensor.shape)
+                    try out.write(officialName(tensor.name), values: $0, shape: shape)
                 }
             }
             try out.flush()

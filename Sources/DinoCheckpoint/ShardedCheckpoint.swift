@@ -31,6 +31,13 @@ public protocol ShardedTrainingState: AnyObject {
     var checkpointStrategy: String { get }
     /// The ranks that save and load together.
     var checkpointCommunicator: any Communicator { get }
+    /// When set, a `pos_embed` saved on another patch grid is loaded resampled to this state's grid
+    /// (a run continued at another crop size); when nil, shapes must match.
+    var checkpointPositionResampling: PositionResampling? { get }
+}
+
+extension ShardedTrainingState {
+    public var checkpointPositionResampling: PositionResampling? { nil }
 }
 
 /// One sharded part of a state: its tensor table, how it is sharded, and each unit's shard buffers.
@@ -304,10 +311,25 @@ public enum ShardedCheckpoint {
         }
         // What to copy: for every unit, this rank's range of it, entry by entry, from wherever the
         // checkpoint saved those tensor elements (any unit layout, any cut of a tensor into pieces).
-        let copies = try zip(parts, manifest.parts).map { try copyPlan(for: $0, saved: $1, shards: manifest.shards) }
+        let resampled = zip(parts, manifest.parts).map {
+            resampledTensors(part: $0, saved: $1, resampling: state.checkpointPositionResampling)
+        }
+        let copies = try parts.indices.map { i in
+            try copyPlan(for: parts[i], saved: manifest.parts[i], shards: manifest.shards, resampled: resampled[i])
+        }
         // The old shards those ranges overlap (and shard 0, which holds the centers): only their files
         // are checksummed and opened. Replicas (HYBRID_SHARD, NO_SHARD) hold the same data.
         var needed: Set<Int> = [0]
+        for (saved, names) in zip(manifest.parts, resampled) {
+            // A resampled tensor is read whole.
+            for tensor in saved.tensors where names.contains(tensor.whole.name) {
+                let shard =
+                    CollectiveShape.padded(saved.unitCounts[tensor.unit], toMultipleOf: manifest.shards)
+                    / manifest.shards
+                needed.formUnion(
+                    (tensor.offset / shard)...((tensor.offset + tensor.shape.reduce(1, *) - 1) / shard))
+            }
+        }
         for plan in copies {
             for copy in plan where !copy.source.isEmpty {
                 needed.formUnion(
@@ -334,6 +356,13 @@ public enum ShardedCheckpoint {
                 }
             }
         }
+        for ((part, saved), names) in zip(zip(parts, manifest.parts), resampled) {
+            for name in names.sorted() {
+                try loadResampled(
+                    name, part: part, saved: saved, shards: manifest.shards, files: files, folder: folder,
+                    resampling: state.checkpointPositionResampling)
+            }
+        }
         guard let first = files[0] else { throw CheckpointError.corrupt(file: folder, reason: "no file for shard 0") }
         for (label, center) in state.checkpointCenters {
             let values = try first.readDoubles("centers/\(label)").map { Float($0) }
@@ -354,13 +383,15 @@ public enum ShardedCheckpoint {
     /// official name; pieces by their place in the tensor), adjacent reads merged. Throws when the
     /// tensors or their shapes differ.
     public static func copyPlan(
-        for part: CheckpointPart, saved: CheckpointManifest.Part, shards: Int
+        for part: CheckpointPart, saved: CheckpointManifest.Part, shards: Int, resampled: Set<String> = []
     ) throws -> [RangeCopy] {
         func tensors(_ list: [(String, [Int])]) -> [String: [Int]] {
             Dictionary(list, uniquingKeysWith: { first, _ in first })
         }
-        let mine = tensors(part.table.entries.map { ($0.tensor, $0.tensorShape) })
-        let theirs = tensors(saved.tensors.map { ($0.whole.name, $0.whole.shape) })
+        var mine = tensors(part.table.entries.map { ($0.tensor, $0.tensorShape) })
+        var theirs = tensors(saved.tensors.map { ($0.whole.name, $0.whole.shape) })
+        // Tensors filled by resampling (see `resampledTensors`) are present on both sides, shapes aside.
+        for name in resampled where mine[name] != nil && theirs[name] != nil { (mine[name], theirs[name]) = ([], []) }
         guard mine == theirs, saved.unitCounts.count > 0 else {
             let missing = Set(mine.keys).symmetricDifference(theirs.keys).sorted().prefix(3)
             let reshaped = mine.keys.filter { theirs[$0] != nil && theirs[$0] != mine[$0] }.sorted().prefix(3)
@@ -372,7 +403,7 @@ public enum ShardedCheckpoint {
         let savedPieces = Dictionary(grouping: saved.tensors, by: { $0.whole.name })
         let oldShards = saved.unitCounts.map { CollectiveShape.padded($0, toMultipleOf: shards) / shards }
         var plan: [RangeCopy] = []
-        for entry in part.table.entries {
+        for entry in part.table.entries where !resampled.contains(entry.tensor) {
             let range = part.plan.shardRange(entry.unit)
             let lower = Swift.max(range.lowerBound, entry.offset),
                 upper = Swift.min(range.upperBound, entry.offset + entry.count)
@@ -398,6 +429,51 @@ public enum ShardedCheckpoint {
             }
         }
         return plan
+    }
+
+    /// The tensors of `part` to resample from `saved`: `pos_embed` when it was saved on another patch grid
+    /// of the same width and the state allows resampling.
+    static func resampledTensors(
+        part: CheckpointPart, saved: CheckpointManifest.Part, resampling: PositionResampling?
+    ) -> Set<String> {
+        guard resampling != nil,
+            let mine = part.table.entries.first(where: { $0.tensor == "pos_embed" && $0.isWholeTensor }),
+            let theirs = saved.tensors.first(where: { $0.whole.name == "pos_embed" && $0.tensor == nil }),
+            mine.shape != theirs.shape, mine.shape.count == 3, theirs.shape.count == 3,
+            mine.shape[2] == theirs.shape[2], PositionResampling.grid(rows: mine.shape[1]) != nil,
+            PositionResampling.grid(rows: theirs.shape[1]) != nil
+        else { return [] }
+        return ["pos_embed"]
+    }
+
+    /// Reads the whole saved tensor `name` of every kind (student, teacher, AdamW moments), resamples it
+    /// to this part's grid and keeps this rank's range. The second moment stays non-negative (bicubic
+    /// weights can be negative).
+    static func loadResampled(
+        _ name: String, part: CheckpointPart, saved: CheckpointManifest.Part, shards: Int,
+        files: [Int: HDF5File], folder: String, resampling: PositionResampling?
+    ) throws {
+        guard let resampling, let entry = part.table.entries.first(where: { $0.tensor == name }),
+            let source = saved.tensors.first(where: { $0.whole.name == name }),
+            let grid = PositionResampling.grid(rows: entry.shape[1])
+        else { return }
+        let d = entry.shape[2], count = source.shape.reduce(1, *)
+        let oldShard = CollectiveShape.padded(saved.unitCounts[source.unit], toMultipleOf: shards) / shards
+        let range = part.plan.shardRange(entry.unit)
+        let lower = Swift.max(range.lowerBound, entry.offset),
+            upper = Swift.min(range.upperBound, entry.offset + entry.count)
+        for (kind, pointer) in part.shards(entry.unit) {
+            var values = [Float](repeating: 0, count: count)
+            try values.withUnsafeMutableBufferPointer { buffer in
+                try readUnitRange(
+                    "\(part.name)/\(kind)/unit-\(source.unit)", range: source.offset..<(source.offset + count),
+                    shardSize: oldShard, files: files, folder: folder, into: buffer.baseAddress!)
+            }
+            var resized = resampling.resample(values, channels: d, toGrid: grid)
+            if kind == "adam_v" { resized = resized.map { Swift.max($0, 0) } }
+            guard lower < upper else { continue }
+            for i in lower..<upper { pointer[i - range.lowerBound] = resized[i - entry.offset] }
+        }
     }
 
     /// Reads elements `range` of a unit saved as `name` in shards of `shardSize` elements (shard i in

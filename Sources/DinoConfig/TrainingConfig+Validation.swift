@@ -86,6 +86,7 @@ extension TrainingConfig {
         require(train.workers >= 0, "train.num_workers", "must be >= 0")
         require(train.seed >= 0, "train.seed", "must be >= 0")
         require(train.logEvery >= 1, "train.log_every", "must be >= 1")
+        require(train.stopIteration >= 0, "train.stop_iteration", "must be >= 0 (0 = the last iteration)")
 
         // teacher
         require((0...1).contains(teacher.momentumTeacher), "teacher.momentum_teacher", "must be in [0, 1]")
@@ -160,4 +161,8 @@ extension TrainingConfig {
 
     /// Total training iterations: `optim.epochs * train.OFFICIAL_EPOCH_LENGTH`.
     public var totalIterations: Int { optim.epochs * train.officialEpochLength }
+    /// The iteration this run ends at: `train.stop_iteration` when set (and earlier), else the last.
+    public var endIteration: Int {
+        train.stopIteration > 0 ? Swift.min(train.stopIteration, totalIterations) : totalIterations
+    }
 }

@@ -92,6 +92,15 @@ public struct TrainConfig: Codable, Equatable, Sendable {
     public var centering = Centering.softmax
     /// Iterations between two records in metrics.jsonl (ours).
     public var logEvery = 10
+    /// A checkpoint folder, or a training output folder (its newest complete checkpoint), to start from
+    /// when the output folder holds no checkpoint yet: everything carries over (student, teacher, heads,
+    /// AdamW moments, centers, iteration and so the schedules); position embeddings of another crop size
+    /// are resampled. The high-resolution phase starts this way (ours; "" = a fresh start).
+    public var resumeFrom = ""
+    /// The iteration at which this run stops with a final checkpoint, evaluation and report, the
+    /// schedules still spanning all epochs (ours; 0 = the last iteration). A run that hands over to a
+    /// high-resolution phase stops here.
+    public var stopIteration = 0
 
     enum CodingKeys: String, CodingKey {
         case batchSizePerRank = "batch_size_per_gpu"
@@ -104,6 +113,8 @@ public struct TrainConfig: Codable, Equatable, Sendable {
         case cacheDataset = "cache_dataset"
         case centering
         case logEvery = "log_every"
+        case resumeFrom = "resume_from"
+        case stopIteration = "stop_iteration"
     }
 }
 

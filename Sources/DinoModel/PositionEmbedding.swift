@@ -145,3 +145,43 @@ public struct PositionInterpolation: Sendable {
         }
     }
 }
+
+/// A position embedding brought to another crop grid once (for an export at another image size, weights
+/// of another grid, or a run continued at another crop size), exactly as interpolate_pos_encoding
+/// would resample it for every forward at that size; computed in float64.
+public struct PositionResampling: Sendable, Equatable {
+    public var offset: Double
+    public var antialias: Bool
+
+    public init(offset: Double, antialias: Bool) {
+        self.offset = offset
+        self.antialias = antialias
+    }
+
+    /// The number of grid positions of an embedding of `rows` rows (CLS first), or nil when the rest is
+    /// not a square.
+    public static func grid(rows: Int) -> Int? {
+        let m = Int(Double(rows - 1).squareRoot().rounded())
+        return m * m == rows - 1 && m > 0 ? m : nil
+    }
+
+    /// `values` [1 + M * M, D] (CLS row first) on a `grid` x `grid` patch grid: the CLS row unchanged,
+    /// the grid resampled (bicubic, the official offset and antialiasing).
+    public func resample(_ values: [Float], channels d: Int, toGrid grid: Int) -> [Float] {
+        guard let m = Self.grid(rows: values.count / d), m != grid else { return values }
+        let interpolation = PositionInterpolation(
+            grid: m, targetRows: grid, targetColumns: grid, offset: offset, antialias: antialias)
+        let source = values[d...].map(Double.init)
+        var out = [Double](repeating: 0, count: grid * grid * d)
+        var scratch = [Double](repeating: 0, count: m * grid * d)
+        source.withUnsafeBufferPointer { src in
+            out.withUnsafeMutableBufferPointer { dst in
+                scratch.withUnsafeMutableBufferPointer { tmp in
+                    interpolation.forward(
+                        out: dst.baseAddress!, grid: src.baseAddress!, channels: d, scratch: tmp.baseAddress!)
+                }
+            }
+        }
+        return Array(values[..<d]) + out.map(Float.init)
+    }
+}

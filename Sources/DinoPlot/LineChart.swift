@@ -102,7 +102,7 @@ public enum LineChart {
         // The legend goes in the first plot corner no line or marker crosses; when every corner is taken,
         // the y axis grows upwards until the data sits below the legend band.
         let names = panel.series.indices.filter { !visible[$0].isEmpty }.map { panel.series[$0].name }
-        let legendWidth = 30 + 6.2 * Double(names.map(\.count).max() ?? 0)
+        let legendWidth = 32 + 7.0 * Double(names.map(\.count).max() ?? 0)
         let legendHeight = 6 + 14 * Double(names.count)
         let corners = [
             (right - 6 - legendWidth, top + 6), (left + 6, top + 6),

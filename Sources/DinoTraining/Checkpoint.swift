@@ -28,6 +28,13 @@ extension SelfDistillation: ShardedTrainingState {
     public var checkpointConfig: String { ConfigLoader.yaml(config) }
     public var checkpointStrategy: String { config.fsdp.shardingStrategy.rawValue }
     public var checkpointCommunicator: any Communicator { communicator.base }
+    public var checkpointPositionResampling: PositionResampling? {
+        resamplesPositionsOnLoad ? positionResampling : nil
+    }
+    /// How this model's position embedding is brought to another grid (the config's offset and antialiasing).
+    var positionResampling: PositionResampling {
+        PositionResampling(offset: config.student.interpolateOffset, antialias: config.student.interpolateAntialias)
+    }
 
     /// Writes this rank's shards and (rank 0) the manifest to `folder`; collective.
     /// `iteration` is the next iteration the run will compute.
@@ -111,6 +118,22 @@ extension SelfDistillation: ShardedTrainingState {
                 throw CheckpointError.mismatch(
                     "\(path) has no tensor \(name) (another architecture? student.arch and the "
                         + "student.* keys must match the file)")
+            }
+            if name == "pos_embed", shape.count == 3, shape != entry.shape, shape[2] == entry.shape[2],
+                let grid = PositionResampling.grid(rows: entry.shape[1]), PositionResampling.grid(rows: shape[1]) != nil
+            {
+                // Weights of another image size (e.g. the 518-px hub weights into a 224-px run): resampled once,
+                // as the official model would resample them at every forward of this crop size.
+                var saved = [Float](repeating: 0, count: shape.reduce(1, *))
+                try saved.withUnsafeMutableBufferPointer { try file.read(name, range: 0..<$0.count, into: $0) }
+                let values = positionResampling.resample(saved, channels: shape[2], toGrid: grid)
+                let mine = part.student.plan.shardRange(entry.unit)
+                let lower = Swift.max(mine.lowerBound, entry.offset)
+                let upper = Swift.min(mine.upperBound, entry.offset + entry.count)
+                for i in lower..<Swift.max(lower, upper) {
+                    part.student.parametersShard[entry.unit][i - mine.lowerBound] = values[i - entry.offset]
+                }
+                continue
             }
             guard shape == entry.shape else {
                 throw CheckpointError.mismatch("\(path): \(name) has shape \(shape), this model's is \(entry.shape)")

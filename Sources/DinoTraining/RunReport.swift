@@ -132,7 +132,7 @@ public enum RunReport {
         records: [MetricsRecord], training: [MetricsRecord], config: TrainingConfig?, launches: [RunLaunch]
     ) -> String {
         let last = training[training.count - 1]
-        let total = config?.totalIterations
+        let total = config?.endIteration
         var rows: [[String]] = []
         if let config {
             let student = config.student

@@ -251,6 +251,9 @@ public final class SelfDistillation {
     }
     /// The world, timed: the step's own collectives (targets, loss and norm checks) add up here.
     let communicator: TimedCommunicator
+    /// Load checkpoints of another crop size, their position embeddings resampled to this model's grid
+    /// (the start of a high-resolution phase, `train.resume_from`); off for resuming a run as it was.
+    public var resamplesPositionsOnLoad = false
     /// The objective's collectives, over `communicator` (so they are timed with it).
     private let rowReducer: CommunicatorRowReducer
 

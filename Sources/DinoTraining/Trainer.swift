@@ -89,7 +89,10 @@ public enum Trainer {
         }
         // Resuming comes before anything is written to the output folder, so a checkpoint of another
         // configuration is refused untouched.
-        let (model, start) = try resume(freshModel: freshModel, output: output, communicator: comm, log: log)
+        var (model, start) = try resume(freshModel: freshModel, output: output, communicator: comm, log: log)
+        if start == 0, !config.train.resumeFrom.isEmpty, checkpoints(in: output).isEmpty {
+            start = try startFrom(config.train.resumeFrom, model: model, log: log)
+        }
         if let report = model.precisionReport {
             if report.isFallback { log.warning(report.text) } else { log.main(report.text) }
         }
@@ -115,7 +118,7 @@ public enum Trainer {
         guard try comm.allReduce(Int64(written), op: .min) == 1 else {
             throw TrainingError.configuration("the output folder \(output) could not be created (see rank 0)")
         }
-        let total = config.totalIterations
+        let total = config.endIteration
         if start >= total {
             log.main("nothing to do: \(output) already holds iteration \(start) of \(total)")
             return .finished(iteration: start)
@@ -298,6 +301,49 @@ public enum Trainer {
         }
         // Every checkpoint failed somewhere, but some loads succeeded here: start from a clean initialisation.
         return (touched ? try freshModel() : model, 0)
+    }
+
+    /// Loads `path` (a checkpoint folder, or a run folder: its newest complete checkpoint) into `model`,
+    /// position embeddings of another crop size resampled; returns the iteration to continue from.
+    static func startFrom(_ path: String, model: SelfDistillation, log: Log) throws -> Int {
+        let folder: String
+        if FileManager.default.fileExists(atPath: path + "/manifest.json") {
+            folder = path
+        } else if let newest = checkpoints(in: path).last(where: {
+            FileManager.default.fileExists(atPath: $0 + "/manifest.json")
+        }) {
+            folder = newest
+        } else {
+            throw TrainingError.configuration(
+                "train.resume_from: \(path) is neither a checkpoint folder nor a training output folder with a "
+                    + "complete checkpoint")
+        }
+        let saved = try ShardedCheckpoint.readManifest(folder)
+        let theirs = try ConfigLoader.load(yaml: saved.config, source: folder + "/manifest.json")
+        model.resamplesPositionsOnLoad = true
+        defer { model.resamplesPositionsOnLoad = false }
+        let start: Int
+        do {
+            start = try model.loadCheckpoint(from: folder)
+        } catch CheckpointError.mismatch(let why) {
+            throw TrainingError.configuration(
+                "train.resume_from: \(folder) holds another model (\(why)); a phase may change the crop sizes, "
+                    + "not the architecture or the heads")
+        }
+        let mine = model.config
+        var change = ""
+        if theirs.crops.globalCropsSize != mine.crops.globalCropsSize {
+            change =
+                "; global crops \(theirs.crops.globalCropsSize) -> \(mine.crops.globalCropsSize) px, position "
+                + "embeddings resampled"
+        }
+        if theirs.totalIterations != mine.totalIterations {
+            log.warning(
+                "train.resume_from: \(folder) was trained with schedules over \(theirs.totalIterations) iterations, "
+                    + "this run's span \(mine.totalIterations): the learning rate and the other schedules jump")
+        }
+        log.main("starting from \(folder) at iteration \(start)\(change)")
+        return start
     }
 
     /// Step time, data wait and exposed communication of the steps since the last record, on this rank.

@@ -70,14 +70,18 @@ struct CheckpointCommand: ParsableCommand {
             discussion: """
                 Every tensor of the teacher (default) or student backbone becomes one dataset named as in \
                 the official hub checkpoints (cls_token, pos_embed, register_tokens, mask_token, \
-                patch_embed.proj.*, blocks.i.*, norm.*); see the README for loading it into PyTorch.
+                patch_embed.proj.*, blocks.i.*, norm.*); see the README for loading it into PyTorch.                 --img-size writes pos_embed for that image size (resampled as the official model does at                 run time), so the file loads strictly into vit_*(patch_size=14, img_size=SIZE), like the                 released 518-px hub weights.
                 """)
         @Argument(help: "Checkpoint folder (holding manifest.json).") var path: String
         @Option(help: "Output HDF5 file (written through a temporary file).") var output: String
         @Option(help: "teacher or student.") var which = "teacher"
+        @Option(
+            name: .customLong("img-size"), help: "Image size of the position embedding (default: the training crop).")
+        var imageSize: Int?
 
         func validate() throws {
             try validateOutputFiles([("--output", output)])
+            if let imageSize, imageSize < 1 { throw ValidationError("--img-size must be positive") }
             guard which == "teacher" || which == "student" else {
                 throw ValidationError("--which must be teacher or student, not \(which)")
             }
@@ -85,8 +89,10 @@ struct CheckpointCommand: ParsableCommand {
 
         func run() throws {
             try reportingErrors {
-                let count = try CheckpointExport.export(checkpoint: path, to: output, which: which)
-                Console.out("wrote \(output): \(count) tensors of the \(which) backbone")
+                let count = try CheckpointExport.export(
+                    checkpoint: path, to: output, which: which, imageSize: imageSize)
+                let size = imageSize.map { " for \($0)-px images" } ?? ""
+                Console.out("wrote \(output): \(count) tensors of the \(which) backbone\(size)")
             }
         }
     }
