@@ -70,7 +70,10 @@ struct CheckpointCommand: ParsableCommand {
             discussion: """
                 Every tensor of the teacher (default) or student backbone becomes one dataset named as in \
                 the official hub checkpoints (cls_token, pos_embed, register_tokens, mask_token, \
-                patch_embed.proj.*, blocks.i.*, norm.*); see the README for loading it into PyTorch.                 --img-size writes pos_embed for that image size (resampled as the official model does at                 run time), so the file loads strictly into vit_*(patch_size=14, img_size=SIZE), like the                 released 518-px hub weights.
+                patch_embed.proj.*, blocks.i.*, norm.*); see the README for loading it into PyTorch. \
+                --img-size writes pos_embed for that image size (resampled as the official model does at \
+                run time), so the file loads strictly into vit_*(patch_size=14, img_size=SIZE), like the \
+                released 518-px hub weights.
                 """)
         @Argument(help: "Checkpoint folder (holding manifest.json).") var path: String
         @Option(help: "Output HDF5 file (written through a temporary file).") var output: String

@@ -55,9 +55,27 @@ struct ConfigTests {
 
     @Test(
         "every shipped config loads",
-        arguments: ["default", "quickstart", "small-data", "vits14", "vitb14", "vitl14", "vitg14", "tests/tiny"])
+        arguments: [
+            "default", "quickstart", "small-data", "vits14", "vitb14", "vitl14", "vitg14", "tests/tiny", "vitl14-518",
+            "vitg14-518", "quickstart-highres",
+        ])
     func shippedConfigs(name: String) throws {
         _ = try ConfigLoader.load(file: root + "/Configs/\(name).yaml")
+    }
+
+    @Test(
+        "a high-resolution phase config is its base recipe with other crop sizes, nothing else",
+        arguments: [
+            ("vitl14", "vitl14-518", 518, 224), ("vitg14", "vitg14-518", 518, 224),
+            ("quickstart", "quickstart-highres", 168, 84),
+        ])
+    func highResolutionPhases(base: String, phase: String, global: Int, local: Int) throws {
+        let recipe = try ConfigLoader.load(file: root + "/Configs/\(base).yaml")
+        var continued = try ConfigLoader.load(file: root + "/Configs/\(phase).yaml")
+        #expect(continued.crops.globalCropsSize == global && continued.crops.localCropsSize == local)
+        (continued.crops.globalCropsSize, continued.crops.localCropsSize) =
+            (recipe.crops.globalCropsSize, recipe.crops.localCropsSize)
+        #expect(continued == recipe, "\(phase) differs from \(base) beyond the crop sizes")
     }
 
     @Test("overrides apply after the file, the file after the defaults")
