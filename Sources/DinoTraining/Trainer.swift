@@ -128,8 +128,7 @@ public enum Trainer {
             config, dataset: images.train, rank: comm.rank, worldSize: comm.worldSize,
             firstStep: start)
         defer { loader.stop() }
-        signal(SIGUSR1) { _ in stopRequested = 1 }
-        signal(SIGTERM) { _ in stopRequested = 1 }
+        catchStopSignals()
         let grid = config.crops.globalCropsSize / config.student.patchSize
         let metrics = output + "/metrics.jsonl"
         let recorder = comm.rank == 0 ? RunRecorder(output: output, start: start, log: log) : nil
@@ -229,6 +228,14 @@ public enum Trainer {
         writeReport(
             model, validation: images.val, source: images.valSource, output: output, iteration: total, log: log)
         return .finished(iteration: total)
+    }
+
+    /// From now on SIGUSR1 and SIGTERM ask the run to save and stop at the next iteration boundary
+    /// instead of killing the process. `train` calls it first thing: a scheduler's early signal can come
+    /// while a rank is still starting (a requeued Slurm job gets it within its first second).
+    public static func catchStopSignals() {
+        signal(SIGUSR1) { _ in stopRequested = 1 }
+        signal(SIGTERM) { _ in stopRequested = 1 }
     }
 
     /// Stops every rank when any was started with other `arguments` than rank 0 (an MPMD launch or a

@@ -30,6 +30,7 @@ struct TrainCommand: ParsableCommand {
     @OptionGroup var memory: MemoryCheckOptions
 
     func run() throws {
+        Trainer.catchStopSignals()
         let file = config ?? Self.defaultConfig
         let loaded = try RankedRun.loadConfig(file: file, overrides: overrides)
         try RankedRun.execute { comm, log in
