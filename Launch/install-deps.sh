@@ -16,7 +16,7 @@ packages=(
 )
 tests=false
 [ "${1:-}" = "--test" ] && tests=true
-$tests && packages+=(chromium)
+$tests && packages+=(chromium iproute2 util-linux)
 
 if $tests && ! python3 -c "import tensorboard" 2>/dev/null; then
   echo "install-deps: installing the Python package tensorboard" >&2
