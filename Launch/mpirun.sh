@@ -10,8 +10,8 @@
 #   OPENBLAS_NUM_THREADS            1 when ranks >= cores (ranks already fill the cores; more BLAS
 #                                   threads only contend), else cores / ranks; an explicit value wins
 # A bare `dinov2-fsdp` means this checkout's release build when there is one, else the one on PATH.
-# SIGINT, SIGTERM and SIGUSR1 reaching this script are forwarded to mpirun, which passes them to
-# every rank (SIGUSR1 asks training to checkpoint and stop).
+# SIGINT and SIGUSR1 reaching this script are forwarded to mpirun, which passes them to every rank
+# (SIGUSR1 asks training to checkpoint and stop); SIGTERM is forwarded as SIGUSR1 (below).
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -55,7 +55,9 @@ mpirun "${flags[@]}" -x OPENBLAS_NUM_THREADS "${args[@]}" "$program" "$@" &
 child=$!
 forward() { kill -s "$1" "$child" 2>/dev/null || true; }
 trap 'forward INT' INT
-trap 'forward TERM' TERM
+# mpirun itself treats SIGTERM as "kill the job"; a SIGTERM here (a scheduler's, `timeout`'s) asks the
+# ranks instead, as SIGUSR1, to save and stop at the next iteration (other subcommands end on it).
+trap 'forward USR1' TERM
 trap 'forward USR1' USR1
 status=0
 while true; do

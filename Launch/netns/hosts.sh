@@ -2,17 +2,19 @@
 # Hosts on one machine for multi-host tests: network namespaces joined by veth links to a bridge that
 # lives in a namespace of its own, so every address involved exists only inside them:
 #   bash Launch/netns/hosts.sh up N [PREFIX]   # hosts PREFIX-1..N at 10.213.0.1..N/24, PREFIX-switch
-#   bash Launch/netns/hosts.sh shape "NETEM"    # e.g. "delay 0.5ms rate 1gbit" on every host's link
+#   bash Launch/netns/hosts.sh shape "QDISC"    # a tc root qdisc on every host's link, e.g.
+#                                               # "tbf rate 1gbit burst 512kb latency 20ms", or "netem
+#                                               # delay 0.25ms rate 1gbit" where the kernel has netem
 #   bash Launch/netns/hosts.sh down [PREFIX]    # removes them all
 # Each host namespace has lo and eth0 (10.213.0.i). Open MPI starts ranks in them through
 # Launch/netns/agent.sh (its rsh agent); Launch/netns/mpirun.sh puts it together. Needs root.
 set -euo pipefail
-action="${1:?usage: hosts.sh up N [PREFIX] | shape NETEM [PREFIX] | down [PREFIX]}"
+action="${1:?usage: hosts.sh up N [PREFIX] | shape QDISC [PREFIX] | down [PREFIX]}"
 case "$action" in
   up) count="${2:?usage: hosts.sh up N [PREFIX]}"; prefix="${3:-dino}" ;;
-  shape) netem="${2:?usage: hosts.sh shape NETEM [PREFIX]}"; prefix="${3:-dino}" ;;
+  shape) qdisc="${2:?usage: hosts.sh shape QDISC [PREFIX]}"; prefix="${3:-dino}" ;;
   down) prefix="${2:-dino}" ;;
-  *) echo "usage: hosts.sh up N [PREFIX] | shape NETEM [PREFIX] | down [PREFIX]" >&2; exit 2 ;;
+  *) echo "usage: hosts.sh up N [PREFIX] | shape QDISC [PREFIX] | down [PREFIX]" >&2; exit 2 ;;
 esac
 [ "$(id -u)" -eq 0 ] || { echo "error: network namespaces need root" >&2; exit 1; }
 hosts() { ip netns list | awk '{print $1}' | grep -E "^$prefix-[0-9]+$" | sort -t- -k2 -n || true; }
@@ -27,9 +29,11 @@ case "$action" in
   down) down; exit 0 ;;
   shape)
     for h in $(hosts); do
-      ip netns exec "$h" tc qdisc replace dev eth0 root netem $netem
+      # shellcheck disable=SC2086  # the qdisc and its parameters are words
+      ip netns exec "$h" tc qdisc replace dev eth0 root $qdisc \
+        || { echo "error: tc cannot set '$qdisc' here (a kernel without that qdisc?)" >&2; exit 1; }
     done
-    echo "links of $(hosts | wc -l) hosts shaped: $netem"
+    echo "links of $(hosts | wc -l) hosts shaped: $qdisc"
     exit 0 ;;
 esac
 

@@ -87,6 +87,7 @@ extension TrainingConfig {
         require(train.seed >= 0, "train.seed", "must be >= 0")
         require(train.logEvery >= 1, "train.log_every", "must be >= 1")
         require(train.stopIteration >= 0, "train.stop_iteration", "must be >= 0 (0 = the last iteration)")
+        require(train.collectiveTimeout >= 0, "train.collective_timeout", "must be >= 0 seconds (0 = no timeout)")
 
         // teacher
         require((0...1).contains(teacher.momentumTeacher), "teacher.momentum_teacher", "must be in [0, 1]")

@@ -101,6 +101,9 @@ public struct TrainConfig: Codable, Equatable, Sendable {
     /// schedules still spanning all epochs (ours; 0 = the last iteration). A run that hands over to a
     /// high-resolution phase stops here.
     public var stopIteration = 0
+    /// Seconds a rank may wait in one collective before the run checks every rank's heartbeat: ranks
+    /// that stopped (killed, SIGSTOPped, hung) are named and the job ends (ours; 0 = wait forever).
+    public var collectiveTimeout = 1800.0
 
     enum CodingKeys: String, CodingKey {
         case batchSizePerRank = "batch_size_per_gpu"
@@ -115,6 +118,7 @@ public struct TrainConfig: Codable, Equatable, Sendable {
         case logEvery = "log_every"
         case resumeFrom = "resume_from"
         case stopIteration = "stop_iteration"
+        case collectiveTimeout = "collective_timeout"
     }
 }
 

@@ -36,6 +36,7 @@ public final class CropLoader: @unchecked Sendable {
     private var failure: Error? = nil
     private let condition = NSCondition()
     private var warned: Set<String> = []
+    private var unreadable: Set<Int> = []
     private var thread: Thread? = nil
 
     /// Starts producing from `firstStep` (the resume position).
@@ -143,6 +144,13 @@ public final class CropLoader: @unchecked Sendable {
             labels: indices.map { dataset.samples[$0].label }, skipped: skipped.reduce(0, +))
     }
 
+    /// Dataset indices of the unreadable files this loader has met so far, ascending.
+    public var unreadableIndices: [Int] {
+        condition.lock()
+        defer { condition.unlock() }
+        return unreadable.sorted()
+    }
+
     /// The first readable image at or after `index` (wrapping), and how many were skipped.
     func load(startingAt index: Int) -> (RGBImage, Int, Int) {
         var misses = 0
@@ -156,6 +164,7 @@ public final class CropLoader: @unchecked Sendable {
                 misses += 1
                 condition.lock()
                 let first = warned.insert(path).inserted
+                unreadable.insert(candidate)
                 condition.unlock()
                 if first { Console.write("warning: skipping \(path): \(fileProblem(error))\n", to: 2) }
             }

@@ -28,6 +28,8 @@ public struct MetricsRecord: Codable, Equatable, Sendable {
     /// Each rank's peak resident set size (maxRSSBytes is the largest).
     public var maxRSSBytesByRank: [Int]?
     public var skippedImages: Int?
+    /// Unreadable images skipped since the run's first iteration, over all ranks (resumed runs continue it).
+    public var skippedImagesTotal: Int?
     public var teacherEntropy: Double?
     public var teacherMeanEntropy: Double?
     public var teacherPrototypesInUse: Int?
@@ -58,6 +60,7 @@ public struct MetricsRecord: Codable, Equatable, Sendable {
         case maxRSSBytes = "max_rss_bytes"
         case maxRSSBytesByRank = "max_rss_bytes_by_rank"
         case skippedImages = "skipped_images"
+        case skippedImagesTotal = "skipped_images_total"
         case teacherEntropy = "teacher_entropy"
         case teacherMeanEntropy = "teacher_mean_entropy"
         case teacherPrototypesInUse = "teacher_prototypes_in_use"
@@ -100,6 +103,9 @@ public enum MetricsError: Error, CustomStringConvertible {
     }
 }
 
+/// The C library's text for the last failed system call (for MetricsError.unwritable).
+func systemReason() -> String { String(cString: strerror(errno)) }
+
 /// Reads and appends metrics.jsonl files.
 public enum MetricsFile {
     /// The records of `path`, in file order.
@@ -128,12 +134,16 @@ public enum MetricsFile {
         encoder.outputFormatting = [.sortedKeys]
         var data = try encoder.encode(record)
         data.append(0x0A)
-        if let handle = FileHandle(forWritingAtPath: path) {
-            defer { try? handle.close() }
-            try handle.seekToEnd()
-            try handle.write(contentsOf: data)
-        } else {
-            try data.write(to: URL(fileURLWithPath: path))
+        do {
+            if let handle = FileHandle(forWritingAtPath: path) {
+                defer { try? handle.close() }
+                try handle.seekToEnd()
+                try handle.write(contentsOf: data)
+            } else {
+                try data.write(to: URL(fileURLWithPath: path))
+            }
+        } catch {
+            throw MetricsError.unwritable(path, reason: systemReason())
         }
     }
 }

@@ -114,9 +114,6 @@ public final class TensorBoardWriter {
     }
 }
 
-/// The C library's text for the last failed system call.
-func systemReason() -> String { String(cString: strerror(errno)) }
-
 /// CRC-32C (Castagnoli, reflected polynomial 0x82F63B78), as TFRecord files checksum their records.
 public enum CRC32C {
     static let table: [UInt32] = (0..<256).map { n in

@@ -68,6 +68,14 @@ public enum Trainer {
         checkMemory: (TrainingConfig, Int) throws -> Void = { _, _ in }
     ) throws -> TrainingOutcome {
         let config = loaded.resolved(worldSize: comm.worldSize)
+        // Every collective of the run watched: a rank that stops is named instead of hanging the others.
+        let watchdog =
+            config.train.collectiveTimeout > 0
+            ? CollectiveWatchdog(
+                rank: comm.rank, worldSize: comm.worldSize, folder: output + "/.heartbeats",
+                timeout: config.train.collectiveTimeout) : nil
+        defer { watchdog?.stop() }
+        let comm: any Communicator = watchdog.map { WatchedCommunicator(comm, watchdog: $0) } ?? comm
         try checkSameArguments([ConfigLoader.yaml(config), output, data ?? "", val ?? ""], communicator: comm)
         let images = try openData(config: config, data: data, val: val, communicator: comm)
         let b = config.train.batchSizePerRank, globalBatch = b * comm.worldSize
@@ -145,6 +153,7 @@ public enum Trainer {
         // Wall time of this run (from here; a resumed run continues from the last record's value), for
         // learning curves against time.
         let clockStart = MonotonicClock.seconds() - lastElapsedSeconds(metrics: metrics, before: start)
+        var skippedSoFar = lastSkippedTotal(metrics: metrics, before: start)
         func elapsed() -> Double { MonotonicClock.seconds() - clockStart }
         let period = config.evaluation.evalPeriodIterations
         /// The teacher's k-NN on the validation split, logged and recorded at `iteration`.
@@ -168,6 +177,7 @@ public enum Trainer {
                 try save(model, output: output, iteration: iteration, config: config, log: log)
                 log.main("stop requested: saved iteration \(iteration); run the same command to continue")
                 if comm.rank == 0 { writeCurves(output: output, log: log) }
+                try reportUnreadable(loader, dataset: images.train, output: output, communicator: comm, log: log)
                 writeReport(
                     model, validation: images.val, source: images.valSource, output: output, iteration: iteration,
                     log: log)
@@ -197,6 +207,8 @@ public enum Trainer {
                     model, iteration: iteration, losses: losses, window: &window,
                     globalBatch: globalBatch, communicator: comm)
                 record.elapsedSeconds = elapsed()
+                skippedSoFar += record.skippedImages ?? 0
+                record.skippedImagesTotal = skippedSoFar
                 try recorder?.append(record)
                 log.main(
                     progressLine(record, total: total, secondsPerStep: window.slowestSeconds / Double(window.steps)))
@@ -225,6 +237,7 @@ public enum Trainer {
             try recorder?.append(record)
         }
         if comm.rank == 0 { writeCurves(output: output, log: log) }
+        try reportUnreadable(loader, dataset: images.train, output: output, communicator: comm, log: log)
         writeReport(
             model, validation: images.val, source: images.valSource, output: output, iteration: total, log: log)
         return .finished(iteration: total)
@@ -461,6 +474,36 @@ public enum Trainer {
             if keepEvery > 0 && number % (period * keepEvery) == 0 { continue }
             try? FileManager.default.removeItem(atPath: old)
         }
+    }
+
+    /// Every rank's unreadable training images, gathered (collective): rank 0 logs how many and the
+    /// first names, and writes them all to OUTPUT/unreadable-images.txt. Nothing when there were none.
+    static func reportUnreadable(
+        _ loader: CropLoader, dataset: ImageDataset, output: String, communicator comm: any Communicator, log: Log
+    ) throws {
+        let mine = loader.unreadableIndices.map(Int64.init)
+        let most = Int(try comm.allReduce(Int64(mine.count), op: .max))
+        guard most > 0 else { return }
+        let padded = mine + [Int64](repeating: -1, count: most - mine.count)
+        var all = [Int64](repeating: -1, count: most * comm.worldSize)
+        try padded.withUnsafeBufferPointer { shard in
+            try all.withUnsafeMutableBufferPointer { try comm.allGather(shard, into: $0) }
+        }
+        guard comm.rank == 0 else { return }
+        let paths = Set(all.filter { $0 >= 0 }.map(Int.init)).sorted().map { dataset.samples[$0].path }
+        let file = output + "/unreadable-images.txt"
+        try? (paths.joined(separator: "\n") + "\n").write(toFile: file, atomically: true, encoding: .utf8)
+        let shown = paths.prefix(20).joined(separator: ", ")
+        let more = paths.count > 20 ? ", and \(paths.count - 20) more" : ""
+        log.warning(
+            "\(paths.count) unreadable training image(s) were skipped (each replaced by the next readable one); "
+                + "all listed in \(file): \(shown)\(more)")
+    }
+
+    /// The `skipped_images_total` of the last training record of `metrics` before iteration `start` (0 if none).
+    static func lastSkippedTotal(metrics: String, before start: Int) -> Int {
+        guard start > 0, let records = try? MetricsFile.read(metrics) else { return 0 }
+        return records.filter { $0.iteration <= start && $0.isTraining }.last?.skippedImagesTotal ?? 0
     }
 
     /// The largest `elapsed_seconds` among the records of `metrics` before iteration `start` (0 if none).

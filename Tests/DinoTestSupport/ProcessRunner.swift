@@ -97,13 +97,21 @@ public enum ProcessRunner {
 
     /// Starts the built `dinov2-fsdp` on `ranks` ranks through Launch/mpirun.sh without waiting;
     /// its output goes to /dev/null.
-    public static func startMPI(ranks: Int, _ arguments: [String]) throws -> Process {
+    /// With `log`, stdout and stderr go to that file instead.
+    public static func startMPI(ranks: Int, _ arguments: [String], log: URL? = nil) throws -> Process {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/bin/bash")
         process.arguments = [TestPaths.mpirunWrapper.path, "-n", String(ranks), TestPaths.executable.path] + arguments
         process.currentDirectoryURL = TestPaths.packageRoot
-        process.standardOutput = FileHandle.nullDevice
-        process.standardError = FileHandle.nullDevice
+        if let log {
+            _ = FileManager.default.createFile(atPath: log.path, contents: nil)
+            let handle = try FileHandle(forWritingTo: log)
+            process.standardOutput = handle
+            process.standardError = handle
+        } else {
+            process.standardOutput = FileHandle.nullDevice
+            process.standardError = FileHandle.nullDevice
+        }
         process.standardInput = FileHandle.nullDevice
         try launchUnblocked(process)
         return process
@@ -115,6 +123,21 @@ public enum ProcessRunner {
             URL(fileURLWithPath: "/bin/bash"),
             [TestPaths.mpirunWrapper.path, "-n", String(ranks), TestPaths.executable.path] + arguments,
             timeout: timeout)
+    }
+
+    /// The ranks of a training job writing to `output`: processes whose command line starts with the
+    /// executable (not mpirun or the launch wrapper) and names `output`.
+    public static func rankProcesses(writing output: String) -> [Int32] {
+        var pids: [Int32] = []
+        for entry in (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? [] {
+            guard let pid = Int32(entry), let data = FileManager.default.contents(atPath: "/proc/\(entry)/cmdline")
+            else { continue }
+            let words = data.split(separator: 0).map { String(decoding: $0, as: UTF8.self) }
+            if words.first?.hasSuffix("dinov2-fsdp") == true && words.contains("train") && words.contains(output) {
+                pids.append(pid)
+            }
+        }
+        return pids.sorted()
     }
 
     /// Starts `process` with no signal blocked: a child inherits the mask of the spawning thread, and the

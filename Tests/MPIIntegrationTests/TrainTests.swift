@@ -14,21 +14,6 @@ private func metrics(_ folder: String) throws -> [[String: Any]] {
     }
 }
 
-/// A rank of the training job writing to `output`: a process whose command line starts with the
-/// executable (not mpirun or the launch wrapper) and names `output`.
-private func rankProcess(writing output: String) -> Int32? {
-    for entry in (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? [] {
-        guard let pid = Int32(entry), let data = FileManager.default.contents(atPath: "/proc/\(entry)/cmdline") else {
-            continue
-        }
-        let words = data.split(separator: 0).map { String(decoding: $0, as: UTF8.self) }
-        if words.first?.hasSuffix("dinov2-fsdp") == true && words.contains("train") && words.contains(output) {
-            return pid
-        }
-    }
-    return nil
-}
-
 @Suite("train under mpirun", .serialized)
 struct TrainTests {
     static let fields = [
@@ -319,7 +304,7 @@ struct TrainTests {
             let deadline = Date().addingTimeInterval(120)
             var rank: Int32?
             while !killed && job.isRunning && Date() < deadline {
-                rank = rank ?? rankProcess(writing: output)
+                rank = rank ?? ProcessRunner.rankProcesses(writing: output).first
                 if let rank, !interrupted().isEmpty {
                     kill(rank, SIGKILL)
                     killed = true
