@@ -3,7 +3,8 @@
 // resumes from the last complete checkpoint; SIGTERM during a save completes that save and stops
 // cleanly; a checkpoint with a bad manifest or a missing rank file is passed over for the previous
 // one; a disk too full for the next save stops the job before writing it, naming the path, and
-// leaves the previous checkpoint intact; a rank stopped with SIGSTOP is named by the collective timeout instead of hanging the job;
+// leaves the previous checkpoint intact; a rank stopped with SIGSTOP is named by the collective
+// timeout instead of hanging the job;
 // unreadable images are reported with the run's total over ranks and every file named.
 
 import DinoTestSupport
