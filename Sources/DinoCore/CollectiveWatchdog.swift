@@ -21,26 +21,43 @@ public final class CollectiveWatchdog: @unchecked Sendable {
     private var waitingIn = ""
     private var warnedAt = 0.0
     private var stopped = false
+    private var armed = false
     private var thread: Thread?
 
-    /// Starts the heartbeat thread (the folder is created if missing).
+    /// Starts the thread; heartbeats and checks begin with `arm()`.
     public init(rank: Int, worldSize: Int, folder: String, timeout: Double) {
         self.rank = rank
         self.worldSize = worldSize
         self.folder = folder
         self.timeout = timeout
-        try? FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
         let thread = Thread { [weak self] in self?.watch() }
         thread.name = "collective-watchdog"
         self.thread = thread
         thread.start()
     }
 
-    /// Stops the thread (at the end of a run).
+    /// Creates the heartbeat folder and starts heartbeats and checks (once the run's output folder may
+    /// be written: a run refused before that leaves nothing behind).
+    public func arm() {
+        try? FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+        lock.lock()
+        armed = true
+        let count = collectives
+        lock.unlock()
+        writeHeartbeat(collectives: count, waiting: false)  // at once: a rank stopped right away is known
+    }
+
+    private func writeHeartbeat(collectives count: Int, waiting: Bool) {
+        try? "\(count) \(waiting ? 1 : 0)\n".write(toFile: heartbeatPath(rank), atomically: true, encoding: .utf8)
+    }
+
+    /// Stops the thread and removes this rank's heartbeat (at the end of a run).
     public func stop() {
         lock.lock()
         stopped = true
+        let wasArmed = armed
         lock.unlock()
+        if wasArmed { try? FileManager.default.removeItem(atPath: heartbeatPath(rank)) }
     }
 
     /// Marks the calling thread as waiting in collective `name` while `body` runs.
@@ -65,12 +82,15 @@ public final class CollectiveWatchdog: @unchecked Sendable {
         let interval = max(0.2, timeout / 6)
         while true {
             lock.lock()
-            let (done, count, since, name) = (stopped, collectives, waitingSince, waitingIn)
+            let (done, ready, count, since, name) = (stopped, armed, collectives, waitingSince, waitingIn)
             lock.unlock()
             if done { return }
+            if !ready {
+                Thread.sleep(forTimeInterval: interval)
+                continue
+            }
             let now = Date().timeIntervalSince1970
-            try? "\(count) \(since == nil ? 0 : 1)\n".write(
-                toFile: heartbeatPath(rank), atomically: true, encoding: .utf8)
+            writeHeartbeat(collectives: count, waiting: since != nil)
             if let since, now - since > timeout { check(waitedSince: since, in: name, collectives: count, now: now) }
             Thread.sleep(forTimeInterval: interval)
         }

@@ -126,6 +126,7 @@ public enum Trainer {
         guard try comm.allReduce(Int64(written), op: .min) == 1 else {
             throw TrainingError.configuration("the output folder \(output) could not be created (see rank 0)")
         }
+        watchdog?.arm()
         let total = config.endIteration
         if start >= total {
             log.main("nothing to do: \(output) already holds iteration \(start) of \(total)")
