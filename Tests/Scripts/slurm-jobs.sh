@@ -3,7 +3,8 @@
 # test config and 2 tasks, twice:
 #   A  a job that runs to its end (8 iterations) into OUT/a;
 #   B  a job with a one-minute limit and the template's early signal moved to 40 s before it, long
-#      enough (20000 iterations) to be running when SIGUSR1 comes: it must checkpoint, requeue itself
+#      enough (30000 iterations, about 70 s here; Slurm checks limits every 30 s, so the signal comes
+#      within about 30 s) to be running when SIGUSR1 comes: it must checkpoint, requeue itself
 #      and, started again, resume and finish into OUT/b. Once it is requeued its limit is raised to 10
 #      minutes and its start brought forward (Slurm holds a requeued job about two minutes), so the
 #      second start runs to the end instead of being signalled again.
@@ -36,7 +37,7 @@ grep -q "finished at iteration 8" "$out/a.log" || { echo "error: job A did not f
 
 echo "job B: one-minute limit, SIGUSR1 40 s before it"
 job=$("${submit[@]}" --time=1 --signal=B:USR1@40 --output="$out/b.log" Launch/slurm/train.sbatch "${common[@]}" \
-  "$out/b" "train.dataset_path=$data/train" train.OFFICIAL_EPOCH_LENGTH=10000 train.log_every=1000 \
+  "$out/b" "train.dataset_path=$data/train" train.OFFICIAL_EPOCH_LENGTH=15000 train.log_every=1000 \
   checkpointing.period=100000)
 deadline=$((SECONDS + 240))
 until grep -q "requeueing job $job" "$out/b.log" 2>/dev/null; do
@@ -52,6 +53,6 @@ until [ -z "$(squeue -h -j "$job" -o %T 2>/dev/null)" ]; do
 done
 job=""
 grep -q "stop requested: saved iteration" "$out/b.log" && grep -q "resumed from" "$out/b.log" \
-  && grep -q "finished at iteration 20000" "$out/b.log" \
+  && grep -q "finished at iteration 30000" "$out/b.log" \
   || { echo "error: job B did not checkpoint, resume and finish:"; cat "$out/b.log"; exit 1; }
 echo "slurm jobs done: $(grep -o 'stop requested: saved iteration [0-9]*' "$out/b.log")"
