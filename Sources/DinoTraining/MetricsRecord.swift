@@ -128,6 +128,38 @@ public enum MetricsFile {
         return records
     }
 
+    /// A resumed run computes the iterations after `start` again: their old lines move from `path` to
+    /// metrics.replaced.jsonl beside it (appended, nothing lost), so the curves, the report and the
+    /// TensorBoard events (which drop them too) show each iteration once. Lines are moved as they are.
+    public static func setAsideRecords(after start: Int, of path: String, log: Log) throws {
+        guard start > 0, let data = FileManager.default.contents(atPath: path),
+            let text = String(data: data, encoding: .utf8)
+        else { return }
+        var kept: [Substring] = [], replaced: [Substring] = []
+        let decoder = JSONDecoder()
+        for line in text.split(separator: "\n") where !line.trimmingCharacters(in: .whitespaces).isEmpty {
+            let iteration = (try? decoder.decode(MetricsRecord.self, from: Data(line.utf8)))?.iteration ?? 0
+            if iteration > start { replaced.append(line) } else { kept.append(line) }
+        }
+        guard !replaced.isEmpty else { return }
+        let aside = (path as NSString).deletingPathExtension + ".replaced.jsonl"
+        do {
+            let handle = FileHandle(forWritingAtPath: aside)
+            if let handle {
+                try handle.seekToEnd()
+                try handle.write(contentsOf: Data((replaced.joined(separator: "\n") + "\n").utf8))
+                try handle.close()
+            } else {
+                try Data((replaced.joined(separator: "\n") + "\n").utf8).write(to: URL(fileURLWithPath: aside))
+            }
+            try Data((kept.joined(separator: "\n") + (kept.isEmpty ? "" : "\n")).utf8)
+                .write(to: URL(fileURLWithPath: path), options: .atomic)
+        } catch {
+            throw MetricsError.unwritable(path, reason: systemReason())
+        }
+        log.main("\(replaced.count) record(s) after iteration \(start) will be computed again: moved to \(aside)")
+    }
+
     /// Appends `record` as one line of `path` (created if missing).
     public static func append(_ record: MetricsRecord, to path: String) throws {
         let encoder = JSONEncoder()

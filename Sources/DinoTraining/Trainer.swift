@@ -142,6 +142,7 @@ public enum Trainer {
         let metrics = output + "/metrics.jsonl"
         let recorder = comm.rank == 0 ? RunRecorder(output: output, start: start, log: log) : nil
         if comm.rank == 0 {
+            try MetricsFile.setAsideRecords(after: start, of: metrics, log: log)
             try RunLaunch(
                 worldSize: comm.worldSize, firstIteration: start, data: images.source, validation: images.valSource,
                 arguments: CommandLine.arguments

@@ -13,7 +13,8 @@ import Testing
 @Suite("watching a run: TensorBoard events and the HTML report", .serialized)
 struct ObservabilityTests {
     /// A run folder trained on 2 ranks for 8 iterations, resumed at iteration 4 (its iterations 5-8 and
-    /// the final k-NN logged twice in metrics.jsonl, in two event files), and its dataset's root.
+    /// the final k-NN computed twice: the first ones set aside in metrics.replaced.jsonl, both in the two
+    /// event files), and its dataset's root.
     static func resumedRun() throws -> (root: URL, output: String) {
         let root = try TestPaths.temporaryDirectory()
         let synth = try ProcessRunner.dinov2([
@@ -67,7 +68,10 @@ struct ObservabilityTests {
             }
         }
         #expect(keys.contains("max_rss_bytes_by_rank") && keys.contains("knn_top1") && keys.contains("lr"))
-        #expect(text.split(separator: "\n").count > 8 + 3 + 4, "the resumed run should have logged steps 5-8 again")
+        // The first run's records after iteration 4 (steps 5-8 and its final k-NN) were set aside.
+        let replaced = try String(contentsOfFile: output + "/metrics.replaced.jsonl", encoding: .utf8)
+        #expect(replaced.split(separator: "\n").count == 5, "\(replaced)")
+        #expect(text.split(separator: "\n").count == 8 + 3, "each iteration once: 8 training records, 3 k-NN")
 
         let reader = try ProcessRunner.run(
             URL(fileURLWithPath: "/usr/bin/env"),
