@@ -11,7 +11,7 @@
 #                                   threads only contend), else cores / ranks; an explicit value wins
 # A bare `dinov2-fsdp` means this checkout's release build when there is one, else the one on PATH.
 # SIGINT and SIGUSR1 reaching this script are forwarded to mpirun, which passes them to every rank
-# (SIGUSR1 asks training to checkpoint and stop); SIGTERM is forwarded as SIGUSR1 (below).
+# (SIGUSR1 asks training to checkpoint and stop); SIGTERM is forwarded as SIGUSR1 (wait-forwarding.sh).
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -52,18 +52,6 @@ fi
 flags+=(--mca btl self,vader)
 
 mpirun "${flags[@]}" -x OPENBLAS_NUM_THREADS "${args[@]}" "$program" "$@" &
-child=$!
-forward() { kill -s "$1" "$child" 2>/dev/null || true; }
-trap 'forward INT' INT
-# mpirun itself treats SIGTERM as "kill the job"; a SIGTERM here (a scheduler's, `timeout`'s) asks the
-# ranks instead, as SIGUSR1, to save and stop at the next iteration (other subcommands end on it).
-trap 'forward USR1' TERM
-trap 'forward USR1' USR1
-status=0
-while true; do
-  wait "$child" && status=0 || status=$?
-  # wait returns >128 when a trapped signal interrupted it; keep waiting for mpirun itself.
-  if kill -0 "$child" 2>/dev/null; then continue; fi
-  break
-done
-exit "$status"
+# shellcheck source=Launch/wait-forwarding.sh
+source "$here/wait-forwarding.sh"
+wait_forwarding_signals $!

@@ -4,7 +4,7 @@
 #   bash Launch/netns/mpirun.sh HOSTS RANKS_PER_HOST PROGRAM [ARGS...]
 # runs HOSTS x RANKS_PER_HOST ranks, rank r on host r / RANKS_PER_HOST; mpirun itself runs in host 1.
 # Each host has its own host name (dino-i), so MPI's node-local groups (HYBRID_SHARD's default
-# groups) are the hosts. Needs root; SIGINT/SIGTERM/SIGUSR1 are forwarded as by Launch/mpirun.sh.
+# groups) are the hosts. Needs root; signals are forwarded as by Launch/mpirun.sh (wait-forwarding.sh).
 set -euo pipefail
 hosts="${1:?usage: mpirun.sh HOSTS RANKS_PER_HOST PROGRAM [ARGS...]}"
 per="${2:?usage: mpirun.sh HOSTS RANKS_PER_HOST PROGRAM [ARGS...]}"
@@ -31,14 +31,6 @@ flags=(--allow-run-as-root --oversubscribe --bind-to none --mca mpi_yield_when_i
   -x DINO_NETNS_PREFIX)
 quoted=$(printf '%q ' mpirun "${flags[@]}" "$program" "$@")
 ip netns exec "$prefix-1" unshare --uts /bin/sh -c "hostname $prefix-1; exec $quoted" &
-child=$!
-forward() { kill -s "$1" "$child" 2>/dev/null || true; }
-trap 'forward INT' INT
-trap 'forward TERM' TERM
-trap 'forward USR1' USR1
-status=0
-while true; do
-  wait "$child" && status=0 || status=$?
-  kill -0 "$child" 2>/dev/null || break
-done
-exit "$status"
+# shellcheck source=Launch/wait-forwarding.sh
+source "$here/../wait-forwarding.sh"
+wait_forwarding_signals $!

@@ -474,9 +474,7 @@ public enum ShardedCheckpoint {
         guard resampling != nil,
             let mine = part.table.entries.first(where: { $0.tensor == "pos_embed" && $0.isWholeTensor }),
             let theirs = saved.tensors.first(where: { $0.whole.name == "pos_embed" && $0.tensor == nil }),
-            mine.shape != theirs.shape, mine.shape.count == 3, theirs.shape.count == 3,
-            mine.shape[2] == theirs.shape[2], PositionResampling.grid(rows: mine.shape[1]) != nil,
-            PositionResampling.grid(rows: theirs.shape[1]) != nil
+            PositionResampling.targetGrid(from: theirs.shape, to: mine.shape) != nil
         else { return [] }
         return ["pos_embed"]
     }
@@ -494,9 +492,7 @@ public enum ShardedCheckpoint {
         else { return }
         let d = entry.shape[2], count = source.shape.reduce(1, *)
         let oldShard = CollectiveShape.padded(saved.unitCounts[source.unit], toMultipleOf: shards) / shards
-        let range = part.plan.shardRange(entry.unit)
-        let lower = Swift.max(range.lowerBound, entry.offset),
-            upper = Swift.min(range.upperBound, entry.offset + entry.count)
+        guard let slice = part.plan.localSlice(of: entry) else { return }
         for (kind, pointer) in part.shards(entry.unit) {
             var values = [Float](repeating: 0, count: count)
             try values.withUnsafeMutableBufferPointer { buffer in
@@ -506,8 +502,7 @@ public enum ShardedCheckpoint {
             }
             var resized = resampling.resample(values, channels: d, toGrid: grid)
             if kind == "adam_v" { resized = resized.map { Swift.max($0, 0) } }
-            guard lower < upper else { continue }
-            for i in lower..<upper { pointer[i - range.lowerBound] = resized[i - entry.offset] }
+            for (i, j) in zip(slice.inEntry, slice.inShard) { pointer[j] = resized[i] }
         }
     }
 

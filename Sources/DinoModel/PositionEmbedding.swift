@@ -165,6 +165,15 @@ public struct PositionResampling: Sendable, Equatable {
         return m * m == rows - 1 && m > 0 ? m : nil
     }
 
+    /// The grid to resample to when a position embedding saved with shape `saved` ([1, 1 + M * M, D]) is
+    /// loaded into one of shape `shape` ([1, 1 + G * G, D], the same D, G != M); nil otherwise.
+    public static func targetGrid(from saved: [Int], to shape: [Int]) -> Int? {
+        guard saved != shape, saved.count == 3, shape.count == 3, saved[2] == shape[2],
+            grid(rows: saved[1]) != nil
+        else { return nil }
+        return grid(rows: shape[1])
+    }
+
     /// `values` [1 + M * M, D] (CLS row first) on a `grid` x `grid` patch grid: the CLS row unchanged,
     /// the grid resampled (bicubic, the official offset and antialiasing).
     public func resample(_ values: [Float], channels d: Int, toGrid grid: Int) -> [Float] {

@@ -119,34 +119,25 @@ extension SelfDistillation: ShardedTrainingState {
                     "\(path) has no tensor \(name) (another architecture? student.arch and the "
                         + "student.* keys must match the file)")
             }
-            if name == "pos_embed", shape.count == 3, shape != entry.shape, shape[2] == entry.shape[2],
-                let grid = PositionResampling.grid(rows: entry.shape[1]), PositionResampling.grid(rows: shape[1]) != nil
-            {
+            let shard = part.student.parametersShard[entry.unit]
+            if name == "pos_embed", let grid = PositionResampling.targetGrid(from: shape, to: entry.shape) {
                 // Weights of another image size (e.g. the 518-px hub weights into a 224-px run): resampled once,
                 // as the official model would resample them at every forward of this crop size.
                 var saved = [Float](repeating: 0, count: shape.reduce(1, *))
                 try saved.withUnsafeMutableBufferPointer { try file.read(name, range: 0..<$0.count, into: $0) }
                 let values = positionResampling.resample(saved, channels: shape[2], toGrid: grid)
-                let mine = part.student.plan.shardRange(entry.unit)
-                let lower = Swift.max(mine.lowerBound, entry.offset)
-                let upper = Swift.min(mine.upperBound, entry.offset + entry.count)
-                for i in lower..<Swift.max(lower, upper) {
-                    part.student.parametersShard[entry.unit][i - mine.lowerBound] = values[i - entry.offset]
+                if let slice = part.student.plan.localSlice(of: entry) {
+                    for (i, j) in zip(slice.inEntry, slice.inShard) { shard[j] = values[i] }
                 }
                 continue
             }
             guard shape == entry.shape else {
                 throw CheckpointError.mismatch("\(path): \(name) has shape \(shape), this model's is \(entry.shape)")
             }
-            let count = entry.shape.reduce(1, *)
-            let mine = part.student.plan.shardRange(entry.unit)
-            let lower = Swift.max(mine.lowerBound, entry.offset),
-                upper = Swift.min(mine.upperBound, entry.offset + count)
-            guard lower < upper else { continue }
-            let target = part.student.parametersShard[entry.unit] + (lower - mine.lowerBound)
+            guard let slice = part.student.plan.localSlice(of: entry) else { continue }
             try file.read(
-                name, range: (lower - entry.offset)..<(upper - entry.offset),
-                into: UnsafeMutableBufferPointer(start: target, count: upper - lower))
+                name, range: slice.inEntry,
+                into: UnsafeMutableBufferPointer(start: shard + slice.inShard.lowerBound, count: slice.inShard.count))
         }
         part.copyStudentToTeacher()
     }

@@ -17,21 +17,11 @@ struct FaultTests {
 
     init() throws {
         root = try TestPaths.temporaryDirectory()
-        let synth = try ProcessRunner.dinov2([
-            "data", "synth", "--output", root.path, "--classes", "4", "--per-class", "4", "--val-per-class", "1",
-            "--size", "40",
-        ])
-        guard synth.status == 0 else { throw TestFailure(message: synth.stderr) }
+        try TrainingRuns.synthesize(into: root.path)
     }
 
     func arguments(_ output: String, _ extra: [String] = []) -> [String] {
         ["train", "--config", "Configs/tests/tiny.yaml", "--data", root.path + "/train", "--output", output] + extra
-    }
-
-    func records(_ folder: String) throws -> [[String: Any]] {
-        try String(contentsOfFile: folder + "/metrics.jsonl", encoding: .utf8).split(separator: "\n").map {
-            try JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] ?? [:]
-        }
     }
 
     func complete(_ output: String) -> [String] {
@@ -117,7 +107,7 @@ struct FaultTests {
         defer { try? FileManager.default.removeItem(at: root) }
         let straightFolder = root.path + "/straight"
         #expect(try ProcessRunner.mpirun(ranks: 2, arguments(straightFolder), timeout: 240).status == 0)
-        let straight = try records(straightFolder)
+        let straight = try TrainingRuns.records(straightFolder)
         for damage in ["manifest", "rank file"] {
             let output = root.path + "/run-" + damage.replacingOccurrences(of: " ", with: "-")
             let first = try ProcessRunner.mpirun(ranks: 2, arguments(output, ["train.stop_iteration=6"]), timeout: 240)
@@ -133,7 +123,7 @@ struct FaultTests {
             #expect(again.stderr.contains("passing over \(newest)"), "\(damage): \(again.stderr)")
             #expect(again.stdout.contains("resumed from \(output)/checkpoints/checkpoint-00000004"), "\(again.stdout)")
             // The replayed steps 5-8 equal the straight run's.
-            let resumed = try records(output).filter { ($0["iteration"] as? Int ?? 0) > 4 }.suffix(4)
+            let resumed = try TrainingRuns.records(output).filter { ($0["iteration"] as? Int ?? 0) > 4 }.suffix(4)
             for (a, b) in zip(resumed, straight.suffix(4)) {
                 #expect(a["loss"] as? Double == b["loss"] as? Double, "\(damage): loss at \(a["iteration"] ?? "?")")
             }
@@ -177,7 +167,7 @@ struct FaultTests {
         let job = try ProcessRunner.startMPI(
             ranks: 2,
             arguments(output, ["train.OFFICIAL_EPOCH_LENGTH=100000", "train.collective_timeout=4"]), log: log)
-        let running = wait(120) { ((try? records(output)) ?? []).count >= 5 }
+        let running = wait(120) { ((try? TrainingRuns.records(output)) ?? []).count >= 5 }
         let ranks = ProcessRunner.rankProcesses(writing: output)
         try #require(running && ranks.count == 2, "the run did not start")
         kill(ranks[1], SIGSTOP)
@@ -207,7 +197,7 @@ struct FaultTests {
         let output = root.path + "/run"
         let result = try ProcessRunner.mpirun(ranks: 2, arguments(output), timeout: 240)
         #expect(result.status == 0, "\(result.stderr)")
-        let training = try records(output).filter { $0["loss"] != nil }
+        let training = try TrainingRuns.records(output).filter { $0["loss"] != nil }
         let perRecord = training.map { $0["skipped_images"] as? Int ?? -1 }
         let totals = training.map { $0["skipped_images_total"] as? Int ?? -1 }
         // Each record's count is over both ranks; the total adds them up.

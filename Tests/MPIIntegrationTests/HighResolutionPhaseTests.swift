@@ -10,21 +10,12 @@ import Testing
 
 @Suite("high-resolution phase under mpirun", .serialized)
 struct HighResolutionPhaseTests {
-    func records(_ folder: String) throws -> [[String: Any]] {
-        try String(contentsOfFile: folder + "/metrics.jsonl", encoding: .utf8).split(separator: "\n").map {
-            try JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] ?? [:]
-        }
-    }
 
     @Test("stop at 4, continue at a larger crop size from 4 to 8 with the schedules carried over")
     func phase() throws {
         let root = try TestPaths.temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: root) }
-        let synth = try ProcessRunner.dinov2([
-            "data", "synth", "--output", root.path, "--classes", "4", "--per-class", "4", "--val-per-class", "1",
-            "--size", "48",
-        ])
-        try #require(synth.status == 0, "\(synth.stderr)")
+        try TrainingRuns.synthesize(into: root.path, size: 48)
         func train(_ output: String, _ extra: [String]) throws -> ProcessResult {
             try ProcessRunner.mpirun(
                 ranks: 2,
@@ -37,7 +28,7 @@ struct HighResolutionPhaseTests {
         let base = try train(root.path + "/base", ["train.stop_iteration=4"])
         try #require(base.status == 0, "\(base.stdout)\n\(base.stderr)")
         #expect(base.stdout.contains("finished at iteration 4"), "\(base.stdout)")
-        #expect(try records(root.path + "/base").compactMap { $0["iteration"] as? Int }.max() == 4)
+        #expect(try TrainingRuns.records(root.path + "/base").compactMap { $0["iteration"] as? Int }.max() == 4)
 
         let phaseArguments = [
             "train.resume_from=\(root.path)/base", "crops.global_crops_size=42", "crops.local_crops_size=28",
@@ -48,9 +39,9 @@ struct HighResolutionPhaseTests {
             phase.stdout.contains("starting from \(root.path)/base/checkpoints/checkpoint-00000004 at iteration 4")
                 && phase.stdout.contains("global crops 28 -> 42 px, position embeddings resampled"), "\(phase.stdout)")
         #expect(phase.stdout.contains("finished at iteration 8"))
-        let continued = try records(root.path + "/phase").filter { $0["loss"] != nil }
+        let continued = try TrainingRuns.records(root.path + "/phase").filter { $0["loss"] != nil }
         #expect(continued.compactMap { $0["iteration"] as? Int } == [5, 6, 7, 8])
-        let reference = try records(root.path + "/straight").filter { $0["loss"] != nil }.suffix(4)
+        let reference = try TrainingRuns.records(root.path + "/straight").filter { $0["loss"] != nil }.suffix(4)
         for (a, b) in zip(continued, reference) {
             for key in ["lr", "wd", "mom", "teacher_temp"] {
                 #expect(a[key] as? Double == b[key] as? Double, "\(key) at \(a["iteration"] ?? "?")")

@@ -20,9 +20,8 @@ struct NetworkHostsTests {
     }
 
     func losses(_ folder: String) throws -> [[Double]] {
-        try String(contentsOfFile: folder + "/metrics.jsonl", encoding: .utf8).split(separator: "\n").map { line in
-            let record = try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any] ?? [:]
-            return ["loss", "dino_local_crops_loss", "dino_global_crops_loss", "ibot_loss", "koleo_loss"].map {
+        try TrainingRuns.records(folder).map { record in
+            ["loss", "dino_local_crops_loss", "dino_global_crops_loss", "ibot_loss", "koleo_loss"].map {
                 record[$0] as? Double ?? .nan
             }
         }
@@ -44,11 +43,7 @@ struct NetworkHostsTests {
 
         let root = try TestPaths.temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: root) }
-        let synth = try ProcessRunner.dinov2([
-            "data", "synth", "--output", root.path, "--classes", "4", "--per-class", "4", "--val-per-class", "1",
-            "--size", "40",
-        ])
-        try #require(synth.status == 0, "\(synth.stderr)")
+        try TrainingRuns.synthesize(into: root.path)
         let common = [
             "train", "--config", "Configs/tests/tiny.yaml", "--data", root.path + "/train",
             "fsdp.sharding_strategy=HYBRID_SHARD",

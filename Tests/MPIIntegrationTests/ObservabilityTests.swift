@@ -17,11 +17,7 @@ struct ObservabilityTests {
     /// event files), and its dataset's root.
     static func resumedRun() throws -> (root: URL, output: String) {
         let root = try TestPaths.temporaryDirectory()
-        let synth = try ProcessRunner.dinov2([
-            "data", "synth", "--output", root.path, "--classes", "4", "--per-class", "4", "--val-per-class", "2",
-            "--size", "40",
-        ])
-        guard synth.status == 0 else { throw TestFailure(message: synth.stderr) }
+        try TrainingRuns.synthesize(into: root.path, valPerClass: 2)
         let output = root.path + "/run"
         let arguments = [
             "train", "--config", "Configs/tests/tiny.yaml", "--data", root.path + "/train", "--val",
@@ -155,11 +151,7 @@ struct ObservabilityTests {
     func preemption() throws {
         let root = try TestPaths.temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: root) }
-        let synth = try ProcessRunner.dinov2([
-            "data", "synth", "--output", root.path, "--classes", "4", "--per-class", "4", "--val-per-class", "1",
-            "--size", "40",
-        ])
-        try #require(synth.status == 0, "\(synth.stderr)")
+        try TrainingRuns.synthesize(into: root.path)
         let output = root.path + "/run"
         // 4000 iterations: far more than run before the signal lands.
         let job = try ProcessRunner.startMPI(

@@ -64,11 +64,6 @@ struct ShardingRun {
     }
 }
 
-struct TestFailure: Error, CustomStringConvertible {
-    var message: String
-    var description: String { message }
-}
-
 @Suite("sharded training under mpirun", .serialized)
 struct ShardingTests {
     @Test(

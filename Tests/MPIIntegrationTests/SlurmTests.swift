@@ -10,22 +10,13 @@ import Testing
 
 @Suite("Slurm: the sbatch template on a local cluster")
 struct SlurmTests {
-    func records(_ folder: String) throws -> [[String: Any]] {
-        try String(contentsOfFile: folder + "/metrics.jsonl", encoding: .utf8).split(separator: "\n").map {
-            try JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] ?? [:]
-        }
-    }
 
     @Test("a job to its end; a job signalled before its limit: checkpoint, requeue, resume, same losses")
     func jobs() throws {
         try #require(getuid() == 0, "the local Slurm needs root (slurmd starts the jobs)")
         let root = try TestPaths.temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: root) }
-        let synth = try ProcessRunner.dinov2([
-            "data", "synth", "--output", root.path + "/data", "--classes", "4", "--per-class", "4",
-            "--val-per-class", "1", "--size", "40",
-        ])
-        try #require(synth.status == 0, "\(synth.stderr)")
+        try TrainingRuns.synthesize(into: root.path + "/data")
         let out = root.path + "/out"
         let script = try ProcessRunner.run(
             URL(fileURLWithPath: "/bin/bash"), ["Tests/Scripts/slurm-jobs.sh", root.path + "/data", out],
@@ -33,7 +24,7 @@ struct SlurmTests {
         try #require(script.status == 0, "\(script.stdout)\n\(script.stderr)")
         #expect(!FileManager.default.fileExists(atPath: out + "/slurm/slurmctld.pid"), "the cluster is still up")
 
-        let finished = try records(out + "/a")
+        let finished = try TrainingRuns.records(out + "/a")
         #expect(finished.count == 8 && finished.allSatisfy { $0["loss"] != nil && $0["max_rss_bytes_by_rank"] != nil })
         #expect((finished.last?["max_rss_bytes_by_rank"] as? [Int])?.count == 2, "2 ranks")
 
@@ -46,7 +37,7 @@ struct SlurmTests {
                 reference, "train.OFFICIAL_EPOCH_LENGTH=15000", "train.log_every=1000", "checkpointing.period=100000",
             ], timeout: 600)
         try #require(straight.status == 0, "\(straight.stderr)")
-        let expected = try records(reference), preempted = try records(out + "/b")
+        let expected = try TrainingRuns.records(reference), preempted = try TrainingRuns.records(out + "/b")
         #expect(preempted.map { $0["iteration"] as? Int } == expected.map { $0["iteration"] as? Int })
         for (a, b) in zip(preempted, expected) {
             for key in ["loss", "dino_local_crops_loss", "dino_global_crops_loss", "ibot_loss", "koleo_loss", "lr"] {

@@ -7,13 +7,6 @@ import DinoTestSupport
 import Foundation
 import Testing
 
-private func metrics(_ folder: String) throws -> [[String: Any]] {
-    let text = try String(contentsOfFile: folder + "/metrics.jsonl", encoding: .utf8)
-    return try text.split(separator: "\n").map {
-        try JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] ?? [:]
-    }
-}
-
 @Suite("train under mpirun", .serialized)
 struct TrainTests {
     static let fields = [
@@ -25,11 +18,7 @@ struct TrainTests {
 
     func dataset() throws -> URL {
         let root = try TestPaths.temporaryDirectory()
-        let result = try ProcessRunner.dinov2([
-            "data", "synth", "--output", root.path, "--classes", "4", "--per-class", "4",
-            "--val-per-class", "1", "--size", "40",
-        ])
-        guard result.status == 0 else { throw TestFailure(message: result.stderr) }
+        try TrainingRuns.synthesize(into: root.path)
         return root
     }
 
@@ -52,7 +41,7 @@ struct TrainTests {
             ["train.batch_size_per_gpu=\(8 / ranks)"]
                 + (ranks == 4 ? ["dino.koleo_loss_weight=0"] : []))
         #expect(result.status == 0, "\(result.stdout)\n\(result.stderr)")
-        let records = try metrics(output)
+        let records = try TrainingRuns.records(output)
         #expect(records.count == 8)
         for record in records { for field in Self.fields { #expect(record[field] != nil, "missing \(field)") } }
         #expect(records.last?["iteration"] as? Int == 8)
@@ -94,14 +83,14 @@ struct TrainTests {
         #expect(result.status == 0 && result.stdout.contains("k-NN (k 20)"), "\(result.stdout)\n\(result.stderr)")
         // Periodic evaluations before step 1 and at iteration 4 (of 8); the final one carries the
         // initialisation's (the iteration-0 value) and the gain; every record has the run's wall time.
-        let periodic = try metrics(output).filter { $0["knn_top1"] != nil && $0["knn_top1_init"] == nil }
+        let periodic = try TrainingRuns.records(output).filter { $0["knn_top1"] != nil && $0["knn_top1_init"] == nil }
         #expect(periodic.map { $0["iteration"] as? Int } == [0, 4])
-        let last = try metrics(output).last ?? [:]
+        let last = try TrainingRuns.records(output).last ?? [:]
         let top1 = last["knn_top1"] as? Double ?? -1, initial = last["knn_top1_init"] as? Double ?? -1
         #expect((0...100).contains(top1) && (0...100).contains(initial))
         #expect(initial == periodic.first?["knn_top1"] as? Double)
         #expect(abs((last["knn_gain"] as? Double ?? -1000) - (top1 - initial)) < 1e-9)
-        let elapsed = try metrics(output).map { $0["elapsed_seconds"] as? Double ?? -1 }
+        let elapsed = try TrainingRuns.records(output).map { $0["elapsed_seconds"] as? Double ?? -1 }
         #expect(elapsed.allSatisfy { $0 >= 0 } && elapsed == elapsed.sorted(), "\(elapsed)")
 
         // `eval knn` on the run folder loads the final checkpoint; on the same 2 ranks the features are
@@ -244,7 +233,7 @@ struct TrainTests {
         let one = try train(ranks: 1, data: data, output: data.path + "/one", common + ["train.batch_size_per_gpu=8"])
         let four = try train(ranks: 4, data: data, output: data.path + "/four", common + ["train.batch_size_per_gpu=2"])
         #expect(one.status == 0 && four.status == 0, "\(one.stderr)\n\(four.stderr)")
-        for (a, b) in zip(try metrics(data.path + "/one"), try metrics(data.path + "/four")) {
+        for (a, b) in zip(try TrainingRuns.records(data.path + "/one"), try TrainingRuns.records(data.path + "/four")) {
             for field in ["loss", "dino_local_crops_loss", "dino_global_crops_loss", "ibot_loss"] {
                 let x = a[field] as? Double ?? .nan, y = b[field] as? Double ?? .nan
                 #expect(abs(x - y) <= 1e-5 * max(abs(x), 1e-12), "\(field) at \(a["iteration"] ?? "?"): \(x) vs \(y)")
@@ -258,14 +247,14 @@ struct TrainTests {
         defer { try? FileManager.default.removeItem(at: data) }
         let output = data.path + "/run"
         #expect(try train(ranks: 2, data: data, output: output).status == 0)
-        let straight = try metrics(output)
+        let straight = try TrainingRuns.records(output)
         for late in ["checkpoint-00000006", "checkpoint-00000008"] {
             try FileManager.default.removeItem(atPath: output + "/checkpoints/" + late)
         }
         try FileManager.default.removeItem(atPath: output + "/metrics.jsonl")
         let again = try train(ranks: 2, data: data, output: output)
         #expect(again.status == 0 && again.stdout.contains("resumed from"), "\(again.stdout)\n\(again.stderr)")
-        let resumed = try metrics(output)
+        let resumed = try TrainingRuns.records(output)
         #expect(resumed.map { $0["iteration"] as? Int ?? -1 } == [5, 6, 7, 8])
         for (a, b) in zip(straight.suffix(4), resumed) {
             for field in ["loss", "dino_local_crops_loss", "dino_global_crops_loss", "ibot_loss", "koleo_loss"] {
@@ -280,7 +269,7 @@ struct TrainTests {
         defer { try? FileManager.default.removeItem(at: data) }
         let common = ["train.OFFICIAL_EPOCH_LENGTH=8", "checkpointing.period=1", "checkpointing.max_to_keep=4"]
         #expect(try train(ranks: 2, data: data, output: data.path + "/straight", common).status == 0)
-        let straight = try metrics(data.path + "/straight")
+        let straight = try TrainingRuns.records(data.path + "/straight")
         #expect(straight.count == 16)
 
         // Save every iteration; once a save is in progress (a folder without its manifest, iteration 3
@@ -325,7 +314,7 @@ struct TrainTests {
         }
         let again = try ProcessRunner.mpirun(ranks: 2, arguments, timeout: 240)
         #expect(again.status == 0 && again.stdout.contains("resumed from"), "\(again.stdout)\n\(again.stderr)")
-        let records = try metrics(output)
+        let records = try TrainingRuns.records(output)
         #expect(records.last?["iteration"] as? Int == 16)
         for record in records {
             guard let iteration = record["iteration"] as? Int, iteration >= 1, iteration <= 16 else { continue }
@@ -407,7 +396,7 @@ struct TrainTests {
         let warnings = limited.stderr.split(separator: "\n").filter { $0.contains("no AVX512-BF16 or AMX") }
         #expect(warnings.count == 1, "\(limited.stderr)")
         #expect(warnings.first?.hasPrefix("warning: compute_precision asks for bf16") == true)
-        let losses = { (folder: String) in try metrics(folder).compactMap { $0["loss"] as? Double } }
+        let losses = { (folder: String) in try TrainingRuns.records(folder).compactMap { $0["loss"] as? Double } }
         #expect(try losses(data.path + "/fallback") == losses(data.path + "/fp32"))
         #expect(try !losses(data.path + "/fp32").isEmpty)
     }
