@@ -20,6 +20,10 @@ state="$out/slurm"
 mkdir -p "$out"
 job=""
 cleanup() {
+  status=$?
+  if [ "$status" -ne 0 ]; then
+    echo "--- slurmctld log (last 30 lines)"; tail -n 30 "$state/log/slurmctld.log" 2>/dev/null || true
+  fi
   [ -n "$job" ] && scancel "$job" 2>/dev/null || true
   bash "$root/Launch/slurm/local-cluster.sh" stop "$state" >/dev/null
 }
@@ -46,7 +50,8 @@ until grep -q "requeueing job $job" "$out/b.log" 2>/dev/null; do
 done
 # The requeued job is pending until its begin time; give the second start time to finish.
 until [ "$(squeue -h -j "$job" -o %T 2>/dev/null)" = "PENDING" ]; do sleep 0.2; done
-scontrol update JobId="$job" TimeLimit=10 StartTime=now
+scontrol update JobId="$job" TimeLimit=10
+scontrol update JobId="$job" StartTime=now 2>/dev/null || true  # fails only if it has started already
 until [ -z "$(squeue -h -j "$job" -o %T 2>/dev/null)" ]; do
   [ $SECONDS -lt $((deadline + 300)) ] || { echo "error: job B did not end:"; cat "$out/b.log"; exit 1; }
   sleep 0.5
