@@ -140,6 +140,9 @@ extension TrainingConfig {
         require(checkpointing.period >= 1, "checkpointing.period", "must be >= 1")
         require(checkpointing.maxToKeep >= 1, "checkpointing.max_to_keep", "must be >= 1")
         require(checkpointing.keepEvery >= 0, "checkpointing.keep_every", "must be >= 0")
+        require(
+            !distillation.enabled || !distillation.checkpointPath.isEmpty, "distillation.checkpoint_path",
+            "must name the teacher (a checkpoint or run folder, or an exported backbone) when distillation.enabled")
 
         return problems
     }

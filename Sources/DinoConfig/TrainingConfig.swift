@@ -1,7 +1,7 @@
 // The resolved configuration of a run, as typed values. Section and key names are the official
 // DINOv2 ones (dinov2/configs/ssl_default_config.yaml), so official train configs load unchanged;
-// the defaults below equal that file. `fsdp`, `checkpointing` and `activation_checkpoint` are
-// sections of our own.
+// the defaults below equal that file. `fsdp`, `checkpointing`, `activation_checkpoint` and
+// `distillation` are sections of our own.
 // Keys of the official file that its training code never reads (MODEL) are not accepted rather than
 // silently ignored. `compute_precision` keeps the official per-module mixed-precision keys, flattened
 // to dotted names under the section (see ComputePrecisionConfig); its default differs: fp32.
@@ -20,6 +20,7 @@ public struct TrainingConfig: Codable, Equatable, Sendable {
     public var fsdp = FSDPConfig()
     public var checkpointing = CheckpointingConfig()
     public var activationCheckpoint = ActivationCheckpointConfig()
+    public var distillation = DistillationConfig()
 
     public init() {}
 
@@ -28,6 +29,7 @@ public struct TrainingConfig: Codable, Equatable, Sendable {
         case computePrecision = "compute_precision"
         case fsdp, checkpointing
         case activationCheckpoint = "activation_checkpoint"
+        case distillation
     }
 }
 
@@ -340,6 +342,29 @@ public struct ActivationCheckpointConfig: Codable, Equatable, Sendable {
 
     enum CodingKeys: String, CodingKey {
         case mode
+    }
+}
+
+/// `distillation.*` (ours; DINOv3's section and key names): the paper's knowledge distillation
+/// (DINOv2 section 5). A frozen teacher, read from `checkpoint_path`, gives the targets; the student
+/// (any architecture, its heads sized to the teacher's prototypes) learns with the same objective,
+/// without masking or stochastic depth, the iBOT loss over every patch of the two global crops; the
+/// `teacher.*` momentum keeps a spare EMA of the student, the model `eval`, `embed` and `export` read.
+public struct DistillationConfig: Codable, Equatable, Sendable {
+    public init() {}
+
+    public var enabled = false
+    /// The teacher: a checkpoint folder of this project, a run folder (its newest complete checkpoint,
+    /// fixed in the resolved config when the run starts), or a backbone file from `checkpoint export`
+    /// together with `heads_path`.
+    public var checkpointPath = ""
+    /// With an exported backbone: the teacher's heads, a file from `checkpoint export --heads`.
+    public var headsPath = ""
+
+    enum CodingKeys: String, CodingKey {
+        case enabled
+        case checkpointPath = "checkpoint_path"
+        case headsPath = "heads_path"
     }
 }
 

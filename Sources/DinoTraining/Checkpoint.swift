@@ -67,6 +67,7 @@ extension SelfDistillation: ShardedTrainingState {
             }
             var config = try ConfigLoader.load(yaml: text, source: path)
             config.fsdp.shardingStrategy = .fullShard
+            config.distillation.enabled = false
             config.student.pretrainedWeights = path
             let model = try SelfDistillation(
                 config: config.resolved(worldSize: comm.worldSize), communicator: comm,
@@ -87,6 +88,9 @@ extension SelfDistillation: ShardedTrainingState {
                 var config = try ConfigLoader.load(yaml: manifest.config, source: folder + "/manifest.json")
                 // Loading is strategy-agnostic; the saved strategy may not fit this job's rank count.
                 config.fsdp.shardingStrategy = .fullShard
+                // A distillation run's model is its student with the spare EMA (saved as `teacher`); its
+                // frozen teacher is not needed to evaluate, embed or export it.
+                config.distillation.enabled = false
                 let model = try SelfDistillation(
                     config: config.resolved(worldSize: comm.worldSize), communicator: comm,
                     seed: UInt64(config.train.seed))

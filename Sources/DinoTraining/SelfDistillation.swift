@@ -13,6 +13,9 @@
 //      AdamW with each tensor's lr and wd multipliers (last layer on its own schedule)
 //   6. EMA: teacher <- m teacher + (1 - m) student, every tensor
 // StepClock times the stages and collects the communication counters once.
+// Distillation (`distillation.enabled`): stage 2 runs the frozen DistillationTeacher instead of the EMA
+// teacher; stage 3 runs without masks and stochastic depth, with every patch of the global crops as an
+// iBOT token (the masks passed in are all true); stage 6 keeps the EMA, now a spare EMA of the student.
 // Crop layout: global images [2B, 3, S, S] view-major (view 1 of every image, then view 2), local
 // images [n_local B, 3, s, s] crop-major, masks [2B, N]. Collectives (centering, Sinkhorn) go
 // through the communicator, so one rank runs the same code as many.
@@ -195,6 +198,9 @@ public final class SelfDistillation {
     private let buffers = StepBuffers()
     /// The free full-unit buffers shared by every parameter store of the model.
     private let unitBuffers: SharedBuffers
+    /// The frozen teacher of a distillation run (the targets come from it; `teacher` then holds the
+    /// student's spare EMA), nil in self-distillation.
+    public let distillationTeacher: DistillationTeacher?
 
     final class StepBuffers {
         /// The head rows of the teacher and of the student (the student's also route the backward).
@@ -223,26 +229,34 @@ public final class SelfDistillation {
     public var memoryBreakdown: [MemoryCategory] {
         let parts = self.parts
         let heads: [DinoHead<Float>] =
-            [studentDinoHead, teacherDinoHead] + [studentIbotHead, teacherIbotHead].compactMap { $0 }
+            [studentDinoHead, teacherDinoHead]
+            + [studentIbotHead, teacherIbotHead, distillationTeacher?.dinoHead, distillationTeacher?.ibotHead]
+            .compactMap { $0 }
         var categories = [
             MemoryCategory(
                 name: MemoryCategory.studentShards, bytes: parts.reduce(0) { $0 + $1.student.residentBytes.shards }),
             MemoryCategory(
-                name: MemoryCategory.teacherShards, bytes: parts.reduce(0) { $0 + $1.teacher.residentBytes.shards }),
+                name: MemoryCategory.teacherShards,
+                bytes: parts.reduce(0) { $0 + $1.teacher.residentBytes.shards } + (distillationTeacher?.shardBytes ?? 0)
+            ),
             MemoryCategory(name: MemoryCategory.moments, bytes: parts.reduce(0) { $0 + $1.momentBytes }),
             MemoryCategory(
                 name: MemoryCategory.unitBuffers,
                 bytes: parts.reduce(0) { $0 + $1.student.residentBytes.gathered + $1.teacher.residentBytes.gathered }
-                    + unitBuffers.bytes),
+                    + unitBuffers.bytes + (distillationTeacher?.gatheredBytes ?? 0)),
             MemoryCategory(name: MemoryCategory.studentActivations, bytes: studentBackbone.activationBytes),
-            MemoryCategory(name: MemoryCategory.teacherActivations, bytes: teacherBackbone.activationBytes),
             MemoryCategory(
-                name: MemoryCategory.backboneScratch, bytes: studentBackbone.scratchBytes + teacherBackbone.scratchBytes
-            ),
+                name: MemoryCategory.teacherActivations,
+                bytes: teacherBackbone.activationBytes + (distillationTeacher?.backbone.activationBytes ?? 0)),
+            MemoryCategory(
+                name: MemoryCategory.backboneScratch,
+                bytes: studentBackbone.scratchBytes + teacherBackbone.scratchBytes
+                    + (distillationTeacher?.backbone.scratchBytes ?? 0)),
             MemoryCategory(name: MemoryCategory.heads, bytes: heads.reduce(0) { $0 + $1.bytes }),
             MemoryCategory(name: MemoryCategory.stepBuffers, bytes: buffers.bytes),
         ]
-        let engines = ([studentBackbone, teacherBackbone] as [any BF16Computing] + heads).compactMap(\.bf16)
+        let backbones = [studentBackbone, teacherBackbone] + (distillationTeacher.map { [$0.backbone] } ?? [])
+        let engines = (backbones as [any BF16Computing] + heads).compactMap(\.bf16)
         if let engine = engines.first {
             // One engine is shared by every bf16 module.
             categories.append(MemoryCategory(name: MemoryCategory.bf16Operands, bytes: engine.bytes))
@@ -318,6 +332,11 @@ public final class SelfDistillation {
         studentBackbone.checkpointsActivations = config.activationCheckpoint.mode.isEnabled(
             embedDim: architecture.embedDim)
         teacherBackbone = Backbone(layout: layout, threads: threads)
+        distillationTeacher =
+            config.distillation.enabled
+            ? try DistillationTeacher(
+                student: config, communicator: communicator, threads: threads,
+                headPrototypesPerUnit: headPrototypesPerUnit, buffers: unitBuffers) : nil
         let precision = config.computePrecision
         precisionReport = Self.applyComputePrecision(
             threads: threads,
@@ -328,6 +347,9 @@ public final class SelfDistillation {
                 ("teacher dino_head", teacherDinoHead, precision.teacherDinoHeadParam),
                 ("student ibot_head", studentIbotHead, precision.studentIbotHeadParam),
                 ("teacher ibot_head", teacherIbotHead, precision.teacherIbotHeadParam),
+                ("distillation teacher backbone", distillationTeacher?.backbone, precision.teacherBackboneParam),
+                ("distillation teacher dino_head", distillationTeacher?.dinoHead, precision.teacherDinoHeadParam),
+                ("distillation teacher ibot_head", distillationTeacher?.ibotHead, precision.teacherIbotHeadParam),
             ])
         dinoCenter = SoftmaxCenter(prototypes: config.dino.headPrototypes)
         ibotCenter = SoftmaxCenter(
@@ -374,14 +396,18 @@ public final class SelfDistillation {
         let g = config.crops.globalCropsSize, l = config.crops.localCropsSize, n = config.crops.localCropsNumber
         let a = architecture
         var total = a.trainingFLOPs(crops: 2 * b, size: g) + a.trainingFLOPs(crops: n * b, size: l)
-        let teacher = a.forwardFLOPs(crops: 2 * b, size: g)
+        let teacher = (distillationTeacher?.architecture ?? a).forwardFLOPs(crops: 2 * b, size: g)
         total += teacher.linear + teacher.attention + teacher.patch
         let dino = studentDinoHead.architecture.forwardFLOPsPerRow
         let clsRows = Double(2 * b + n * b)
+        // Student heads forward + backward (3x), the target network's heads forward (1x).
+        let teacherDino = (distillationTeacher?.dinoHead ?? teacherDinoHead).architecture.forwardFLOPsPerRow
+        let teacherIbot = (distillationTeacher.map { $0.ibotHead } ?? teacherIbotHead)?.architecture
+        total += teacherDino * Double(2 * b) + (teacherIbot?.forwardFLOPsPerRow ?? teacherDino) * Double(m)
         if let ibot = studentIbotHead?.architecture.forwardFLOPsPerRow {
-            total += 3 * dino * clsRows + dino * Double(2 * b) + 4 * ibot * Double(m)
+            total += 3 * dino * clsRows + 3 * ibot * Double(m)
         } else {
-            total += 3 * dino * (clsRows + Double(m)) + dino * Double(2 * b + m)
+            total += 3 * dino * (clsRows + Double(m))
         }
         return total
     }
@@ -434,7 +460,7 @@ public final class SelfDistillation {
             let targets = try teacherTargets(crops, globalImages: globalImages, schedule: s)
             // The teacher is done with its units (SHARD_GRAD_OP kept them gathered): back to the pool
             // for the student.
-            for part in parts { try part.teacher.endStep() }
+            for store in targetNetwork.stores { try store.endStep() }
             return targets
         }
         var losses = StepLosses(dinoLocal: 0, dinoGlobal: 0, ibot: 0, koleo: 0)
@@ -452,6 +478,32 @@ public final class SelfDistillation {
         return losses
     }
 
+    /// The network that gives the targets: the EMA teacher, or in distillation the frozen teacher
+    /// (its own width and token layout).
+    private struct TargetNetwork {
+        let backbone: Backbone<Float>
+        let backboneStore: ShardedParameterStore
+        let dinoHead: (head: DinoHead<Float>, store: ShardedParameterStore)
+        let ibotHead: (head: DinoHead<Float>, store: ShardedParameterStore)?
+        let width: Int
+        let firstPatch: Int
+        var stores: [ShardedParameterStore] { [backboneStore, dinoHead.store] + (ibotHead.map { [$0.store] } ?? []) }
+    }
+
+    private var targetNetwork: TargetNetwork {
+        if let frozen = distillationTeacher {
+            return TargetNetwork(
+                backbone: frozen.backbone, backboneStore: frozen.backboneStore,
+                dinoHead: (frozen.dinoHead, frozen.dinoStore),
+                ibotHead: frozen.ibotHead.flatMap { head in frozen.ibotStore.map { (head, $0) } },
+                width: frozen.width, firstPatch: frozen.firstPatch)
+        }
+        return TargetNetwork(
+            backbone: teacherBackbone, backboneStore: backbone.teacher, dinoHead: (teacherDinoHead, dinoHead.teacher),
+            ibotHead: teacherIbotHead.flatMap { head in ibotHead.map { (head, $0.teacher) } },
+            width: architecture.embedDim, firstPatch: 1 + architecture.registers)
+    }
+
     /// The teacher's DINO targets [2B, K] and iBOT targets [M, K] (stage 2), with the collapse
     /// statistics of the DINO targets recorded.
     private func teacherTargets(
@@ -459,42 +511,43 @@ public final class SelfDistillation {
     )
         throws -> (dino: UnsafeMutablePointer<Float>, ibot: UnsafeMutablePointer<Float>)
     {
-        let b = crops.images, m = crops.maskedTokens.count, d = architecture.embedDim
+        let b = crops.images, m = crops.maskedTokens.count, network = targetNetwork, d = network.width
         let kDino = crops.dinoPrototypes, kIbot = crops.ibotPrototypes, temperature = s.teacherTemperature
-        try teacherBackbone.forward(
+        try network.backbone.forward(
             [CropBatch(images: globalImages, count: 2 * b, size: crops.globalSize)],
-            store: backbone.teacher, keepActivations: false)
+            store: network.backboneStore, keepActivations: false)
         let rows = buffers.teacherRows
         rows.set(
-            cls: teacherBackbone.batches.prefix(1), masked: crops.maskedTokens,
-            of: teacherBackbone.batches[0], firstPatch: crops.firstPatch)
+            cls: network.backbone.batches.prefix(1), masked: crops.maskedTokens,
+            of: network.backbone.batches[0], firstPatch: network.firstPatch)
         let input = buffers.teacherInput.reserve(rows.count * d)
-        rows.gather(teacherBackbone.output, into: input, channels: d)
+        rows.gather(network.backbone.output, into: input, channels: d)
         let dino = buffers.dinoTargets.reserve(2 * b * kDino)
         let ibot = buffers.ibotTargets.reserve(m * kIbot)
-        if let teacherIbotHead, let ibotHead {
-            try teacherDinoHead.forward(input, rows: 2 * b, store: dinoHead.teacher)
+        let dinoHead = network.dinoHead
+        if let ibotHead = network.ibotHead {
+            try dinoHead.head.forward(input, rows: 2 * b, store: dinoHead.store)
             try targets(
-                dino, logits: teacherDinoHead.output, rows: 2 * b, k: kDino, center: dinoCenter,
+                dino, logits: dinoHead.head.output, rows: 2 * b, k: kDino, center: dinoCenter,
                 temperature: temperature, rankMean: false)
-            try teacherIbotHead.forward(input + 2 * b * d, rows: m, store: ibotHead.teacher)
+            try ibotHead.head.forward(input + 2 * b * d, rows: m, store: ibotHead.store)
             try targets(
-                ibot, logits: teacherIbotHead.output, rows: m, k: kIbot, center: ibotCenter,
+                ibot, logits: ibotHead.head.output, rows: m, k: kIbot, center: ibotCenter,
                 temperature: temperature, rankMean: true)
         } else {
             // The shared head runs once over the CLS and masked rows.
-            try teacherDinoHead.forward(input, rows: 2 * b + m, store: dinoHead.teacher)
+            try dinoHead.head.forward(input, rows: 2 * b + m, store: dinoHead.store)
             try targets(
-                dino, logits: teacherDinoHead.output, rows: 2 * b, k: kDino, center: dinoCenter,
+                dino, logits: dinoHead.head.output, rows: 2 * b, k: kDino, center: dinoCenter,
                 temperature: temperature, rankMean: false)
             try targets(
-                ibot, logits: teacherDinoHead.output + 2 * b * kDino, rows: m, k: kIbot, center: ibotCenter,
+                ibot, logits: dinoHead.head.output + 2 * b * kDino, rows: m, k: kIbot, center: ibotCenter,
                 temperature: temperature, rankMean: true)
         }
         recordTargetStatistics(
             dino, rows: 2 * b, k: kDino, cls: input, channels: d,
-            bottleneck: teacherDinoHead.normalizedBottleneck,
-            bottleneckChannels: teacherDinoHead.architecture.bottleneck)
+            bottleneck: dinoHead.head.normalizedBottleneck,
+            bottleneckChannels: dinoHead.head.architecture.bottleneck)
         return (dino, ibot)
     }
 
@@ -511,14 +564,17 @@ public final class SelfDistillation {
             seed: UInt64(config.train.seed), iteration: UInt64(iteration),
             rate: config.student.dropPathRate, depth: architecture.depth,
             uniform: config.student.dropPathUniform)
+        // Distillation: no mask tokens (the iBOT tokens are every patch, seen as they are), no drop path.
+        let distilling = distillationTeacher != nil
         try crops.masks.withUnsafeBufferPointer { maskPointer in
             guard let maskBase = maskPointer.baseAddress else { return }
             try studentBackbone.forward(
                 [
-                    CropBatch(images: globalImages, count: 2 * b, size: crops.globalSize, masks: maskBase),
+                    CropBatch(
+                        images: globalImages, count: 2 * b, size: crops.globalSize, masks: distilling ? nil : maskBase),
                     CropBatch(images: localImages, count: nLocal * b, size: crops.localSize),
                 ],
-                store: backbone.student, dropPath: config.student.dropPathRate > 0 ? dropPath : nil)
+                store: backbone.student, dropPath: config.student.dropPathRate > 0 && !distilling ? dropPath : nil)
         }
         // Head input rows: global CLS, local CLS, masked patch tokens.
         let rows = buffers.studentRows
@@ -681,7 +737,8 @@ public final class SelfDistillation {
 
     /// The collapse diagnostics of the last step's DINO targets over every rank (collective).
     public func targetStatistics() throws -> TargetStatistics {
-        let k = config.dino.headPrototypes, d = architecture.embedDim, e = config.dino.headBottleneckDim
+        let network = targetNetwork
+        let k = config.dino.headPrototypes, d = network.width, e = network.dinoHead.head.architecture.bottleneck
         let count = 2 * k + 2 + 2 * d + 2 * e
         guard buffers.targetSums.capacity >= count else {
             return TargetStatistics(meanEntropy: 0, entropyOfMean: 0, prototypesInUse: 0)

@@ -67,7 +67,9 @@ public enum Trainer {
         communicator comm: any Communicator, log: Log,
         checkMemory: (TrainingConfig, Int) throws -> Void = { _, _ in }
     ) throws -> TrainingOutcome {
-        let config = loaded.resolved(worldSize: comm.worldSize)
+        // A distillation run fixes its teacher's folder and sizes its heads from it here, before the
+        // config is compared across ranks and written.
+        let config = try loaded.resolved(worldSize: comm.worldSize).resolvingDistillation()
         // Every collective of the run watched: a rank that stops is named instead of hanging the others.
         let watchdog =
             config.train.collectiveTimeout > 0
@@ -100,6 +102,13 @@ public enum Trainer {
         var (model, start) = try resume(freshModel: freshModel, output: output, communicator: comm, log: log)
         if start == 0, !config.train.resumeFrom.isEmpty, checkpoints(in: output).isEmpty {
             start = try startFrom(config.train.resumeFrom, model: model, log: log)
+        }
+        if let teacher = model.distillationTeacher {
+            let a = teacher.architecture
+            log.main(
+                "distillation: frozen teacher \(teacher.folder) (width \(a.embedDim), depth \(a.depth), "
+                    + "patch \(a.patchSize)); no masks, no drop path, iBOT on every global-crop patch; "
+                    + "evaluations and checkpoints' `teacher` are the student's spare EMA")
         }
         if let report = model.precisionReport {
             if report.isFallback { log.warning(report.text) } else { log.main(report.text) }
@@ -187,11 +196,15 @@ public enum Trainer {
             }
             let stepStart = MonotonicClock.seconds()
             let batch = try loader.batch(step: iteration)
-            let masks = MaskPlan(
-                seed: UInt64(config.train.seed), iteration: UInt64(iteration), globalImages: globalBatch,
-                grid: grid, probability: config.ibot.maskSampleProbability,
-                ratioRange: config.ibot.maskRatioMinMax
-            ).masks(firstImage: comm.rank * b, count: b)
+            // Distillation has no masking: every patch of the global crops is an iBOT token.
+            let masks =
+                config.distillation.enabled
+                ? [Bool](repeating: true, count: 2 * b * grid * grid)
+                : MaskPlan(
+                    seed: UInt64(config.train.seed), iteration: UInt64(iteration), globalImages: globalBatch,
+                    grid: grid, probability: config.ibot.maskSampleProbability,
+                    ratioRange: config.ibot.maskRatioMinMax
+                ).masks(firstImage: comm.rank * b, count: b)
             let losses = try withBase(batch.globalCrops) { g in
                 try withBase(batch.localCrops) { l in
                     try model.step(iteration: iteration, globalImages: g, localImages: l, masks: masks, images: b)

@@ -1,0 +1,189 @@
+// Distillation (DINOv2 section 5) against a reference built from the official modules
+// (Fixtures/distillation_reference.h5, generate_distillation_reference.py): a frozen teacher of another
+// architecture (wider, deeper, other FFN and registers) saved as a checkpoint of its own run and read
+// through `distillation.checkpoint_path`; three steps of the student without masks or drop path, the
+// iBOT loss over every global-crop patch, a spare EMA of the student. Every loss term of every step, the
+// clipped gradients after step 1, the student and its EMA after step 3 within 1e-4 (the bound of the
+// official-parity test: float32 against a float64 reference over three steps); the frozen teacher is
+// the fixture's bit for bit before and after. Also: what a distillation config resolves to and refuses,
+// and a distillation checkpoint restored (for eval, embed, export) as its spare EMA.
+
+import DinoCheckpoint
+import DinoConfig
+import DinoCore
+import DinoModel
+import DinoTestSupport
+import DinoTraining
+import Foundation
+import Testing
+
+@Suite("distillation: the step against the official modules, the teacher frozen")
+struct DistillationTests {
+    static let fixture = TestPaths.packageRoot
+        .appendingPathComponent("Tests/DinoTrainingTests/Fixtures/distillation_reference.h5").path
+
+    /// Saves a run of the fixture's teacher configuration whose EMA teacher holds the fixture's frozen
+    /// teacher and whose student holds other values (so that loading the wrong kind shows), as
+    /// FOLDER/checkpoints/checkpoint-00000003; returns its configuration.
+    @discardableResult
+    func saveTeacherRun(_ fixture: StepFixture, into folder: String) throws -> TrainingConfig {
+        let config = try ConfigLoader.load(file: nil, overrides: try fixture.file.readStrings("\(fixture.group)/teacher_overrides"))
+            .resolved(worldSize: 1)
+        let run = try SelfDistillation(config: config, communicator: SingleProcessCommunicator(), seed: 5)
+        for part in run.parts {
+            for entry in part.table.entries {
+                part.teacher.setTensor(entry.name, try fixture.floats("frozen_teacher/\(part.name)/\(entry.name)"))
+            }
+        }
+        try run.saveCheckpoint(to: folder + "/checkpoints/checkpoint-00000003", iteration: 3)
+        return config
+    }
+
+    /// The frozen teacher's tensors, part by part, in the fixture's names.
+    func frozenTensors(_ model: SelfDistillation) throws -> [String: [Float]] {
+        var tensors: [String: [Float]] = [:]
+        for (name, store) in try #require(model.distillationTeacher).stores {
+            for entry in store.table.entries { tensors["\(name)/\(entry.name)"] = try store.gatherTensor(entry.name) }
+        }
+        return tensors
+    }
+
+    @Test(
+        "losses, gradients, student and spare EMA after 3 steps within 1e-4; teacher bitwise frozen",
+        arguments: ["sinkhorn_shared", "centering_separate"])
+    func threeSteps(variant: String) throws {
+        let folder = try TestPaths.temporaryDirectory().path
+        defer { try? FileManager.default.removeItem(atPath: folder) }
+        let file = try HDF5File.open(Self.fixture)
+        let fixture = StepFixture(file: file, group: variant)
+        try saveTeacherRun(fixture, into: folder)
+        let config = try ConfigLoader.load(
+            file: nil,
+            overrides: try file.readStrings("\(variant)/overrides") + [
+                "distillation.enabled=true", "distillation.checkpoint_path=\(folder)",
+            ]
+        ).resolved(worldSize: 1).resolvingDistillation()
+        #expect(config.distillation.checkpointPath == folder + "/checkpoints/checkpoint-00000003")
+        let model = try SelfDistillation(config: config, communicator: SingleProcessCommunicator(), seed: 0)
+        try fixture.loadInitialState(into: model)
+
+        let before = try frozenTensors(model)
+        for (name, values) in before {
+            #expect(values == (try fixture.floats("frozen_teacher/\(name)")), "\(variant): teacher \(name) as saved")
+        }
+        let globalCrops = try fixture.floats("global_crops")
+        let localCrops = try fixture.floats("local_crops")
+        let images = config.train.batchSizePerRank
+        let patches = model.architecture.patches(cropSize: config.crops.globalCropsSize)
+        let masks = [Bool](repeating: true, count: 2 * images * patches)
+        let expectedLosses = try fixture.doubles("losses")
+        for step in 0..<3 {
+            let losses = try globalCrops.withUnsafeBufferPointer { g in
+                try localCrops.withUnsafeBufferPointer { l in
+                    try model.step(
+                        iteration: step, globalImages: g.baseAddress!, localImages: l.baseAddress!, masks: masks,
+                        images: images)
+                }
+            }
+            let got = [losses.dinoLocal, losses.dinoGlobal, losses.ibot, losses.koleo]
+            for (i, name) in ["dino local", "dino global", "ibot", "koleo"].enumerated() {
+                let expected = expectedLosses[step * 4 + i]
+                #expect(
+                    abs(got[i] - expected) <= 1e-4 * max(abs(expected), 1e-2),
+                    "\(variant) step \(step + 1) \(name): \(got[i]) vs \(expected)")
+            }
+            if step == 0 {
+                for part in model.parts {
+                    for entry in part.table.entries {
+                        let reference = try fixture.doubles("gradients/\(part.name)/\(entry.name)")
+                        let error = normwiseError(try part.student.gatherGradient(entry.name), reference)
+                        #expect(error <= 1e-4, "\(variant) gradient of \(part.name) \(entry.name): \(error)")
+                    }
+                }
+            }
+        }
+        // final_teacher holds the reference's spare EMA: our parts' `teacher` buffers.
+        try fixture.expectFinalParameters(of: model)
+        let after = try frozenTensors(model)
+        #expect(after == before, "\(variant): the frozen teacher changed")
+    }
+
+    @Test("a distillation config: the run folder fixed to its newest checkpoint, heads sized from the teacher")
+    func resolution() throws {
+        let folder = try TestPaths.temporaryDirectory().path
+        defer { try? FileManager.default.removeItem(atPath: folder) }
+        let file = try HDF5File.open(Self.fixture)
+        let fixture = StepFixture(file: file, group: "centering_separate")
+        try saveTeacherRun(fixture, into: folder)
+        // An incomplete newer save (no manifest) is passed over.
+        try FileManager.default.createDirectory(
+            atPath: folder + "/checkpoints/checkpoint-00000009", withIntermediateDirectories: true)
+        let base = try file.readStrings("centering_separate/overrides")
+        let config = try ConfigLoader.load(
+            file: nil,
+            overrides: base + [
+                "dino.head_n_prototypes=7", "ibot.head_n_prototypes=5", "distillation.enabled=true",
+                "distillation.checkpoint_path=\(folder)",
+            ]
+        ).resolvingDistillation()
+        #expect(config.distillation.checkpointPath == folder + "/checkpoints/checkpoint-00000003")
+        #expect(config.dino.headPrototypes == 24 && config.ibot.headPrototypes == 24)
+        // Off: nothing read, nothing changed.
+        let off = try ConfigLoader.load(file: nil, overrides: base + ["distillation.checkpoint_path=/nonexistent"])
+        #expect(try off.resolvingDistillation() == off)
+
+        func refusal(_ overrides: [String]) throws -> String {
+            let config = try ConfigLoader.load(file: nil, overrides: base + ["distillation.enabled=true"] + overrides)
+            do {
+                _ = try config.resolvingDistillation()
+                return ""
+            } catch let error as TrainingError { return error.description }
+        }
+        #expect(
+            try refusal(["distillation.checkpoint_path=\(folder)", "student.patch_size=2"])
+                .contains("student.patch_size 2 differs from the teacher's 4"))
+        #expect(try refusal(["distillation.checkpoint_path=\(folder)/none"]).contains("is not a folder"))
+        let empty = try TestPaths.temporaryDirectory().path
+        defer { try? FileManager.default.removeItem(atPath: empty) }
+        #expect(try refusal(["distillation.checkpoint_path=\(empty)"]).contains("holds no complete checkpoint"))
+        #expect(throws: ConfigError.self) {
+            try ConfigLoader.load(file: nil, overrides: ["distillation.enabled=true"])
+        }
+    }
+
+    @Test("a distillation checkpoint restores as its student's spare EMA, without the frozen teacher")
+    func restoredAsEMA() throws {
+        let folder = try TestPaths.temporaryDirectory().path
+        defer { try? FileManager.default.removeItem(atPath: folder) }
+        let file = try HDF5File.open(Self.fixture)
+        let fixture = StepFixture(file: file, group: "sinkhorn_shared")
+        try saveTeacherRun(fixture, into: folder + "/teacher")
+        let config = try ConfigLoader.load(
+            file: nil,
+            overrides: try file.readStrings("sinkhorn_shared/overrides") + [
+                "distillation.enabled=true", "distillation.checkpoint_path=\(folder)/teacher",
+            ]
+        ).resolved(worldSize: 1).resolvingDistillation()
+        let model = try SelfDistillation(config: config, communicator: SingleProcessCommunicator(), seed: 3)
+        try fixture.loadInitialState(into: model)
+        let crops = (try fixture.floats("global_crops"), try fixture.floats("local_crops"))
+        let patches = model.architecture.patches(cropSize: config.crops.globalCropsSize)
+        _ = try crops.0.withUnsafeBufferPointer { g in
+            try crops.1.withUnsafeBufferPointer { l in
+                try model.step(
+                    iteration: 0, globalImages: g.baseAddress!, localImages: l.baseAddress!,
+                    masks: [Bool](repeating: true, count: 2 * 4 * patches), images: 4)
+            }
+        }
+        try model.saveCheckpoint(to: folder + "/student/checkpoints/checkpoint-00000001", iteration: 1)
+        // The frozen teacher's folder gone: eval, embed and export still open the run.
+        try FileManager.default.removeItem(atPath: folder + "/teacher")
+        let restored = try SelfDistillation.restored(from: folder + "/student", communicator: SingleProcessCommunicator())
+        #expect(restored.model.distillationTeacher == nil && restored.iteration == 1)
+        for (part, saved) in zip(restored.model.parts, model.parts) {
+            for entry in part.table.entries {
+                #expect(try part.teacher.gatherTensor(entry.name) == saved.teacher.gatherTensor(entry.name))
+            }
+        }
+    }
+}
