@@ -143,15 +143,11 @@ public enum StepBenchmark {
             }
             let loader = CropLoader.training(config, dataset: data, rank: comm.rank, worldSize: world, firstStep: 0)
             defer { loader.stop() }
-            let grid = config.crops.globalCropsSize / config.student.patchSize
             for step in 0..<(warmup + steps) {
                 let batch = try loader.batch(step: step)
                 let wait = loader.takeWaitSeconds()
-                let masks = MaskPlan(
-                    seed: seed, iteration: UInt64(step), globalImages: b * world, grid: grid,
-                    probability: config.ibot.maskSampleProbability, ratioRange: config.ibot.maskRatioMinMax
-                )
-                .masks(firstImage: comm.rank * b, count: b)
+                let masks = config.stepMasks(
+                    seed: seed, iteration: step, globalImages: b * world, firstImage: comm.rank * b, count: b)
                 _ = try withBase(batch.globalCrops) { g in
                     try withBase(batch.localCrops) { l in
                         try model.step(iteration: step, globalImages: g, localImages: l, masks: masks, images: b)

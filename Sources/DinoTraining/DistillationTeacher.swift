@@ -154,7 +154,7 @@ extension TrainingConfig {
         copy.distillation.checkpointPath = folder
         copy.dino.headPrototypes = teacher.dino.headPrototypes
         let teacherIbot = teacher.ibot.separateHead ? teacher.ibot.headPrototypes : teacher.dino.headPrototypes
-        if copy.ibot.separateHead { copy.ibot.headPrototypes = teacherIbot }
+        copy.ibot.headPrototypes = teacherIbot
         try DistillationTeacher.checkCompatible(student: copy, teacher: teacher, source: folder)
         return copy
     }

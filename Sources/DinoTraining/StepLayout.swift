@@ -14,6 +14,20 @@ import DinoCore
 import DinoKernels
 import DinoModel
 
+extension TrainingConfig {
+    /// The masks of one rank's global crops [2 count, N] at `iteration` (images firstImage ..< firstImage +
+    /// count of a global batch of `globalImages`): the iBOT plan drawn over the global batch, or in
+    /// distillation every patch (no masking; the iBOT loss covers every patch of the global crops).
+    public func stepMasks(seed: UInt64, iteration: Int, globalImages: Int, firstImage: Int, count: Int) -> [Bool] {
+        let grid = crops.globalCropsSize / student.patchSize
+        if distillation.enabled { return [Bool](repeating: true, count: 2 * count * grid * grid) }
+        return MaskPlan(
+            seed: seed, iteration: UInt64(iteration), globalImages: globalImages, grid: grid,
+            probability: ibot.maskSampleProbability, ratioRange: ibot.maskRatioMinMax
+        ).masks(firstImage: firstImage, count: count)
+    }
+}
+
 /// The layout of one rank's crops in a step.
 struct StepCrops {
     let images: Int

@@ -37,8 +37,8 @@ public func runSyntheticSteps(
             return values
         }
         let global = crops(count: 2, size: g, cropBase: 0), local = crops(count: nLocal, size: l, cropBase: 2)
-        let masks = syntheticMaskPlan(config, seed: seed, iteration: iteration, worldSize: world)
-            .masks(firstImage: first, count: b)
+        let masks = config.stepMasks(
+            seed: seed, iteration: iteration, globalImages: globalImages, firstImage: first, count: b)
         let rankLosses = try withBase(global) { gp in
             try withBase(local) { lp in
                 try model.step(iteration: iteration, globalImages: gp, localImages: lp, masks: masks, images: b)
@@ -55,14 +55,6 @@ public func runSyntheticSteps(
     return losses
 }
 
-/// The masks of synthetic step `iteration` over the global batch (the same plan on every rank).
-func syntheticMaskPlan(_ config: TrainingConfig, seed: UInt64, iteration: Int, worldSize: Int) -> MaskPlan {
-    MaskPlan(
-        seed: seed, iteration: UInt64(iteration), globalImages: config.train.batchSizePerRank * worldSize,
-        grid: config.crops.globalCropsSize / config.student.patchSize,
-        probability: config.ibot.maskSampleProbability, ratioRange: config.ibot.maskRatioMinMax)
-}
-
 /// The most masked tokens any rank's crops hold in synthetic steps `iterations` (what sizes the heads'
 /// buffers of a `bench step` run): the masks are drawn from the counter-based stream, so this is exact.
 public func syntheticMaskedTokens(
@@ -71,9 +63,10 @@ public func syntheticMaskedTokens(
     let b = config.train.batchSizePerRank
     var largest = 0
     for iteration in iterations {
-        let plan = syntheticMaskPlan(config, seed: seed, iteration: iteration, worldSize: worldSize)
         for rank in 0..<worldSize {
-            largest = max(largest, plan.masks(firstImage: rank * b, count: b).lazy.filter { $0 }.count)
+            let masks = config.stepMasks(
+                seed: seed, iteration: iteration, globalImages: b * worldSize, firstImage: rank * b, count: b)
+            largest = max(largest, masks.lazy.filter { $0 }.count)
         }
     }
     return largest

@@ -147,7 +147,6 @@ public enum Trainer {
             firstStep: start)
         defer { loader.stop() }
         catchStopSignals()
-        let grid = config.crops.globalCropsSize / config.student.patchSize
         let metrics = output + "/metrics.jsonl"
         let recorder = comm.rank == 0 ? RunRecorder(output: output, start: start, log: log) : nil
         if comm.rank == 0 {
@@ -196,15 +195,9 @@ public enum Trainer {
             }
             let stepStart = MonotonicClock.seconds()
             let batch = try loader.batch(step: iteration)
-            // Distillation has no masking: every patch of the global crops is an iBOT token.
-            let masks =
-                config.distillation.enabled
-                ? [Bool](repeating: true, count: 2 * b * grid * grid)
-                : MaskPlan(
-                    seed: UInt64(config.train.seed), iteration: UInt64(iteration), globalImages: globalBatch,
-                    grid: grid, probability: config.ibot.maskSampleProbability,
-                    ratioRange: config.ibot.maskRatioMinMax
-                ).masks(firstImage: comm.rank * b, count: b)
+            let masks = config.stepMasks(
+                seed: UInt64(config.train.seed), iteration: iteration, globalImages: globalBatch,
+                firstImage: comm.rank * b, count: b)
             let losses = try withBase(batch.globalCrops) { g in
                 try withBase(batch.localCrops) { l in
                     try model.step(iteration: iteration, globalImages: g, localImages: l, masks: masks, images: b)

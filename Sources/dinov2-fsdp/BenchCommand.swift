@@ -196,7 +196,7 @@ struct BenchCommand: ParsableCommand {
         func run() throws {
             let loaded = try options.load()
             try RankedRun.execute { comm, log in
-                let config = loaded.resolved(worldSize: comm.worldSize)
+                let config = try loaded.resolved(worldSize: comm.worldSize).resolvingDistillation()
                 let dataset = try data.map { try ImageDataset(path: $0) }
                 // Synthetic steps: their masks, hence the heads' rows, are known before the steps run.
                 let masked =

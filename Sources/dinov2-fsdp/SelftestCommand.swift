@@ -26,7 +26,8 @@ struct SelftestCommand: ParsableCommand {
         @OptionGroup var options: ConfigOptions
         @Option(help: "Optimisation steps.") var steps = 5
         @Option(help: "Seed of the synthetic crops and the initialisation.") var seed = 0
-        @Option(help: "Write losses and gathered student and teacher parameters as JSON (rank 0).") var json: String?
+        @Option(help: "Write losses and gathered student, teacher and frozen-teacher parameters as JSON (rank 0).")
+        var json: String?
         @Option(help: "Save a checkpoint into this folder after --save-at steps.") var checkpoint: String?
         @Option(help: "Steps after which to save the checkpoint.") var saveAt: Int?
         @Option(help: "Resume from this checkpoint folder, then run --steps more steps.") var resume: String?
@@ -37,7 +38,7 @@ struct SelftestCommand: ParsableCommand {
             let loaded = try options.load()
             try RankedRun.execute { comm, log in
                 BLAS.threadCount = 1
-                let config = loaded.resolved(worldSize: comm.worldSize)
+                let config = try loaded.resolved(worldSize: comm.worldSize).resolvingDistillation()
                 let model = try SelfDistillation(config: config, communicator: comm, seed: UInt64(seed))
                 var first = 0
                 if let resume {
@@ -85,6 +86,11 @@ struct SelftestCommand: ParsableCommand {
                     for entry in part.table.entries {
                         parameters["student/\(part.name)/\(entry.name)"] = try part.student.gatherTensor(entry.name)
                         parameters["teacher/\(part.name)/\(entry.name)"] = try part.teacher.gatherTensor(entry.name)
+                    }
+                }
+                for (name, store) in model.distillationTeacher?.stores ?? [] {
+                    for entry in store.table.entries {
+                        parameters["frozen_teacher/\(name)/\(entry.name)"] = try store.gatherTensor(entry.name)
                     }
                 }
                 if let json, comm.rank == 0 {
