@@ -2,7 +2,10 @@
 // layout (hub names, PyTorch shapes), read from the rank files whatever rank count wrote them. With an
 // image size, the position embedding [1, 1 + G * G, D] is written for that size's grid G (resampled as
 // the official interpolate_pos_encoding does), so the file loads strictly into the official
-// `vit_*(patch_size=14, img_size=SIZE)`, as the released 518-px hub weights do.
+// `vit_*(patch_size=14, img_size=SIZE)`, as the released 518-px hub weights do. With `heads`, the file
+// holds the DINO head and (when separate) iBOT head instead, as `dino_head.<name>` / `ibot_head.<name>`
+// under DINOHead's state-dict names and shapes (a last layer saved in pieces written whole): the head
+// file a distillation run takes beside an exported backbone (`distillation.heads_path`).
 
 import DinoConfig
 import DinoCore
@@ -22,10 +25,11 @@ public enum CheckpointExport {
 
     /// Writes the `which` ("teacher" or "student") backbone of the checkpoint in `folder` to `output`:
     /// one dataset per tensor under its official name and PyTorch shape. Returns the tensor count.
-    /// `imageSize` (nil: the training crop size) sets the position embedding's grid.
+    /// `imageSize` (nil: the training crop size) sets the position embedding's grid. With `heads`, the
+    /// heads instead of the backbone.
     @discardableResult
     public static func export(
-        checkpoint folder: String, to output: String, which: String, imageSize: Int? = nil
+        checkpoint folder: String, to output: String, which: String, imageSize: Int? = nil, heads: Bool = false
     ) throws -> Int {
         guard which == "teacher" || which == "student" else {
             throw CheckpointError.mismatch("--which must be teacher or student, not \(which)")
@@ -44,40 +48,55 @@ public enum CheckpointExport {
         }
         let resampling = PositionResampling(
             offset: config.student.interpolateOffset, antialias: config.student.interpolateAntialias)
-        guard let backbone = manifest.parts.first(where: { $0.name == "backbone" }) else {
-            throw CheckpointError.corrupt(file: folder + "/manifest.json", reason: "no backbone part")
+        let chosen = manifest.parts.filter { heads ? $0.name != "backbone" : $0.name == "backbone" }
+        guard !chosen.isEmpty else {
+            throw CheckpointError.corrupt(file: folder + "/manifest.json", reason: heads ? "no heads" : "no backbone part")
         }
         var files: [Int: HDF5File] = [:]
         for rankFile in manifest.ranks where files[rankFile.shardIndex] == nil {
             files[rankFile.shardIndex] = try HDF5File.open(folder + "/" + rankFile.file)
         }
         let temporary = output + ".tmp"
+        var count = 0
         try? FileManager.default.removeItem(atPath: temporary)
         do {
             let out = try HDF5File.create(temporary, truncate: true)
             try out.setAttribute(
-                "source", string: "dinov2-fsdp checkpoint \(folder), \(which), iteration \(manifest.iteration)")
+                "source",
+                string: "dinov2-fsdp checkpoint \(folder), \(which) \(heads ? "heads" : "backbone"), "
+                    + "iteration \(manifest.iteration)")
             try out.setAttribute("config", string: ConfigLoader.yaml(config))  // `--checkpoint FILE.h5` rebuilds it
-            for tensor in backbone.tensors {
-                let count = tensor.shape.reduce(1, *)
-                let unitCount = backbone.unitCounts[tensor.unit]
-                let shard = CollectiveShape.padded(unitCount, toMultipleOf: manifest.shards) / manifest.shards
-                var values = [Float](repeating: 0, count: count)
-                try values.withUnsafeMutableBufferPointer { buffer in
-                    guard let base = buffer.baseAddress else { return }
-                    try ShardedCheckpoint.readUnitRange(
-                        "backbone/\(which)/unit-\(tensor.unit)", range: tensor.offset..<(tensor.offset + count),
-                        shardSize: shard, files: files, folder: folder, into: base)
+            for part in chosen {
+                // Whole tensors by name: a piece (a last layer cut into units) lands at its offset.
+                var whole: [String: (shape: [Int], values: [Float])] = [:]
+                var order: [String] = []
+                for tensor in part.tensors {
+                    let count = tensor.shape.reduce(1, *)
+                    let unitCount = part.unitCounts[tensor.unit]
+                    let shard = CollectiveShape.padded(unitCount, toMultipleOf: manifest.shards) / manifest.shards
+                    let (name, shape, offset) = tensor.whole
+                    if whole[name] == nil {
+                        whole[name] = (shape, [Float](repeating: 0, count: shape.reduce(1, *)))
+                        order.append(name)
+                    }
+                    try whole[name]!.values.withUnsafeMutableBufferPointer { buffer in
+                        guard let base = buffer.baseAddress else { return }
+                        try ShardedCheckpoint.readUnitRange(
+                            "\(part.name)/\(which)/unit-\(tensor.unit)", range: tensor.offset..<(tensor.offset + count),
+                            shardSize: shard, files: files, folder: folder, into: base + offset)
+                    }
                 }
-                var shape = tensor.shape
-                if let imageSize, tensor.name == "pos_embed", shape.count == 3 {
-                    let grid = imageSize / patch
-                    values = resampling.resample(values, channels: shape[2], toGrid: grid)
-                    shape[1] = 1 + grid * grid
+                for name in order {
+                    guard var (shape, values) = whole[name] else { continue }
+                    if let imageSize, name == "pos_embed", shape.count == 3 {
+                        let grid = imageSize / patch
+                        values = resampling.resample(values, channels: shape[2], toGrid: grid)
+                        shape[1] = 1 + grid * grid
+                    }
+                    let label = heads ? "\(part.name).\(name)" : officialName(name)
+                    try values.withUnsafeBufferPointer { try out.write(label, values: $0, shape: shape) }
                 }
-                try values.withUnsafeBufferPointer {
-                    try out.write(officialName(tensor.name), values: $0, shape: shape)
-                }
+                count += order.count
             }
             try out.flush()
         } catch let error as CheckpointError {
@@ -88,6 +107,6 @@ public enum CheckpointExport {
             throw CheckpointError.io("\(temporary): \(error)")
         }
         try FileSafety.durableRename(temporary, to: output)
-        return backbone.tensors.count
+        return count
     }
 }

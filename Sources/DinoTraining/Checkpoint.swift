@@ -114,35 +114,48 @@ extension SelfDistillation: ShardedTrainingState {
                 "student.pretrained_weights: \(path) is missing or not HDF5; pass a file written by "
                     + "`dinov2-fsdp checkpoint export`")
         }
-        let part = backbone
-        for entry in part.table.entries {
-            let name = CheckpointExport.officialName(entry.name)
+        try Self.readOfficialTensors(
+            from: file, path: path, into: backbone.student, resampling: positionResampling)
+        backbone.copyStudentToTeacher()
+    }
+
+    /// Fills this rank's shard of `store` from `file` (named `path` in errors), one dataset per tensor under
+    /// `prefix` + its official name and PyTorch shape; a piece of a tensor (a head's last layer cut into
+    /// units) reads its range of the whole. A `pos_embed` of another grid is resampled (weights of another
+    /// image size); any other shape difference is refused.
+    static func readOfficialTensors(
+        from file: HDF5File, path: String, prefix: String = "", into store: ShardedParameterStore,
+        resampling: PositionResampling
+    ) throws {
+        for entry in store.table.entries {
+            let name = prefix + CheckpointExport.officialName(entry.tensor)
             let shape: [Int]
             do { shape = try file.shape(of: name) } catch {
                 throw CheckpointError.mismatch(
-                    "\(path) has no tensor \(name) (another architecture? student.arch and the "
-                        + "student.* keys must match the file)")
+                    "\(path) has no tensor \(name) (another architecture? the student.* and head keys must "
+                        + "match the file)")
             }
-            let shard = part.student.parametersShard[entry.unit]
-            if name == "pos_embed", let grid = PositionResampling.targetGrid(from: shape, to: entry.shape) {
+            let shard = store.parametersShard[entry.unit]
+            if name == prefix + "pos_embed", let grid = PositionResampling.targetGrid(from: shape, to: entry.shape) {
                 // Weights of another image size (e.g. the 518-px hub weights into a 224-px run): resampled once,
                 // as the official model would resample them at every forward of this crop size.
                 var saved = [Float](repeating: 0, count: shape.reduce(1, *))
                 try saved.withUnsafeMutableBufferPointer { try file.read(name, range: 0..<$0.count, into: $0) }
-                let values = positionResampling.resample(saved, channels: shape[2], toGrid: grid)
-                if let slice = part.student.plan.localSlice(of: entry) {
+                let values = resampling.resample(saved, channels: shape[2], toGrid: grid)
+                if let slice = store.plan.localSlice(of: entry) {
                     for (i, j) in zip(slice.inEntry, slice.inShard) { shard[j] = values[i] }
                 }
                 continue
             }
-            guard shape == entry.shape else {
-                throw CheckpointError.mismatch("\(path): \(name) has shape \(shape), this model's is \(entry.shape)")
+            guard shape == entry.tensorShape else {
+                throw CheckpointError.mismatch(
+                    "\(path): \(name) has shape \(shape), this model's is \(entry.tensorShape)")
             }
-            guard let slice = part.student.plan.localSlice(of: entry) else { continue }
+            guard let slice = store.plan.localSlice(of: entry) else { continue }
+            let first = entry.tensorOffset + slice.inEntry.lowerBound
             try file.read(
-                name, range: slice.inEntry,
+                name, range: first..<(first + slice.inEntry.count),
                 into: UnsafeMutableBufferPointer(start: shard + slice.inShard.lowerBound, count: slice.inShard.count))
         }
-        part.copyStudentToTeacher()
     }
 }

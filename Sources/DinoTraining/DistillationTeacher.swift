@@ -1,6 +1,7 @@
 // The frozen teacher of a distillation run (DINOv2 section 5; `distillation.*`): a model of its own
 // architecture (its backbone, DINO head and, when separate, iBOT head), read once from another run's
-// checkpoint (its EMA teacher, the model that run evaluates) and never updated. Its parameters are
+// checkpoint (its EMA teacher, the model that run evaluates), or from a backbone and a head file written
+// by `checkpoint export` (the architecture from the backbone file's config), and never updated. Its parameters are
 // sharded like any unit (one store per part, no gradient shards, no optimizer state) and gathered layer
 // by layer in its forward. It is not saved with the student's checkpoints: a resumed run reads it
 // again from the checkpoint folder its resolved config names, which is why a run folder given as
@@ -20,8 +21,8 @@ import Foundation
 public final class DistillationTeacher {
     /// The teacher run's own configuration (architecture, heads).
     public let config: TrainingConfig
-    /// The checkpoint folder it was read from.
-    public let folder: String
+    /// The checkpoint folder (or exported backbone file) it was read from.
+    public let source: String
     public let architecture: ViTArchitecture
     let backbone: Backbone<Float>
     let dinoHead: DinoHead<Float>
@@ -42,11 +43,11 @@ public final class DistillationTeacher {
         student: TrainingConfig, communicator: any Communicator, threads: Int, headPrototypesPerUnit: Int,
         buffers: SharedBuffers
     ) throws {
-        let (folder, config) = try Self.teacherCheckpoint(student.distillation.checkpointPath)
-        self.folder = folder
+        let (source, config) = try Self.teacherCheckpoint(student.distillation.checkpointPath)
+        self.source = source
         self.config = config
         self.communicator = communicator
-        try Self.checkCompatible(student: student, teacher: config, source: folder)
+        try Self.checkCompatible(student: student, teacher: config, source: source)
         let architecture = try ViTArchitecture(student: config.student, imageSize: config.crops.globalCropsSize)
         self.architecture = architecture
         let layout = ParameterLayout(architecture)
@@ -78,8 +79,40 @@ public final class DistillationTeacher {
                     allGatherBF16: student.fsdp.allgatherDtype == .bf16, hasGradients: false, buffers: buffers)
             )
         }
-        optimizerSteps = 0
-        _ = try ShardedCheckpoint.load(into: self, from: folder)
+        if source.hasSuffix(".h5") || !Self.isFolder(source) {
+            try loadExported(backbone: source, heads: student.distillation.headsPath)
+        } else {
+            _ = try ShardedCheckpoint.load(into: self, from: source)
+        }
+    }
+
+    /// Reads the backbone from `backbone` and the heads from `heads`, files of `checkpoint export` (without
+    /// and with --heads), each rank its shards' ranges.
+    private func loadExported(backbone path: String, heads headsPath: String) throws {
+        guard !headsPath.isEmpty else {
+            throw TrainingError.configuration(
+                "distillation.checkpoint_path \(path) is an exported backbone: set distillation.heads_path to the "
+                    + "teacher's heads (`dinov2-fsdp checkpoint export CHECKPOINT --heads --output FILE`)")
+        }
+        let resampling = PositionResampling(
+            offset: config.student.interpolateOffset, antialias: config.student.interpolateAntialias)
+        try SelfDistillation.readOfficialTensors(
+            from: try HDF5File.open(path), path: path, into: backboneStore, resampling: resampling)
+        let heads: HDF5File
+        do { heads = try HDF5File.open(headsPath) } catch {
+            throw TrainingError.configuration(
+                "distillation.heads_path \(headsPath) is missing or not HDF5; pass a file written by "
+                    + "`dinov2-fsdp checkpoint export CHECKPOINT --heads --output FILE`")
+        }
+        for (name, store) in stores.dropFirst() {
+            try SelfDistillation.readOfficialTensors(
+                from: heads, path: headsPath, prefix: name + ".", into: store, resampling: resampling)
+        }
+    }
+
+    private static func isFolder(_ path: String) -> Bool {
+        var isDirectory: ObjCBool = false
+        return FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) && isDirectory.boolValue
     }
 
     /// The teacher's backbone width.
@@ -93,14 +126,21 @@ public final class DistillationTeacher {
     var shardBytes: Int { stores.reduce(0) { $0 + $1.store.residentBytes.shards } }
     var gatheredBytes: Int { stores.reduce(0) { $0 + $1.store.residentBytes.gathered } }
 
-    /// The checkpoint folder `path` names (itself, or a run folder's newest complete checkpoint) and the
-    /// configuration it was trained with.
-    static func teacherCheckpoint(_ path: String) throws -> (folder: String, config: TrainingConfig) {
-        var isDirectory: ObjCBool = false
-        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory), isDirectory.boolValue else {
+    /// The checkpoint folder `path` names (itself, or a run folder's newest complete checkpoint) or the
+    /// exported backbone file it is, and the configuration the teacher was trained with.
+    static func teacherCheckpoint(_ path: String) throws -> (source: String, config: TrainingConfig) {
+        if FileManager.default.fileExists(atPath: path), !isFolder(path) {
+            guard let text = try? HDF5File.open(path).stringAttribute("config") else {
+                throw TrainingError.configuration(
+                    "distillation.checkpoint_path \(path) is a file without a `config` attribute; pass a checkpoint "
+                        + "or run folder, or a backbone written by `dinov2-fsdp checkpoint export`")
+            }
+            return (path, try ConfigLoader.load(yaml: text, source: path))
+        }
+        guard isFolder(path) else {
             throw TrainingError.configuration(
-                "distillation.checkpoint_path \(path) is not a folder; pass a checkpoint folder (holding "
-                    + "manifest.json) or a training output folder of this project")
+                "distillation.checkpoint_path \(path) does not exist; pass a checkpoint folder (holding "
+                    + "manifest.json), a training output folder of this project, or an exported backbone")
         }
         let candidates =
             FileManager.default.fileExists(atPath: path + "/manifest.json")

@@ -106,7 +106,7 @@ public enum Trainer {
         if let teacher = model.distillationTeacher {
             let a = teacher.architecture
             log.main(
-                "distillation: frozen teacher \(teacher.folder) (width \(a.embedDim), depth \(a.depth), "
+                "distillation: frozen teacher \(teacher.source) (width \(a.embedDim), depth \(a.depth), "
                     + "patch \(a.patchSize)); no masks, no drop path, iBOT on every global-crop patch; "
                     + "evaluations and checkpoints' `teacher` are the student's spare EMA")
         }

@@ -81,6 +81,11 @@ struct CheckpointCommand: ParsableCommand {
         @Option(
             name: .customLong("img-size"), help: "Image size of the position embedding (default: the training crop).")
         var imageSize: Int?
+        @Flag(
+            help: ArgumentHelp(
+                "Write the DINO and iBOT heads (dino_head.*, ibot_head.*) instead of the backbone: the head file "
+                    + "of a distillation teacher given as an exported backbone (distillation.heads_path)."))
+        var heads = false
 
         func validate() throws {
             try validateOutputFiles([("--output", output)])
@@ -93,9 +98,9 @@ struct CheckpointCommand: ParsableCommand {
         func run() throws {
             try reportingErrors {
                 let count = try CheckpointExport.export(
-                    checkpoint: path, to: output, which: which, imageSize: imageSize)
+                    checkpoint: path, to: output, which: which, imageSize: imageSize, heads: heads)
                 let size = imageSize.map { " for \($0)-px images" } ?? ""
-                Console.out("wrote \(output): \(count) tensors of the \(which) backbone\(size)")
+                Console.out("wrote \(output): \(count) tensors of the \(which) \(heads ? "heads" : "backbone")\(size)")
             }
         }
     }

@@ -26,24 +26,37 @@ struct DistillationTests {
     /// teacher and whose student holds other values (so that loading the wrong kind shows), as
     /// FOLDER/checkpoints/checkpoint-00000003; returns its configuration.
     @discardableResult
-    func saveTeacherRun(_ fixture: StepFixture, into folder: String) throws -> TrainingConfig {
-        let config = try ConfigLoader.load(file: nil, overrides: try fixture.file.readStrings("\(fixture.group)/teacher_overrides"))
-            .resolved(worldSize: 1)
-        let run = try SelfDistillation(config: config, communicator: SingleProcessCommunicator(), seed: 5)
+    func saveTeacherRun(
+        _ fixture: StepFixture, into folder: String, headPrototypesPerUnit: Int = 0
+    ) throws -> TrainingConfig {
+        let overrides = try fixture.file.readStrings("\(fixture.group)/teacher_overrides")
+        let config = try ConfigLoader.load(file: nil, overrides: overrides).resolved(worldSize: 1)
+        let run = try SelfDistillation(
+            config: config, communicator: SingleProcessCommunicator(), seed: 5,
+            headPrototypesPerUnit: headPrototypesPerUnit)
         for part in run.parts {
             for entry in part.table.entries {
-                part.teacher.setTensor(entry.name, try fixture.floats("frozen_teacher/\(part.name)/\(entry.name)"))
+                // A piece of a tensor (last layers cut into units) takes its range of the whole.
+                let whole = try fixture.floats("frozen_teacher/\(part.name)/\(entry.tensor)")
+                part.teacher.setTensor(
+                    entry.name, Array(whole[entry.tensorOffset..<(entry.tensorOffset + entry.count)]))
             }
         }
         try run.saveCheckpoint(to: folder + "/checkpoints/checkpoint-00000003", iteration: 3)
         return config
     }
 
-    /// The frozen teacher's tensors, part by part, in the fixture's names.
+    /// The frozen teacher's whole tensors (pieces put together), part by part, in the fixture's names.
     func frozenTensors(_ model: SelfDistillation) throws -> [String: [Float]] {
         var tensors: [String: [Float]] = [:]
         for (name, store) in try #require(model.distillationTeacher).stores {
-            for entry in store.table.entries { tensors["\(name)/\(entry.name)"] = try store.gatherTensor(entry.name) }
+            for entry in store.table.entries {
+                let key = "\(name)/\(entry.tensor)"
+                var whole = tensors[key] ?? [Float](repeating: .nan, count: entry.tensorShape.reduce(1, *))
+                whole.replaceSubrange(
+                    entry.tensorOffset..<(entry.tensorOffset + entry.count), with: try store.gatherTensor(entry.name))
+                tensors[key] = whole
+            }
         }
         return tensors
     }
@@ -142,12 +155,53 @@ struct DistillationTests {
         #expect(
             try refusal(["distillation.checkpoint_path=\(folder)", "student.patch_size=2"])
                 .contains("student.patch_size 2 differs from the teacher's 4"))
-        #expect(try refusal(["distillation.checkpoint_path=\(folder)/none"]).contains("is not a folder"))
+        #expect(try refusal(["distillation.checkpoint_path=\(folder)/none"]).contains("does not exist"))
         let empty = try TestPaths.temporaryDirectory().path
         defer { try? FileManager.default.removeItem(atPath: empty) }
         #expect(try refusal(["distillation.checkpoint_path=\(empty)"]).contains("holds no complete checkpoint"))
         #expect(throws: ConfigError.self) {
             try ConfigLoader.load(file: nil, overrides: ["distillation.enabled=true"])
+        }
+    }
+
+    @Test("the teacher from an exported backbone and head file equals the teacher from its checkpoint")
+    func exportedTeacher() throws {
+        let folder = try TestPaths.temporaryDirectory().path
+        defer { try? FileManager.default.removeItem(atPath: folder) }
+        let file = try HDF5File.open(Self.fixture)
+        let fixture = StepFixture(file: file, group: "centering_separate")
+        // Saved with last layers cut into units of 8 prototypes, read with units of 5: pieces on both sides.
+        try saveTeacherRun(fixture, into: folder, headPrototypesPerUnit: 8)
+        let checkpoint = folder + "/checkpoints/checkpoint-00000003"
+        try CheckpointExport.export(checkpoint: checkpoint, to: folder + "/backbone.h5", which: "teacher")
+        let written = try CheckpointExport.export(
+            checkpoint: checkpoint, to: folder + "/heads.h5", which: "teacher", heads: true)
+        #expect(written == 16, "two heads of 8 tensors each")
+        let heads = try HDF5File.open(folder + "/heads.h5")
+        #expect(try heads.shape(of: "ibot_head.last_layer.weight_v") == [24, 8])
+        let base = try file.readStrings("centering_separate/overrides") + ["distillation.enabled=true"]
+        func model(_ extra: [String]) throws -> SelfDistillation {
+            let config = try ConfigLoader.load(file: nil, overrides: base + extra).resolved(worldSize: 1)
+                .resolvingDistillation()
+            return try SelfDistillation(
+                config: config, communicator: SingleProcessCommunicator(), seed: 0, headPrototypesPerUnit: 5)
+        }
+        let exported = try model([
+            "distillation.checkpoint_path=\(folder)/backbone.h5", "distillation.heads_path=\(folder)/heads.h5",
+        ])
+        #expect(exported.distillationTeacher?.source == folder + "/backbone.h5")
+        let tensors = try frozenTensors(exported)
+        // Two heads of 8 tensors; the backbone's 5 embedding tensors, 14 a block (MLP) in 3 blocks, the norm's 2.
+        #expect(tensors.count == 2 * 8 + 5 + 14 * 3 + 2)
+        for (name, values) in tensors {
+            #expect(values == (try fixture.floats("frozen_teacher/\(name)")), "\(name) from the exported files")
+        }
+        #expect(try frozenTensors(model(["distillation.checkpoint_path=\(checkpoint)"])) == tensors)
+        do {
+            _ = try model(["distillation.checkpoint_path=\(folder)/backbone.h5"])
+            Issue.record("an exported backbone without heads_path was accepted")
+        } catch let error as TrainingError {
+            #expect(error.description.contains("set distillation.heads_path"), "\(error)")
         }
     }
 
