@@ -21,7 +21,11 @@
 //   step buffers      SelfDistillation.StepBuffers: head inputs, targets, logit gradients
 // Rows of the heads depend on the masked tokens M of the rank's crops, which vary per step; the
 // prediction takes the largest M the mask plan can give a rank: ceil(2B masked / crops) crops with
-// int(N r_max) patches each.
+// int(N r_max) patches each; in distillation every patch of the global crops, 2BN.
+// Distillation adds the frozen teacher (its architecture read from its checkpoint's manifest): its
+// parameter shards (no gradients, no moments) to the teacher's, its units to the largest full unit, its
+// backbone and heads on the global crops in place of the EMA teacher's (whose backbone then runs only
+// in evaluations, whose heads never run), its width in the target rows.
 
 import DinoConfig
 import DinoKernels
@@ -85,6 +89,15 @@ public enum MemoryModel {
         let layout = ParameterLayout(architecture)
         let heads = headArchitectures(config, embedDim: architecture.embedDim, perUnit: headPrototypesPerUnit)
         let tables = [layout.table] + heads.map { $0.table() }
+        // The frozen teacher of a distillation run: architecture, heads, parameter tables.
+        let frozen: (architecture: ViTArchitecture, heads: [HeadArchitecture], tables: [TensorTable])? =
+            try config.distillation.enabled
+            ? {
+                let teacher = try DistillationTeacher.teacherCheckpoint(config.distillation.checkpointPath).config
+                let a = try ViTArchitecture(student: teacher.student, imageSize: teacher.crops.globalCropsSize)
+                let h = headArchitectures(teacher, embedDim: a.embedDim, perUnit: headPrototypesPerUnit)
+                return (a, h, [ParameterLayout(a).table] + h.map { $0.table() })
+            }() : nil
         let float = MemoryLayout<Float>.stride
         let b = config.train.batchSizePerRank
 
@@ -103,9 +116,14 @@ public enum MemoryModel {
         let momentElements = plans.reduce(0) { total, plan in
             total + plan.table.units.indices.reduce(0) { $0 + Swift.max(1, plan.shardCount($1)) }
         }
+        let frozenPlans = (frozen?.tables ?? []).map { ShardPlan(table: $0, shards: shards, shardIndex: 0) }
+        let frozenElements = frozenPlans.reduce(0) { total, plan in
+            total + plan.table.units.indices.reduce(0) { $0 + plan.shardCount($1) }
+        }
 
         // Full-unit buffers.
         let padded = plans.flatMap { plan in plan.table.units.indices.map { plan.paddedCount($0) } }
+        let frozenPadded = frozenPlans.flatMap { plan in plan.table.units.indices.map { plan.paddedCount($0) } }
         let largest = padded.max() ?? 0
         let parts = tables.count
         let bf16Gathers = config.fsdp.allgatherDtype == .bf16
@@ -124,6 +142,14 @@ public enum MemoryModel {
         if strategy == .shardGradOp && shards > 1 {
             // Every student unit stays gathered from forward to backward, besides the gradients.
             unitBytes += (padded.reduce(0, +) - 2 * largest) * float
+        }
+        if shards > 1, let frozenLargest = frozenPadded.max() {
+            // The frozen teacher gathers into the same pool: its forward holds a unit and the next one, so two
+            // buffers grow to its largest unit (the pool hands out the smallest that fits, so the student's
+            // units reuse them). SHARD_GRAD_OP keeps all its units until its forward ends. (Estimates: the
+            // pool's multi-rank sizes are checked against peak RSS by Benchmarks/memory-table.sh, not exactly.)
+            unitBytes += 2 * Swift.max(0, frozenLargest - largest) * float
+            if strategy == .shardGradOp { unitBytes += Swift.max(0, frozenPadded.reduce(0, +) - padded.reduce(0, +)) * float }
         }
         if shards > 1 {
             // Each student store's reduce-scatter result: one shard of its largest unit under the
@@ -154,33 +180,54 @@ public enum MemoryModel {
         let student = backboneBytes(
             architecture, batches: studentBatches, dropRates: dropRates, training: true, checkpointing: checkpointing,
             threads: threads)
-        let teacher = backboneBytes(
-            architecture, batches: teacherBatches, dropRates: nil, training: false, checkpointing: false,
-            threads: threads)
+        // The EMA teacher's forward on the global crops; in distillation it runs only in evaluations, which
+        // the model leaves out (as it does in any run).
+        let teacher =
+            frozen == nil
+            ? backboneBytes(
+                architecture, batches: teacherBatches, dropRates: nil, training: false, checkpointing: false,
+                threads: threads) : (activations: 0, scratch: 0, tokens: 0)
+        // The target network on the global crops: the frozen teacher in distillation (tokens of its own
+        // layout: registers), else the EMA teacher above.
+        let target =
+            frozen.map { f in
+                backboneBytes(
+                    f.architecture,
+                    batches: [
+                        Batch(
+                            count: 2 * b, size: config.crops.globalCropsSize,
+                            tokens: f.architecture.tokens(cropSize: config.crops.globalCropsSize))
+                    ], dropRates: nil, training: false, checkpointing: false, threads: threads)
+            } ?? (activations: 0, scratch: 0, tokens: 0)
 
         // Heads and step buffers.
-        let d = architecture.embedDim
+        let d = architecture.embedDim, targetWidth = frozen?.architecture.embedDim ?? d
         let clsRows = 2 * b + nLocal * b, studentRows = clsRows + masked, teacherRows = 2 * b + masked
         let separate = config.ibot.separateHead
         let kDino = config.dino.headPrototypes, kIbot = separate ? config.ibot.headPrototypes : kDino
         var headBytes = 0
+        // The target network's heads forward, then the student's forward and backward.
+        let targetHeads = frozen?.heads ?? heads
+        if targetHeads.count > 1 {
+            headBytes += headBuffers(targetHeads[0], rows: 2 * b, backward: false)
+            headBytes += headBuffers(targetHeads[1], rows: masked, backward: false)
+        } else {
+            headBytes += headBuffers(targetHeads[0], rows: teacherRows, backward: false)
+        }
         if separate {
-            headBytes += headBuffers(heads[0], rows: 2 * b, backward: false)
-            headBytes += headBuffers(heads[1], rows: masked, backward: false)
             headBytes += headBuffers(heads[0], rows: clsRows, backward: true)
             headBytes += headBuffers(heads[1], rows: masked, backward: true)
         } else {
-            headBytes += headBuffers(heads[0], rows: teacherRows, backward: false)
             headBytes += headBuffers(heads[0], rows: studentRows, backward: true)
         }
         let dinoRows = separate ? clsRows : studentRows
         var stepElements =
-            teacherRows * d + 2 * b * kDino + masked * kIbot + 2 * studentRows * d + dinoRows * kDino
+            teacherRows * targetWidth + 2 * b * kDino + masked * kIbot + 2 * studentRows * d + dinoRows * kDino
             + Swift.max(2 * b * kDino, threads * kIbot) + student.tokens * d
         if separate { stepElements += Swift.max(1, masked * kIbot) }
         if config.dino.koleoLossWeight > 0 { stepElements += b * d }
         var stepBytes = stepElements * float
-        let statistics = 2 * kDino + 2 + 2 * d + 2 * config.dino.headBottleneckDim
+        let statistics = 2 * kDino + 2 + 2 * targetWidth + 2 * targetHeads[0].bottleneck
         stepBytes += statistics * MemoryLayout<Double>.stride
         if config.train.centering == .sinkhornKnopp {
             stepBytes += Swift.max(kDino, kIbot) * MemoryLayout<Double>.stride
@@ -188,12 +235,14 @@ public enum MemoryModel {
 
         var categories = [
             MemoryCategory(name: MemoryCategory.studentShards, bytes: 2 * shardElements * float),
-            MemoryCategory(name: MemoryCategory.teacherShards, bytes: shardElements * float),
+            MemoryCategory(name: MemoryCategory.teacherShards, bytes: (shardElements + frozenElements) * float),
             MemoryCategory(name: MemoryCategory.moments, bytes: 2 * momentElements * float),
             MemoryCategory(name: MemoryCategory.unitBuffers, bytes: unitBytes),
             MemoryCategory(name: MemoryCategory.studentActivations, bytes: student.activations * float),
-            MemoryCategory(name: MemoryCategory.teacherActivations, bytes: teacher.activations * float),
-            MemoryCategory(name: MemoryCategory.backboneScratch, bytes: (student.scratch + teacher.scratch) * float),
+            MemoryCategory(
+                name: MemoryCategory.teacherActivations, bytes: (teacher.activations + target.activations) * float),
+            MemoryCategory(
+                name: MemoryCategory.backboneScratch, bytes: (student.scratch + teacher.scratch + target.scratch) * float),
             MemoryCategory(name: MemoryCategory.heads, bytes: headBytes * float),
             MemoryCategory(name: MemoryCategory.stepBuffers, bytes: stepBytes),
         ]
@@ -240,6 +289,7 @@ public enum MemoryModel {
     /// at most ceil(2B masked / 2G) of them, each at most int(N r_max) patches.
     static func largestMaskedTokens(_ config: TrainingConfig, architecture: ViTArchitecture, worldSize: Int) -> Int {
         let b = config.train.batchSizePerRank, crops = 2 * b * worldSize
+        if config.distillation.enabled { return 2 * b * architecture.patches(cropSize: config.crops.globalCropsSize) }
         let masked = Int(Double(crops) * config.ibot.maskSampleProbability)
         guard masked > 0 else { return 0 }
         let perRank = (2 * b * masked + crops - 1) / crops

@@ -57,7 +57,7 @@ struct ConfigTests {
         "every shipped config loads",
         arguments: [
             "default", "quickstart", "small-data", "vits14", "vitb14", "vitl14", "vitg14", "tests/tiny", "vitl14-518",
-            "vitg14-518", "quickstart-highres",
+            "vitg14-518", "quickstart-highres", "small-data-distill",
         ])
     func shippedConfigs(name: String) throws {
         _ = try ConfigLoader.load(file: root + "/Configs/\(name).yaml")
@@ -76,6 +76,15 @@ struct ConfigTests {
         (continued.crops.globalCropsSize, continued.crops.localCropsSize) =
             (recipe.crops.globalCropsSize, recipe.crops.localCropsSize)
         #expect(continued == recipe, "\(phase) differs from \(base) beyond the crop sizes")
+    }
+
+    @Test("the distillation config is the small-data recipe with the distillation section, nothing else")
+    func distillationConfig() throws {
+        let recipe = try ConfigLoader.load(file: root + "/Configs/small-data.yaml")
+        var distilled = try ConfigLoader.load(file: root + "/Configs/small-data-distill.yaml")
+        #expect(distilled.distillation.enabled && distilled.distillation.checkpointPath == "runs/learning/ours")
+        distilled.distillation = recipe.distillation
+        #expect(distilled == recipe)
     }
 
     @Test("overrides apply after the file, the file after the defaults")

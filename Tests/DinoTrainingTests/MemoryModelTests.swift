@@ -23,13 +23,37 @@ struct MemoryModelTests {
         ["fsdp.allgather_dtype=bf16", "dino.koleo_loss_weight=0", "student.num_register_tokens=4"],
     ]
 
+    static let quickstart = TestPaths.packageRoot.appendingPathComponent("Configs/quickstart.yaml").path
+
     @Test("every category predicted equals the buffers after 3 steps (1 rank)", arguments: variants)
     func predictionMatchesBuffers(overrides: [String]) throws {
-        let config = try ConfigLoader.load(
-            file: TestPaths.packageRoot.appendingPathComponent("Configs/quickstart.yaml").path,
-            overrides: ["train.batch_size_per_gpu=3"] + overrides
-        )
-        .resolved(worldSize: 1)
+        try expectPredictionMatches(overrides: overrides)
+    }
+
+    @Test(
+        "distillation: the frozen teacher (wider, deeper, registers, a separate iBOT head) predicted as held",
+        arguments: [["ibot.separate_head=false"], ["ibot.separate_head=true", "activation_checkpoint.mode=full"]])
+    func distillation(studentOverrides: [String]) throws {
+        let folder = try TestPaths.temporaryDirectory().path
+        defer { try? FileManager.default.removeItem(atPath: folder) }
+        let teacherConfig = try ConfigLoader.load(
+            file: Self.quickstart,
+            overrides: [
+                "student.embed_dim=256", "student.depth=4", "student.num_heads=4", "student.num_register_tokens=4",
+                "ibot.separate_head=true",
+            ]
+        ).resolved(worldSize: 1)
+        let teacher = try SelfDistillation(config: teacherConfig, communicator: SingleProcessCommunicator(), seed: 4)
+        try teacher.saveCheckpoint(to: folder + "/checkpoint-00000001", iteration: 1)
+        try expectPredictionMatches(
+            overrides: studentOverrides + [
+                "distillation.enabled=true", "distillation.checkpoint_path=\(folder)/checkpoint-00000001",
+            ])
+    }
+
+    func expectPredictionMatches(overrides: [String]) throws {
+        let config = try ConfigLoader.load(file: Self.quickstart, overrides: ["train.batch_size_per_gpu=3"] + overrides)
+            .resolved(worldSize: 1).resolvingDistillation()
         let world = SingleProcessCommunicator()
         let model = try SelfDistillation(config: config, communicator: world, seed: 1, threads: 2)
         var masked = 0
