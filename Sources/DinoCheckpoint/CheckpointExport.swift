@@ -50,7 +50,8 @@ public enum CheckpointExport {
             offset: config.student.interpolateOffset, antialias: config.student.interpolateAntialias)
         let chosen = manifest.parts.filter { heads ? $0.name != "backbone" : $0.name == "backbone" }
         guard !chosen.isEmpty else {
-            throw CheckpointError.corrupt(file: folder + "/manifest.json", reason: heads ? "no heads" : "no backbone part")
+            throw CheckpointError.corrupt(
+                file: folder + "/manifest.json", reason: heads ? "no heads" : "no backbone part")
         }
         var files: [Int: HDF5File] = [:]
         for rankFile in manifest.ranks where files[rankFile.shardIndex] == nil {

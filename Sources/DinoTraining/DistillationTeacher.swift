@@ -61,7 +61,8 @@ public final class DistillationTeacher {
                 threads: threads)
         }
         dinoHead = head(
-            config.dino.headHiddenDim, config.dino.headBottleneckDim, config.dino.headLayers, config.dino.headPrototypes)
+            config.dino.headHiddenDim, config.dino.headBottleneckDim, config.dino.headLayers, config.dino.headPrototypes
+        )
         ibotHead =
             config.ibot.separateHead
             ? head(

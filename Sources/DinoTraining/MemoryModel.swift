@@ -149,7 +149,9 @@ public enum MemoryModel {
             // units reuse them). SHARD_GRAD_OP keeps all its units until its forward ends. (Estimates: the
             // pool's multi-rank sizes are checked against peak RSS by Benchmarks/memory-table.sh, not exactly.)
             unitBytes += 2 * Swift.max(0, frozenLargest - largest) * float
-            if strategy == .shardGradOp { unitBytes += Swift.max(0, frozenPadded.reduce(0, +) - padded.reduce(0, +)) * float }
+            if strategy == .shardGradOp {
+                unitBytes += Swift.max(0, frozenPadded.reduce(0, +) - padded.reduce(0, +)) * float
+            }
         }
         if shards > 1 {
             // Each student store's reduce-scatter result: one shard of its largest unit under the
@@ -242,7 +244,8 @@ public enum MemoryModel {
             MemoryCategory(
                 name: MemoryCategory.teacherActivations, bytes: (teacher.activations + target.activations) * float),
             MemoryCategory(
-                name: MemoryCategory.backboneScratch, bytes: (student.scratch + teacher.scratch + target.scratch) * float),
+                name: MemoryCategory.backboneScratch,
+                bytes: (student.scratch + teacher.scratch + target.scratch) * float),
             MemoryCategory(name: MemoryCategory.heads, bytes: headBytes * float),
             MemoryCategory(name: MemoryCategory.stepBuffers, bytes: stepBytes),
         ]

@@ -232,7 +232,8 @@ struct DistillationTests {
         try model.saveCheckpoint(to: folder + "/student/checkpoints/checkpoint-00000001", iteration: 1)
         // The frozen teacher's folder gone: eval, embed and export still open the run.
         try FileManager.default.removeItem(atPath: folder + "/teacher")
-        let restored = try SelfDistillation.restored(from: folder + "/student", communicator: SingleProcessCommunicator())
+        let restored = try SelfDistillation.restored(
+            from: folder + "/student", communicator: SingleProcessCommunicator())
         #expect(restored.model.distillationTeacher == nil && restored.iteration == 1)
         for (part, saved) in zip(restored.model.parts, model.parts) {
             for entry in part.table.entries {

@@ -29,7 +29,8 @@ struct DistillationRunTests {
                 "--steps", "2", "--save-at", "2", "--checkpoint", folder + "/teacher", "--json", json,
             ] + teacherArchitecture, timeout: 240)
         guard result.status == 0 else { throw TestFailure(message: "teacher run:\n\(result.stdout)\n\(result.stderr)") }
-        let object = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: json))) as? [String: Any]
+        let object =
+            try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: json))) as? [String: Any]
         let parameters = ((object?["parameters"] as? [String: [Any]]) ?? [:]).mapValues {
             $0.compactMap { ($0 as? NSNumber)?.doubleValue }
         }
@@ -71,7 +72,9 @@ struct DistillationRunTests {
                     "selftest", "sharding", "--config", "Configs/tests/tiny.yaml", "train.batch_size_per_gpu=4",
                     "--json", json,
                 ] + distill + extra, timeout: 240)
-            guard result.status == 0 else { throw TestFailure(message: "\(extra):\n\(result.stdout)\n\(result.stderr)") }
+            guard result.status == 0 else {
+                throw TestFailure(message: "\(extra):\n\(result.stdout)\n\(result.stderr)")
+            }
             let object =
                 try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: json))) as? [String: Any]
             let parameters = ((object?["parameters"] as? [String: [Any]]) ?? [:]).mapValues {
