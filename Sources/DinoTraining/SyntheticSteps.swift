@@ -18,7 +18,6 @@ public func runSyntheticSteps(
     let b = config.train.batchSizePerRank, world = communicator.worldSize
     let globalImages = b * world, first = communicator.rank * b
     let g = config.crops.globalCropsSize, l = config.crops.localCropsSize, nLocal = config.crops.localCropsNumber
-    let grid = g / config.student.patchSize
     var losses: [StepLosses] = []
     for step in 0..<steps {
         let iteration = firstIteration + step
