@@ -47,6 +47,7 @@ let modules: [Target] = [
         name: "DinoEval", dependencies: ["DinoCore", "DinoKernels", "DinoData", "DinoCheckpoint"],
         swiftSettings: hostCPUSettings),
     .target(name: "DinoPlot", swiftSettings: hostCPUSettings),
+    .target(name: "DinoCuration", dependencies: ["DinoCore", "DinoKernels"], swiftSettings: hostCPUSettings),
     .target(
         name: "DinoTraining",
         dependencies: [
@@ -90,6 +91,7 @@ let tests: [Target] = [
     .testTarget(
         name: "DinoDataTests", dependencies: ["DinoCheckpoint", "DinoCore", "DinoData", "DinoTestSupport"],
         exclude: ["Fixtures"]),
+    .testTarget(name: "DinoCurationTests", dependencies: ["DinoCore", "DinoCuration", "DinoTestSupport"]),
     .testTarget(
         name: "DinoCoreTests", dependencies: ["DinoCheckpoint", "DinoCore", "DinoKernels", "DinoTestSupport"]),
     // Imports only what it lists besides dinov2-fsdp, which it launches under mpirun (so it must be built first).

@@ -16,6 +16,7 @@ public enum RandomPurpose: UInt64, Sendable {
     case synthesis = 6
     case linearProbe = 7
     case analysis = 8
+    case curation = 9
     case test = 99
 }
 
