@@ -141,8 +141,8 @@ public enum KMeans {
     }
 
     /// k-means++, then `iterations` Lloyd steps; collective: every rank passes its shard (`rows`, global
-    /// row range `range` of a pool of `poolSize`, from ExactSearch.shard). Returns the centroids [k, d] (the same on every rank) and this
-    /// rank's rows' final assignment.
+    /// row range `range` of a pool of `poolSize`, from ExactSearch.shard). Returns the centroids [k, d]
+    /// (the same on every rank) and this rank's rows' final assignment.
     public static func run(
         rows: UnsafePointer<Float>, range: Range<Int>, poolSize: Int, dimension d: Int, k: Int, iterations: Int,
         seed: UInt64, communicator comm: any Communicator
