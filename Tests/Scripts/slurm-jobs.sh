@@ -51,6 +51,10 @@ done
 # The requeued job is pending until its begin time; give the second start time to finish.
 until [ "$(squeue -h -j "$job" -o %T 2>/dev/null)" = "PENDING" ]; do sleep 0.2; done
 scontrol update JobId="$job" TimeLimit=10
+# Not within the second of the requeue: slurmd revokes the previous run's credential with a time in whole
+# seconds, and a new launch in that same second is refused ("Killing non-startable batch JobId=2: Job
+# credential revoked" in slurmctld's log; the rare failure of this test before this wait).
+sleep 2
 scontrol update JobId="$job" StartTime=now 2>/dev/null || true  # fails only if it has started already
 until [ -z "$(squeue -h -j "$job" -o %T 2>/dev/null)" ]; do
   [ $SECONDS -lt $((deadline + 300)) ] || { echo "error: job B did not end:"; cat "$out/b.log"; exit 1; }
