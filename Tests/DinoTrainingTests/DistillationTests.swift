@@ -84,37 +84,9 @@ struct DistillationTests {
         for (name, values) in before {
             #expect(values == (try fixture.floats("frozen_teacher/\(name)")), "\(variant): teacher \(name) as saved")
         }
-        let globalCrops = try fixture.floats("global_crops")
-        let localCrops = try fixture.floats("local_crops")
-        let images = config.train.batchSizePerRank
         let patches = model.architecture.patches(cropSize: config.crops.globalCropsSize)
-        let masks = [Bool](repeating: true, count: 2 * images * patches)
-        let expectedLosses = try fixture.doubles("losses")
-        for step in 0..<3 {
-            let losses = try globalCrops.withUnsafeBufferPointer { g in
-                try localCrops.withUnsafeBufferPointer { l in
-                    try model.step(
-                        iteration: step, globalImages: g.baseAddress!, localImages: l.baseAddress!, masks: masks,
-                        images: images)
-                }
-            }
-            let got = [losses.dinoLocal, losses.dinoGlobal, losses.ibot, losses.koleo]
-            for (i, name) in ["dino local", "dino global", "ibot", "koleo"].enumerated() {
-                let expected = expectedLosses[step * 4 + i]
-                #expect(
-                    abs(got[i] - expected) <= 1e-4 * max(abs(expected), 1e-2),
-                    "\(variant) step \(step + 1) \(name): \(got[i]) vs \(expected)")
-            }
-            if step == 0 {
-                for part in model.parts {
-                    for entry in part.table.entries {
-                        let reference = try fixture.doubles("gradients/\(part.name)/\(entry.name)")
-                        let error = normwiseError(try part.student.gatherGradient(entry.name), reference)
-                        #expect(error <= 1e-4, "\(variant) gradient of \(part.name) \(entry.name): \(error)")
-                    }
-                }
-            }
-        }
+        let masks = [Bool](repeating: true, count: 2 * config.train.batchSizePerRank * patches)
+        try fixture.expectSteps(of: model, masks: masks)
         // final_teacher holds the reference's spare EMA: our parts' `teacher` buffers.
         try fixture.expectFinalParameters(of: model)
         let after = try frozenTensors(model)

@@ -25,6 +25,41 @@ struct StepFixture {
         }
     }
 
+    /// Runs `steps` steps of `model` on the fixture's crops with `masks`, each loss term within 1e-4 of
+    /// the fixture's `losses` and the clipped gradients after step 1 within 1e-4 of its `gradients`;
+    /// `beforeStep` sees each step's index first (checks of the schedules).
+    func expectSteps(
+        of model: SelfDistillation, masks: [Bool], steps: Int = 3, beforeStep: (Int) throws -> Void = { _ in }
+    ) throws {
+        let globalCrops = try floats("global_crops"), localCrops = try floats("local_crops")
+        let expectedLosses = try doubles("losses")
+        for step in 0..<steps {
+            try beforeStep(step)
+            let losses = try globalCrops.withUnsafeBufferPointer { g in
+                try localCrops.withUnsafeBufferPointer { l in
+                    try model.step(
+                        iteration: step, globalImages: g.baseAddress!, localImages: l.baseAddress!, masks: masks,
+                        images: model.config.train.batchSizePerRank)
+                }
+            }
+            let got = [losses.dinoLocal, losses.dinoGlobal, losses.ibot, losses.koleo]
+            for (i, name) in ["dino local", "dino global", "ibot", "koleo"].enumerated() {
+                let expected = expectedLosses[step * 4 + i]
+                #expect(
+                    abs(got[i] - expected) <= 1e-4 * max(abs(expected), 1e-2),
+                    "\(group) step \(step + 1) \(name): \(got[i]) vs \(expected)")
+            }
+            guard step == 0 else { continue }
+            for part in model.parts {
+                for entry in part.table.entries {
+                    let reference = try doubles("gradients/\(part.name)/\(entry.name)")
+                    let error = normwiseError(try part.student.gatherGradient(entry.name), reference)
+                    #expect(error <= 1e-4, "\(group) gradient of \(part.name) \(entry.name): \(error)")
+                }
+            }
+        }
+    }
+
     /// Student and teacher after the steps against the fixture's, normwise within 1e-4 over the
     /// entries Adam moves by well-conditioned amounts (adamWellConditioned), at most 5 % left out.
     func expectFinalParameters(of model: SelfDistillation) throws {
