@@ -47,7 +47,9 @@ let modules: [Target] = [
         name: "DinoEval", dependencies: ["DinoCore", "DinoKernels", "DinoData", "DinoCheckpoint"],
         swiftSettings: hostCPUSettings),
     .target(name: "DinoPlot", swiftSettings: hostCPUSettings),
-    .target(name: "DinoCuration", dependencies: ["DinoCore", "DinoKernels"], swiftSettings: hostCPUSettings),
+    .target(
+        name: "DinoCuration", dependencies: ["DinoCheckpoint", "DinoCore", "DinoData", "DinoKernels"],
+        swiftSettings: hostCPUSettings),
     .target(
         name: "DinoTraining",
         dependencies: [
@@ -58,14 +60,15 @@ let modules: [Target] = [
     .target(
         name: "DinoBench",
         dependencies: [
-            "DinoCheckpoint", "DinoConfig", "DinoCore", "DinoData", "DinoKernels", "DinoModel", "DinoPlot",
-            "DinoTraining",
+            "DinoCheckpoint", "DinoConfig", "DinoCore", "DinoCuration", "DinoData", "DinoKernels", "DinoModel",
+            "DinoPlot", "DinoTraining",
         ],
         swiftSettings: hostCPUSettings),
     .executableTarget(
         name: "dinov2-fsdp",
         dependencies: [
-            "DinoBench", "DinoCheckpoint", "DinoConfig", "DinoCore", "DinoData", "DinoDistributed", "DinoEval",
+            "DinoBench", "DinoCheckpoint", "DinoConfig", "DinoCore", "DinoCuration", "DinoData", "DinoDistributed",
+            "DinoEval",
             "DinoKernels", "DinoTraining", .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ],
         swiftSettings: hostCPUSettings),
@@ -91,7 +94,10 @@ let tests: [Target] = [
     .testTarget(
         name: "DinoDataTests", dependencies: ["DinoCheckpoint", "DinoCore", "DinoData", "DinoTestSupport"],
         exclude: ["Fixtures"]),
-    .testTarget(name: "DinoCurationTests", dependencies: ["DinoCore", "DinoCuration", "DinoTestSupport"]),
+    .testTarget(
+        name: "DinoCurationTests",
+        dependencies: ["DinoCheckpoint", "DinoCore", "DinoCuration", "DinoData", "DinoTestSupport"],
+        exclude: ["Fixtures"]),
     .testTarget(
         name: "DinoCoreTests", dependencies: ["DinoCheckpoint", "DinoCore", "DinoKernels", "DinoTestSupport"]),
     // Imports only what it lists besides dinov2-fsdp, which it launches under mpirun (so it must be built first).

@@ -40,11 +40,12 @@ public enum ExactSearch {
         return Swift.min(n, firstBlock * blockRows)..<Swift.min(n, endBlock * blockRows)
     }
 
-    /// Each query's best `k` among pool rows `rows` (held at `pool`, [rows.count, d] row-major), sorted.
+    /// Each query's best `k` among pool rows `rows` (held at `pool`, [rows.count, d] row-major), sorted,
+    /// leaving out held rows whose `excluded` is true (none when empty).
     /// `rows` must start on a block boundary (as `shard` gives) for results equal over rank counts.
     public static func localCandidates(
         queries: UnsafePointer<Float>, queryCount q: Int, dimension d: Int, pool: UnsafePointer<Float>,
-        rows: Range<Int>, k: Int
+        rows: Range<Int>, k: Int, excluded: [Bool] = []
     ) -> [[Neighbor]] {
         precondition(rows.lowerBound % blockRows == 0, "a shard starts on a block boundary")
         var best = [[Neighbor]](repeating: [], count: q)
@@ -63,7 +64,7 @@ public enum ExactSearch {
                 }
             }
             for i in 0..<q {
-                for j in 0..<count {
+                for j in 0..<count where excluded.isEmpty || !excluded[start + j] {
                     let candidate = Neighbor(index: rows.lowerBound + start + j, similarity: scores[i * count + j])
                     insert(candidate, into: &best[i], k: k)
                 }
@@ -97,9 +98,33 @@ public enum ExactSearch {
     /// `shard`) and the same queries, and gets the same answer.
     public static func search(
         queries: UnsafePointer<Float>, queryCount q: Int, dimension d: Int, pool: UnsafePointer<Float>,
-        rows: Range<Int>, k: Int, communicator comm: any Communicator
+        rows: Range<Int>, k: Int, excluded: [Bool] = [], communicator comm: any Communicator
     ) throws -> [[Neighbor]] {
-        let local = localCandidates(queries: queries, queryCount: q, dimension: d, pool: pool, rows: rows, k: k)
+        let local = localCandidates(
+            queries: queries, queryCount: q, dimension: d, pool: pool, rows: rows, k: k, excluded: excluded)
+        return try mergeAcrossRanks(local, k: k, communicator: comm)
+    }
+
+    /// Each query's best `k` among the shard's rows that are not excluded, over the whole pool; collective.
+    public static func search(
+        queries: [Float], in shard: PoolShard, k: Int, communicator comm: any Communicator
+    ) throws -> [[Neighbor]] {
+        let q = queries.count / Swift.max(1, shard.dimension)
+        return try queries.withUnsafeBufferPointer { query in
+            try shard.vectors.withUnsafeBufferPointer { pool in
+                try search(
+                    queries: query.baseAddress!, queryCount: q, dimension: shard.dimension, pool: pool.baseAddress!,
+                    rows: shard.rows, k: k, excluded: shard.excluded, communicator: comm)
+            }
+        }
+    }
+
+    /// Every rank's candidate lists (each query's, sorted) merged into each query's best `k`; collective:
+    /// every rank gets the same lists.
+    public static func mergeAcrossRanks(
+        _ local: [[Neighbor]], k: Int, communicator comm: any Communicator
+    ) throws -> [[Neighbor]] {
+        let q = local.count
         guard comm.worldSize > 1 else { return local }
         // (similarity, index) pairs as doubles (exact for both), k per query, missing ones as (-inf, -1).
         var mine = [Double](repeating: 0, count: 2 * q * k)

@@ -12,12 +12,15 @@ import Foundation
 /// Writes embedding files.
 public enum EmbeddingWriter {
     /// Embeds `dataset` with `model` into `output`; `attributes` (string and integer) go on the file.
-    /// Collective: every rank calls it.
+    /// With `skipUnreadable` an image that cannot be read gets zero features and its index goes to the
+    /// `unreadable` dataset (written only when there is one) instead of stopping the run. Returns the
+    /// number of unreadable images. Collective: every rank calls it.
+    @discardableResult
     public static func write(
         _ dataset: ImageDataset, model: some FrozenFeatures, to output: String, patches: Bool,
-        attributes: [String: String] = [:], integerAttributes: [String: Int64] = [:],
+        attributes: [String: String] = [:], integerAttributes: [String: Int64] = [:], skipUnreadable: Bool = false,
         communicator comm: any Communicator
-    ) throws {
+    ) throws -> Int {
         let d = model.featureDimension, p = model.patchesPerImage
         let temporary = output + ".tmp-\(getpid())"
         var file: HDF5File?
@@ -27,7 +30,11 @@ public enum EmbeddingWriter {
             if patches { try created.createDataset("patch", shape: [dataset.count, p, d]) }
             file = created
         }
-        try TeacherEmbedding.rounds(of: dataset, model: model, communicator: comm, patches: patches) { round in
+        var unreadable: [Int] = []
+        try TeacherEmbedding.rounds(
+            of: dataset, model: model, communicator: comm, patches: patches, skipUnreadable: skipUnreadable
+        ) { round in
+            unreadable += round.unreadable
             guard let file else { return }
             var offset = 0
             for range in round.ranges where !range.isEmpty {
@@ -43,6 +50,9 @@ public enum EmbeddingWriter {
         if let writer = file {
             try writer.write("labels", integers: dataset.samples.map { Int64($0.label) }, shape: [dataset.count])
             try writer.write("paths", strings: dataset.samples.map(\.path))
+            if !unreadable.isEmpty {
+                try writer.write("unreadable", integers: unreadable.map { Int64($0) }, shape: [unreadable.count])
+            }
             for (name, value) in attributes.sorted(by: { $0.key < $1.key }) {
                 try writer.setAttribute(name, string: value)
             }
@@ -55,6 +65,7 @@ public enum EmbeddingWriter {
         file = nil  // closes the file before it is renamed
         if comm.rank == 0 { try FileSafety.durableRename(temporary, to: output) }
         try comm.barrier()
+        return unreadable.count
     }
 
     /// Rows `rows` of `values` ([*, width]) into rows `range` of dataset `name`.

@@ -114,6 +114,9 @@ public enum TeacherEmbedding {
         public let ranges: [Range<Int>]
         public let cls: [Float]
         public let patches: [Float]
+        /// Dataset indices of this round's images that could not be read (only when skipping them; their
+        /// tokens are zeros).
+        public let unreadable: [Int]
 
         /// Calls `body(datasetIndex, row)` for every image of the round; `row` indexes `cls` / `patches`.
         public func forEachImage(_ body: (_ index: Int, _ row: Int) throws -> Void) rethrows {
@@ -129,10 +132,12 @@ public enum TeacherEmbedding {
 
     /// Runs the teacher over every image of `dataset` through the evaluation view, each rank a contiguous
     /// slice in batches of `batch`; after each round every rank gets all ranks' tokens in `body`.
-    /// Every rank runs the same number of rounds (the teacher's gathers are collective).
+    /// Every rank runs the same number of rounds (the teacher's gathers are collective). An image that
+    /// cannot be read stops the run with its path, or with `skipUnreadable` gets zero tokens and is listed
+    /// in its round's `unreadable`.
     public static func rounds(
         of dataset: ImageDataset, model: some FrozenFeatures, communicator comm: any Communicator,
-        batch: Int = 16, patches: Bool, _ body: (Round) throws -> Void
+        batch: Int = 16, patches: Bool, skipUnreadable: Bool = false, _ body: (Round) throws -> Void
     ) throws {
         let size = model.inputSize, d = model.featureDimension
         let p = patches ? model.patchesPerImage : 0
@@ -152,27 +157,50 @@ public enum TeacherEmbedding {
             }
             let local = ranges[comm.rank]
             precondition(local.lowerBound >= mine.lowerBound && local.upperBound <= mine.upperBound)
+            var failed = [Float](repeating: 0, count: local.count)
             for (j, index) in local.enumerated() {
                 let sample = dataset.samples[index]
                 let image: RGBImage
                 do {
                     image = try ImageCodec.decode(Data(contentsOf: URL(fileURLWithPath: sample.path)))
                 } catch {
-                    throw EvaluationError.data("cannot read \(sample.path): \(error); fix or remove the file")
+                    guard skipUnreadable else {
+                        throw EvaluationError.data("cannot read \(sample.path): \(error); fix or remove the file")
+                    }
+                    failed[j] = 1
+                    pixels.withUnsafeMutableBufferPointer { buffer in
+                        for i in (j * 3 * size * size)..<((j + 1) * 3 * size * size) { buffer[i] = 0 }
+                    }
+                    continue
                 }
                 pixels.withUnsafeMutableBufferPointer { buffer in
                     guard let base = buffer.baseAddress else { return }
                     Augment.normalize(KNN.evaluationView(image, size: size), into: base + j * 3 * size * size)
                 }
             }
-            let tokens = try withBase(pixels) {
+            var tokens = try withBase(pixels) {
                 try model.tokens(images: $0, count: max(1, local.count), size: size, patches: patches)
+            }
+            for j in failed.indices where failed[j] != 0 {
+                for c in 0..<d { tokens.cls[j * d + c] = 0 }
+                if patches { for i in (j * p * d)..<((j + 1) * p * d) { tokens.patches[i] = 0 } }
             }
             let cls = try gather(Array(tokens.cls.prefix(local.count * d)), ranges: ranges, width: d, comm)
             let patchTokens =
                 patches
                 ? try gather(Array(tokens.patches.prefix(local.count * p * d)), ranges: ranges, width: p * d, comm) : []
-            try body(Round(ranges: ranges, cls: cls, patches: patchTokens))
+            var unreadable: [Int] = []
+            if skipUnreadable {
+                let flags = try gather(failed, ranges: ranges, width: 1, comm)
+                var row = 0
+                for range in ranges {
+                    for index in range {
+                        if flags[row] != 0 { unreadable.append(index) }
+                        row += 1
+                    }
+                }
+            }
+            try body(Round(ranges: ranges, cls: cls, patches: patchTokens, unreadable: unreadable))
         }
     }
 

@@ -16,7 +16,8 @@ struct DinoV2FSDP: ParsableCommand {
             mpirun every subcommand runs as a single rank through the same code path.
             """,
         subcommands: [
-            TrainCommand.self, BenchCommand.self, EvalCommand.self, EmbedCommand.self, PCACommand.self,
+            TrainCommand.self, BenchCommand.self, EvalCommand.self, EmbedCommand.self, CurateCommand.self,
+            PCACommand.self,
             PlotCommand.self, ReportCommand.self,
             CheckpointCommand.self, DataCommand.self, ConfigCommand.self, SelftestCommand.self,
         ])
