@@ -96,14 +96,13 @@ let tests: [Target] = [
         exclude: ["Fixtures"]),
     .testTarget(
         name: "DinoCurationTests",
-        dependencies: ["DinoCheckpoint", "DinoCore", "DinoCuration", "DinoData", "DinoTestSupport"],
-        exclude: ["Fixtures"]),
+        dependencies: ["DinoCheckpoint", "DinoCore", "DinoCuration", "DinoData", "DinoTestSupport"]),
     .testTarget(
         name: "DinoCoreTests", dependencies: ["DinoCheckpoint", "DinoCore", "DinoKernels", "DinoTestSupport"]),
     // Imports only what it lists besides dinov2-fsdp, which it launches under mpirun (so it must be built first).
     .testTarget(
         name: "MPIIntegrationTests",
-        dependencies: ["dinov2-fsdp", "DinoCheckpoint", "DinoData", "DinoTestSupport", "DinoTraining"]),
+        dependencies: ["dinov2-fsdp", "DinoCheckpoint", "DinoCuration", "DinoData", "DinoTestSupport", "DinoTraining"]),
 ]
 
 let package = Package(
