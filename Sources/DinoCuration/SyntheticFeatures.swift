@@ -3,7 +3,8 @@
 // i % classes), generated on demand (10^6 x 384 without holding them). `PlantedPool`: feature files with
 // planted structure and its ground truth: a pool of class vectors (same-class similarity about 0.3, at
 // most ~0.6), near-copies of some rows (similarity about 0.97), chains of copies (a~b and b~c at about
-// 0.93, a and c about 0.87), near misses (about 0.8, not copies), near-copies of evaluation vectors,
+// 0.93, a and c about 0.87), near misses (about 0.8, not copies), near-copies of evaluation vectors
+// (some starting a chain of copies that drifts away from them),
 // unreadable rows (zeros); queries from two classes.
 
 import DinoCheckpoint
@@ -68,12 +69,15 @@ public struct SyntheticFeatures: PoolSource {
 /// Feature files with planted copies, and what a correct curation finds in them.
 public enum PlantedPool {
     public struct Truth: Sendable {
-        /// Planted copy groups (pool rows, sorted), each to be found whole.
+        /// Planted copy groups (pool rows, sorted), each to be found whole; the groups of evaluation copies
+        /// are among them.
         public var copyGroups: [[Int]]
         /// Pairs planted just below copy similarity: never to be joined.
         public var nearMisses: [(Int, Int)]
-        /// Pool rows planted as near-copies of evaluation vectors: to be removed.
+        /// Pool rows planted as near-copies of evaluation vectors, and their copies: to be removed.
         public var evaluationCopies: [Int]
+        /// Evaluation vectors with near-copies in the pool.
+        public var matchedEvaluationImages: Int
         /// Rows written as unreadable (zeros, listed in `unreadable`).
         public var unreadable: [Int]
         /// Classes of the queries.
@@ -128,7 +132,18 @@ public enum PlantedPool {
         let evaluationBase = SyntheticFeatures(count: 40, dimension: dimension, classes: classes, seed: seed + 1000)
         let evaluation = (0..<40).map { evaluationBase.raw($0, direction: directions[$0 % classes]) }
         var evaluationCopies: [Int] = []
-        for e in stride(from: 0, to: 40, by: 2) { evaluationCopies.append(append(near(evaluation[e], 0.97), label: e % classes)) }
+        for e in stride(from: 0, to: 40, by: 2) {
+            let copy = append(near(evaluation[e], 0.97), label: e % classes)
+            evaluationCopies.append(copy)
+            // Every other one starts a chain of 7 copies (0.93 per link) in the pool: the last links are
+            // below 0.7 from the evaluation vector (about 0.63) and go only because their group goes.
+            if e % 4 == 0 {
+                var chain = [copy]
+                for _ in 0..<7 { chain.append(append(near(pool[chain.last!], 0.93), label: e % classes)) }
+                evaluationCopies += chain.dropFirst()
+                groups.append(chain)
+            }
+        }
         // Unreadable rows: every 250th base row (offset 7) that is in no group.
         let grouped = Set(groups.joined())
         let unreadable = stride(from: 7, to: baseRows, by: 250).filter { !grouped.contains($0) }
@@ -142,7 +157,8 @@ public enum PlantedPool {
         try writeFile(files[2], rows: evaluation, labels: (0..<40).map { $0 % classes }, unreadable: [], name: "eval")
         return Truth(
             copyGroups: groups.sorted { $0[0] < $1[0] }, nearMisses: nearMisses, evaluationCopies: evaluationCopies,
-            unreadable: unreadable, queryClasses: [0, 1], poolFile: files[0], queriesFile: files[1],
+            matchedEvaluationImages: 20, unreadable: unreadable, queryClasses: [0, 1], poolFile: files[0],
+            queriesFile: files[1],
             evaluationFile: files[2])
     }
 
