@@ -63,10 +63,16 @@ public enum ExactSearch {
                         b: pool + start * d, ldb: d, c: c, ldc: count)
                 }
             }
-            for i in 0..<q {
-                for j in 0..<count where excluded.isEmpty || !excluded[start + j] {
-                    let candidate = Neighbor(index: rows.lowerBound + start + j, similarity: scores[i * count + j])
-                    insert(candidate, into: &best[i], k: k)
+            // Rows are scanned in increasing index, so a score equal to a full list's last never ranks
+            // before it: only scores above that floor can enter.
+            scores.withUnsafeBufferPointer { s in
+                for i in 0..<q {
+                    var floor = best[i].count == k ? best[i][k - 1].similarity : -Float.infinity
+                    let row = s.baseAddress! + i * count
+                    for j in 0..<count where row[j] > floor && (excluded.isEmpty || !excluded[start + j]) {
+                        insert(Neighbor(index: rows.lowerBound + start + j, similarity: row[j]), into: &best[i], k: k)
+                        if best[i].count == k { floor = best[i][k - 1].similarity }
+                    }
                 }
             }
             start += count

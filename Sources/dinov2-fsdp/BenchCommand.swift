@@ -3,6 +3,7 @@
 import ArgumentParser
 import DinoBench
 import DinoCore
+import DinoCuration
 import DinoData
 import DinoTraining
 import Foundation
@@ -10,9 +11,10 @@ import Foundation
 struct BenchCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench",
-        abstract: "Benchmarks: collectives, attention, kernels, training steps, the data pipeline, checkpoints.",
+        abstract:
+            "Benchmarks: collectives, attention, kernels, training steps, the data pipeline, checkpoints, curation.",
         subcommands: [
-            Comm.self, Attention.self, Kernels.self, Step.self, Data.self, Checkpoint.self,
+            Comm.self, Attention.self, Kernels.self, Step.self, Data.self, Checkpoint.self, Curation.self,
             ScalingReportCommand.self, LearningReportCommand.self,
         ])
 
@@ -262,6 +264,52 @@ extension BenchCommand.Step {
 }
 
 extension BenchCommand {
+    struct Curation: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "curation",
+            abstract: "Exact and inverted-index nearest-neighbour search of the curation stages on generated features.",
+            discussion: """
+                Generates --pool unit vectors of --dimension around --classes directions (and --queries more of \
+                the same classes), sharded over the job's ranks, then times the exact search, the inverted \
+                index's training and filling, and its search at every --probes count with recall@--k against \
+                the exact answers, e.g. `Launch/mpirun.sh -n 2 dinov2-fsdp bench curation --pool 1000000`.
+                """)
+        @Option(help: "Pool vectors.") var pool = 100_000
+        @Option(help: "Dimension of the vectors.") var dimension = 384
+        @Option(help: "Query vectors.") var queries = 1000
+        @Option(help: "Directions the vectors gather around (default pool / 1000).") var classes: Int?
+        @Option(help: "Neighbours per query (recall@k).") var k = 10
+        @Option(help: "Inverted lists (default 4 sqrt(pool)).") var lists: Int?
+        @Option(help: "Lists visited per query, comma-separated.") var probes = "4,16,64"
+        @Option(help: "Seed of the generated vectors and of the k-means.") var seed: UInt64 = 0
+        @Option(help: "Timed repetitions of each search (the median counts).") var repeats = 3
+        @Option(help: "Folder for pool.f32 and queries.f32 (raw float32, 1 rank), to time another library.")
+        var dump: String?
+        @Option(help: "Write the report as JSON to this file.") var json: String?
+
+        func validate() throws {
+            try validateOutputFiles([("--json", json)])
+            guard pool >= 1, dimension >= 1, queries >= 1, k >= 1, (lists ?? 1) >= 1, repeats >= 1 else {
+                throw ValidationError("--pool, --dimension, --queries, --k, --lists and --repeats must be positive")
+            }
+            guard probeCounts.count == probes.split(separator: ",").count, probeCounts.allSatisfy({ $0 > 0 }) else {
+                throw ValidationError("--probes must be positive integers separated by commas (got \(probes))")
+            }
+        }
+
+        var probeCounts: [Int] { probes.split(separator: ",").compactMap { Int($0) } }
+
+        func run() throws {
+            try RankedRun.execute { comm, log in
+                let report = try CurationBenchmark.run(
+                    pool: pool, dimension: dimension, queries: queries, classes: classes ?? Swift.max(1, pool / 1000),
+                    k: k, lists: lists ?? IVFIndex.defaultLists(poolSize: pool), probes: probeCounts, seed: seed,
+                    repeats: repeats, dump: dump, communicator: comm, log: { log.main($0) })
+                if comm.rank == 0, let json { try writeJSON(report, to: json) }
+            }
+        }
+    }
+
     struct Data: ParsableCommand {
         static let configuration = CommandConfiguration(
             commandName: "data",
