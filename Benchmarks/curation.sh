@@ -26,7 +26,8 @@ while [ $# -gt 0 ]; do
   esac
 done
 [ -x .build/release/dinov2-fsdp ] || { echo "error: build first: swift build -c release" >&2; exit 2; }
-[ -f /usr/include/faiss/IndexIVFFlat.h ] || { echo "error: install Faiss: apt-get install libfaiss-dev liblapack-dev" >&2; exit 2; }
+[ -f /usr/include/faiss/IndexIVFFlat.h ] ||
+  { echo "error: install Faiss: apt-get install libfaiss-dev liblapack-dev" >&2; exit 2; }
 mkdir -p "$output"
 binary="$root/.build/release/dinov2-fsdp"
 exec > >(tee "$output/curation.log") 2>&1
@@ -48,7 +49,7 @@ done
 data="$("$binary" data embedded)"
 Launch/mpirun.sh -n 1 "$binary" train --config Configs/quickstart.yaml train.stop_iteration=1 \
   --output "$output/quickstart" > /dev/null
-Launch/mpirun.sh -n 1 "$binary" train --config Configs/vits14.yaml train.batch_size_per_gpu=1 \
+Launch/mpirun.sh -n 1 "$binary" train --config Configs/vits14.yaml --data "$data/train" train.batch_size_per_gpu=2 \
   train.stop_iteration=1 --output "$output/vits14" > /dev/null
 for model in quickstart vits14; do
   for n in 1 "$ranks"; do
