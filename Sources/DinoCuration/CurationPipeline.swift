@@ -1,7 +1,8 @@
 // `dinov2-fsdp curate` after its features exist: the stages of DINOv2's curation (section 3) over a pool
 // sharded across ranks, each stage's result a file in the output folder that a rerun with the same inputs
 // and settings reads instead of recomputing (a killed run continues where it stopped):
-//   index.h5        (inverted index only) the coarse centroids and every pool row's list;
+//   index.h5        (inverted index only) the coarse centroids and every pool row's list (copy-index.h5:
+//                   the same for separate copy-detection features);
 //   dedup.json      copy groups, rows removed as copies and as near-duplicates of evaluation images;
 //   retrieval.json  the pool rows retrieved per curated image;
 // then the outputs: curated.txt (a list file `train --data` reads), report.json and contact-sheet.png.
@@ -92,11 +93,17 @@ public final class CurationPipeline {
     public let queries: FeatureFile
     public let evaluation: FeatureFile?
     private let comm: any Communicator
+    /// Features for the copy rule when they are not `pool`'s and `evaluation`'s (the paper deduplicates
+    /// with a copy-detection descriptor, SSCD, and retrieves with another model): the same images, rows
+    /// and paths.
+    public let copyPool: FeatureFile?
+    public let copyEvaluation: FeatureFile?
     private let log: (String) -> Void
 
     public init(
         options: CurationOptions, pool: FeatureFile, queries: FeatureFile, evaluation: FeatureFile?,
-        communicator: any Communicator, log: @escaping (String) -> Void
+        copyPool: FeatureFile? = nil, copyEvaluation: FeatureFile? = nil, communicator: any Communicator,
+        log: @escaping (String) -> Void
     ) throws {
         try options.validate()
         guard pool.count > pool.unreadable.count else {
@@ -107,6 +114,15 @@ public final class CurationPipeline {
         }
         try pool.checkSameDimension(as: queries)
         if let evaluation { try pool.checkSameDimension(as: evaluation) }
+        try Self.checkCopyFeatures(copyPool, of: pool)
+        try Self.checkCopyFeatures(copyEvaluation, of: evaluation)
+        if copyPool != nil, evaluation != nil, copyEvaluation == nil {
+            throw CurationError.input(
+                "copy features are given for the pool but not for the evaluation images; pass both or neither")
+        }
+        if let copyPool, let copyEvaluation { try copyPool.checkSameDimension(as: copyEvaluation) }
+        self.copyPool = copyPool
+        self.copyEvaluation = copyEvaluation
         self.options = options
         self.pool = pool
         self.queries = queries
@@ -117,6 +133,24 @@ public final class CurationPipeline {
 
     /// Ranks of the job.
     public var worldSize: Int { comm.worldSize }
+
+    /// Refuses copy features that are not of the same images, in the same order, as `main`.
+    static func checkCopyFeatures(_ copy: FeatureFile?, of main: FeatureFile?) throws {
+        guard let copy else { return }
+        guard let main else {
+            throw CurationError.input("\(copy.path): copy features are given for a set that is not")
+        }
+        guard copy.count == main.count, copy.paths == main.paths else {
+            throw CurationError.input(
+                "\(copy.path) does not list the images of \(main.path) in the same order (\(copy.count) rows "
+                    + "against \(main.count)); embed the same folder or list file with both models")
+        }
+    }
+
+    /// The features the copy rule reads: the copy features when given.
+    var dedupPool: FeatureFile { copyPool ?? pool }
+    var dedupEvaluation: FeatureFile? { copyPool == nil ? evaluation : copyEvaluation }
+    var copyIndexFile: String { options.output + "/copy-index.h5" }
 
     var indexFile: String { options.output + "/index.h5" }
     var dedupFile: String { options.output + "/dedup.json" }
@@ -154,15 +188,17 @@ public final class CurationPipeline {
         return "\(file.path)|\(file.count)x\(file.dimension)|\(size)|\(Int64(modified * 1000))"
     }
 
-    private var indexParameters: String {
+    private func indexParameters(_ features: FeatureFile) -> String {
         guard usesInvertedIndex else { return "exact" }
-        return "ivf lists=\(listCount) seed=\(options.seed) pool=\(identity(pool))"
+        return "ivf lists=\(listCount) seed=\(options.seed) pool=\(identity(features))"
     }
 
+    private var indexParameters: String { indexParameters(pool) }
+
     private var dedupParameters: String {
-        "\(indexParameters); probes=\(usesInvertedIndex ? options.probes : 0) copy>\(options.copyThreshold) "
-            + "evaluation>\(options.evaluationThreshold) k=\(options.neighbors) pool=\(identity(pool)) "
-            + "evaluation=\(evaluation.map(identity) ?? "none")"
+        "\(indexParameters(dedupPool)); probes=\(usesInvertedIndex ? options.probes : 0) "
+            + "copy>\(options.copyThreshold) evaluation>\(options.evaluationThreshold) k=\(options.neighbors) "
+            + "pool=\(identity(dedupPool)) evaluation=\(dedupEvaluation.map(identity) ?? "none")"
     }
 
     private var retrievalParameters: String {
@@ -171,7 +207,7 @@ public final class CurationPipeline {
             ? "clusters k=\(clusterCount) m=\(options.perCluster) min>\(options.minimumQueries) cap=\(options.cap) "
                 + "iterations=\(options.clusterIterations) seed=\(options.seed)"
             : "nearest n=\(options.perQuery)"
-        return "\(dedupParameters); \(method) queries=\(identity(queries))"
+        return "\(dedupParameters); \(indexParameters) \(method) queries=\(identity(queries))"
     }
 
     /// Runs (or resumes) every stage and writes the outputs; collective. Returns the report (nil when
@@ -181,22 +217,31 @@ public final class CurationPipeline {
         try FileManager.default.createDirectory(atPath: options.output, withIntermediateDirectories: true)
         var shard = try PoolShard.read(pool, rank: comm.rank, worldSize: comm.worldSize)
         var index: IVFIndex?
-        if usesInvertedIndex { index = try buildIndex(shard) }
+        let method: PoolSearch.Method = usesInvertedIndex ? .inverted(probes: options.probes) : .exact
+        if usesInvertedIndex { index = try buildIndex(pool, shard: shard, file: indexFile) }
+        // The copy rule's own search when it reads other features (rows unreadable in either left out).
+        var copySearch: PoolSearch?
+        if let copyPool {
+            var copyShard = try PoolShard.read(copyPool, rank: comm.rank, worldSize: comm.worldSize)
+            copyShard.exclude(pool.unreadable)
+            let copyIndex = usesInvertedIndex ? try buildIndex(copyPool, shard: copyShard, file: copyIndexFile) : nil
+            copySearch = PoolSearch(shard: copyShard, index: copyIndex, method: method)
+            shard.exclude(copyPool.unreadable)
+        }
         if options.stopAfter == .index { return nil }
-        var search = PoolSearch(
-            shard: shard, index: index, method: usesInvertedIndex ? .inverted(probes: options.probes) : .exact)
+        var search = PoolSearch(shard: shard, index: index, method: method)
         let dedup = try stage(dedupFile, parameters: dedupParameters, name: "dedup") {
             try Deduplication.run(
-                search: search, pool: pool, evaluation: evaluation, neighbors: options.neighbors,
-                copyThreshold: options.copyThreshold, evaluationThreshold: options.evaluationThreshold,
-                communicator: comm)
+                search: copySearch ?? search, pool: dedupPool, evaluation: dedupEvaluation,
+                neighbors: options.neighbors, copyThreshold: options.copyThreshold,
+                evaluationThreshold: options.evaluationThreshold, communicator: comm)
         }
         log(
             "dedup: \(dedup.groups.count) copy groups, \(dedup.copies.count) copies removed, "
                 + "\(dedup.evaluationOverlaps.count) pool images removed as near-duplicates of "
                 + "\(dedup.evaluationImagesMatched) evaluation images")
         if options.stopAfter == .dedup { return nil }
-        let removed = Set(dedup.removed)
+        let removed = Set(dedup.removed).union(copyPool?.unreadable ?? [])
         search.exclude(removed)
         shard.exclude(removed)
         let retrieval = try stage(retrievalFile, parameters: retrievalParameters, name: "retrieval") {
@@ -223,9 +268,10 @@ public final class CurationPipeline {
         return report
     }
 
-    /// The inverted index, read from index.h5 when it matches, else trained, filled and saved.
-    private func buildIndex(_ shard: PoolShard) throws -> IVFIndex {
-        let lists = listCount
+    /// The inverted index of `pool`'s features, read from `indexFile` when it matches, else trained, filled
+    /// and saved.
+    private func buildIndex(_ pool: FeatureFile, shard: PoolShard, file indexFile: String) throws -> IVFIndex {
+        let lists = listCount, indexParameters = indexParameters(pool)
         if let saved = try? HDF5File.open(indexFile), (try? saved.stringAttribute("parameters")) == indexParameters {
             var centroids = [Float](repeating: 0, count: lists * pool.dimension)
             try centroids.withUnsafeMutableBufferPointer { try saved.read("centroids", range: 0..<$0.count, into: $0) }

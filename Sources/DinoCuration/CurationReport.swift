@@ -20,6 +20,8 @@ public struct CurationReport: Codable, Equatable, Sendable {
     }
 
     public struct Dedup: Codable, Equatable, Sendable {
+        /// The pool features the copy rule read (separate copy features, or the pool's).
+        public var features: String
         public var copyThreshold: Float
         public var evaluationThreshold: Float
         public var neighbors: Int
@@ -85,7 +87,8 @@ public struct CurationReport: Codable, Equatable, Sendable {
             index == nil
             ? Index(kind: "exact") : Index(kind: "ivf-flat", lists: index?.lists, probes: o.probes)
         dedup = Dedup(
-            copyThreshold: o.copyThreshold, evaluationThreshold: o.evaluationThreshold, neighbors: o.neighbors,
+            features: p.dedupPool.path, copyThreshold: o.copyThreshold, evaluationThreshold: o.evaluationThreshold,
+            neighbors: o.neighbors,
             duplicateGroups: d.groups.count, largestGroup: d.groups.map(\.count).max() ?? 0,
             copiesRemoved: d.copies.count, evaluationImagesMatched: d.evaluationImagesMatched,
             evaluationOverlapsRemoved: d.evaluationOverlaps.count,

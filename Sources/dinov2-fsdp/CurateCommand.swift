@@ -19,7 +19,8 @@ struct CurateCommand: ParsableCommand {
         discussion: """
             Stages, each saved in --output and read back by a rerun with the same inputs and settings \
             (a killed run continues): features (features/*.h5, written by the teacher of --checkpoint; \
-            an .h5 file from `dinov2-fsdp embed` is used as it is), index (index.h5, inverted lists, for \
+            an .h5 file from `dinov2-fsdp embed` is used as it is; --pool-copy-features and \
+            --evaluation-copy-features give the copy rule features of its own), index (index.h5, inverted lists, for \
             pools above 200000 images or with --index ivf), dedup (dedup.json: copy groups of the pool \
             keep one image each; pool images near-duplicate to an --evaluation image are removed with \
             their copies), retrieval (retrieval.json: each curated image's --per-query nearest pool \
@@ -38,6 +39,10 @@ struct CurateCommand: ParsableCommand {
     var evaluation: String?
     @Option(help: "Checkpoint folder, training output folder or exported backbone that embeds image sources.")
     var checkpoint: String?
+    @Option(help: "Features of the pool for the copy rule (.h5 of a copy-detection model, same images and order).")
+    var poolCopyFeatures: String?
+    @Option(help: "Features of the evaluation images for the copy rule (with --pool-copy-features).")
+    var evaluationCopyFeatures: String?
     @Option(help: "Output folder (stage files, curated.txt, report.json, contact-sheet.png).")
     var output: String
 
@@ -87,6 +92,12 @@ struct CurateCommand: ParsableCommand {
             throw ValidationError("\(images) is an image source: pass --checkpoint to embed it, or an .h5 feature file")
         }
         do { try settings().validate() } catch { throw ValidationError("\(error)") }
+        for (option, path) in [
+            ("--pool-copy-features", poolCopyFeatures), ("--evaluation-copy-features", evaluationCopyFeatures),
+        ]
+        where path.map(Self.isFeatureFile) == false {
+            throw ValidationError("\(option) takes an .h5 feature file (from `dinov2-fsdp embed`)")
+        }
     }
 
     static func isFeatureFile(_ path: String) -> Bool { path.hasSuffix(".h5") || path.hasSuffix(".hdf5") }
@@ -152,7 +163,9 @@ struct CurateCommand: ParsableCommand {
             if options.stopAfter == .features { return }
             let pipeline = try CurationPipeline(
                 options: options, pool: poolFeatures, queries: queryFeatures, evaluation: evaluationFeatures,
-                communicator: comm, log: { log.main($0) })
+                copyPool: try poolCopyFeatures.map { try FeatureFile(path: $0) },
+                copyEvaluation: try evaluationCopyFeatures.map { try FeatureFile(path: $0) }, communicator: comm,
+                log: { log.main($0) })
             log.main(
                 "curating a pool of \(poolFeatures.count) images (\(poolFeatures.unreadable.count) unreadable) for "
                     + "\(queryFeatures.count) curated images on \(comm.worldSize) rank(s), "

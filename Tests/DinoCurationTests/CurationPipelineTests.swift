@@ -3,8 +3,9 @@
 // every planted copy group found whole and nothing else joined (exact search, and the inverted index
 // at recall and precision >= 0.95), the evaluation copies removed, retrieval from the queries' two
 // classes, unreadable rows never retrieved, a stopped run resumed to the same files, a changed setting
-// recomputed, bad inputs refused in one sentence. Thresholds: copies 0.9 (planted copies are at about
-// 0.97 and 0.93, near misses at 0.8), evaluation 0.7 (same-class similarities stay below ~0.6).
+// recomputed, separate copy-detection features read by the copy rule, bad inputs refused in one
+// sentence. Thresholds: copies 0.9 (planted copies are at about 0.97 and 0.93, near misses at 0.8),
+// evaluation 0.7 (same-class similarities stay below ~0.6).
 
 import DinoCheckpoint
 import DinoCore
@@ -164,6 +165,58 @@ struct CurationPipelineTests {
         lines = []
         try Self.pipeline(truth, changed, log: { lines.append($0) }).run()
         #expect(!lines.contains { $0.contains(": read") })
+    }
+
+    /// A feature file of the same images (paths, labels) as `file` whose vectors are fresh class vectors.
+    static func unrelated(to file: String, at path: String, seed: UInt64) throws {
+        let source = try FeatureFile(path: file)
+        let generated = SyntheticFeatures(count: source.count, dimension: 96, classes: 8, seed: seed)
+        let out = try HDF5File.create(path, truncate: true)
+        try generated.normalizedRows(0..<source.count).withUnsafeBufferPointer {
+            try out.write("cls", values: $0, shape: [source.count, 96])
+        }
+        try out.write("paths", strings: source.paths)
+        try out.write("labels", integers: source.labels.map { Int64($0) }, shape: [source.count])
+        try out.flush()
+    }
+
+    @Test("copy features of their own: the copy rule reads them, retrieval the main features")
+    func copyFeatures() throws {
+        let root = try TestPaths.temporaryDirectory().path
+        let truth = try PlantedPool.write(to: root)
+        try Self.unrelated(to: truth.poolFile, at: root + "/main-pool.h5", seed: 41)
+        try Self.unrelated(to: truth.evaluationFile, at: root + "/main-eval.h5", seed: 42)
+        try Self.unrelated(to: truth.queriesFile, at: root + "/main-queries.h5", seed: 43)
+        func run(_ name: String, copies: Bool) throws -> (CurationReport, [[Int]]) {
+            var options = Self.options(root + "/" + name)
+            options.retrieval = CurationOptions.RetrievalChoice.nearest
+            let pipeline = try CurationPipeline(
+                options: options, pool: FeatureFile(path: root + "/main-pool.h5"),
+                queries: FeatureFile(path: root + "/main-queries.h5"),
+                evaluation: FeatureFile(path: root + "/main-eval.h5"),
+                copyPool: copies ? FeatureFile(path: truth.poolFile) : nil,
+                copyEvaluation: copies ? FeatureFile(path: truth.evaluationFile) : nil,
+                communicator: SingleProcessCommunicator(), log: { _ in })
+            let report = try #require(try pipeline.run())
+            let dedup = try JSONDecoder().decode(
+                DedupProbe.self, from: Data(contentsOf: URL(fileURLWithPath: root + "/\(name)/dedup.json")))
+            return (report, dedup.result.groups)
+        }
+        let (withCopies, groups) = try run("copies", copies: true)
+        #expect(groups == truth.copyGroups)
+        #expect(withCopies.dedup.features == truth.poolFile)
+        #expect(withCopies.dedup.evaluationImagesMatched == truth.matchedEvaluationImages)
+        // The main features hold no copies: without the copy features nothing is grouped.
+        let (without, none) = try run("main", copies: false)
+        #expect(none.isEmpty && without.dedup.copiesRemoved == 0)
+        // Copy features of other images are refused, naming both files.
+        #expect {
+            try CurationPipeline(
+                options: Self.options(root + "/x"), pool: FeatureFile(path: root + "/main-pool.h5"),
+                queries: FeatureFile(path: root + "/main-queries.h5"), evaluation: nil,
+                copyPool: FeatureFile(path: truth.queriesFile), communicator: SingleProcessCommunicator(), log: { _ in }
+            )
+        } throws: { "\($0)".contains(truth.queriesFile) && "\($0)".contains("main-pool.h5") }
     }
 
     @Test("an empty pool and features of another dimension are refused, naming the files")
