@@ -241,7 +241,7 @@ public final class CurationPipeline {
                 + "\(dedup.evaluationOverlaps.count) pool images removed as near-duplicates of "
                 + "\(dedup.evaluationImagesMatched) evaluation images")
         if options.stopAfter == .dedup { return nil }
-        let removed = Set(dedup.removed).union(copyPool?.unreadable ?? [])
+        let removed = Set(dedup.removed)
         search.exclude(removed)
         shard.exclude(removed)
         let retrieval = try stage(retrievalFile, parameters: retrievalParameters, name: "retrieval") {
@@ -287,11 +287,7 @@ public final class CurationPipeline {
         let started = Date()
         let centroids = try IVFIndex.trainCentroids(pool: pool, lists: lists, seed: options.seed, communicator: comm)
         let assignment = IVFIndex.assignLists(shard, centroids: centroids, lists: lists)
-        let counts = try comm.allGatherCounts(assignment.count)
-        var all = [Int64](repeating: 0, count: pool.count)
-        try assignment.map { Int64($0) }.withUnsafeBufferPointer { mine in
-            try all.withUnsafeMutableBufferPointer { try comm.allGather(mine, counts: counts, into: $0) }
-        }
+        let all = try comm.allGatherRows(assignment.map { Int64($0) })
         if comm.rank == 0 {
             let temporary = indexFile + ".tmp-\(getpid())"
             do {

@@ -128,9 +128,6 @@ public struct IVFIndex {
         for slot in members.indices where removed.contains(members[slot]) { memberExcluded[slot] = true }
     }
 
-    /// Members this rank holds per list (sizes of its inverted lists).
-    public var localListSizes: [Int] { (0..<lists).map { offsets[$0 + 1] - offsets[$0] } }
-
     /// The `probes` lists most similar to each query [q, D] (ties: the smaller list), best first.
     public func probedLists(queries: [Float], probes: Int) -> [[Int]] {
         let q = queries.count / dimension, probes = Swift.min(probes, lists)

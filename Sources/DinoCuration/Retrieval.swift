@@ -104,15 +104,9 @@ public enum Retrieval {
             sampled[cluster] = rows.sorted()
             total += rows.count
         }
-        var poolClusters = [Int](repeating: -1, count: shard.poolSize)
         var mine = [Int64](repeating: -1, count: shard.rows.count)
         for (i, member) in assignment.enumerated() where !shard.excluded[i] { mine[i] = Int64(member.cluster) }
-        let rowCounts = try comm.allGatherCounts(mine.count)
-        var gathered = [Int64](repeating: 0, count: shard.poolSize)
-        try mine.withUnsafeBufferPointer { m in
-            try gathered.withUnsafeMutableBufferPointer { try comm.allGather(m, counts: rowCounts, into: $0) }
-        }
-        for row in 0..<shard.poolSize { poolClusters[row] = Int(gathered[row]) }
+        let poolClusters = try comm.allGatherRows(mine).map { Int($0) }
         let perQuery = queryClusters.map { $0 >= 0 ? sampled[$0] : [] }
         return RetrievalResult(
             perQuery: perQuery, retrieved: sampled.joined().sorted(), poolClusters: poolClusters,
@@ -121,6 +115,17 @@ public enum Retrieval {
 }
 
 extension Communicator {
+    /// Every rank's values for its pool rows, concatenated in rank order: one value per pool row when the
+    /// ranks hold consecutive shards (ExactSearch.shard).
+    public func allGatherRows(_ mine: [Int64]) throws -> [Int64] {
+        let counts = try allGatherCounts(mine.count)
+        var all = [Int64](repeating: 0, count: counts.reduce(0, +))
+        try mine.withUnsafeBufferPointer { m in
+            try all.withUnsafeMutableBufferPointer { try allGather(m, counts: counts, into: $0) }
+        }
+        return all
+    }
+
     /// Every rank's `count`, rank order.
     public func allGatherCounts(_ count: Int) throws -> [Int] {
         var all = [Int64](repeating: 0, count: worldSize)

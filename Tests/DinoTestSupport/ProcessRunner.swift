@@ -125,6 +125,12 @@ public enum ProcessRunner {
             timeout: timeout)
     }
 
+    /// The built `dinov2-fsdp` on `ranks` ranks: without mpirun for 1 (the single-process path), else
+    /// through Launch/mpirun.sh.
+    public static func ranked(_ ranks: Int, _ arguments: [String], timeout: Double = 300) throws -> ProcessResult {
+        ranks == 1 ? try dinov2(arguments, timeout: timeout) : try mpirun(ranks: ranks, arguments, timeout: timeout)
+    }
+
     /// The ranks of a training job writing to `output`: processes whose command line starts with the
     /// executable (not mpirun or the launch wrapper) and names `output`.
     public static func rankProcesses(writing output: String) -> [Int32] {

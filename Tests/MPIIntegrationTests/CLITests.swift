@@ -133,9 +133,7 @@ struct CLITests {
                 "--data", folder.path + "/images/train", "--json", sweep + "/weak-FULL_SHARD-\(ranks).json",
             ]
             let result =
-                ranks == 1
-                ? try ProcessRunner.dinov2(arguments, timeout: 240)
-                : try ProcessRunner.mpirun(ranks: ranks, arguments, timeout: 240)
+                try ProcessRunner.ranked(ranks, arguments, timeout: 240)
             #expect(result.status == 0 && result.stdout.contains("data wait"), "\(result.stdout)\n\(result.stderr)")
         }
         let two = try #require(

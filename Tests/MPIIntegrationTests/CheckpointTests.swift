@@ -20,8 +20,7 @@ private func run(ranks: Int, _ arguments: [String]) throws -> (losses: [[Double]
     let json = folder.appendingPathComponent("out.json").path
     let all = ["selftest", "sharding"] + common + arguments + ["--json", json]
     let result =
-        ranks == 1
-        ? try ProcessRunner.dinov2(all, timeout: 240) : try ProcessRunner.mpirun(ranks: ranks, all, timeout: 240)
+        try ProcessRunner.ranked(ranks, all, timeout: 240)
     guard result.status == 0 else {
         throw TestFailure(message: "\(all) on \(ranks) ranks:\n\(result.stdout)\n\(result.stderr)")
     }

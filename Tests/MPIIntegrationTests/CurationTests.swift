@@ -36,9 +36,7 @@ struct CurationTests {
                     truth.evaluationFile, "--output", output,
                 ] + Self.thresholds + settings
             let result =
-                ranks == 1
-                ? try ProcessRunner.dinov2(arguments, timeout: 300)
-                : try ProcessRunner.mpirun(ranks: ranks, arguments, timeout: 300)
+                try ProcessRunner.ranked(ranks, arguments, timeout: 300)
             guard result.status == 0 else {
                 throw TestFailure(message: "\(ranks) ranks:\n\(result.stdout)\n\(result.stderr)")
             }

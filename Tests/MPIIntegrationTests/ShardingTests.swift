@@ -28,9 +28,7 @@ struct ShardingRun {
                 "train.centering=\(centering)", "fsdp.sharding_strategy=\(strategy)", "fsdp.hybrid_group_size=2",
             ] + extra
         let result =
-            ranks == 1
-            ? try ProcessRunner.dinov2(arguments, timeout: 240)
-            : try ProcessRunner.mpirun(ranks: ranks, arguments, timeout: 240)
+            try ProcessRunner.ranked(ranks, arguments, timeout: 240)
         guard result.status == 0 else {
             throw TestFailure(message: "\(ranks) ranks \(strategy) failed:\n\(result.stdout)\n\(result.stderr)")
         }

@@ -26,9 +26,7 @@ struct TrainTests {
         let arguments =
             ["train", "--config", "Configs/tests/tiny.yaml", "--data", data.path + "/train", "--output", output]
             + extra
-        return ranks == 1
-            ? try ProcessRunner.dinov2(arguments, timeout: 240)
-            : try ProcessRunner.mpirun(ranks: ranks, arguments, timeout: 240)
+        return try ProcessRunner.ranked(ranks, arguments, timeout: 240)
     }
 
     @Test("every metrics field, the resolved config and checkpoints at 1, 2 and 4 ranks", arguments: [1, 2, 4])
