@@ -1,6 +1,8 @@
 // Throughput of the ViT kernels on ViT-S/14 training shapes, with references measured in the same
-// run: GEMM-bound ops against plain OpenBLAS sgemm on the same shapes (sgemm_ratio), the whole
-// backbone forward+backward against the single-thread sgemm peak (peak_ratio). Where bf16 is native,
+// run: GEMM-bound ops against plain OpenBLAS sgemm on the same shapes (sgemm_ratio) and against the
+// single-thread sgemm peak (peak_ratio, as the whole backbone forward+backward); the linear layers
+// again at width 192 (`linear192_` rows: the narrow model, whose short K = 192 products run furthest
+// below the peak). Where bf16 is native,
 // the linear layers and the backbone again in bf16 (`_bf16` rows: rounding of the operands included),
 // their peak_ratio against the single-thread bf16 GEMM peak and sgemm_ratio the fp32 kernel's time
 // over the bf16 one (the speed-up).
@@ -47,10 +49,20 @@ public struct KernelBenchmark {
             AttentionBenchmark.sgemmPeak(threads: 1, repeats: repeats),
             AttentionBenchmark.sgemmPeak(threads: 1, repeats: repeats))
         progress("sgemm peak (best of 1024^3 and 2048^3, 1 thread): \(Int(peak.rounded())) GFLOP/s")
-        var records: [KernelRecord] = []
+        var records = [
+            KernelRecord(
+                name: "sgemm_peak", seconds: 0, gflops: peak, sgemmRatio: nil, peakRatio: 1,
+                detail: "best of 1024^3 and 2048^3, two trials, 1 thread")
+        ]
         let t = 914 * images, d = 384
-        for (name, inF, outF) in [("qkv", d, 3 * d), ("proj", d, d), ("fc1", d, 4 * d), ("fc2", 4 * d, d)] {
-            records += linearRecords(name: name, rows: t, inF: inF, outF: outF)
+        for (prefix, width) in [("linear", d), ("linear192", 192)] {
+            for (name, inF, outF) in Self.linearShapes(width: width) {
+                records += linearRecords(name: "\(prefix)_\(name)", rows: t, inF: inF, outF: outF).map {
+                    var record = $0
+                    record.peakRatio = record.gflops / peak
+                    return record
+                }
+            }
         }
         records += pointwiseRecords(rows: t, channels: d)
         progress("measured kernels")
@@ -62,9 +74,9 @@ public struct KernelBenchmark {
             let bf16Peak = max(first, second)
             progress("bf16 GEMM peak (best of 2048^3 and 1024 x 1024 x 4096, 1 thread): \(Int(bf16Peak)) GFLOP/s")
             let engine = BF16GEMM(threads: 1)
-            for (name, inF, outF) in [("qkv", d, 3 * d), ("proj", d, d), ("fc1", d, 4 * d), ("fc2", 4 * d, d)] {
+            for (name, inF, outF) in Self.linearShapes(width: d) {
                 let fp32 = records.filter { $0.name.hasPrefix("linear_\(name)_") }
-                for var record in linearRecords(name: name, rows: t, inF: inF, outF: outF, engine: engine) {
+                for var record in linearRecords(name: "linear_\(name)", rows: t, inF: inF, outF: outF, engine: engine) {
                     let direction = record.name.hasSuffix("_fwd") ? "_fwd" : "_bwd"
                     let reference = fp32.first { $0.name == "linear_\(name)\(direction)" }
                     record.sgemmRatio = reference.map { $0.seconds / record.seconds }
@@ -87,6 +99,11 @@ public struct KernelBenchmark {
     }
 
     // MARK: - Linear layers against sgemm on the same shapes
+
+    /// The four products of a block at `width`: (name, in features, out features).
+    static func linearShapes(width d: Int) -> [(String, Int, Int)] {
+        [("qkv", d, 3 * d), ("proj", d, d), ("fc1", d, 4 * d), ("fc2", 4 * d, d)]
+    }
 
     private func linearRecords(
         name: String, rows: Int, inF: Int, outF: Int, engine: BF16GEMM? = nil
@@ -120,10 +137,10 @@ public struct KernelBenchmark {
         let shape = "[\(rows), \(inF)] x [\(outF), \(inF)]^T"
         return [
             KernelRecord(
-                name: "linear_\(name)_fwd", seconds: forward, gflops: forwardFlops / forward / 1e9,
+                name: "\(name)_fwd", seconds: forward, gflops: forwardFlops / forward / 1e9,
                 sgemmRatio: forwardGemm / forward, peakRatio: nil, detail: shape),
             KernelRecord(
-                name: "linear_\(name)_bwd", seconds: backward, gflops: 2 * forwardFlops / backward / 1e9,
+                name: "\(name)_bwd", seconds: backward, gflops: 2 * forwardFlops / backward / 1e9,
                 sgemmRatio: backwardGemm / backward, peakRatio: nil, detail: shape + ", dInput and dWeight"),
         ]
     }

@@ -78,11 +78,15 @@ struct CLITests {
         #expect(result.status == 0, "\(result.stderr)")
         let records = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: json)) as? [[String: Any]])
         let names = records.compactMap { $0["name"] as? String }
-        for layer in ["qkv", "proj", "fc1", "fc2"] {
-            for direction in ["fwd", "bwd"] {
-                let record = try #require(records.first { $0["name"] as? String == "linear_\(layer)_\(direction)" })
-                #expect((record["sgemm_ratio"] as? Double ?? 0) > 0)
-                #expect((record["gflops"] as? Double ?? 0) > 0)
+        for width in ["linear", "linear192"] {
+            for layer in ["qkv", "proj", "fc1", "fc2"] {
+                for direction in ["fwd", "bwd"] {
+                    let name = "\(width)_\(layer)_\(direction)"
+                    let record = try #require(records.first { $0["name"] as? String == name }, "\(names)")
+                    #expect((record["sgemm_ratio"] as? Double ?? 0) > 0)
+                    #expect((record["gflops"] as? Double ?? 0) > 0)
+                    #expect((record["peak_ratio"] as? Double ?? 0) > 0, "\(name)")
+                }
             }
         }
         let backbone = try #require(records.first { $0["name"] as? String == "vits14_backbone_fwd_bwd" })
