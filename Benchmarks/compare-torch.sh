@@ -12,7 +12,8 @@
 # autocast takes unaccelerated bf16 paths); --precisions overrides.
 #
 #   Benchmarks/compare-torch.sh --dinov2 PATH [--rounds 3] [--steps 3] [--precisions "fp32 bf16"]
-#       [--output Benchmarks/compare-torch]
+#       [--output Benchmarks/compare-torch] [--table-only]
+# --table-only rebuilds the table from the files already in --output.
 # Needs torch and omegaconf (pip) and a checkout of github.com/facebookresearch/dinov2.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,20 +30,24 @@ while [ $# -gt 0 ]; do
     --steps) steps="$2"; shift 2 ;;
     --output) output="$2"; shift 2 ;;
     --precisions) precisions="$2"; shift 2 ;;
+    --table-only) rounds=0; shift ;;
     *) echo "compare-torch.sh: unknown argument '$1' (see the header of $0)" >&2; exit 2 ;;
   esac
 done
-[ -n "$dinov2" ] && [ -d "$dinov2/dinov2" ] || {
-  echo "compare-torch.sh: pass --dinov2 PATH, a checkout of facebookresearch/dinov2" >&2; exit 2; }
+if [ "$rounds" != 0 ] && ! [ -d "$dinov2/dinov2" ]; then
+  echo "compare-torch.sh: pass --dinov2 PATH, a checkout of facebookresearch/dinov2" >&2; exit 2
+fi
 binary=.build/release/dinov2-fsdp
-[ -x "$binary" ] || swift build -c release --product dinov2-fsdp
+[ "$rounds" = 0 ] || [ -x "$binary" ] || swift build -c release --product dinov2-fsdp
 cores=$(nproc)
 mkdir -p "$output"
-if [ -z "$precisions" ]; then
+if [ "$rounds" = 0 ]; then
+  precisions="fp32 bf16"  # the table keeps those with files
+elif [ -z "$precisions" ]; then
   precisions=fp32
   echo "compare-torch.sh: this CPU has no AVX512-BF16 or AMX: fp32 only (--precisions to force)" >&2
 fi
-grep -m1 "model name" /proc/cpuinfo | sed 's/.*: //' >"$output/cpu.txt"
+[ "$rounds" = 0 ] || grep -m1 "model name" /proc/cpuinfo | sed 's/.*: //' >"$output/cpu.txt"
 
 common="student.drop_path_rate=0 train.centering=sinkhorn_knopp crops.local_crops_size=98"
 declare -A batch=([vits14]=4 [w192]=8)
@@ -76,18 +81,27 @@ done
 
 python3 - "$output" "$cores" "$precisions" <<'EOF'
 import glob, json, os, statistics, sys
-folder, cores, precisions = sys.argv[1], sys.argv[2], sys.argv[3].split()
+folder, cores = sys.argv[1], sys.argv[2]
+precisions = [p for p in sys.argv[3].split() if glob.glob(os.path.join(folder, f"torch-*-{p}-r*.json"))]
 def values(pattern, key):
     return [json.load(open(f))[key] for f in sorted(glob.glob(os.path.join(folder, pattern)))]
 def median(pattern, key):
     found = values(pattern, key)
     return statistics.median(found) if found else float("nan")
-cpu = open(os.path.join(folder, "cpu.txt")).read().strip()
-rows = [f"CPU: {cpu}, {cores} cores. MFU: our FLOP count of the step over bench step's {cores}-core sgemm peak",
-        "(the median of our runs' peaks) for both; `needs` is the MFU that ours would need for the target.", "",
+cpu_file = os.path.join(folder, "cpu.txt")
+cpu = open(cpu_file).read().strip() if os.path.exists(cpu_file) else "not recorded"
+rows = [f"CPU: {cpu}, {cores} cores. MFU: our FLOP count of the step over the {cores}-core peak bench step measured",
+        "(sgemm, or the bf16 GEMM peak for bf16; the median of our 1-rank runs' peaks) for both; `needs MFU` is",
+        "what ours would need for the target.", "",
         f"| model | precision | ours 1 x {cores} | ours 2 x 1 | PyTorch | ours best / PyTorch | "
         "MFU ours / PyTorch | target | needs MFU | runs |",
         "|---|---|---|---|---|---|---|---|---|---|"]
+def records(pattern):
+    found = {}
+    for f in sorted(glob.glob(os.path.join(folder, pattern))):
+        for r in json.load(open(f)):
+            found.setdefault(r["name"], []).append(r)
+    return found
 targets = {("vits14", "fp32"): 1.4, ("w192", "fp32"): 1.3, ("vits14", "bf16"): 1.2, ("w192", "bf16"): 1.2}
 table = {}
 for model, name in (("vits14", "ViT-S/14, K 65536, batch 4"), ("w192", "width 192 / depth 12, K 4096, batch 8")):
@@ -99,7 +113,9 @@ for model, name in (("vits14", "ViT-S/14, K 65536, batch 4"), ("w192", "width 19
         table[(model, precision)] = (one, two)
         # Images per second into model FLOP/s: FLOPs per step over the images of one step (whole batch).
         flops = median(f"ours-1x{cores}-{tag}", "flops_per_step") / median(f"ours-1x{cores}-{tag}", "images_per_rank")
-        peak = median(f"ours-1x{cores}-{tag}", "sgemm_peak_gflops") * 1e9
+        # The peak bench step divided by (sgemm, or the bf16 GEMM peak for bf16 runs), as FLOP/s.
+        peak = statistics.median(json.load(open(f))["model_gflops_per_sec"] / json.load(open(f))["mfu"]
+                                 for f in glob.glob(os.path.join(folder, f"ours-1x{cores}-{tag}"))) * 1e9
         best = max(one, two)
         target = targets[(model, precision)]
         label = "fp32" if precision == "fp32" else "bf16 (ours) / bf16 autocast (PyTorch)"
@@ -110,15 +126,10 @@ if "bf16" in precisions and "fp32" in precisions:
     for model in ("vits14", "w192"):
         (one32, two32), (one16, two16) = table[(model, "fp32")], table[(model, "bf16")]
         rows.append(f"| {model}: our bf16 / our fp32 | | {one16 / one32:.2f}x | {two16 / two32:.2f}x | | | | | | |")
-rows += ["", "Linear-layer products on one thread (GFLOP/s and fraction of the library's own sgemm peak, medians):",
-         "", "| product | ours (OpenBLAS) | PyTorch | ours / PyTorch |", "|---|---|---|---|"]
-def records(pattern):
-    found = {}
-    for f in sorted(glob.glob(os.path.join(folder, pattern))):
-        for r in json.load(open(f)):
-            found.setdefault(r["name"], []).append(r)
-    return found
 ours, theirs = records("ours-gemms-r*.json"), records("torch-gemms-r*.json")
+if theirs:
+    rows += ["", "Linear-layer products on one thread (GFLOP/s and fraction of the library's own sgemm peak, medians):",
+             "", "| product | ours (OpenBLAS) | PyTorch | ours / PyTorch |", "|---|---|---|---|"]
 for name in theirs:
     if name == "sgemm_peak" or name not in ours:
         continue
@@ -126,7 +137,7 @@ for name in theirs:
     pa = statistics.median(r["peak_ratio"] for r in ours[name])
     b = statistics.median(r["gflops"] for r in theirs[name])
     pb = statistics.median(r["peak_ratio"] for r in theirs[name])
-    rows.append(f"| {name} {ours[name][0]['detail'].split(',')[0]} | {a:.1f} ({pa:.2f}) | {b:.1f} ({pb:.2f}) | "
+    rows.append(f"| {name} {ours[name][0]['detail'].split(', dInput')[0]} | {a:.1f} ({pa:.2f}) | {b:.1f} ({pb:.2f}) | "
                 f"{a / b:.2f}x |")
 if "sgemm_peak" in theirs:
     peak = statistics.median(r["gflops"] for r in theirs["sgemm_peak"])
