@@ -49,9 +49,12 @@ extension SelfDistillation: ShardedTrainingState {
     }
 
     /// The model saved in `path` (a checkpoint folder, or a training output folder: its newest complete
-    /// checkpoint), rebuilt from the configuration the checkpoint carries, on this job's ranks.
+    /// checkpoint), rebuilt from the configuration the checkpoint carries, on this job's ranks, with
+    /// `threads` workers (default: as many as OpenBLAS was given, as training takes them: cores / ranks
+    /// under Launch/mpirun.sh, every core without mpirun). The model's GEMMs pin OpenBLAS to one thread
+    /// per piece themselves (ParallelGEMM), so the process's OpenBLAS count stays as it was.
     public static func restored(
-        from path: String, communicator comm: any Communicator
+        from path: String, communicator comm: any Communicator, threads: Int = BLAS.threadCount
     )
         throws -> (model: SelfDistillation, folder: String, iteration: Int)
     {
@@ -71,7 +74,7 @@ extension SelfDistillation: ShardedTrainingState {
             config.student.pretrainedWeights = path
             let model = try SelfDistillation(
                 config: config.resolved(worldSize: comm.worldSize), communicator: comm,
-                seed: UInt64(config.train.seed))
+                seed: UInt64(config.train.seed), threads: threads)
             return (model, path, 0)
         }
         var candidates = [path]
@@ -93,7 +96,7 @@ extension SelfDistillation: ShardedTrainingState {
                 config.distillation.enabled = false
                 let model = try SelfDistillation(
                     config: config.resolved(worldSize: comm.worldSize), communicator: comm,
-                    seed: UInt64(config.train.seed))
+                    seed: UInt64(config.train.seed), threads: threads)
                 return (model, folder, try model.loadCheckpoint(from: folder))
             } catch let error as CheckpointError {
                 // A newer but damaged checkpoint of a run: fall back to the previous complete one.
