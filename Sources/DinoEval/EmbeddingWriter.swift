@@ -30,6 +30,14 @@ public enum EmbeddingWriter {
             if patches { try created.createDataset("patch", shape: [dataset.count, p, d]) }
             file = created
         }
+        // A run that stops (an unreadable image, a failed collective) takes its temporary file with it.
+        var finished = false
+        defer {
+            if !finished && comm.rank == 0 {
+                file = nil
+                try? FileManager.default.removeItem(atPath: temporary)
+            }
+        }
         var unreadable: [Int] = []
         try TeacherEmbedding.rounds(
             of: dataset, model: model, communicator: comm, patches: patches, skipUnreadable: skipUnreadable
@@ -64,6 +72,7 @@ public enum EmbeddingWriter {
         }
         file = nil  // closes the file before it is renamed
         if comm.rank == 0 { try FileSafety.durableRename(temporary, to: output) }
+        finished = true
         try comm.barrier()
         return unreadable.count
     }

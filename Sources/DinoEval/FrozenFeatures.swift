@@ -11,6 +11,8 @@ public protocol FrozenFeatures: AnyObject {
     var inputSize: Int { get }
     /// Patch tokens per image at `inputSize` (P).
     var patchesPerImage: Int { get }
+    /// Worker threads the model computes with; the evaluations prepare images on as many.
+    var workerThreads: Int { get }
     /// CLS [count, D] and (when `patches`) patch tokens [count, P, D] of `images`; collective when the
     /// backbone is sharded over ranks (every rank calls it the same number of times).
     func tokens(

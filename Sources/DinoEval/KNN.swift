@@ -157,26 +157,35 @@ public enum TeacherEmbedding {
             }
             let local = ranges[comm.rank]
             precondition(local.lowerBound >= mine.lowerBound && local.upperBound <= mine.upperBound)
+            // Decoding and the evaluation view run on the model's workers, one image each (the model's
+            // forward would otherwise wait for them on one core); errors are read in image order after.
+            let errors = UnsafeMutableBufferPointer<String?>.allocate(capacity: local.count)
+            errors.initialize(repeating: nil)
+            defer {
+                errors.deinitialize()
+                errors.deallocate()
+            }
+            pixels.withUnsafeMutableBufferPointer { buffer in
+                guard let base = buffer.baseAddress else { return }
+                WorkQueue.run(count: local.count, threads: model.workerThreads) { j, _ in
+                    let path = dataset.samples[local.lowerBound + j].path, pixels = 3 * size * size
+                    do {
+                        let image = try ImageCodec.decode(Data(contentsOf: URL(fileURLWithPath: path)))
+                        Augment.normalize(KNN.evaluationView(image, size: size), into: base + j * pixels)
+                    } catch {
+                        errors[j] = "\(error)"
+                        (base + j * pixels).update(repeating: 0, count: pixels)
+                    }
+                }
+            }
             var failed = [Float](repeating: 0, count: local.count)
             for (j, index) in local.enumerated() {
-                let sample = dataset.samples[index]
-                let image: RGBImage
-                do {
-                    image = try ImageCodec.decode(Data(contentsOf: URL(fileURLWithPath: sample.path)))
-                } catch {
-                    guard skipUnreadable else {
-                        throw EvaluationError.data("cannot read \(sample.path): \(error); fix or remove the file")
-                    }
-                    failed[j] = 1
-                    pixels.withUnsafeMutableBufferPointer { buffer in
-                        for i in (j * 3 * size * size)..<((j + 1) * 3 * size * size) { buffer[i] = 0 }
-                    }
-                    continue
+                guard let error = errors[j] else { continue }
+                guard skipUnreadable else {
+                    throw EvaluationError.data(
+                        "cannot read \(dataset.samples[index].path): \(error); fix or remove the file")
                 }
-                pixels.withUnsafeMutableBufferPointer { buffer in
-                    guard let base = buffer.baseAddress else { return }
-                    Augment.normalize(KNN.evaluationView(image, size: size), into: base + j * 3 * size * size)
-                }
+                failed[j] = 1
             }
             var tokens = try withBase(pixels) {
                 try model.tokens(images: $0, count: max(1, local.count), size: size, patches: patches)

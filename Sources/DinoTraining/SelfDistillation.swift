@@ -773,6 +773,7 @@ extension SelfDistillation: FrozenFeatures {
     public var featureDimension: Int { architecture.embedDim }
     public var inputSize: Int { config.crops.globalCropsSize }
     public var patchesPerImage: Int { architecture.patches(cropSize: config.crops.globalCropsSize) }
+    public var workerThreads: Int { teacherBackbone.threads }
 
     public func tokens(
         images: UnsafePointer<Float>, count: Int, size: Int, patches: Bool

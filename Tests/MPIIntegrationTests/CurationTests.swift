@@ -3,7 +3,8 @@
 // same stage files and the same curated list, with the exact search and cluster retrieval and with the
 // inverted index and nearest retrieval. Images: 2 ranks embed a folder holding one broken image with a
 // checkpoint's teacher (skipped and counted), a rerun on 1 rank reads the saved features and writes the
-// same list, and the list opens as a `--data` list file. Bad invocations end with one sentence.
+// same list, and the list opens as a `--data` list file; `embed`, which does not skip, stops at the broken
+// image naming it and leaves no file. Bad invocations end with one sentence.
 
 import DinoCheckpoint
 import DinoCuration
@@ -98,6 +99,12 @@ struct CurationTests {
         #expect(again.status == 0 && again.stdout.contains("features: read"), "\(again.stdout)\n\(again.stderr)")
         #expect(again.stdout.contains("dedup: read") && again.stdout.contains("retrieval: read"))
         #expect(try String(contentsOfFile: root.path + "/c/curated.txt", encoding: .utf8) == list)
+        // `embed` does not skip: the broken image stops it with its path, and no file is left behind.
+        let embed = try ProcessRunner.dinov2(
+            ["embed", "--checkpoint", run, "--data", root.path + "/train", "--output", root.path + "/e.h5"],
+            timeout: 240)
+        #expect(embed.status != 0 && embed.stderr.contains("\(classes[0])/broken.png"), "\(embed.stderr)")
+        #expect(try FileManager.default.contentsOfDirectory(atPath: root.path).allSatisfy { !$0.hasPrefix("e.h5") })
     }
 
     @Test("bad invocations: an image source without --checkpoint, features of two dimensions")
