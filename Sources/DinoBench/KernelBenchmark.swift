@@ -2,10 +2,9 @@
 // run: GEMM-bound ops against plain OpenBLAS sgemm on the same shapes (sgemm_ratio) and against the
 // single-thread sgemm peak (peak_ratio, as the whole backbone forward+backward); the linear layers
 // again at width 192 (`linear192_` rows: the narrow model, whose short K = 192 products run furthest
-// below the peak). Where bf16 is native,
-// the linear layers and the backbone again in bf16 (`_bf16` rows: rounding of the operands included),
-// their peak_ratio against the single-thread bf16 GEMM peak and sgemm_ratio the fp32 kernel's time
-// over the bf16 one (the speed-up).
+// below the peak). Where bf16 is native, the linear layers and the backbone again in bf16 (`_bf16`
+// rows: rounding of the operands included), their peak_ratio against the single-thread bf16 GEMM peak
+// and sgemm_ratio the fp32 kernel's time over the bf16 one (the speed-up).
 // Shapes: one image's student pass is 2 x 224 px + 8 x 98 px crops = 2 x 257 + 8 x 50 = 914 tokens;
 // `images` images give T = 914 x images rows.
 // FLOPs of the backbone (counted exactly for the architecture): per block and token 24 D^2 (qkv 6,
