@@ -3,7 +3,10 @@
 //   e^r by its degree-7 Taylor polynomial on |r| <= ln2/2 (truncation <= 5.3e-9 relative),
 //   2^n assembled in the exponent bits. Inputs below -87.3 give 0; inputs above 88.3 are clamped.
 // n is rounded with the 1.5 * 2^23 "magic number": adding it leaves round(x*log2e) in the low
-// mantissa bits, so no float-to-int conversion instruction is needed.
+// mantissa bits, so no float-to-int conversion instruction is needed. The reduction and the polynomial
+// are written as fused multiply-adds (`addingProduct`: Swift does not contract a * b + c by itself), half
+// the instructions of the separate forms. erf's polynomial keeps separate products and sums: fused, its
+// rounding moved the measured worst error over the tests' 5e-7 bound (5.18e-7).
 // Maximum relative error against the exact exp over [-87, 88]: 9.7e-8 measured (tests require <= 3e-7).
 
 /// Fast vectorised elementary functions.
@@ -13,16 +16,17 @@ public enum FastMath {
     public static func exp(_ x: SIMD16<Float>) -> SIMD16<Float> {
         let magic = SIMD16<Float>(repeating: 12_582_912)  // 1.5 * 2^23
         let clamped = minimum(maximum(x, SIMD16<Float>(repeating: -87.3)), SIMD16<Float>(repeating: 88.3))
-        let shifted = clamped * SIMD16<Float>(repeating: 1.442_695_04) + magic
+        let shifted = magic.addingProduct(clamped, SIMD16<Float>(repeating: 1.442_695_04))
         let n = shifted - magic
-        let r = clamped - n * SIMD16<Float>(repeating: 0.693_359_375) + n * SIMD16<Float>(repeating: 2.121_944_4e-4)
-        var p = r * SIMD16<Float>(repeating: 1.0 / 5040) + SIMD16<Float>(repeating: 1.0 / 720)
-        p = p * r + SIMD16<Float>(repeating: 1.0 / 120)
-        p = p * r + SIMD16<Float>(repeating: 1.0 / 24)
-        p = p * r + SIMD16<Float>(repeating: 1.0 / 6)
-        p = p * r + SIMD16<Float>(repeating: 0.5)
-        p = p * r + SIMD16<Float>(repeating: 1)
-        p = p * r + SIMD16<Float>(repeating: 1)
+        let r = clamped.addingProduct(n, SIMD16<Float>(repeating: -0.693_359_375))
+            .addingProduct(n, SIMD16<Float>(repeating: 2.121_944_4e-4))
+        var p = SIMD16<Float>(repeating: 1.0 / 720).addingProduct(r, SIMD16<Float>(repeating: 1.0 / 5040))
+        p = SIMD16<Float>(repeating: 1.0 / 120).addingProduct(p, r)
+        p = SIMD16<Float>(repeating: 1.0 / 24).addingProduct(p, r)
+        p = SIMD16<Float>(repeating: 1.0 / 6).addingProduct(p, r)
+        p = SIMD16<Float>(repeating: 0.5).addingProduct(p, r)
+        p = SIMD16<Float>(repeating: 1).addingProduct(p, r)
+        p = SIMD16<Float>(repeating: 1).addingProduct(p, r)
         // bits(shifted) = 0x4B40_0000 + n; the exponent field of 2^n is (n + 127) << 23.
         let bits = (unsafeBitCast(shifted, to: SIMD16<Int32>.self) &- 0x4B3F_FF81) &<< 23
         let scale = unsafeBitCast(bits, to: SIMD16<Float>.self)
