@@ -111,11 +111,12 @@ for model, name in (("vits14", "ViT-S/14, K 65536, batch 4"), ("w192", "width 19
         torch = median(f"torch-{tag}", "images_per_sec")
         n = len(values(f"torch-{tag}", "images_per_sec"))
         table[(model, precision)] = (one, two)
-        # Images per second into model FLOP/s: FLOPs per step over the images of one step (whole batch).
-        flops = median(f"ours-1x{cores}-{tag}", "flops_per_step") / median(f"ours-1x{cores}-{tag}", "images_per_rank")
-        # The peak bench step divided by (sgemm, or the bf16 GEMM peak for bf16 runs), as FLOP/s.
-        peak = statistics.median(json.load(open(f))["model_gflops_per_sec"] / json.load(open(f))["mfu"]
-                                 for f in glob.glob(os.path.join(folder, f"ours-1x{cores}-{tag}"))) * 1e9
+        # Images per second into model FLOP/s: FLOPs per step over the images of one step (whole batch);
+        # the peak bench step divided by (sgemm, or the bf16 GEMM peak for bf16 runs), as FLOP/s.
+        runs = f"ours-1x{cores}-{tag}"
+        flops = median(runs, "flops_per_step") / median(runs, "images_per_rank")
+        peak = statistics.median(g / m for g, m in zip(values(runs, "model_gflops_per_sec"), values(runs, "mfu")))
+        peak *= 1e9
         best = max(one, two)
         target = targets[(model, precision)]
         label = "fp32" if precision == "fp32" else "bf16 (ours) / bf16 autocast (PyTorch)"

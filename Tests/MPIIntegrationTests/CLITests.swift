@@ -136,8 +136,7 @@ struct CLITests {
                 "bench", "step", "--config", "Configs/tests/tiny.yaml", "--steps", "2", "--warmup", "1",
                 "--data", folder.path + "/images/train", "--json", sweep + "/weak-FULL_SHARD-\(ranks).json",
             ]
-            let result =
-                try ProcessRunner.ranked(ranks, arguments, timeout: 240)
+            let result = try ProcessRunner.ranked(ranks, arguments, timeout: 240)
             #expect(result.status == 0 && result.stdout.contains("data wait"), "\(result.stdout)\n\(result.stderr)")
         }
         let two = try #require(

@@ -19,8 +19,7 @@ private func run(ranks: Int, _ arguments: [String]) throws -> (losses: [[Double]
     defer { try? FileManager.default.removeItem(at: folder) }
     let json = folder.appendingPathComponent("out.json").path
     let all = ["selftest", "sharding"] + common + arguments + ["--json", json]
-    let result =
-        try ProcessRunner.ranked(ranks, all, timeout: 240)
+    let result = try ProcessRunner.ranked(ranks, all, timeout: 240)
     guard result.status == 0 else {
         throw TestFailure(message: "\(all) on \(ranks) ranks:\n\(result.stdout)\n\(result.stderr)")
     }

@@ -36,8 +36,7 @@ struct CurationTests {
                     "curate", "--pool", truth.poolFile, "--queries", truth.queriesFile, "--evaluation",
                     truth.evaluationFile, "--output", output,
                 ] + Self.thresholds + settings
-            let result =
-                try ProcessRunner.ranked(ranks, arguments, timeout: 300)
+            let result = try ProcessRunner.ranked(ranks, arguments, timeout: 300)
             guard result.status == 0 else {
                 throw TestFailure(message: "\(ranks) ranks:\n\(result.stdout)\n\(result.stderr)")
             }

@@ -27,8 +27,7 @@ struct ShardingRun {
                 "train.batch_size_per_gpu=\(8 / ranks)", "student.drop_path_rate=0", "dino.koleo_loss_weight=0",
                 "train.centering=\(centering)", "fsdp.sharding_strategy=\(strategy)", "fsdp.hybrid_group_size=2",
             ] + extra
-        let result =
-            try ProcessRunner.ranked(ranks, arguments, timeout: 240)
+        let result = try ProcessRunner.ranked(ranks, arguments, timeout: 240)
         guard result.status == 0 else {
             throw TestFailure(message: "\(ranks) ranks \(strategy) failed:\n\(result.stdout)\n\(result.stderr)")
         }
