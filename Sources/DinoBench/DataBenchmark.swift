@@ -66,7 +66,7 @@ public enum DataBenchmark {
         files: [String], config: TrainingConfig, passes: Int, stepSteps: Int,
         progress: (String) -> Void
     ) throws -> DataReport {
-        let pipeline = MultiCrop(config.crops)
+        let pipeline = MultiCrop(config.crops, config.augmentation)
         let g = pipeline.globalSize, l = pipeline.localSize
         let global = UnsafeMutablePointer<Float>.allocate(capacity: 3 * g * g)
         let local = UnsafeMutablePointer<Float>.allocate(capacity: 3 * l * l)

@@ -73,6 +73,21 @@ extension TrainingConfig {
         require(dino.lossWeight >= 0, "dino.loss_weight", "must be >= 0")
         require(dino.koleoLossWeight >= 0, "dino.koleo_loss_weight", "must be >= 0")
         require(ibot.lossWeight >= 0, "ibot.loss_weight", "must be >= 0")
+        require(copyDetection.lossWeight >= 0, "copy_detection.loss_weight", "must be >= 0 (0 turns it off)")
+        require(copyDetection.temperature > 0, "copy_detection.temperature", "must be positive")
+        for (value, key) in [
+            (augmentation.brightness, "brightness"), (augmentation.contrast, "contrast"),
+            (augmentation.saturation, "saturation"),
+        ] {
+            require((0...1).contains(value), "augmentation.\(key)", "must be in [0, 1] (factors in [1 - x, 1 + x])")
+        }
+        require((0...0.5).contains(augmentation.hue), "augmentation.hue", "must be in [0, 0.5]")
+        require(
+            (0...1).contains(augmentation.grayscaleProbability), "augmentation.grayscale_probability",
+            "must be in [0, 1]")
+        require(
+            (0...1).contains(augmentation.solarizeProbability), "augmentation.solarize_probability", "must be in [0, 1]"
+        )
         require((0...1).contains(ibot.maskSampleProbability), "ibot.mask_sample_probability", "must be in [0, 1]")
         pair(ibot.maskRatioMinMax, "ibot.mask_ratio_min_max", lower: 0, upper: 1, openLower: false)
 

@@ -1,7 +1,7 @@
 // The resolved configuration of a run, as typed values. Section and key names are the official
 // DINOv2 ones (dinov2/configs/ssl_default_config.yaml), so official train configs load unchanged;
-// the defaults below equal that file. `fsdp`, `checkpointing`, `activation_checkpoint` and
-// `distillation` are sections of our own.
+// the defaults below equal that file. `fsdp`, `checkpointing`, `activation_checkpoint`,
+// `distillation`, `copy_detection` and `augmentation` are sections of our own.
 // Keys of the official file that its training code never reads (MODEL) are not accepted rather than
 // silently ignored. `compute_precision` keeps the official per-module mixed-precision keys, flattened
 // to dotted names under the section (see ComputePrecisionConfig); its default differs: fp32.
@@ -21,6 +21,8 @@ public struct TrainingConfig: Codable, Equatable, Sendable {
     public var checkpointing = CheckpointingConfig()
     public var activationCheckpoint = ActivationCheckpointConfig()
     public var distillation = DistillationConfig()
+    public var copyDetection = CopyDetectionConfig()
+    public var augmentation = AugmentationConfig()
 
     public init() {}
 
@@ -30,6 +32,8 @@ public struct TrainingConfig: Codable, Equatable, Sendable {
         case fsdp, checkpointing
         case activationCheckpoint = "activation_checkpoint"
         case distillation
+        case copyDetection = "copy_detection"
+        case augmentation
     }
 }
 
@@ -365,6 +369,44 @@ public struct DistillationConfig: Codable, Equatable, Sendable {
         case enabled
         case checkpointPath = "checkpoint_path"
         case headsPath = "heads_path"
+    }
+}
+
+/// `copy_detection.*` (ours): SSCD's contrastive loss (Pizzi et al. 2022) added to the objective, for a
+/// model whose features find copies (the descriptor curation's copy rule reads, DINOv2 section 3). On
+/// the student's global CLS tokens: the two global crops of an image are a positive pair, every other
+/// crop of every rank a negative; `temperature` scales the cosine similarities. Off at weight 0.
+public struct CopyDetectionConfig: Codable, Equatable, Sendable {
+    public init() {}
+
+    public var lossWeight = 0.0
+    public var temperature = 0.05
+
+    enum CodingKeys: String, CodingKey {
+        case lossWeight = "loss_weight"
+        case temperature
+    }
+}
+
+/// `augmentation.*` (ours): the colour side of the crops' augmentations; the defaults are the official
+/// pipeline's. A copy-detection model (Configs/copy-detection.yaml) needs weaker colour changes than
+/// self-distillation: what tells one image from another of the same kind may be its colours.
+public struct AugmentationConfig: Codable, Equatable, Sendable {
+    public init() {}
+
+    /// The colour jitter's ranges (applied with probability 0.8): factors in [1 - x, 1 + x], hue in [-x, x].
+    public var brightness = 0.4
+    public var contrast = 0.4
+    public var saturation = 0.2
+    public var hue = 0.1
+    public var grayscaleProbability = 0.2
+    /// Of the second global crop, as the official pipeline.
+    public var solarizeProbability = 0.2
+
+    enum CodingKeys: String, CodingKey {
+        case brightness, contrast, saturation, hue
+        case grayscaleProbability = "grayscale_probability"
+        case solarizeProbability = "solarize_probability"
     }
 }
 

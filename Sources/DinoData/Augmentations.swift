@@ -293,6 +293,12 @@ public enum Augment {
 public struct MultiCrop: Sendable {
     public var globalSize: Int, localSize: Int, localCrops: Int
     public var globalScale: ClosedRange<Double>, localScale: ClosedRange<Double>
+    /// The colour jitter's ranges (torchvision ColorJitter's arguments; the official 0.4, 0.4, 0.2, 0.1).
+    /// The draws stay the same whatever they are, so crops and flips do not change with them.
+    public var brightness = 0.4, contrast = 0.4, saturation = 0.2, hue = 0.1
+    public var grayscaleProbability = 0.2
+    /// Of the second global crop (the official pipeline solarizes no other).
+    public var solarizeProbability = 0.2
 
     public init(
         globalSize: Int, localSize: Int, localCrops: Int, globalScale: ClosedRange<Double>,
@@ -333,24 +339,25 @@ public struct MultiCrop: Sendable {
         var out = Augment.resizedCrop(image, box: box, size: global ? globalSize : localSize)
         if uniform() < 0.5 { out = Augment.flip(out) }
         if uniform() < 0.8 {
-            // The four factors are drawn first, then applied in a random order (torchvision ColorJitter).
-            let b = 0.6 + 0.8 * uniform(), c = 0.6 + 0.8 * uniform(), s = 0.8 + 0.4 * uniform(),
-                h = -0.1 + 0.2 * uniform()
+            // The four factors are drawn first, then applied in a random order (torchvision ColorJitter:
+            // factors in [1 - x, 1 + x], hue in [-x, x]; with the official x these are its bounds bit for bit).
+            let b = (1 - brightness) + 2 * brightness * uniform(), c = (1 - contrast) + 2 * contrast * uniform()
+            let s = (1 - saturation) + 2 * saturation * uniform(), h = -hue + 2 * hue * uniform()
             let order = (0..<4).sorted { stream.child(1).bits(UInt64($0)) < stream.child(1).bits(UInt64($1)) }
             for op in order {
                 switch op {
-                case 0: out = Augment.brightness(out, factor: b)
-                case 1: out = Augment.contrast(out, factor: c)
-                case 2: out = Augment.saturation(out, factor: s)
-                default: out = Augment.hue(out, factor: h)
+                case 0: if brightness > 0 { out = Augment.brightness(out, factor: b) }
+                case 1: if contrast > 0 { out = Augment.contrast(out, factor: c) }
+                case 2: if saturation > 0 { out = Augment.saturation(out, factor: s) }
+                default: if hue > 0 { out = Augment.hue(out, factor: h) }
                 }
             }
         }
-        if uniform() < 0.2 { out = Augment.grayscale(out) }
+        if uniform() < grayscaleProbability { out = Augment.grayscale(out) }
         let blurProbability = crop == 0 ? 0.0 : (crop == 1 ? 0.9 : 0.5)  // the official effective values
         let blurDraw = uniform(), sigma = 0.1 + 1.9 * uniform()
         if blurDraw < blurProbability { out = Augment.gaussianBlur(out, sigma: sigma) }
-        if crop == 1 && uniform() < 0.2 { out = Augment.solarize(out) }
+        if crop == 1 && uniform() < solarizeProbability { out = Augment.solarize(out) }
         return out
     }
 }

@@ -17,6 +17,8 @@ import Foundation
 public protocol RowReducer: AnyObject {
     /// Ranks contributing rows.
     var ranks: Int { get }
+    /// This process's place among them (its rows come after those of the ranks before it).
+    var rank: Int { get }
     /// Element-wise sums over ranks, in place.
     func sum(_ values: UnsafeMutableBufferPointer<Double>) throws
     func sum(_ value: Double) throws -> Double
@@ -27,6 +29,7 @@ public protocol RowReducer: AnyObject {
 public final class LocalRowReducer: RowReducer {
     public init() {}
     public var ranks: Int { 1 }
+    public var rank: Int { 0 }
     public func sum(_ values: UnsafeMutableBufferPointer<Double>) throws {}
     public func sum(_ value: Double) throws -> Double { value }
     public func max(_ value: Double) throws -> Double { value }
@@ -258,4 +261,63 @@ public enum DinoLosses {
         }
         return weight * loss
     }
+
+    /// The copy-detection loss (SSCD's InfoNCE, Pizzi et al. 2022) on the global CLS tokens x [2B, D]
+    /// (view 1 of this rank's B images, then view 2). Every view of every rank is an anchor: its positive
+    /// is the other view of its image, its negatives every other view of every rank. With z the
+    /// L2-normalised rows gathered over the R ranks (N = 2 B R, rank-major) and s_ij = z_i . z_j / tau:
+    ///   L = mean_i [log sum_{j != i} exp(s_ij) - s_i,p(i)].
+    /// The gradient of every row needs every anchor's softmax, so each rank computes all of them (in
+    /// float64, the same on every rank) and keeps its own rows. The ranks' gradients are averaged, so
+    /// dX (=) is R weight dL/dx, and the rank returns R weight (its anchors' share of L): the mean over
+    /// ranks is weight L, as one rank with the whole batch computes it.
+    public static func copyContrastive<T: KernelScalar>(
+        dX: UnsafeMutablePointer<T>, x: UnsafePointer<T>, images b: Int, channels d: Int, temperature: Double,
+        weight: Double, reducer: any RowReducer, scratch: CopyLossScratch<T>
+    ) throws -> Double {
+        let local = 2 * b, ranks = reducer.ranks, n = local * ranks, first = reducer.rank * local
+        let y = scratch.normalized.reserve(local * d + local), norms = y + local * d
+        L2Normalize.forward(out: y, norms: norms, input: x, rows: local, channels: d, epsilon: T(1e-8))
+        // Every rank's rows (zeros but its own, summed over ranks: x + 0 is exact).
+        let z = scratch.gathered.reserve(n * d + n * n + local * n + local * d)
+        let g = z + n * d, symmetric = g + n * n, dz = symmetric + local * n
+        z.setToZero(count: n * d)
+        for i in 0..<local * d { z[first * d + i] = Double(y[i]) }
+        try reducer.sum(UnsafeMutableBufferPointer(start: z, count: n * d))
+        Double.gemm(
+            transposeA: false, transposeB: true, m: n, n: n, k: d, alpha: 1 / temperature, a: z, lda: d, b: z,
+            ldb: d, beta: 0, c: g, ldc: n)
+        // Row i of the similarities becomes dL/ds_i. (G_ii = 0); the loss of the rank's own anchors.
+        var loss = 0.0
+        for i in 0..<n {
+            let row = g + i * n
+            let positive = i % local < b ? i + b : i - b
+            let similarityToPositive = row[positive]
+            row[i] = -Double.infinity
+            let largest = Double.rowMax(row, n)
+            let sum = Double.expSubtractSum(row, n, largest)
+            if i >= first && i < first + local { loss += largest + Foundation.log(sum) - similarityToPositive }
+            Double.scale(row, n, 1 / (sum * Double(n)))
+            row[positive] -= 1 / Double(n)
+        }
+        // dL/dz_k = (1 / tau) sum_j (G_kj + G_jk) z_j for this rank's rows k.
+        for k in 0..<local {
+            for j in 0..<n { symmetric[k * n + j] = g[(first + k) * n + j] + g[j * n + first + k] }
+        }
+        let scale = Double(ranks) * weight
+        Double.gemm(
+            transposeA: false, transposeB: false, m: local, n: d, k: n, alpha: scale / temperature,
+            a: symmetric, lda: n, b: z, ldb: d, beta: 0, c: dz, ldc: d)
+        let dY = scratch.dNormalized.reserve(local * d)
+        for i in 0..<local * d { dY[i] = T(dz[i]) }
+        L2Normalize.backward(dInput: dX, dOut: dY, out: y, norms: norms, rows: local, channels: d, epsilon: T(1e-8))
+        return scale * loss / Double(n)
+    }
+}
+
+/// The copy loss's buffers, grown to the largest step and reused.
+public final class CopyLossScratch<T: KernelScalar> {
+    let normalized = GrowableBuffer<T>(), dNormalized = GrowableBuffer<T>(), gathered = GrowableBuffer<Double>()
+    public init() {}
+    public var bytes: Int { normalized.bytes + dNormalized.bytes + gathered.bytes }
 }

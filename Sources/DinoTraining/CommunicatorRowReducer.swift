@@ -11,6 +11,7 @@ public final class CommunicatorRowReducer: RowReducer {
     public init(_ communicator: any Communicator) { self.communicator = communicator }
 
     public var ranks: Int { communicator.worldSize }
+    public var rank: Int { communicator.rank }
     public func sum(_ values: UnsafeMutableBufferPointer<Double>) throws {
         try communicator.allReduce(values, op: .sum)
     }

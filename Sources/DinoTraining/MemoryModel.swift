@@ -228,7 +228,15 @@ public enum MemoryModel {
             + Swift.max(2 * b * kDino, threads * kIbot) + student.tokens * d
         if separate { stepElements += Swift.max(1, masked * kIbot) }
         if config.dino.koleoLossWeight > 0 { stepElements += b * d }
+        // Copy loss: its gradient, the normalised rows (+ norms) and their gradient; in float64 every
+        // rank's rows, their similarities, the symmetric part of this rank's and its row gradient.
+        let copyRows = 2 * b * worldSize
+        if config.copyDetection.lossWeight > 0 { stepElements += 3 * 2 * b * d + 2 * b }
         var stepBytes = stepElements * float
+        if config.copyDetection.lossWeight > 0 {
+            stepBytes +=
+                (copyRows * d + copyRows * copyRows + 2 * b * copyRows + 2 * b * d) * MemoryLayout<Double>.stride
+        }
         let statistics = 2 * kDino + 2 + 2 * targetWidth + 2 * targetHeads[0].bottleneck
         stepBytes += statistics * MemoryLayout<Double>.stride
         if config.train.centering == .sinkhornKnopp {

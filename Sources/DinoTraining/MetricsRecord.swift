@@ -16,6 +16,8 @@ public struct MetricsRecord: Codable, Equatable, Sendable {
     public var dinoGlobalCropsLoss: Double?
     public var ibotLoss: Double?
     public var koleoLoss: Double?
+    /// The copy-detection loss, in runs that train it (`copy_detection.loss_weight` > 0).
+    public var copyLoss: Double?
     public var lr: Double?
     public var wd: Double?
     public var mom: Double?
@@ -51,6 +53,7 @@ public struct MetricsRecord: Codable, Equatable, Sendable {
         case dinoGlobalCropsLoss = "dino_global_crops_loss"
         case ibotLoss = "ibot_loss"
         case koleoLoss = "koleo_loss"
+        case copyLoss = "copy_loss"
         case lr, wd, mom
         case teacherTemp = "teacher_temp"
         case imagesPerSec = "images_per_sec"

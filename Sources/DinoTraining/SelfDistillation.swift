@@ -34,8 +34,22 @@ public struct StepLosses: Sendable, Equatable {
     public var dinoGlobal: Double
     public var ibot: Double
     public var koleo: Double
-    /// The optimised objective: the sum of the four.
-    public var total: Double { dinoLocal + dinoGlobal + ibot + koleo }
+    /// The copy-detection loss (`copy_detection.loss_weight` > 0; else 0).
+    public var copy: Double = 0
+    /// The optimised objective: the sum of the five.
+    public var total: Double { dinoLocal + dinoGlobal + ibot + koleo + copy }
+    /// The terms in the order of `names`, for the collectives that sum them over ranks.
+    public var terms: [Double] { [dinoLocal, dinoGlobal, ibot, koleo, copy] }
+    public static let names = [
+        "dino_local_crops_loss", "dino_global_crops_loss", "ibot_loss", "koleo_loss", "copy_loss",
+    ]
+    public init(dinoLocal: Double, dinoGlobal: Double, ibot: Double, koleo: Double, copy: Double = 0) {
+        (self.dinoLocal, self.dinoGlobal, self.ibot, self.koleo, self.copy) = (dinoLocal, dinoGlobal, ibot, koleo, copy)
+    }
+    /// Losses from `terms` (summed over ranks and divided by them, or one rank's).
+    public init(terms t: [Double]) {
+        self.init(dinoLocal: t[0], dinoGlobal: t[1], ibot: t[2], koleo: t[3], copy: t[4])
+    }
 }
 
 /// How peaked and how spread the teacher's DINO targets of one step are, over every rank: the
@@ -209,7 +223,8 @@ public final class SelfDistillation {
             ibotTargets = GrowableBuffer<Float>()
         let studentInput = GrowableBuffer<Float>(), dInput = GrowableBuffer<Float>(), dLogits = GrowableBuffer<Float>()
         let dIbotLogits = GrowableBuffer<Float>(), scratch = GrowableBuffer<Float>(), dKoleo = GrowableBuffer<Float>()
-        let dTokens = GrowableBuffer<Float>()
+        let dTokens = GrowableBuffer<Float>(), dCopy = GrowableBuffer<Float>()
+        let copyScratch = CopyLossScratch<Float>()
         /// The last step's DINO target sums per prototype [K], arg-max counts [K], then (entropy sum, rows).
         let targetSums = GrowableBuffer<Double>()
         let sinkhornScratch = GrowableBuffer<Double>()
@@ -217,9 +232,9 @@ public final class SelfDistillation {
         var bytes: Int {
             [
                 teacherInput, dinoTargets, ibotTargets, studentInput, dInput, dLogits, dIbotLogits, scratch, dKoleo,
-                dTokens,
+                dTokens, dCopy,
             ]
-            .reduce(0) { $0 + $1.bytes } + targetSums.bytes + sinkhornScratch.bytes
+            .reduce(0) { $0 + $1.bytes } + targetSums.bytes + sinkhornScratch.bytes + copyScratch.bytes
         }
     }
 
@@ -627,6 +642,14 @@ public final class SelfDistillation {
                 Float.add(dInput + view * b * d, dKoleo, b * d)
             }
         }
+        // The copy-detection loss on the same rows, both views at once (positives are across views).
+        if config.copyDetection.lossWeight > 0 {
+            let dCopy = buffers.dCopy.reserve(2 * b * d)
+            losses.copy = try DinoLosses.copyContrastive(
+                dX: dCopy, x: input, images: b, channels: d, temperature: config.copyDetection.temperature,
+                weight: config.copyDetection.lossWeight, reducer: rowReducer, scratch: buffers.copyScratch)
+            Float.add(dInput, dCopy, 2 * b * d)
+        }
         return rows
     }
 
@@ -645,12 +668,8 @@ public final class SelfDistillation {
         heads.scatterAdd(buffers.dInput.base, into: dOutput, channels: d)
         try studentBackbone.backward(dOutput, store: backbone.student)
         for part in parts { try part.student.endStep() }
-        let lossValues = try communicator.allReduce(
-            [losses.dinoLocal, losses.dinoGlobal, losses.ibot, losses.koleo],
-            op: .sum)
-        for (value, name) in zip(
-            lossValues, ["dino_local_crops_loss", "dino_global_crops_loss", "ibot_loss", "koleo_loss"])
-        where !value.isFinite {
+        let lossValues = try communicator.allReduce(losses.terms, op: .sum)
+        for (value, name) in zip(lossValues, StepLosses.names) where !value.isFinite {
             throw TrainingError.nonFinite(
                 "\(name) is \(value) at iteration \(iteration) (summed over ranks); nothing was updated")
         }

@@ -43,11 +43,8 @@ public func runSyntheticSteps(
                 try model.step(iteration: iteration, globalImages: gp, localImages: lp, masks: masks, images: b)
             }
         }
-        let mean = try communicator.allReduce(
-            [rankLosses.dinoLocal, rankLosses.dinoGlobal, rankLosses.ibot, rankLosses.koleo],
-            op: .sum
-        ).map { $0 / Double(world) }
-        let stepLosses = StepLosses(dinoLocal: mean[0], dinoGlobal: mean[1], ibot: mean[2], koleo: mean[3])
+        let mean = try communicator.allReduce(rankLosses.terms, op: .sum).map { $0 / Double(world) }
+        let stepLosses = StepLosses(terms: mean)
         losses.append(stepLosses)
         try onStep?(step, stepLosses, model.lastTiming)
     }

@@ -390,8 +390,7 @@ public enum Trainer {
     )
         throws -> MetricsRecord
     {
-        let mean = try comm.allReduce([losses.dinoLocal, losses.dinoGlobal, losses.ibot, losses.koleo], op: .sum)
-            .map { $0 / Double(comm.worldSize) }
+        let mean = try comm.allReduce(losses.terms, op: .sum).map { $0 / Double(comm.worldSize) }
         let slowest = try comm.allReduce([window.seconds, window.wait, window.exposed], op: .max)
         window.slowestSeconds = slowest[0]
         let s = model.schedules.values(at: iteration)
@@ -400,6 +399,7 @@ public enum Trainer {
         var r = MetricsRecord(iteration: iteration + 1)
         r.loss = mean.reduce(0, +)
         (r.dinoLocalCropsLoss, r.dinoGlobalCropsLoss, r.ibotLoss, r.koleoLoss) = (mean[0], mean[1], mean[2], mean[3])
+        if model.config.copyDetection.lossWeight > 0 { r.copyLoss = mean[4] }
         (r.lr, r.wd, r.mom, r.teacherTemp) = (s.lr, s.weightDecay, s.momentum, s.teacherTemperature)
         (r.imagesPerSec, r.imagesPerSecPerRank) = (perSecond, perSecond / Double(comm.worldSize))
         (r.dataWaitFraction, r.commExposedFraction) = (slowest[1] / slowest[0], slowest[2] / slowest[0])
@@ -419,16 +419,17 @@ public enum Trainer {
     /// The progress line of a training record.
     static func progressLine(_ r: MetricsRecord, total: Int, secondsPerStep: Double) -> String {
         let remaining = Double(total - r.iteration) * secondsPerStep
-        return String(
-            format: "[%d/%d] loss %.4f (dino local %.4f global %.4f ibot %.4f koleo %.4f) lr %.2e "
-                + "teacher entropy %.2f / mean %.2f (%d prototypes, spread CLS %.3f head %.4f) %.2f img/s (%.2f per "
-                + "rank) "
-                + "ETA %.0f s",
-            r.iteration, total, r.loss ?? 0, r.dinoLocalCropsLoss ?? 0, r.dinoGlobalCropsLoss ?? 0, r.ibotLoss ?? 0,
-            r.koleoLoss ?? 0, r.lr ?? 0, r.teacherEntropy ?? 0, r.teacherMeanEntropy ?? 0,
-            r.teacherPrototypesInUse ?? 0,
-            r.teacherCLSSpread ?? 0, r.teacherHeadSpread ?? 0, r.imagesPerSec ?? 0, r.imagesPerSecPerRank ?? 0,
-            remaining)
+        let copy = r.copyLoss.map { String(format: " copy %.4f", $0) } ?? ""
+        let losses = String(
+            format: "[%d/%d] loss %.4f (dino local %.4f global %.4f ibot %.4f koleo %.4f", r.iteration, total,
+            r.loss ?? 0, r.dinoLocalCropsLoss ?? 0, r.dinoGlobalCropsLoss ?? 0, r.ibotLoss ?? 0, r.koleoLoss ?? 0)
+        return losses + copy
+            + String(
+                format: ") lr %.2e teacher entropy %.2f / mean %.2f (%d prototypes, spread CLS %.3f head %.4f) "
+                    + "%.2f img/s (%.2f per rank) ETA %.0f s",
+                r.lr ?? 0, r.teacherEntropy ?? 0, r.teacherMeanEntropy ?? 0, r.teacherPrototypesInUse ?? 0,
+                r.teacherCLSSpread ?? 0, r.teacherHeadSpread ?? 0, r.imagesPerSec ?? 0, r.imagesPerSecPerRank ?? 0,
+                remaining)
     }
 
     /// OUTPUT/metrics.svg from the metrics so far; a failure only warns (the run itself succeeded).

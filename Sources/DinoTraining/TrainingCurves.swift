@@ -41,7 +41,7 @@ public enum TrainingCurves {
                     series(\.loss, "total"), series(\.dinoLocalCropsLoss, "dino local"),
                     series(\.dinoGlobalCropsLoss, "dino global"), series(\.ibotLoss, "ibot"),
                     series(\.koleoLoss, "koleo"),
-                ]),
+                ] + (training.contains { $0.copyLoss != nil } ? [series(\.copyLoss, "copy")] : [])),
             ChartPanel(
                 title: "Teacher targets (ln K = uniform)", xLabel: "iteration", yLabel: "entropy (nats)",
                 series: [

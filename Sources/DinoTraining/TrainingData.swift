@@ -6,12 +6,17 @@ import DinoData
 import Foundation
 
 extension MultiCrop {
-    /// The pipeline of `crops` (sizes, local crop count, scale ranges).
-    public init(_ crops: CropsConfig) {
+    /// The pipeline of `crops` (sizes, local crop count, scale ranges) and `augmentation` (colour).
+    public init(_ crops: CropsConfig, _ augmentation: AugmentationConfig = AugmentationConfig()) {
         self.init(
             globalSize: crops.globalCropsSize, localSize: crops.localCropsSize, localCrops: crops.localCropsNumber,
             globalScale: crops.globalCropsScale[0]...crops.globalCropsScale[1],
             localScale: crops.localCropsScale[0]...crops.localCropsScale[1])
+        (brightness, contrast, saturation, hue) = (
+            augmentation.brightness, augmentation.contrast, augmentation.saturation, augmentation.hue
+        )
+        grayscaleProbability = augmentation.grayscaleProbability
+        solarizeProbability = augmentation.solarizeProbability
     }
 }
 
@@ -28,7 +33,7 @@ extension CropLoader {
             seed: seed)
         let workers = max(1, min(config.train.workers, ProcessInfo.processInfo.activeProcessorCount))
         return CropLoader(
-            dataset: dataset, sampler: sampler, pipeline: MultiCrop(config.crops), rank: rank,
+            dataset: dataset, sampler: sampler, pipeline: MultiCrop(config.crops, config.augmentation), rank: rank,
             worldSize: worldSize, seed: seed, firstStep: firstStep, workers: workers, prefetch: 2)
     }
 }

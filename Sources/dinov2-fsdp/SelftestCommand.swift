@@ -63,7 +63,7 @@ struct SelftestCommand: ParsableCommand {
                 for (i, l) in losses.enumerated() {
                     log.main(
                         "step \(i + 1): loss \(l.total) (dino local \(l.dinoLocal), dino global \(l.dinoGlobal), "
-                            + "ibot \(l.ibot), koleo \(l.koleo))"
+                            + "ibot \(l.ibot), koleo \(l.koleo), copy \(l.copy))"
                     )
                 }
                 // Memory accounting of this rank: shard elements of student, gradients, teacher and the
@@ -96,7 +96,7 @@ struct SelftestCommand: ParsableCommand {
                 if let json, comm.rank == 0 {
                     let report = ShardingReport(
                         worldSize: comm.worldSize, strategy: config.fsdp.shardingStrategy.rawValue,
-                        losses: losses.map { [$0.dinoLocal, $0.dinoGlobal, $0.ibot, $0.koleo] },
+                        losses: losses.map(\.terms),
                         parameters: parameters, unshardedElements: fullElements,
                         paddedElements: paddedElements,
                         shardElements: (0..<comm.worldSize).map { Int(perRank[2 * $0]) },

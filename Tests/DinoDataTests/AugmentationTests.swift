@@ -84,4 +84,31 @@ struct AugmentationTests {
         let red = (Float(first.pixels[0]) / 255 - 0.485) / 0.229
         #expect(tensor[0] == red)
     }
+
+    @Test("colour off (augmentation.*: no jitter, grayscale or solarize): crops keep their pixels' colours")
+    func colourOff() {
+        let source = SyntheticImages.draw(label: 5, index: 1, split: 0, size: 96, seed: 3)
+        let official = MultiCrop(
+            globalSize: 56, localSize: 28, localCrops: 2, globalScale: 0.32...1.0, localScale: 0.05...0.32)
+        var plain = official
+        (plain.brightness, plain.contrast, plain.saturation, plain.hue) = (0, 0, 0, 0)
+        (plain.grayscaleProbability, plain.solarizeProbability) = (0, 0)
+        var changed = 0
+        for image in 0..<20 {
+            // Crop 0 is never blurred: without colour it is the resized crop, flipped or not, of the same draws.
+            let key = RandomStream(seed: 9, purpose: .augmentation, 0, UInt64(image), 0)
+            var draw: UInt64 = 0
+            func uniform() -> Double {
+                defer { draw += 1 }
+                return key.uniform(draw)
+            }
+            let box = Augment.cropBox(width: 96, height: 96, scale: 0.32...1.0, uniform: uniform)
+            var expected = Augment.resizedCrop(source, box: box, size: 56)
+            if uniform() < 0.5 { expected = Augment.flip(expected) }
+            #expect(plain.crop(source, crop: 0, stream: key) == expected)
+            if official.crop(source, crop: 0, stream: key) != expected { changed += 1 }
+        }
+        // The official pipeline jitters 80 % of the crops (and grays 20 %): most of the 20 differ.
+        #expect(changed >= 10, "\(changed) of 20 official crops changed colour")
+    }
 }

@@ -1,6 +1,7 @@
 // The DINOv2 objective: every loss against values worked out by hand (numpy, printed once and
 // written here), float64 finite differences of the losses through a projection head, centering,
-// Sinkhorn-Knopp against a direct implementation and its marginals, KoLeo on duplicates, masks.
+// Sinkhorn-Knopp against a direct implementation and its marginals, KoLeo on duplicates, masks; the
+// copy-detection loss against a direct version, by finite differences, and split over ranks.
 
 import DinoCore
 import DinoKernels
@@ -101,6 +102,107 @@ struct ObjectiveTests {
                 var unused = [Double](repeating: 0, count: probe.count)
                 return DinoLosses.koleo(dX: &unused, x: probe, rows: 5, channels: 4, weight: 0.1)
             } <= 1e-7)
+    }
+
+    /// SSCD's InfoNCE written out directly: rows [2B, D] (view 1 of the B images, then view 2), every
+    /// row an anchor whose positive is the other view of its image.
+    static func copyLossDirectly(_ x: [Double], images b: Int, channels d: Int, temperature: Double) -> Double {
+        let n = 2 * b
+        let z = (0..<n).map { i in
+            let row = Array(x[(i * d)..<((i + 1) * d)])
+            let norm = row.reduce(0) { $0 + $1 * $1 }.squareRoot()
+            return row.map { $0 / norm }
+        }
+        var loss = 0.0
+        for i in 0..<n {
+            let similarities = (0..<n).map { j in zip(z[i], z[j]).reduce(0) { $0 + $1.0 * $1.1 } / temperature }
+            let others = (0..<n).filter { $0 != i }.map { similarities[$0] }
+            let largest = others.max()!
+            let logSum = largest + log(others.reduce(0) { $0 + exp($1 - largest) })
+            loss += logSum - similarities[(i + b) % n]
+        }
+        return loss / Double(n)
+    }
+
+    @Test("copy loss: InfoNCE against a direct float64 version; gradient by finite differences")
+    func copyLossOnOneRank() throws {
+        var random = TestRandom(seed: 21)
+        let b = 3, d = 4, temperature = 0.1, weight = 0.7
+        let x = random.normals(2 * b * d)
+        var dX = [Double](repeating: .nan, count: x.count)
+        let scratch = CopyLossScratch<Double>()
+        func loss(_ x: [Double], _ dX: inout [Double]) throws -> Double {
+            try DinoLosses.copyContrastive(
+                dX: &dX, x: x, images: b, channels: d, temperature: temperature, weight: weight,
+                reducer: LocalRowReducer(), scratch: scratch)
+        }
+        let value = try loss(x, &dX)
+        let direct = weight * Self.copyLossDirectly(x, images: b, channels: d, temperature: temperature)
+        #expect(abs(value - direct) <= 1e-12 * abs(direct))
+        // A copy pair that is already the nearest of its anchor scores lower than a random pairing.
+        var pairs = x
+        for i in 0..<(b * d) { pairs[b * d + i] = x[i] + 0.01 }
+        var unused = dX
+        #expect(try loss(pairs, &unused) < value)
+        #expect(
+            try finiteDifferenceError(at: x, analytic: dX) { probe in
+                var unused = [Double](repeating: 0, count: probe.count)
+                return try loss(probe, &unused)
+            } <= 1e-7)
+    }
+
+    /// One rank of `ranks` whose row sum (the gather of the copy loss) returns every rank's rows, prepared
+    /// by the test as the other ranks would send them.
+    final class GatheredRows: RowReducer {
+        let ranks: Int, rank: Int, total: [Double]
+        init(ranks: Int, rank: Int, total: [Double]) { (self.ranks, self.rank, self.total) = (ranks, rank, total) }
+        func sum(_ values: UnsafeMutableBufferPointer<Double>) throws {
+            precondition(values.count == total.count, "the gather covers every rank's rows")
+            for i in values.indices { values[i] = total[i] }
+        }
+        func sum(_ value: Double) throws -> Double { value }
+        func max(_ value: Double) throws -> Double { value }
+    }
+
+    @Test("copy loss over 2 ranks: mean of the ranks' losses and averaged gradients = one rank with the batch")
+    func copyLossAcrossRanks() throws {
+        var random = TestRandom(seed: 22)
+        let ranks = 2, b = 2, d = 5, temperature = 0.05, weight = 1.5
+        // The whole batch on one rank: view 1 of images 0-3, then view 2.
+        let x = random.normals(2 * ranks * b * d)
+        var dX = [Double](repeating: .nan, count: x.count)
+        let whole = try DinoLosses.copyContrastive(
+            dX: &dX, x: x, images: ranks * b, channels: d, temperature: temperature, weight: weight,
+            reducer: LocalRowReducer(), scratch: CopyLossScratch<Double>())
+        // Rank r holds images 2r, 2r + 1: its rows are their view 1, then their view 2.
+        func row(_ view: Int, _ image: Int) -> ArraySlice<Double> {
+            x[((view * ranks * b + image) * d)..<((view * ranks * b + image + 1) * d)]
+        }
+        let rankRows = (0..<ranks).map { r in (0..<2).flatMap { v in (0..<b).flatMap { row(v, r * b + $0) } } }
+        var gathered = [Double]()
+        for rows in rankRows {
+            var normalized = rows, norms = [Double](repeating: 0, count: 2 * b)
+            L2Normalize.forward(out: &normalized, norms: &norms, input: rows, rows: 2 * b, channels: d, epsilon: 1e-8)
+            gathered += normalized
+        }
+        var meanLoss = 0.0
+        for r in 0..<ranks {
+            var dRank = [Double](repeating: .nan, count: 2 * b * d)
+            meanLoss +=
+                try DinoLosses.copyContrastive(
+                    dX: &dRank, x: rankRows[r], images: b, channels: d, temperature: temperature, weight: weight,
+                    reducer: GatheredRows(ranks: ranks, rank: r, total: gathered), scratch: CopyLossScratch<Double>())
+                / Double(ranks)
+            for v in 0..<2 {
+                for i in 0..<b {
+                    for c in 0..<d {
+                        let single = dX[(v * ranks * b + r * b + i) * d + c]
+                        #expect(abs(dRank[(v * b + i) * d + c] / Double(ranks) - single) <= 1e-12 * max(1, abs(single)))
+                    }
+                }
+            }
+        }
+        #expect(abs(meanLoss - whole) <= 1e-12 * abs(whole))
     }
 
     @Test(

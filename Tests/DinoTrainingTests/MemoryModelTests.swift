@@ -21,6 +21,7 @@ struct MemoryModelTests {
         ["student.drop_path_rate=0.3", "student.drop_path_uniform=true", "activation_checkpoint.mode=full"],
         ["ibot.separate_head=false", "train.centering=centering"],
         ["fsdp.allgather_dtype=bf16", "dino.koleo_loss_weight=0", "student.num_register_tokens=4"],
+        ["copy_detection.loss_weight=1"],
     ]
 
     static let quickstart = TestPaths.packageRoot.appendingPathComponent("Configs/quickstart.yaml").path

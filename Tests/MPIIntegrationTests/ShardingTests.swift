@@ -1,7 +1,8 @@
 // The sharded runtime under mpirun: with the same global batch and seed (drop path off, KoLeo
 // weight 0 since the official KoLeo is per rank), 5 steps on 2, 4 and 8 ranks in FULL_SHARD,
 // SHARD_GRAD_OP, NO_SHARD and HYBRID_SHARD (groups of 2 on 4 ranks) give the losses and gathered
-// parameters of 1 rank; each rank holds 1/N of the padded state and at most two gathered units.
+// parameters of 1 rank; each rank holds 1/N of the padded state and at most two gathered units. The
+// copy-detection loss, whose negatives come from every rank, matches 1 rank too.
 // Relative error of parameters: per tensor ||a - b||_2 / ||a||_2 (float32 sums in a different order
 // over ranks move a few elements by Adam-amplified ~1e-6; measured worst 6e-6).
 
@@ -91,6 +92,16 @@ struct ShardingTests {
         let extra = ["ibot.loss_weight=0"]
         let reference = try ShardingRun(ranks: 1, strategy: "FULL_SHARD", centering: "centering", extra: extra)
         let run = try ShardingRun(ranks: 2, strategy: "FULL_SHARD", centering: "centering", extra: extra)
+        let (lossError, parameterError) = reference.difference(to: run)
+        #expect(lossError <= 1e-5 && parameterError <= 1e-5, "\(lossError) \(parameterError)")
+    }
+
+    @Test("copy-detection loss (negatives from every rank): 1 rank against 4 ranks within 1e-5")
+    func copyLossParity() throws {
+        let extra = ["copy_detection.loss_weight=1"]
+        let reference = try ShardingRun(ranks: 1, strategy: "FULL_SHARD", extra: extra)
+        #expect(reference.losses.count == 5 && reference.losses.allSatisfy { $0.count == 5 && $0[4] > 0 })
+        let run = try ShardingRun(ranks: 4, strategy: "FULL_SHARD", extra: extra)
         let (lossError, parameterError) = reference.difference(to: run)
         #expect(lossError <= 1e-5 && parameterError <= 1e-5, "\(lossError) \(parameterError)")
     }
