@@ -2,13 +2,14 @@
 """Copy detection with a checkpoint's features: can `curate`'s rule (cosine similarity above a threshold)
 find augmented copies among the embedded dataset's images?
 
-Builds a planted pool: 50 training images of each of the 8 classes of the embedded dataset (400), plus
+Builds a planted pool: 50 images of each of the 8 classes of the embedded dataset (400; --split train,
+the default, or val: images a model trained on the embedded dataset has not seen), plus
 40 copies of every 10th one, in turn an exact copy, a JPEG re-encoding (quality 70), a crop of 85 % of
 the area at a random place resized back, and a colour shift (brightness x1.2, saturation x0.7). Embeds it
 with `dinov2-fsdp embed` (CLS features, the ones `curate` uses), then prints per kind of copy the lowest
 similarity to its source, the highest similarities between different images, and recall and precision
 of the copy pairs at every threshold, with the best threshold's. Needs numpy, h5py, pillow.
-Usage: Benchmarks/copy-detection.py --checkpoint RUN [--work DIR] [--binary .build/release/dinov2-fsdp]
+Usage: Benchmarks/copy-detection.py --checkpoint RUN [--split val] [--work DIR] [--binary .build/release/dinov2-fsdp]
 """
 import argparse, io, os, random, subprocess, sys
 
@@ -19,12 +20,13 @@ from PIL import Image, ImageEnhance
 parser = argparse.ArgumentParser()
 parser.add_argument("--checkpoint", required=True)
 parser.add_argument("--work", default="runs/copy-detection")
+parser.add_argument("--split", default="train", choices=["train", "val"])
 parser.add_argument("--binary", default=".build/release/dinov2-fsdp")
 args = parser.parse_args()
 os.makedirs(args.work, exist_ok=True)
 data = subprocess.run([args.binary, "data", "embedded"], check=True, capture_output=True, text=True).stdout.strip()
-classes = sorted(os.listdir(data + "/train"))
-pool = [f"{data}/train/{c}/{i:05d}.png" for c in classes for i in range(50)]
+classes = sorted(os.listdir(data + "/" + args.split))
+pool = [f"{data}/{args.split}/{c}/{i:05d}.png" for c in classes for i in range(50)]
 kinds = ["exact", "jpeg q70", "crop 85% area", "colour shift"]
 rng = random.Random(0)
 copies = []

@@ -19,8 +19,10 @@ struct CurateCommand: ParsableCommand {
         discussion: """
             Stages, each saved in --output and read back by a rerun with the same inputs and settings \
             (a killed run continues): features (features/*.h5, written by the teacher of --checkpoint; \
-            an .h5 file from `dinov2-fsdp embed` is used as it is; --pool-copy-features and \
-            --evaluation-copy-features give the copy rule features of its own), index (index.h5, inverted lists, for \
+            an .h5 file from `dinov2-fsdp embed` is used as it is; --copy-checkpoint, a model trained with \
+            the copy-detection loss (Configs/copy-detection.yaml), embeds pool and evaluation images for the copy \
+            rule into features/*-copy.h5, or --pool-copy-features and --evaluation-copy-features give such \
+            features as files), index (index.h5, inverted lists, for \
             pools above 200000 images or with --index ivf), dedup (dedup.json: copy groups of the pool \
             keep one image each; pool images near-duplicate to an --evaluation image are removed with \
             their copies), retrieval (retrieval.json: each curated image's --per-query nearest pool \
@@ -39,6 +41,8 @@ struct CurateCommand: ParsableCommand {
     var evaluation: String?
     @Option(help: "Checkpoint folder, training output folder or exported backbone that embeds image sources.")
     var checkpoint: String?
+    @Option(help: "Checkpoint, run folder or exported backbone of a copy-detection model: the copy rule's features.")
+    var copyCheckpoint: String?
     @Option(help: "Features of the pool for the copy rule (.h5 of a copy-detection model, same images and order).")
     var poolCopyFeatures: String?
     @Option(help: "Features of the evaluation images for the copy rule (with --pool-copy-features).")
@@ -98,6 +102,16 @@ struct CurateCommand: ParsableCommand {
         where path.map(Self.isFeatureFile) == false {
             throw ValidationError("\(option) takes an .h5 feature file (from `dinov2-fsdp embed`)")
         }
+        if copyCheckpoint != nil, let file = ([pool] + (evaluation.map { [$0] } ?? [])).first(where: Self.isFeatureFile)
+        {
+            throw ValidationError(
+                "--copy-checkpoint embeds images, but \(file) is a feature file: give the image folder or list file")
+        }
+        if copyCheckpoint != nil, poolCopyFeatures != nil || evaluationCopyFeatures != nil {
+            throw ValidationError(
+                "--copy-checkpoint embeds the copy rule's features itself: leave out --pool-copy-features and "
+                    + "--evaluation-copy-features")
+        }
     }
 
     static func isFeatureFile(_ path: String) -> Bool { path.hasSuffix(".h5") || path.hasSuffix(".hdf5") }
@@ -126,18 +140,21 @@ struct CurateCommand: ParsableCommand {
         try RankedRun.execute { comm, log in
             let options = settings()
             try FileManager.default.createDirectory(atPath: output + "/features", withIntermediateDirectories: true)
-            var model: SelfDistillation?
-            var checkpointFolder = ""
-            /// The feature file of `source`: itself, or its embedding under OUTPUT/features/NAME.h5.
-            func features(_ source: String, name: String) throws -> FeatureFile {
+            // The main model (retrieval) and the copy-detection model, each restored when first needed.
+            var models: [String: (model: SelfDistillation, folder: String)] = [:]
+            /// The feature file of `source`: itself, or its embedding by `checkpoint` under OUTPUT/features/NAME.h5.
+            func features(_ source: String, name: String, checkpoint: String? = checkpoint) throws -> FeatureFile {
                 if Self.isFeatureFile(source) { return try FeatureFile(path: source) }
                 let dataset = try ImageDataset(path: source)
                 let path = "\(output)/features/\(name).h5"
-                if model == nil {
-                    let restored = try SelfDistillation.restored(from: checkpoint ?? "", communicator: comm)
-                    model = restored.model
-                    checkpointFolder = restored.folder
-                }
+                let key = checkpoint ?? ""
+                let (model, checkpointFolder) =
+                    try models[key]
+                    ?? {
+                        let restored = try SelfDistillation.restored(from: key, communicator: comm)
+                        models[key] = (restored.model, restored.folder)
+                        return (restored.model, restored.folder)
+                    }()
                 if let saved = try? HDF5File.open(path), (try? saved.stringAttribute("source")) == source,
                     (try? saved.stringAttribute("checkpoint")) == checkpointFolder,
                     (try? saved.shape(of: "cls"))?.first == dataset.count
@@ -147,7 +164,7 @@ struct CurateCommand: ParsableCommand {
                 }
                 let started = Date()
                 let unreadable = try EmbeddingWriter.write(
-                    dataset, model: model!, to: path, patches: false,
+                    dataset, model: model, to: path, patches: false,
                     attributes: ["source": source, "checkpoint": checkpointFolder], skipUnreadable: true,
                     communicator: comm)
                 let seconds = Date().timeIntervalSince(started)
@@ -160,12 +177,18 @@ struct CurateCommand: ParsableCommand {
             let poolFeatures = try features(pool, name: "pool")
             let queryFeatures = try features(queries, name: "queries")
             let evaluationFeatures = try evaluation.map { try features($0, name: "evaluation") }
+            var copyPool = try poolCopyFeatures.map { try FeatureFile(path: $0) }
+            var copyEvaluation = try evaluationCopyFeatures.map { try FeatureFile(path: $0) }
+            if let copyCheckpoint {
+                copyPool = try features(pool, name: "pool-copy", checkpoint: copyCheckpoint)
+                copyEvaluation = try evaluation.map {
+                    try features($0, name: "evaluation-copy", checkpoint: copyCheckpoint)
+                }
+            }
             if options.stopAfter == .features { return }
             let pipeline = try CurationPipeline(
                 options: options, pool: poolFeatures, queries: queryFeatures, evaluation: evaluationFeatures,
-                copyPool: try poolCopyFeatures.map { try FeatureFile(path: $0) },
-                copyEvaluation: try evaluationCopyFeatures.map { try FeatureFile(path: $0) }, communicator: comm,
-                log: { log.main($0) })
+                copyPool: copyPool, copyEvaluation: copyEvaluation, communicator: comm, log: { log.main($0) })
             log.main(
                 "curating a pool of \(poolFeatures.count) images (\(poolFeatures.unreadable.count) unreadable) for "
                     + "\(queryFeatures.count) curated images on \(comm.worldSize) rank(s), "

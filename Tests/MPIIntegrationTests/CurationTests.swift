@@ -106,7 +106,7 @@ struct CurationTests {
         #expect(try FileManager.default.contentsOfDirectory(atPath: root.path).allSatisfy { !$0.hasPrefix("e.h5") })
     }
 
-    @Test("bad invocations: an image source without --checkpoint, features of two dimensions")
+    @Test("bad invocations: an image source without --checkpoint, features of two dimensions, copy model on features")
     func badInvocations() throws {
         let root = try TestPaths.temporaryDirectory().path
         defer { try? FileManager.default.removeItem(atPath: root) }
@@ -123,6 +123,12 @@ struct CurationTests {
         #expect(mixed.status != 0, "\(mixed.stdout)")
         #expect(mixed.stderr.contains("32-dimensional") && mixed.stderr.contains(b.queriesFile), "\(mixed.stderr)")
         #expect(!mixed.stderr.contains("Foundation"))
+        let copyOfFeatures = try ProcessRunner.dinov2([
+            "curate", "--pool", a.poolFile, "--queries", a.queriesFile, "--copy-checkpoint", root, "--output",
+            root + "/o",
+        ])
+        #expect(copyOfFeatures.status != 0, "\(copyOfFeatures.stdout)")
+        #expect(copyOfFeatures.stderr.contains("\(a.poolFile) is a feature file"), "\(copyOfFeatures.stderr)")
     }
 }
 
