@@ -287,7 +287,7 @@ public enum DinoLosses {
         Double.gemm(
             transposeA: false, transposeB: true, m: n, n: n, k: d, alpha: 1 / temperature, a: z, lda: d, b: z,
             ldb: d, beta: 0, c: g, ldc: n)
-        // Row i of the similarities becomes dL/ds_i. (G_ii = 0); the loss of the rank's own anchors.
+        // Row i of the similarities becomes G_i = dL/ds_i (G_ii = 0); the loss sums the rank's own anchors.
         var loss = 0.0
         for i in 0..<n {
             let row = g + i * n
