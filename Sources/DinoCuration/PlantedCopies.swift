@@ -14,19 +14,13 @@ import Foundation
 public enum PlantedCopies {
     public enum Kind: Int, CaseIterable, Sendable {
         case exact, jpeg, crop, colour
-
-        public var name: String { ["exact copy", "jpeg q70", "crop 85% area", "colour shift"][rawValue] }
     }
 
     public struct Truth: Sendable {
         /// The list file of every image (pool rows, then the copies).
         public let listFile: String
-        public let images: Int
         /// (source row, copy row, kind), copy rows ascending.
         public let copies: [(source: Int, copy: Int, kind: Kind)]
-
-        /// The copy groups as `Deduplication` reports them: each source with its copy, by smallest row.
-        public var copyGroups: [[Int]] { copies.map { [$0.source, $0.copy] } }
     }
 
     /// The area of a crop copy, as a fraction of the image.
@@ -61,7 +55,7 @@ public enum PlantedCopies {
         }
         let listFile = directory + "/pool.txt"
         try (paths.joined(separator: "\n") + "\n").write(toFile: listFile, atomically: true, encoding: .utf8)
-        return Truth(listFile: listFile, images: paths.count, copies: copies)
+        return Truth(listFile: listFile, copies: copies)
     }
 
     /// One copy of `image`; `uniform` places a crop.

@@ -35,7 +35,7 @@ public struct StepLosses: Sendable, Equatable {
     public var ibot: Double
     public var koleo: Double
     /// The copy-detection loss (`copy_detection.loss_weight` > 0; else 0).
-    public var copy: Double = 0
+    public var copy: Double
     /// The optimised objective: the sum of the five.
     public var total: Double { dinoLocal + dinoGlobal + ibot + koleo + copy }
     /// The terms in the order of `names`, for the collectives that sum them over ranks.
