@@ -1,10 +1,11 @@
-// A pool of images with planted copies, to measure a copy rule on pixels rather than on features:
-// `perClass` images of every class of the embedded dataset, drawn from its validation split (images a
-// model trained on the embedded training split has not seen), then one copy of every `every`-th of
-// them, the kinds in turn: an exact copy, a JPEG re-encoding (quality 70), a crop of 85 % of the area
-// at a random place resized back, a colour shift (brightness x1.2, saturation x0.7). The images are
-// PNG files in `directory`, listed (pool in order, copies after) in a list file `train --data`,
-// `embed` and `curate` read. Every pixel is a function of the seed: the same pool on every machine.
+// A pool of images with planted copies, to measure a copy rule on pixels rather than on features: the
+// source images (the central square of each), then one copy of every `every`-th of them, the kinds in
+// turn: an exact copy, a JPEG re-encoding (quality 70), a crop of 85 % of the area at a random place
+// resized back, a colour shift (brightness x1.2, saturation x0.7). The images are PNG files in
+// `directory`, listed (sources in order, copies after) in a list file `train --data`, `embed` and
+// `curate` read. `write(to:perClass:)` plants them among validation images of the embedded dataset
+// (images a model trained on its training split has not seen); `calibrate-copies` among a user's
+// images. Every pixel is a function of the sources and the seed: the same pool on every machine.
 
 import DinoCore
 import DinoData
@@ -26,36 +27,63 @@ public enum PlantedCopies {
     /// The area of a crop copy, as a fraction of the image.
     public static let cropArea = 0.85
 
+    /// Plants copies among `perClass` validation images of every class of the embedded dataset.
     @discardableResult
     public static func write(
         to directory: String, perClass: Int = 50, every: Int = 10, size: Int = 112, seed: UInt64 = 0
     ) throws -> Truth {
-        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        var paths: [String] = [], sources: [RGBImage] = []
+        var names: [String] = [], sources: [RGBImage] = []
         for label in SyntheticImages.classNames.indices {
             for index in 0..<perClass {
-                let image = SyntheticImages.draw(label: label, index: index, split: 1, size: size, seed: seed)
-                let path = "\(directory)/\(SyntheticImages.classNames[label])-\(index).png"
-                try ImageCodec.encodePNG(image).write(to: URL(fileURLWithPath: path))
-                paths.append(path)
-                sources.append(image)
+                sources.append(SyntheticImages.draw(label: label, index: index, split: 1, size: size, seed: seed))
+                names.append("\(SyntheticImages.classNames[label])-\(index)")
             }
+        }
+        return try write(sources, names: names, to: directory, every: every, seed: seed)
+    }
+
+    /// Writes `sources` (the central square of each, as `names[i].png`) and a copy of every `every`-th.
+    @discardableResult
+    public static func write(
+        _ sources: [RGBImage], names: [String], to directory: String, every: Int, seed: UInt64
+    ) throws -> Truth {
+        precondition(sources.count == names.count && every > 0)
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        var paths: [String] = []
+        let squares = sources.map(centralSquare)
+        for (image, name) in zip(squares, names) {
+            let path = "\(directory)/\(name).png"
+            try ImageCodec.encodePNG(image).write(to: URL(fileURLWithPath: path))
+            paths.append(path)
         }
         let stream = RandomStream(seed: seed, purpose: .curation, 0xC0B1)
         var copies: [(source: Int, copy: Int, kind: Kind)] = []
-        for (j, source) in stride(from: 0, to: sources.count, by: every).enumerated() {
+        for (j, source) in stride(from: 0, to: squares.count, by: every).enumerated() {
             let kind = Kind.allCases[j % Kind.allCases.count]
             let copy = try Self.copy(
-                sources[source], kind: kind, uniform: (stream.uniform(2 * UInt64(j)), stream.uniform(2 * UInt64(j) + 1))
+                squares[source], kind: kind, uniform: (stream.uniform(2 * UInt64(j)), stream.uniform(2 * UInt64(j) + 1))
             )
             let path = String(format: "%@/copy-%03d.png", directory, j)
             try ImageCodec.encodePNG(copy).write(to: URL(fileURLWithPath: path))
-            copies.append((source, sources.count + j, kind))
+            copies.append((source, squares.count + j, kind))
             paths.append(path)
         }
         let listFile = directory + "/pool.txt"
         try (paths.joined(separator: "\n") + "\n").write(toFile: listFile, atomically: true, encoding: .utf8)
         return Truth(listFile: listFile, copies: copies)
+    }
+
+    /// The central square of `image` (itself when square): the part the evaluation view sees.
+    static func centralSquare(_ image: RGBImage) -> RGBImage {
+        guard image.width != image.height else { return image }
+        let side = min(image.width, image.height)
+        var pixels = [UInt8](repeating: 0, count: side * side * 3)
+        let top = (image.height - side) / 2, left = (image.width - side) / 2
+        for y in 0..<side {
+            let from = ((top + y) * image.width + left) * 3
+            pixels[(y * side * 3)..<((y + 1) * side * 3)] = image.pixels[from..<(from + side * 3)]
+        }
+        return RGBImage(width: side, height: side, pixels: pixels)
     }
 
     /// One copy of `image`; `uniform` places a crop.

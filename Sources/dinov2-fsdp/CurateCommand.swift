@@ -21,7 +21,8 @@ struct CurateCommand: ParsableCommand {
             (a killed run continues): features (features/*.h5, written by the teacher of --checkpoint; \
             an .h5 file from `dinov2-fsdp embed` is used as it is; --copy-checkpoint, a model trained with \
             the copy-detection loss (Configs/copy-detection.yaml), embeds pool and evaluation images for the copy \
-            rule into features/*-copy.h5, or --pool-copy-features and --evaluation-copy-features give such \
+            rule into features/*-copy.h5 (and its `calibrate-copies` threshold is the default), or \
+            --pool-copy-features and --evaluation-copy-features give such \
             features as files), index (index.h5, inverted lists, for \
             pools above 200000 images or with --index ivf), dedup (dedup.json: copy groups of the pool \
             keep one image each; pool images near-duplicate to an --evaluation image are removed with \
@@ -50,8 +51,12 @@ struct CurateCommand: ParsableCommand {
     @Option(help: "Output folder (stage files, curated.txt, report.json, contact-sheet.png).")
     var output: String
 
-    @Option(help: "Cosine similarity above which two pool images are copies.")
-    var copyThreshold: Float = 0.6
+    @Option(
+        help: """
+            Cosine similarity above which two pool images are copies (default: --copy-checkpoint's calibration \
+            from `calibrate-copies` when it has one, else the paper's 0.6).
+            """)
+    var copyThreshold: Float?
     @Option(help: "Cosine similarity above which a pool image is a near-duplicate of an evaluation image.")
     var evaluationThreshold: Float = 0.45
     @Option(help: "Nearest neighbours per image tested for copies.")
@@ -118,7 +123,7 @@ struct CurateCommand: ParsableCommand {
 
     func settings() -> CurationOptions {
         var options = CurationOptions(output: output)
-        options.copyThreshold = copyThreshold
+        options.copyThreshold = copyThreshold ?? Float(CopyCalibration.paperThreshold)
         options.evaluationThreshold = evaluationThreshold
         options.neighbors = neighbors
         options.index = CurationOptions.IndexChoice(rawValue: index) ?? .automatic
@@ -138,7 +143,7 @@ struct CurateCommand: ParsableCommand {
 
     func run() throws {
         try RankedRun.execute { comm, log in
-            let options = settings()
+            var options = settings()
             try FileManager.default.createDirectory(atPath: output + "/features", withIntermediateDirectories: true)
             // The main model (retrieval) and the copy-detection model, each restored when first needed.
             var models: [String: (model: SelfDistillation, folder: String)] = [:]
@@ -183,6 +188,21 @@ struct CurateCommand: ParsableCommand {
                 copyPool = try features(pool, name: "pool-copy", checkpoint: copyCheckpoint)
                 copyEvaluation = try evaluation.map {
                     try features($0, name: "evaluation-copy", checkpoint: copyCheckpoint)
+                }
+                if copyThreshold == nil, let folder = models[copyCheckpoint]?.folder {
+                    if let calibration = try CopyCalibration.read(for: copyCheckpoint, resolvedFolder: folder) {
+                        options.copyThreshold = Float(calibration.threshold)
+                        log.main(
+                            String(
+                                format:
+                                    "copy threshold %.4f from %@ (recall %.3f, precision %.3f on %d planted copies)",
+                                calibration.threshold, CopyCalibration.file(for: copyCheckpoint), calibration.recall,
+                                calibration.precision, calibration.copyPairs))
+                    } else {
+                        log.main(
+                            "copy threshold \(options.copyThreshold) (the paper's): \(copyCheckpoint) has no "
+                                + "calibration; `dinov2-fsdp calibrate-copies` measures one for this model")
+                    }
                 }
             }
             if options.stopAfter == .features { return }

@@ -17,7 +17,7 @@ struct DinoV2FSDP: ParsableCommand {
             """,
         subcommands: [
             TrainCommand.self, BenchCommand.self, EvalCommand.self, EmbedCommand.self, CurateCommand.self,
-            PCACommand.self,
+            CalibrateCopiesCommand.self, PCACommand.self,
             PlotCommand.self, ReportCommand.self,
             CheckpointCommand.self, DataCommand.self, ConfigCommand.self, SelftestCommand.self,
         ])

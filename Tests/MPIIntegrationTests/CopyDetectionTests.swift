@@ -6,8 +6,10 @@
 // retrieval), and at a threshold where the two models' features would group the pool differently, the
 // copy groups are exactly the connected components of the copy features' pairs above it (brute force in
 // float64), exact copies among them. Whether a trained copy model finds the planted copies is measured
-// by Benchmarks/copy-detection.py on Configs/copy-detection.yaml (600 iterations, beyond a test's
-// budget; Benchmarks/RESULTS.md).
+// by Benchmarks/copy-detection.py on Configs/copy-detection.yaml (1000 iterations, beyond a test's
+// budget; Benchmarks/RESULTS.md). `calibrate-copies` on a tiny copy model: its threshold is the best cut of
+// the planted pairs as a scan here finds it on `embed`'s features, and `curate --copy-checkpoint` then uses
+// it without --copy-threshold; a calibration of another checkpoint is refused.
 
 import DinoCheckpoint
 import DinoCuration
@@ -70,6 +72,92 @@ struct CopyDetectionTests {
         for copy in truth.copies where copy.kind == .exact {
             #expect(dedup.result.groups.contains { $0.contains(copy.source) && $0.contains(copy.copy) })
         }
+    }
+
+    @Test("calibrate-copies: the threshold of a scan over the planted pairs, curate's default with that model")
+    func calibration() throws {
+        let root = try TestPaths.temporaryDirectory().path
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        try TrainingRuns.synthesize(into: root + "/data", valPerClass: 6)
+        let train = try ProcessRunner.mpirun(
+            ranks: 2,
+            [
+                "train", "--config", "Configs/tests/tiny.yaml", "--data", root + "/data/train", "--output",
+                root + "/copy", "train.OFFICIAL_EPOCH_LENGTH=4", "student.layerscale=1.0",
+                "copy_detection.loss_weight=1", "dino.loss_weight=0",
+            ], timeout: 240)
+        #expect(train.status == 0, "\(train.stdout)\n\(train.stderr)")
+        // 24 held-out images (the val split), a copy of every 3rd: 8 copy pairs among 32 images.
+        let calibrate = try ProcessRunner.mpirun(
+            ranks: 2,
+            [
+                "calibrate-copies", "--checkpoint", root + "/copy", "--images", root + "/data/val", "--count", "24",
+                "--every", "3", "--keep-images", root + "/planted",
+            ], timeout: 240)
+        #expect(calibrate.status == 0, "\(calibrate.stdout)\n\(calibrate.stderr)")
+        let calibration = try JSONDecoder().decode(
+            CopyCalibration.self, from: Data(contentsOf: URL(fileURLWithPath: root + "/copy/copy-calibration.json")))
+        #expect(calibration.checkpoint.contains("/copy/checkpoints/"))
+        #expect(calibration.sourceImages == 24 && calibration.copyPairs == 8)
+        #expect(calibration.otherPairs == 32 * 31 / 2 - 8)
+        // The same planted images embedded by `embed`, the best cut found by a scan in float64 here.
+        let embedded = try ProcessRunner.mpirun(
+            ranks: 1,
+            [
+                "embed", "--checkpoint", root + "/copy", "--data", root + "/planted/pool.txt", "--output",
+                root + "/planted.h5",
+            ], timeout: 120)
+        #expect(embedded.status == 0, "\(embedded.stderr)")
+        let similarities = try Self.similarities(HDF5File.open(root + "/planted.h5"))
+        let copies = Set((0..<8).map { [$0 * 3, 24 + $0] })
+        var pairs: [(similarity: Double, isCopy: Bool)] = []
+        for (i, row) in similarities.enumerated() {
+            for (offset, value) in row.enumerated() { pairs.append((value, copies.contains([i, i + 1 + offset]))) }
+        }
+        // Every cut: just below each similarity.
+        let bestScore = pairs.map { pair in
+            let rates = CopyCalibration.rates(pairs, above: pair.similarity - 1e-9)
+            return min(rates.recall, rates.precision)
+        }.max()
+        #expect(min(calibration.recall, calibration.precision) == bestScore)
+        let rates = CopyCalibration.rates(pairs, above: calibration.threshold)
+        #expect(rates.recall == calibration.recall && rates.precision == calibration.precision)
+        // No similarity within 1e-5 of the threshold (it is the middle of a gap; `embed` and the calibration
+        // normalise in different precisions, ~1e-7 apart).
+        #expect(pairs.allSatisfy { abs($0.similarity - calibration.threshold) > 1e-5 })
+
+        // curate with the copy model and no --copy-threshold uses the calibration.
+        try TrainingRuns.synthesize(into: root + "/main-data")
+        func curate(_ output: String) throws -> ProcessResult {
+            try ProcessRunner.mpirun(
+                ranks: 2,
+                [
+                    "curate", "--pool", root + "/planted/pool.txt", "--queries", root + "/main-data/val",
+                    "--checkpoint", root + "/copy", "--copy-checkpoint", root + "/copy", "--output", output,
+                    "--retrieval", "nearest", "--per-query", "1",
+                ], timeout: 300)
+        }
+        let curated = try curate(root + "/curated")
+        #expect(curated.status == 0, "\(curated.stdout)\n\(curated.stderr)")
+        let report = try JSONDecoder().decode(
+            ThresholdProbe.self, from: Data(contentsOf: URL(fileURLWithPath: root + "/curated/report.json")))
+        #expect(Float(report.dedup.copyThreshold) == Float(calibration.threshold))
+        // A calibration of another checkpoint folder is refused in one sentence, nothing curated.
+        var stale = calibration
+        stale.checkpoint = root + "/copy/checkpoints/elsewhere"
+        try JSONEncoder().encode(stale).write(to: URL(fileURLWithPath: root + "/copy/copy-calibration.json"))
+        let refused = try curate(root + "/refused")
+        #expect(refused.status != 0)
+        #expect(refused.stderr.contains("calibrate-copies") && refused.stderr.contains("copy-calibration.json"))
+        #expect(!FileManager.default.fileExists(atPath: root + "/refused/curated.txt"))
+    }
+
+    struct ThresholdProbe: Decodable {
+        struct Dedup: Decodable {
+            var copyThreshold: Double
+            enum CodingKeys: String, CodingKey { case copyThreshold = "copy_threshold" }
+        }
+        var dedup: Dedup
     }
 
     /// Cosine similarities of the rows of an `embed` file's `cls`, upper triangle: row i holds (i, j > i).
