@@ -22,7 +22,9 @@ struct CopyCalibrationTests {
                 isCopy
                 ? 0.55 + 0.45 * Double.random(in: 0..<1, using: &random)
                 : -0.2 + 0.9 * Double.random(in: 0..<1, using: &random)
-            return ((value * 50).rounded() / 50, isCopy)  // steps of 0.02: many equal similarities
+            // A grid of uneven steps (0.02 plus 0 to 0.01): many equal similarities, gaps of several widths.
+            let step = (value * 50).rounded()
+            return (step / 50 + Double(Int(step + 100) % 3) * 0.005, isCopy)
         }
     }
 
@@ -48,6 +50,12 @@ struct CopyCalibrationTests {
             #expect(best.recall == rates.recall && best.precision == rates.precision, "seed \(seed)")
             #expect(min(best.recall, best.precision) == bestScore, "seed \(seed)")
         }
+        // Two cuts reach 0.75 (after 0.7: recall 3/4, precision 1; after 0.66: 3/4 and 3/4): the wider gap's.
+        let tied: [(similarity: Double, isCopy: Bool)] = [
+            (0.9, true), (0.8, true), (0.7, true), (0.66, false), (0.3, false), (0.2, true), (0.1, false),
+        ]
+        let chosen = try #require(CopyCalibration.bestThreshold(tied))
+        #expect(abs(chosen.threshold - 0.48) < 1e-12 && chosen.recall == 0.75 && chosen.precision == 0.75)
         #expect(CopyCalibration.bestThreshold([(0.9, false), (0.1, false)]) == nil)
     }
 
