@@ -8,8 +8,13 @@ the default, or val: images a model trained on the embedded dataset has not seen
 the area at a random place resized back, and a colour shift (brightness x1.2, saturation x0.7). Embeds it
 with `dinov2-fsdp embed` (CLS features, the ones `curate` uses), then prints per kind of copy the lowest
 similarity to its source, the highest similarities between different images, and recall and precision
-of the copy pairs at every threshold, with the best threshold's. Needs numpy, h5py, pillow.
-Usage: Benchmarks/copy-detection.py --checkpoint RUN [--split val] [--work DIR] [--binary .build/release/dinov2-fsdp]
+of the copy pairs at every threshold, with the best threshold's. With --calibrate it first runs
+`dinov2-fsdp calibrate-copies` on other images of the training split (the 100th to 149th of each class: not
+in either pool) and reports the pool at that threshold, the one `curate --copy-checkpoint` then uses by
+default; without it, at the threshold of a calibration already beside the checkpoint, if any. Needs numpy,
+h5py, pillow.
+Usage: Benchmarks/copy-detection.py --checkpoint RUN [--split val] [--calibrate] [--work DIR]
+       [--binary .build/release/dinov2-fsdp]
 """
 import argparse, io, os, random, subprocess, sys
 
@@ -22,10 +27,19 @@ parser.add_argument("--checkpoint", required=True)
 parser.add_argument("--work", default="runs/copy-detection")
 parser.add_argument("--split", default="train", choices=["train", "val"])
 parser.add_argument("--binary", default=".build/release/dinov2-fsdp")
+parser.add_argument("--calibrate", action="store_true")
 args = parser.parse_args()
 os.makedirs(args.work, exist_ok=True)
 data = subprocess.run([args.binary, "data", "embedded"], check=True, capture_output=True, text=True).stdout.strip()
 classes = sorted(os.listdir(data + "/" + args.split))
+calibration_file = (args.checkpoint + ".copy-calibration.json" if os.path.isfile(args.checkpoint)
+                    else args.checkpoint + "/copy-calibration.json")
+if args.calibrate:
+    held_out = [f"{data}/train/{c}/{i:05d}.png" for c in sorted(os.listdir(data + "/train")) for i in range(100, 150)]
+    with open(args.work + "/calibration-images.txt", "w") as f:
+        f.write("\n".join(held_out) + "\n")
+    subprocess.run([args.binary, "calibrate-copies", "--checkpoint", args.checkpoint, "--images",
+                    args.work + "/calibration-images.txt"], check=True)
 pool = [f"{data}/{args.split}/{c}/{i:05d}.png" for c in classes for i in range(50)]
 kinds = ["exact", "jpeg q70", "crop 85% area", "colour shift"]
 rng = random.Random(0)
@@ -79,3 +93,10 @@ for threshold in np.arange(0.30, 1.0, 0.01):
     if abs(threshold * 20 - round(threshold * 20)) < 1e-6:
         print(f"  threshold {threshold:.2f}: recall {recall:.3f} precision {precision:.3f} ({found.sum()} pairs)")
 print(f"best threshold {best[0]:.2f}: recall {best[1]:.3f} precision {best[2]:.3f}")
+if os.path.exists(calibration_file):
+    import json
+    threshold = json.load(open(calibration_file))["threshold"]
+    found = values > threshold
+    hits = (found & is_copy).sum()
+    print(f"calibrated threshold {threshold:.4f} ({calibration_file}, curate's default for this model): "
+          f"recall {hits / is_copy.sum():.3f} precision {hits / max(1, found.sum()):.3f} ({found.sum()} pairs)")

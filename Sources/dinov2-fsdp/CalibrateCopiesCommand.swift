@@ -46,7 +46,7 @@ struct CalibrateCopiesCommand: ParsableCommand {
         guard count >= 2 else { throw ValidationError("--count must be at least 2") }
         guard every >= 1 else { throw ValidationError("--every must be at least 1") }
         guard count / every >= 1 else { throw ValidationError("--count \(count) with --every \(every) plants no copy") }
-        try validateOutputFiles([("--output", outputFile)])
+        try validateOutputFiles([("--output", output)])
     }
 
     var outputFile: String { output ?? CopyCalibration.file(for: checkpoint) }
@@ -54,12 +54,16 @@ struct CalibrateCopiesCommand: ParsableCommand {
     func run() throws {
         try RankedRun.execute { comm, log in
             let dataset = try ImageDataset(path: images)
+            let (model, checkpointFolder, iteration) = try SelfDistillation.restored(
+                from: checkpoint, communicator: comm)
+            if let problem = outputFileProblem(outputFile) { throw OutputError(description: problem) }
             let taken = min(count, dataset.count)
             let chosen = (0..<taken).map { dataset.samples[$0 * dataset.count / taken] }
             let folder = keepImages ?? outputFile + ".images"
             // Rank 0 plants the pool in a shared folder (beside the output, like checkpoints); the others
             // learn how many sources could be read, which fixes the copies' rows.
             var counts: [Int64] = [0, 0]
+            defer { if comm.rank == 0, keepImages == nil { try? FileManager.default.removeItem(atPath: folder) } }
             if comm.rank == 0 {
                 var sources: [RGBImage] = [], names: [String] = []
                 for sample in chosen {
@@ -69,7 +73,7 @@ struct CalibrateCopiesCommand: ParsableCommand {
                     sources.append(image)
                     names.append(String(format: "image-%05d", names.count))
                 }
-                guard sources.count >= 2 * every else {
+                guard sources.count >= max(2, every) else {
                     throw ValidationError(
                         "\(images): \(sources.count) of \(chosen.count) images could be read, too few to plant a "
                             + "copy per --every \(every); give more readable images")
@@ -83,13 +87,11 @@ struct CalibrateCopiesCommand: ParsableCommand {
                 (source: $1, copy: sourceCount + $0)
             }
             let planted = try ImageDataset(path: folder + "/pool.txt")
-            let (model, checkpointFolder, iteration) = try SelfDistillation.restored(
-                from: checkpoint, communicator: comm)
             log.main(
                 "calibrating \(checkpointFolder) (iteration \(iteration)) on \(sourceCount) images of \(images) "
                     + "with \(copies.count) planted copies")
+            // Every rank has read its images once the features' last gather is done: the folder can go.
             let features = try KNN.features(of: planted, model: model, communicator: comm)
-            if comm.rank == 0, keepImages == nil { try? FileManager.default.removeItem(atPath: folder) }
             let pairs = CopyCalibration.pairs(features: features, dimension: model.featureDimension, copies: copies)
             guard let best = CopyCalibration.bestThreshold(pairs), best.threshold > 0, best.threshold <= 1 else {
                 throw ValidationError(

@@ -115,6 +115,12 @@ struct BadInvocationTests {
                 expected: [f + "/empty is not a checkpoint: it holds neither manifest.json nor checkpoints"]),
             Case(arguments: ["checkpoint", "info", "/nonexistent"], expected: ["no checkpoint folder /nonexistent"]),
             Case(
+                arguments: ["calibrate-copies", "--checkpoint", f + "/empty", "--images", images],
+                expected: [f + "/empty is not a checkpoint: it holds neither manifest.json nor checkpoints"]),
+            Case(
+                arguments: ["calibrate-copies", "--checkpoint", f + "/empty", "--images", "/nonexistent"],
+                expected: ["image source /nonexistent does not exist"]),
+            Case(
                 arguments: ["checkpoint", "verify", f + "/badckpt"],
                 expected: ["badckpt/manifest.json is damaged: not a readable manifest (no version)"]),
             Case(

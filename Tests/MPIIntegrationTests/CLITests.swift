@@ -60,7 +60,10 @@ struct CLITests {
 
     @Test(
         "every subcommand has help",
-        arguments: ["train", "bench", "eval", "embed", "pca", "checkpoint", "data", "config", "selftest"])
+        arguments: [
+            "train", "bench", "eval", "embed", "curate", "calibrate-copies", "pca", "checkpoint", "data", "config",
+            "selftest",
+        ])
     func help(command: String) throws {
         let result = try ProcessRunner.dinov2([command, "--help"])
         #expect(result.status == 0)

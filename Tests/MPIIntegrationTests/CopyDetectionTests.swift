@@ -95,6 +95,16 @@ struct CopyDetectionTests {
                 "--every", "3", "--keep-images", root + "/planted",
             ], timeout: 240)
         #expect(calibrate.status == 0, "\(calibrate.stdout)\n\(calibrate.stderr)")
+        // Fewer images (24) than --every: refused in one sentence, no planted folder left behind.
+        let tooFew = try ProcessRunner.mpirun(
+            ranks: 2,
+            [
+                "calibrate-copies", "--checkpoint", root + "/copy", "--images", root + "/data/val", "--every", "30",
+                "--output", root + "/few.json",
+            ], timeout: 120)
+        #expect(tooFew.status != 0)
+        #expect(tooFew.stderr.contains("24 of 24 images could be read, too few to plant a copy per --every 30"))
+        #expect(!FileManager.default.fileExists(atPath: root + "/few.json.images"))
         let calibration = try JSONDecoder().decode(
             CopyCalibration.self, from: Data(contentsOf: URL(fileURLWithPath: root + "/copy/copy-calibration.json")))
         #expect(calibration.checkpoint.contains("/copy/checkpoints/"))
