@@ -87,14 +87,23 @@ struct CopyDetectionTests {
                 "copy_detection.loss_weight=1", "dino.loss_weight=0",
             ], timeout: 240)
         #expect(train.status == 0, "\(train.stdout)\n\(train.stderr)")
-        // 24 held-out images (the val split), a copy of every 3rd: 8 copy pairs among 32 images.
-        let calibrate = try ProcessRunner.mpirun(
-            ranks: 2,
-            [
-                "calibrate-copies", "--checkpoint", root + "/copy", "--images", root + "/data/val", "--count", "24",
-                "--every", "3", "--keep-images", root + "/planted",
-            ], timeout: 240)
-        #expect(calibrate.status == 0, "\(calibrate.stdout)\n\(calibrate.stderr)")
+        // 24 held-out images (the val split), a copy of every 3rd: 8 copy pairs among 32 images. The planted
+        // images go unless kept; kept, the same calibration (to another file) and the images to check it on.
+        func calibrate(_ extra: [String]) throws {
+            let result = try ProcessRunner.mpirun(
+                ranks: 2,
+                [
+                    "calibrate-copies", "--checkpoint", root + "/copy", "--images", root + "/data/val", "--count",
+                    "24", "--every", "3",
+                ] + extra, timeout: 240)
+            #expect(result.status == 0, "\(result.stdout)\n\(result.stderr)")
+        }
+        try calibrate([])
+        #expect(!FileManager.default.fileExists(atPath: root + "/copy/copy-calibration.json.images"))
+        try calibrate(["--keep-images", root + "/planted", "--output", root + "/kept.json"])
+        #expect(
+            try Data(contentsOf: URL(fileURLWithPath: root + "/kept.json"))
+                == Data(contentsOf: URL(fileURLWithPath: root + "/copy/copy-calibration.json")))
         // Fewer images (24) than --every: refused in one sentence, no planted folder left behind.
         let tooFew = try ProcessRunner.mpirun(
             ranks: 2,
