@@ -63,6 +63,7 @@ struct CalibrateCopiesCommand: ParsableCommand {
             // Rank 0 plants the pool in a shared folder (beside the output, like checkpoints); the others
             // learn how many sources could be read, which fixes the copies' rows.
             var counts: [Int64] = [0, 0]
+            // Gone on every exit; on success after the features' last gather, when every rank has read its images.
             defer { if comm.rank == 0, keepImages == nil { try? FileManager.default.removeItem(atPath: folder) } }
             if comm.rank == 0 {
                 var sources: [RGBImage] = [], names: [String] = []
@@ -90,7 +91,6 @@ struct CalibrateCopiesCommand: ParsableCommand {
             log.main(
                 "calibrating \(checkpointFolder) (iteration \(iteration)) on \(sourceCount) images of \(images) "
                     + "with \(copies.count) planted copies")
-            // Every rank has read its images once the features' last gather is done: the folder can go.
             let features = try KNN.features(of: planted, model: model, communicator: comm)
             let pairs = CopyCalibration.pairs(features: features, dimension: model.featureDimension, copies: copies)
             guard let best = CopyCalibration.bestThreshold(pairs), best.threshold > 0, best.threshold <= 1 else {
@@ -99,10 +99,11 @@ struct CalibrateCopiesCommand: ParsableCommand {
                         + "is it a copy-detection model (Configs/copy-detection.yaml)?")
             }
             var lowest: [String: Double] = [:]
-            let n = sourceCount + copies.count
+            let d = model.featureDimension
             for (j, pair) in copies.enumerated() {
-                let (i, k) = (pair.source, pair.copy)
-                let similarity = pairs[i * n - i * (i + 1) / 2 + (k - i - 1)].similarity
+                let similarity = (0..<d).reduce(0.0) {
+                    $0 + Double(features[pair.source * d + $1]) * Double(features[pair.copy * d + $1])
+                }
                 let kind = "\(PlantedCopies.Kind.allCases[j % PlantedCopies.Kind.allCases.count])"
                 lowest[kind] = min(lowest[kind] ?? 1, similarity)
             }
