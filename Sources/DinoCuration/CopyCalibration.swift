@@ -143,11 +143,16 @@ public struct CopyCalibration: Codable, Sendable, Equatable {
         result.reserveCapacity(n * (n - 1) / 2)
         for i in 0..<n {
             for j in (i + 1)..<n {
-                var dot = 0.0
-                for c in 0..<d { dot += Double(features[i * d + c]) * Double(features[j * d + c]) }
-                result.append((dot, planted.contains(i * n + j)))
+                result.append((similarity(features, dimension: d, i, j), planted.contains(i * n + j)))
             }
         }
         return result
+    }
+
+    /// The cosine similarity of rows `i` and `j` of `features` ([n, d], L2-normalised), in float64.
+    public static func similarity(_ features: [Float], dimension d: Int, _ i: Int, _ j: Int) -> Double {
+        var dot = 0.0
+        for c in 0..<d { dot += Double(features[i * d + c]) * Double(features[j * d + c]) }
+        return dot
     }
 }

@@ -99,11 +99,9 @@ struct CalibrateCopiesCommand: ParsableCommand {
                         + "is it a copy-detection model (Configs/copy-detection.yaml)?")
             }
             var lowest: [String: Double] = [:]
-            let d = model.featureDimension
             for (j, pair) in copies.enumerated() {
-                let similarity = (0..<d).reduce(0.0) {
-                    $0 + Double(features[pair.source * d + $1]) * Double(features[pair.copy * d + $1])
-                }
+                let similarity = CopyCalibration.similarity(
+                    features, dimension: model.featureDimension, pair.source, pair.copy)
                 let kind = "\(PlantedCopies.Kind.allCases[j % PlantedCopies.Kind.allCases.count])"
                 lowest[kind] = min(lowest[kind] ?? 1, similarity)
             }
