@@ -6,15 +6,17 @@ Builds a planted pool: 50 images of each of the 8 classes of the embedded datase
 the default, or val: images a model trained on the embedded dataset has not seen), plus
 40 copies of every 10th one, in turn an exact copy, a JPEG re-encoding (quality 70), a crop of 85 % of
 the area at a random place resized back, and a colour shift (brightness x1.2, saturation x0.7). Embeds it
-with `dinov2-fsdp embed` (CLS features, the ones `curate` uses), then prints per kind of copy the lowest
+with `dinov2-fsdp embed --scales` (the CLS features `curate`'s copy rule uses: by default the multi-scale
+descriptor at 1, 1.5 and 2 times the model's input size, or the scales of the checkpoint's calibration),
+then prints per kind of copy the lowest
 similarity to its source, the highest similarities between different images, and recall and precision
 of the copy pairs at every threshold, with the best threshold's. With --calibrate it first runs
 `dinov2-fsdp calibrate-copies` on other images of the training split (the 100th to 149th of each class: not
 in either pool) and reports the pool at that threshold, the one `curate --copy-checkpoint` then uses by
 default; without it, at the threshold of a calibration already beside the checkpoint, if any. Needs numpy,
 h5py, pillow.
-Usage: Benchmarks/copy-detection.py --checkpoint RUN [--split val] [--calibrate] [--work DIR]
-       [--binary .build/release/dinov2-fsdp]
+Usage: Benchmarks/copy-detection.py --checkpoint RUN [--split val] [--calibrate] [--scales 1,1.5,2]
+       [--work DIR] [--binary .build/release/dinov2-fsdp]
 """
 import argparse, io, os, random, subprocess, sys
 
@@ -28,6 +30,7 @@ parser.add_argument("--work", default="runs/copy-detection")
 parser.add_argument("--split", default="train", choices=["train", "val"])
 parser.add_argument("--binary", default=".build/release/dinov2-fsdp")
 parser.add_argument("--calibrate", action="store_true")
+parser.add_argument("--scales", help="input scales of the features (default: the calibration's, else 1,1.5,2)")
 args = parser.parse_args()
 os.makedirs(args.work, exist_ok=True)
 data = subprocess.run([args.binary, "data", "embedded"], check=True, capture_output=True, text=True).stdout.strip()
@@ -39,7 +42,18 @@ if args.calibrate:
     with open(args.work + "/calibration-images.txt", "w") as f:
         f.write("\n".join(held_out) + "\n")
     subprocess.run([args.binary, "calibrate-copies", "--checkpoint", args.checkpoint, "--images",
-                    args.work + "/calibration-images.txt"], check=True)
+                    args.work + "/calibration-images.txt"] + (["--scales", args.scales] if args.scales else []),
+                   check=True)
+calibration = None
+if os.path.exists(calibration_file):
+    import json
+    calibration = json.load(open(calibration_file))
+    calibrated_scales = ",".join(f"{v:g}" for v in calibration.get("scales", [1]))
+    if args.scales and args.scales != calibrated_scales:
+        print(f"{calibration_file} is for scales {calibrated_scales}, not {args.scales}: not reported")
+        calibration = None
+    args.scales = args.scales or calibrated_scales
+args.scales = args.scales or "1,1.5,2"
 pool = [f"{data}/{args.split}/{c}/{i:05d}.png" for c in classes for i in range(50)]
 kinds = ["exact", "jpeg q70", "crop 85% area", "colour shift"]
 rng = random.Random(0)
@@ -67,7 +81,7 @@ with open(args.work + "/pool.txt", "w") as f:
     f.write("\n".join(pool + [c[0] for c in copies]) + "\n")
 features = args.work + "/pool.h5"
 subprocess.run([args.binary, "embed", "--checkpoint", args.checkpoint, "--data", args.work + "/pool.txt",
-                "--output", features], check=True, capture_output=True)
+                "--output", features, "--scales", args.scales], check=True, capture_output=True)
 x = h5py.File(features, "r")["cls"][:].astype(np.float64)
 x /= np.linalg.norm(x, axis=1, keepdims=True)
 s = x @ x.T
@@ -76,7 +90,7 @@ truth = {(source, len(pool) + j): kind for j, (_, source, kind) in enumerate(cop
 upper = np.triu_indices(n, 1)
 is_copy = np.array([(i, j) in truth for i, j in zip(*upper)])
 values = s[upper]
-print(f"checkpoint {args.checkpoint}: {n} images, {len(truth)} copy pairs")
+print(f"checkpoint {args.checkpoint}, scales {args.scales}: {n} images, {len(truth)} copy pairs")
 for kind, name in enumerate(kinds):
     sims = [s[i, j] for (i, j), k in truth.items() if k == kind]
     print(f"  {name:14s} similarity to its source: min {min(sims):.3f} median {np.median(sims):.3f}")
@@ -93,9 +107,8 @@ for threshold in np.arange(0.30, 1.0, 0.01):
     if abs(threshold * 20 - round(threshold * 20)) < 1e-6:
         print(f"  threshold {threshold:.2f}: recall {recall:.3f} precision {precision:.3f} ({found.sum()} pairs)")
 print(f"best threshold {best[0]:.2f}: recall {best[1]:.3f} precision {best[2]:.3f}")
-if os.path.exists(calibration_file):
-    import json
-    threshold = json.load(open(calibration_file))["threshold"]
+if calibration:
+    threshold = calibration["threshold"]
     found = values > threshold
     hits = (found & is_copy).sum()
     print(f"calibrated threshold {threshold:.4f} ({calibration_file}, curate's default for this model): "

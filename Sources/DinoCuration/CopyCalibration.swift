@@ -34,12 +34,18 @@ public struct CopyCalibration: Codable, Sendable, Equatable {
     /// Recall and precision at the paper's 0.6, for comparison.
     public var recallAtPaperThreshold: Double
     public var precisionAtPaperThreshold: Double
+    /// The input scales the features were computed at (MultiScale); absent in calibrations written before
+    /// there were scales, which were measured at 1 (`measuredScales`).
+    public var scales: [Double]?
+
+    /// The scales the threshold holds for.
+    public var measuredScales: [Double] { scales ?? [1] }
 
     public init(
         threshold: Double, recall: Double, precision: Double, checkpoint: String, iteration: Int, images: String,
         sourceImages: Int, unreadableImages: Int, copyPairs: Int, otherPairs: Int,
         lowestCopySimilarity: [String: Double], highestOtherSimilarity: Double, recallAtPaperThreshold: Double,
-        precisionAtPaperThreshold: Double
+        precisionAtPaperThreshold: Double, scales: [Double]
     ) {
         self.threshold = threshold
         self.recall = recall
@@ -55,6 +61,7 @@ public struct CopyCalibration: Codable, Sendable, Equatable {
         self.highestOtherSimilarity = highestOtherSimilarity
         self.recallAtPaperThreshold = recallAtPaperThreshold
         self.precisionAtPaperThreshold = precisionAtPaperThreshold
+        self.scales = scales
     }
 
     public static let fileName = "copy-calibration.json"

@@ -42,19 +42,20 @@ public enum PlantedCopies {
         return try write(sources, names: names, to: directory, every: every, seed: seed)
     }
 
-    /// Writes `sources` (the central square of each, as `names[i].png`) and a copy of every `every`-th.
+    /// Writes `sources` (the central square of each, as `names[i].png`) and a copy of every `every`-th, and
+    /// their list file `pool.txt` (file names, which a list file resolves against its own folder: the folder
+    /// can be given by a relative path, or moved).
     @discardableResult
     public static func write(
         _ sources: [RGBImage], names: [String], to directory: String, every: Int, seed: UInt64
     ) throws -> Truth {
         precondition(sources.count == names.count && every > 0)
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        var paths: [String] = []
+        var files: [String] = []
         let squares = sources.map(centralSquare)
         for (image, name) in zip(squares, names) {
-            let path = "\(directory)/\(name).png"
-            try ImageCodec.encodePNG(image).write(to: URL(fileURLWithPath: path))
-            paths.append(path)
+            try ImageCodec.encodePNG(image).write(to: URL(fileURLWithPath: "\(directory)/\(name).png"))
+            files.append("\(name).png")
         }
         let stream = RandomStream(seed: seed, purpose: .curation, 0xC0B1)
         var copies: [(source: Int, copy: Int, kind: Kind)] = []
@@ -63,13 +64,13 @@ public enum PlantedCopies {
             let copy = try Self.copy(
                 squares[source], kind: kind, uniform: (stream.uniform(2 * UInt64(j)), stream.uniform(2 * UInt64(j) + 1))
             )
-            let path = String(format: "%@/copy-%03d.png", directory, j)
-            try ImageCodec.encodePNG(copy).write(to: URL(fileURLWithPath: path))
+            let file = String(format: "copy-%03d.png", j)
+            try ImageCodec.encodePNG(copy).write(to: URL(fileURLWithPath: "\(directory)/\(file)"))
             copies.append((source, squares.count + j, kind))
-            paths.append(path)
+            files.append(file)
         }
         let listFile = directory + "/pool.txt"
-        try (paths.joined(separator: "\n") + "\n").write(toFile: listFile, atomically: true, encoding: .utf8)
+        try (files.joined(separator: "\n") + "\n").write(toFile: listFile, atomically: true, encoding: .utf8)
         return Truth(listFile: listFile, copies: copies)
     }
 

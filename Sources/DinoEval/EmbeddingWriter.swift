@@ -1,7 +1,7 @@
 // `dinov2-fsdp embed`: the frozen features of every image of a dataset written to one HDF5 file:
 // `cls` [N, D] (x_norm_clstoken), `labels` [N] (class index, -1 without classes), `paths` [N], with
-// patches `patch` [N, P, D] (x_norm_patchtokens), in dataset order; attributes name the source and
-// the classes. Ranks compute their slices (TeacherEmbedding.rounds); rank 0 writes through a
+// patches `patch` [N, P, D] (x_norm_patchtokens), in dataset order; attributes name the source, the
+// classes and the scales (with several, `cls` is the multi-scale descriptor, MultiScale). Ranks compute their slices (TeacherEmbedding.rounds); rank 0 writes through a
 // temporary file that is renamed when complete, so a crash never leaves a partial file behind.
 
 import DinoCheckpoint
@@ -14,14 +14,14 @@ public enum EmbeddingWriter {
     /// Embeds `dataset` with `model` into `output`; `attributes` (string and integer) go on the file.
     /// With `skipUnreadable` an image that cannot be read gets zero features and its index goes to the
     /// `unreadable` dataset (written only when there is one) instead of stopping the run. Returns the
-    /// number of unreadable images. Collective: every rank calls it.
+    /// number of unreadable images. `scales` as in `TeacherEmbedding.rounds`. Collective: every rank calls it.
     @discardableResult
     public static func write(
         _ dataset: ImageDataset, model: some FrozenFeatures, to output: String, patches: Bool,
-        attributes: [String: String] = [:], integerAttributes: [String: Int64] = [:], skipUnreadable: Bool = false,
-        communicator comm: any Communicator
+        scales: [Double] = [1], attributes: [String: String] = [:], integerAttributes: [String: Int64] = [:],
+        skipUnreadable: Bool = false, communicator comm: any Communicator
     ) throws -> Int {
-        let d = model.featureDimension, p = model.patchesPerImage
+        let d = model.featureDimension, p = model.patchesPerImage(size: model.inputSize(scale: scales[0]))
         let temporary = output + ".tmp-\(getpid())"
         var file: HDF5File?
         if comm.rank == 0 {
@@ -40,7 +40,8 @@ public enum EmbeddingWriter {
         }
         var unreadable: [Int] = []
         try TeacherEmbedding.rounds(
-            of: dataset, model: model, communicator: comm, patches: patches, skipUnreadable: skipUnreadable
+            of: dataset, model: model, communicator: comm, patches: patches, scales: scales,
+            skipUnreadable: skipUnreadable
         ) { round in
             unreadable += round.unreadable
             guard let file else { return }
@@ -61,6 +62,7 @@ public enum EmbeddingWriter {
             if !unreadable.isEmpty {
                 try writer.write("unreadable", integers: unreadable.map { Int64($0) }, shape: [unreadable.count])
             }
+            try writer.setAttribute(Self.scalesAttribute, string: MultiScale.describe(scales))
             for (name, value) in attributes.sorted(by: { $0.key < $1.key }) {
                 try writer.setAttribute(name, string: value)
             }
@@ -76,6 +78,9 @@ public enum EmbeddingWriter {
         try comm.barrier()
         return unreadable.count
     }
+
+    /// The attribute naming the scales the features were computed at ("1,1.5,2").
+    public static let scalesAttribute = "scales"
 
     /// Rows `rows` of `values` ([*, width]) into rows `range` of dataset `name`.
     private static func write(

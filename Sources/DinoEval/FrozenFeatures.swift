@@ -11,6 +11,8 @@ public protocol FrozenFeatures: AnyObject {
     var inputSize: Int { get }
     /// Patch tokens per image at `inputSize` (P).
     var patchesPerImage: Int { get }
+    /// Side of a patch in pixels: input sizes are whole multiples of it.
+    var patchSize: Int { get }
     /// Worker threads the model computes with; the evaluations prepare images on as many.
     var workerThreads: Int { get }
     /// CLS [count, D] and (when `patches`) patch tokens [count, P, D] of `images`; collective when the
@@ -19,6 +21,16 @@ public protocol FrozenFeatures: AnyObject {
         images: UnsafePointer<Float>, count: Int, size: Int, patches: Bool
     ) throws
         -> (cls: [Float], patches: [Float])
+}
+
+extension FrozenFeatures {
+    /// The input side for `scale` times `inputSize`, rounded to whole patches (at least one).
+    public func inputSize(scale: Double) -> Int {
+        max(1, Int((scale * Double(inputSize) / Double(patchSize)).rounded())) * patchSize
+    }
+
+    /// Patch tokens per image at input side `size`.
+    public func patchesPerImage(size: Int) -> Int { (size / patchSize) * (size / patchSize) }
 }
 
 /// An evaluation that cannot run on the data it was given, with what to do.

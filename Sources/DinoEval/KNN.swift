@@ -45,15 +45,16 @@ public enum KNN {
     }
 
     /// L2-normalised teacher CLS features of every image of `dataset` (all ranks get all of them), in
-    /// dataset order.
+    /// dataset order; with several `scales`, the multi-scale descriptor (`TeacherEmbedding.rounds`).
     public static func features(
         of dataset: ImageDataset, model: some FrozenFeatures, communicator comm: any Communicator,
-        batch: Int = 16
+        batch: Int = 16, scales: [Double] = [1]
     ) throws -> [Float] {
         let d = model.featureDimension
         var all = [Float](repeating: 0, count: dataset.count * d)
-        try TeacherEmbedding.rounds(of: dataset, model: model, communicator: comm, batch: batch, patches: false) {
-            round in
+        try TeacherEmbedding.rounds(
+            of: dataset, model: model, communicator: comm, batch: batch, patches: false, scales: scales
+        ) { round in
             round.forEachImage { index, row in
                 let source = row * d
                 var norm: Float = 0
@@ -134,19 +135,24 @@ public enum TeacherEmbedding {
     /// slice in batches of `batch`; after each round every rank gets all ranks' tokens in `body`.
     /// Every rank runs the same number of rounds (the teacher's gathers are collective). An image that
     /// cannot be read stops the run with its path, or with `skipUnreadable` gets zero tokens and is listed
-    /// in its round's `unreadable`.
+    /// in its round's `unreadable`. With one scale (`[1]`: the model's input size) `cls` is the model's CLS
+    /// token at `model.inputSize(scale:)`; with several, the multi-scale descriptor: the L2-normalised sum of
+    /// the L2-normalised CLS tokens at every scale's input size (patch tokens need a single scale).
     public static func rounds(
         of dataset: ImageDataset, model: some FrozenFeatures, communicator comm: any Communicator,
-        batch: Int = 16, patches: Bool, skipUnreadable: Bool = false, _ body: (Round) throws -> Void
+        batch: Int = 16, patches: Bool, scales: [Double] = [1], skipUnreadable: Bool = false,
+        _ body: (Round) throws -> Void
     ) throws {
-        let size = model.inputSize, d = model.featureDimension
-        let p = patches ? model.patchesPerImage : 0
+        precondition(!scales.isEmpty && (!patches || scales.count == 1), "patch tokens need a single scale")
+        let sizes = scales.map { model.inputSize(scale: $0) }, largest = sizes.max() ?? model.inputSize
+        let d = model.featureDimension
+        let p = patches ? model.patchesPerImage(size: sizes[0]) : 0
         let perRank = (dataset.count + comm.worldSize - 1) / comm.worldSize
         func slice(_ rank: Int) -> Range<Int> {
             min(dataset.count, rank * perRank)..<min(dataset.count, rank * perRank + perRank)
         }
         let mine = slice(comm.rank)
-        var pixels = [Float](repeating: 0, count: batch * 3 * size * size)
+        var pixels = [Float](repeating: 0, count: batch * 3 * largest * largest)
         for round in 0..<((perRank + batch - 1) / batch) {
             let ranges = (0..<comm.worldSize).map { rank in
                 let owned = slice(rank)
@@ -157,26 +163,25 @@ public enum TeacherEmbedding {
             }
             let local = ranges[comm.rank]
             precondition(local.lowerBound >= mine.lowerBound && local.upperBound <= mine.upperBound)
-            // Decoding and the evaluation view run on the model's workers, one image each (the model's
+            // Decoding and the evaluation views run on the model's workers, one image each (the model's
             // forward would otherwise wait for them on one core); errors are read in image order after.
+            let images = UnsafeMutableBufferPointer<RGBImage?>.allocate(capacity: local.count)
             let errors = UnsafeMutableBufferPointer<String?>.allocate(capacity: local.count)
+            images.initialize(repeating: nil)
             errors.initialize(repeating: nil)
             defer {
+                images.deinitialize()
+                images.deallocate()
                 errors.deinitialize()
                 errors.deallocate()
             }
-            pixels.withUnsafeMutableBufferPointer { buffer in
-                guard let base = buffer.baseAddress else { return }
-                WorkQueue.run(count: local.count, threads: model.workerThreads) { j, _ in
-                    let path = dataset.samples[local.lowerBound + j].path, pixels = 3 * size * size
-                    do {
-                        let image = try ImageCodec.decode(Data(contentsOf: URL(fileURLWithPath: path)))
-                        Augment.normalize(KNN.evaluationView(image, size: size), into: base + j * pixels)
-                    } catch {
-                        errors[j] = "\(error)"
-                        (base + j * pixels).update(repeating: 0, count: pixels)
-                    }
+            WorkQueue.run(count: local.count, threads: model.workerThreads) { j, _ in
+                let path = dataset.samples[local.lowerBound + j].path
+                guard let data = FileManager.default.contents(atPath: path) else {
+                    errors[j] = "no such file, or it cannot be opened"
+                    return
                 }
+                do { images[j] = try ImageCodec.decode(data) } catch { errors[j] = "\(error)" }
             }
             var failed = [Float](repeating: 0, count: local.count)
             for (j, index) in local.enumerated() {
@@ -187,9 +192,29 @@ public enum TeacherEmbedding {
                 }
                 failed[j] = 1
             }
-            var tokens = try withBase(pixels) {
-                try model.tokens(images: $0, count: max(1, local.count), size: size, patches: patches)
+            var tokens: (cls: [Float], patches: [Float]) = ([], [])
+            for size in sizes {
+                pixels.withUnsafeMutableBufferPointer { buffer in
+                    guard let base = buffer.baseAddress else { return }
+                    WorkQueue.run(count: local.count, threads: model.workerThreads) { j, _ in
+                        let pixels = 3 * size * size
+                        if let image = images[j] {
+                            Augment.normalize(KNN.evaluationView(image, size: size), into: base + j * pixels)
+                        } else {
+                            (base + j * pixels).update(repeating: 0, count: pixels)
+                        }
+                    }
+                }
+                let scaled = try withBase(pixels) {
+                    try model.tokens(images: $0, count: max(1, local.count), size: size, patches: patches)
+                }
+                if sizes.count == 1 {
+                    tokens = scaled
+                } else {
+                    tokens.cls = MultiScale.accumulate(scaled.cls, into: tokens.cls, channels: d)
+                }
             }
+            if sizes.count > 1 { MultiScale.normalizeRows(&tokens.cls, channels: d) }
             for j in failed.indices where failed[j] != 0 {
                 for c in 0..<d { tokens.cls[j * d + c] = 0 }
                 if patches { for i in (j * p * d)..<((j + 1) * p * d) { tokens.patches[i] = 0 } }

@@ -793,6 +793,7 @@ extension SelfDistillation: FrozenFeatures {
     public var inputSize: Int { config.crops.globalCropsSize }
     public var patchesPerImage: Int { architecture.patches(cropSize: config.crops.globalCropsSize) }
     public var workerThreads: Int { teacherBackbone.threads }
+    public var patchSize: Int { architecture.patchSize }
 
     public func tokens(
         images: UnsafePointer<Float>, count: Int, size: Int, patches: Bool

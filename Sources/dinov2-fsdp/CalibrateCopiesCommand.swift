@@ -18,7 +18,8 @@ struct CalibrateCopiesCommand: ParsableCommand {
             Takes --count images of --images (evenly spread over it; the central square of each), plants a \
             copy of every --every-th (in turn an exact copy, a JPEG re-encoding at quality 70, a crop of 85 % \
             of the area resized back, a brightness x1.2 / saturation x0.7 colour shift), embeds them with \
-            --checkpoint's teacher through the evaluation view, and picks the cosine threshold at which the \
+            --checkpoint's teacher through the evaluation view at --scales times its input size (the \
+            multi-scale descriptor, as `embed --scales`; curate's copy features use the same), and picks the cosine threshold at which the \
             copy pairs are told from all other pairs best (the largest min(recall, precision), in the middle \
             of its gap). A threshold belongs to a model (the paper's 0.6 is for SSCD): `curate \
             --copy-checkpoint` uses this one by default. Use images the pool to curate is like, but not the \
@@ -41,11 +42,16 @@ struct CalibrateCopiesCommand: ParsableCommand {
     var output: String?
     @Option(help: "Keep the planted images and their list file (pool.txt) in this folder (default: removed).")
     var keepImages: String?
+    @Option(help: "Input sizes of the copy features as multiples of the model's, comma-separated.")
+    var scales = MultiScale.describe(MultiScale.copyScales)
 
     func validate() throws {
         guard count >= 2 else { throw ValidationError("--count must be at least 2") }
         guard every >= 1 else { throw ValidationError("--every must be at least 1") }
         guard count / every >= 1 else { throw ValidationError("--count \(count) with --every \(every) plants no copy") }
+        guard MultiScale.parse(scales) != nil else {
+            throw ValidationError("--scales \(scales) is not a comma-separated list of distinct positive numbers")
+        }
         try validateOutputFiles([("--output", output)])
     }
 
@@ -91,7 +97,8 @@ struct CalibrateCopiesCommand: ParsableCommand {
             log.main(
                 "calibrating \(checkpointFolder) (iteration \(iteration)) on \(sourceCount) images of \(images) "
                     + "with \(copies.count) planted copies")
-            let features = try KNN.features(of: planted, model: model, communicator: comm)
+            let parsedScales = MultiScale.parse(scales) ?? MultiScale.copyScales
+            let features = try KNN.features(of: planted, model: model, communicator: comm, scales: parsedScales)
             let pairs = CopyCalibration.pairs(features: features, dimension: model.featureDimension, copies: copies)
             guard let best = CopyCalibration.bestThreshold(pairs), best.threshold > 0, best.threshold <= 1 else {
                 throw ValidationError(
@@ -112,7 +119,8 @@ struct CalibrateCopiesCommand: ParsableCommand {
                 unreadableImages: Int(counts[1]), copyPairs: copies.count, otherPairs: pairs.count - copies.count,
                 lowestCopySimilarity: lowest,
                 highestOtherSimilarity: pairs.filter { !$0.isCopy }.map(\.similarity).max() ?? -1,
-                recallAtPaperThreshold: paper.recall, precisionAtPaperThreshold: paper.precision)
+                recallAtPaperThreshold: paper.recall, precisionAtPaperThreshold: paper.precision,
+                scales: parsedScales)
             if comm.rank == 0 {
                 let encoder = JSONEncoder()
                 encoder.outputFormatting = [.prettyPrinted, .sortedKeys]

@@ -57,6 +57,12 @@ struct CurateCommand: ParsableCommand {
             from `calibrate-copies` when it has one, else the paper's 0.6).
             """)
     var copyThreshold: Float?
+    @Option(
+        help: """
+            Input sizes of --copy-checkpoint's features as multiples of its own, comma-separated (default: \
+            its calibration's, else 1,1.5,2: the multi-scale descriptor).
+            """)
+    var copyScales: String?
     @Option(help: "Cosine similarity above which a pool image is a near-duplicate of an evaluation image.")
     var evaluationThreshold: Float = 0.45
     @Option(help: "Nearest neighbours per image tested for copies.")
@@ -112,6 +118,10 @@ struct CurateCommand: ParsableCommand {
             throw ValidationError(
                 "--copy-checkpoint embeds images, but \(file) is a feature file: give the image folder or list file")
         }
+        if let copyScales, copyCheckpoint == nil || MultiScale.parse(copyScales) == nil {
+            throw ValidationError(
+                "--copy-scales takes distinct positive numbers (\(copyScales)) and applies to --copy-checkpoint")
+        }
         if copyCheckpoint != nil, poolCopyFeatures != nil || evaluationCopyFeatures != nil {
             throw ValidationError(
                 "--copy-checkpoint embeds the copy rule's features itself: leave out --pool-copy-features and "
@@ -147,21 +157,24 @@ struct CurateCommand: ParsableCommand {
             try FileManager.default.createDirectory(atPath: output + "/features", withIntermediateDirectories: true)
             // The main model (retrieval) and the copy-detection model, each restored when first needed.
             var models: [String: (model: SelfDistillation, folder: String)] = [:]
-            /// The feature file of `source`: itself, or its embedding by `checkpoint` under OUTPUT/features/NAME.h5.
-            func features(_ source: String, name: String, checkpoint: String? = checkpoint) throws -> FeatureFile {
+            func restored(_ key: String) throws -> (model: SelfDistillation, folder: String) {
+                if let model = models[key] { return model }
+                let restored = try SelfDistillation.restored(from: key, communicator: comm)
+                models[key] = (restored.model, restored.folder)
+                return (restored.model, restored.folder)
+            }
+            /// The feature file of `source`: itself, or its embedding by `checkpoint` under OUTPUT/features/NAME.h5
+            /// at `scales` (reused when it holds the same source, checkpoint and scales).
+            func features(
+                _ source: String, name: String, checkpoint: String? = checkpoint, scales: [Double] = [1]
+            ) throws -> FeatureFile {
                 if Self.isFeatureFile(source) { return try FeatureFile(path: source) }
                 let dataset = try ImageDataset(path: source)
                 let path = "\(output)/features/\(name).h5"
-                let key = checkpoint ?? ""
-                let (model, checkpointFolder) =
-                    try models[key]
-                    ?? {
-                        let restored = try SelfDistillation.restored(from: key, communicator: comm)
-                        models[key] = (restored.model, restored.folder)
-                        return (restored.model, restored.folder)
-                    }()
+                let (model, checkpointFolder) = try restored(checkpoint ?? "")
                 if let saved = try? HDF5File.open(path), (try? saved.stringAttribute("source")) == source,
                     (try? saved.stringAttribute("checkpoint")) == checkpointFolder,
+                    (try? saved.stringAttribute(EmbeddingWriter.scalesAttribute)) == MultiScale.describe(scales),
                     (try? saved.shape(of: "cls"))?.first == dataset.count
                 {
                     log.main("features: read \(path)")
@@ -169,7 +182,7 @@ struct CurateCommand: ParsableCommand {
                 }
                 let started = Date()
                 let unreadable = try EmbeddingWriter.write(
-                    dataset, model: model, to: path, patches: false,
+                    dataset, model: model, to: path, patches: false, scales: scales,
                     attributes: ["source": source, "checkpoint": checkpointFolder], skipUnreadable: true,
                     communicator: comm)
                 let seconds = Date().timeIntervalSince(started)
@@ -185,24 +198,37 @@ struct CurateCommand: ParsableCommand {
             var copyPool = try poolCopyFeatures.map { try FeatureFile(path: $0) }
             var copyEvaluation = try evaluationCopyFeatures.map { try FeatureFile(path: $0) }
             if let copyCheckpoint {
-                copyPool = try features(pool, name: "pool-copy", checkpoint: copyCheckpoint)
-                copyEvaluation = try evaluation.map {
-                    try features($0, name: "evaluation-copy", checkpoint: copyCheckpoint)
-                }
-                if copyThreshold == nil, let folder = models[copyCheckpoint]?.folder {
+                // The threshold and the scales it holds for come from the calibration unless given.
+                let requested = copyScales.flatMap(MultiScale.parse)
+                var scales = requested ?? MultiScale.copyScales
+                if copyThreshold == nil {
+                    let folder = try restored(copyCheckpoint).folder
                     if let calibration = try CopyCalibration.read(for: copyCheckpoint, resolvedFolder: folder) {
+                        let file = CopyCalibration.file(for: copyCheckpoint)
+                        if let requested, requested != calibration.measuredScales {
+                            throw CurationError.input(
+                                "\(file) holds the threshold for --copy-scales "
+                                    + "\(MultiScale.describe(calibration.measuredScales)), not "
+                                    + "\(MultiScale.describe(requested)): rerun `dinov2-fsdp calibrate-copies` with "
+                                    + "these scales, or pass --copy-threshold")
+                        }
+                        scales = calibration.measuredScales
                         options.copyThreshold = Float(calibration.threshold)
                         log.main(
                             String(
                                 format:
-                                    "copy threshold %.4f from %@ (recall %.3f, precision %.3f on %d planted copies)",
-                                calibration.threshold, CopyCalibration.file(for: copyCheckpoint), calibration.recall,
-                                calibration.precision, calibration.copyPairs))
+                                    "copy threshold %.4f at scales %@ from %@ (recall %.3f, precision %.3f on %d "
+                                    + "planted copies)", calibration.threshold, MultiScale.describe(scales), file,
+                                calibration.recall, calibration.precision, calibration.copyPairs))
                     } else {
                         log.main(
                             "copy threshold \(options.copyThreshold) (the paper's): \(copyCheckpoint) has no "
                                 + "calibration; `dinov2-fsdp calibrate-copies` measures one for this model")
                     }
+                }
+                copyPool = try features(pool, name: "pool-copy", checkpoint: copyCheckpoint, scales: scales)
+                copyEvaluation = try evaluation.map {
+                    try features($0, name: "evaluation-copy", checkpoint: copyCheckpoint, scales: scales)
                 }
             }
             if options.stopAfter == .features { return }

@@ -131,10 +131,13 @@ struct CopyCalibrationTests {
         let image = RGBImage(width: 60, height: 40, pixels: pixels)
         let truth = try PlantedCopies.write([image, image], names: ["a", "b"], to: root, every: 1, seed: 0)
         #expect(truth.copies.map(\.source) == [0, 1] && truth.copies.map(\.kind) == [.exact, .jpeg])
+        // The list names files beside it (a folder given by a relative path reads the same).
         let listed = try String(contentsOfFile: truth.listFile, encoding: .utf8).split(separator: "\n")
-        #expect(listed.count == 4)
-        for path in listed.prefix(1) + listed.suffix(2).prefix(1) {
-            let written = try ImageCodec.decode(Data(contentsOf: URL(fileURLWithPath: String(path))))
+        #expect(listed == ["a.png", "b.png", "copy-000.png", "copy-001.png"])
+        let dataset = try ImageDataset(path: truth.listFile)
+        #expect(dataset.samples.map(\.path) == listed.map { root + "/" + $0 })
+        for sample in dataset.samples.prefix(1) + dataset.samples.suffix(2).prefix(1) {
+            let written = try ImageCodec.decode(Data(contentsOf: URL(fileURLWithPath: sample.path)))
             #expect(written == wide)
         }
     }
