@@ -1,8 +1,9 @@
 // `dinov2-fsdp embed`: the frozen features of every image of a dataset written to one HDF5 file:
 // `cls` [N, D] (x_norm_clstoken), `labels` [N] (class index, -1 without classes), `paths` [N], with
 // patches `patch` [N, P, D] (x_norm_patchtokens), in dataset order; attributes name the source, the
-// classes and the scales (with several, `cls` is the multi-scale descriptor, MultiScale). Ranks compute their slices (TeacherEmbedding.rounds); rank 0 writes through a
-// temporary file that is renamed when complete, so a crash never leaves a partial file behind.
+// classes and the scales (with several, `cls` is the multi-scale descriptor, MultiScale). Ranks compute
+// their slices (TeacherEmbedding.rounds); rank 0 writes through a temporary file that is renamed when
+// complete, so a crash never leaves a partial file behind.
 
 import DinoCheckpoint
 import DinoCore
