@@ -21,8 +21,9 @@ struct CalibrateCopiesCommand: ParsableCommand {
             --checkpoint's teacher through the evaluation view at --scales times its input size (the \
             multi-scale descriptor, as `embed --scales`; curate's copy features use the same), and picks the \
             cosine threshold at which the copy pairs are told from all other pairs best (the largest \
-            min(recall, precision), in the middle of its gap). A threshold belongs to a model (the paper's 0.6 is for SSCD): `curate \
-            --copy-checkpoint` uses this one by default. Use images the pool to curate is like, but not the \
+            min(recall, precision), in the middle of its gap). A threshold belongs to a model and its scales \
+            (the paper's 0.6 is for SSCD): `curate --copy-checkpoint` uses this one, at these scales, by \
+            default. Use images the pool to curate is like, but not the \
             pool's own (its duplicates would count as errors); the precision measured holds for pools of \
             about --count images with a copy per --every: bigger pools have more pairs to confuse. Writes \
             copy-calibration.json in the checkpoint or run folder (an exported file: FILE.copy-calibration.json).
