@@ -105,10 +105,17 @@ struct CopyCalibrationTests {
             threshold: 0.71, recall: 0.95, precision: 0.97, checkpoint: root + "/run/checkpoints/a", iteration: 10,
             images: "held-out", sourceImages: 400, unreadableImages: 0, copyPairs: 40, otherPairs: 96_540,
             lowestCopySimilarity: ["crop": 0.6], highestOtherSimilarity: 0.7, recallAtPaperThreshold: 1,
-            precisionAtPaperThreshold: 0.4)
+            precisionAtPaperThreshold: 0.4, scales: [1, 1.5, 2])
         try JSONEncoder().encode(calibration).write(to: URL(fileURLWithPath: root + "/run/copy-calibration.json"))
         #expect(
             try CopyCalibration.read(for: root + "/run", resolvedFolder: root + "/run/checkpoints/a") == calibration)
+        // A calibration written before scales were recorded holds for scale 1.
+        var json = try JSONSerialization.jsonObject(with: JSONEncoder().encode(calibration)) as? [String: Any] ?? [:]
+        json["scales"] = nil
+        try JSONSerialization.data(withJSONObject: json).write(
+            to: URL(fileURLWithPath: root + "/run/copy-calibration.json"))
+        let older = try CopyCalibration.read(for: root + "/run", resolvedFolder: root + "/run/checkpoints/a")
+        #expect(older?.measuredScales == [1] && older?.threshold == 0.71)
         let stale = #expect(throws: CurationError.self) {
             try CopyCalibration.read(for: root + "/run", resolvedFolder: root + "/run/checkpoints/b")
         }

@@ -113,6 +113,23 @@ struct BadInvocationTests {
             Case(
                 arguments: ["embed", "--checkpoint", f + "/empty", "--data", images, "--output", f + "/e.h5"],
                 expected: [f + "/empty is not a checkpoint: it holds neither manifest.json nor checkpoints"]),
+            Case(
+                arguments: [
+                    "embed", "--checkpoint", f + "/empty", "--data", images, "--output", f + "/e.h5", "--patch",
+                    "--scales", "1,2",
+                ],
+                expected: ["--patch writes patch tokens at one input size: give a single --scales value"]),
+            Case(
+                arguments: [
+                    "embed", "--checkpoint", f + "/empty", "--data", images, "--output", f + "/e.h5", "--scales", "1,0",
+                ],
+                expected: ["--scales 1,0 is not a comma-separated list of distinct positive numbers"]),
+            Case(
+                arguments: [
+                    "curate", "--pool", images, "--queries", images, "--checkpoint", f + "/empty", "--output",
+                    f + "/cur", "--copy-scales", "1,2",
+                ],
+                expected: ["--copy-scales takes distinct positive numbers (1,2) and applies to --copy-checkpoint"]),
             Case(arguments: ["checkpoint", "info", "/nonexistent"], expected: ["no checkpoint folder /nonexistent"]),
             Case(
                 arguments: ["calibrate-copies", "--checkpoint", f + "/empty", "--images", images],

@@ -9,7 +9,9 @@
 // by Benchmarks/copy-detection.py on Configs/copy-detection.yaml (1000 iterations, beyond a test's
 // budget; Benchmarks/RESULTS.md). `calibrate-copies` on a tiny copy model: its threshold is the best cut of
 // the planted pairs as a scan here finds it on `embed`'s features, and `curate --copy-checkpoint` then uses
-// it without --copy-threshold; a calibration of another checkpoint is refused.
+// it without --copy-threshold; a calibration of another checkpoint is refused, and so are other scales than
+// the calibration's. The copy features are the multi-scale descriptor: `embed --scales 1,1.5,2` gives the
+// normalised sum of the normalised rows `embed` gives at each scale alone.
 
 import DinoCheckpoint
 import DinoCuration
@@ -51,6 +53,8 @@ struct CopyDetectionTests {
         let mainFile = try HDF5File.open(root + "/curated/features/pool.h5")
         #expect(try copyFile.stringAttribute("checkpoint").contains("/copy/"))
         #expect(try mainFile.stringAttribute("checkpoint").contains("/main/"))
+        // Copy features are the multi-scale descriptor by default; retrieval features one scale.
+        #expect(try copyFile.stringAttribute("scales") == "1,1.5,2" && mainFile.stringAttribute("scales") == "1")
         let copySimilarities = try Self.similarities(copyFile), mainSimilarities = try Self.similarities(mainFile)
         // A threshold in a gap of the copy features' similarities (no pair within 1e-4 of it: curate compares
         // float32 dot products) where the two models group the pool differently, so the test tells them apart.
@@ -100,7 +104,15 @@ struct CopyDetectionTests {
         }
         try calibrate([])
         #expect(!FileManager.default.fileExists(atPath: root + "/copy/copy-calibration.json.images"))
-        try calibrate(["--keep-images", root + "/planted", "--output", root + "/kept.json"])
+        // Kept, with relative paths (from `root`): the planted list names its files, not the folder again.
+        let kept = try ProcessRunner.run(
+            URL(fileURLWithPath: "/bin/bash"),
+            [
+                "-c", "cd \"$0\" && exec bash \"$@\"", root, TestPaths.mpirunWrapper.path, "-n", "2",
+                TestPaths.executable.path, "calibrate-copies", "--checkpoint", "copy", "--images", "data/val",
+                "--count", "24", "--every", "3", "--keep-images", "planted", "--output", "kept.json",
+            ], timeout: 240)
+        #expect(kept.status == 0, "\(kept.stdout)\n\(kept.stderr)")
         #expect(
             try Data(contentsOf: URL(fileURLWithPath: root + "/kept.json"))
                 == Data(contentsOf: URL(fileURLWithPath: root + "/copy/copy-calibration.json")))
@@ -119,15 +131,30 @@ struct CopyDetectionTests {
         #expect(calibration.checkpoint.contains("/copy/checkpoints/"))
         #expect(calibration.sourceImages == 24 && calibration.copyPairs == 8)
         #expect(calibration.otherPairs == 32 * 31 / 2 - 8)
-        // The same planted images embedded by `embed`, the best cut found by a scan in float64 here.
-        let embedded = try ProcessRunner.mpirun(
-            ranks: 1,
-            [
-                "embed", "--checkpoint", root + "/copy", "--data", root + "/planted/pool.txt", "--output",
-                root + "/planted.h5",
-            ], timeout: 120)
-        #expect(embedded.status == 0, "\(embedded.stderr)")
-        let similarities = try Self.similarities(HDF5File.open(root + "/planted.h5"))
+        #expect(calibration.scales == [1, 1.5, 2])
+        // The same planted images embedded by `embed` at the calibration's scales (and at each alone), the best
+        // cut found by a scan in float64 here.
+        for scales in ["1,1.5,2", "1", "1.5", "2"] {
+            let embedded = try ProcessRunner.mpirun(
+                ranks: 1,
+                [
+                    "embed", "--checkpoint", root + "/copy", "--data", root + "/planted/pool.txt", "--output",
+                    root + "/planted-\(scales).h5", "--scales", scales,
+                ], timeout: 120)
+            #expect(embedded.status == 0, "\(embedded.stderr)")
+        }
+        // The multi-scale rows are the normalised sum of the single-scale rows normalised (float32 sums of three
+        // unit vectors: 1e-5 is ~100 roundings), and the scales give different features (other input sizes).
+        let multi = try Self.unitRows(HDF5File.open(root + "/planted-1,1.5,2.h5"))
+        let single = try ["1", "1.5", "2"].map { try Self.unitRows(HDF5File.open(root + "/planted-\($0).h5")) }
+        #expect(try HDF5File.open(root + "/planted-1,1.5,2.h5").stringAttribute("scales") == "1,1.5,2")
+        for (i, row) in multi.enumerated() {
+            let sum = row.indices.map { c in single.reduce(0) { $0 + $1[i][c] } }
+            let norm = sum.reduce(0) { $0 + $1 * $1 }.squareRoot()
+            #expect(zip(row, sum).allSatisfy { abs($0 - $1 / norm) < 1e-5 }, "image \(i)")
+            #expect(zip(single[0][i], single[2][i]).contains { abs($0 - $1) > 1e-3 }, "image \(i)")
+        }
+        let similarities = try Self.similarities(HDF5File.open(root + "/planted-1,1.5,2.h5"))
         let copies = Set((0..<8).map { [$0 * 3, 24 + $0] })
         var pairs: [(similarity: Double, isCopy: Bool)] = []
         for (i, row) in similarities.enumerated() {
@@ -147,20 +174,26 @@ struct CopyDetectionTests {
 
         // curate with the copy model and no --copy-threshold uses the calibration.
         try TrainingRuns.synthesize(into: root + "/main-data")
-        func curate(_ output: String) throws -> ProcessResult {
+        func curate(_ output: String, _ extra: [String] = []) throws -> ProcessResult {
             try ProcessRunner.mpirun(
                 ranks: 2,
                 [
                     "curate", "--pool", root + "/planted/pool.txt", "--queries", root + "/main-data/val",
                     "--checkpoint", root + "/copy", "--copy-checkpoint", root + "/copy", "--output", output,
                     "--retrieval", "nearest", "--per-query", "1",
-                ], timeout: 300)
+                ] + extra, timeout: 300)
         }
         let curated = try curate(root + "/curated")
         #expect(curated.status == 0, "\(curated.stdout)\n\(curated.stderr)")
         let report = try JSONDecoder().decode(
             ThresholdProbe.self, from: Data(contentsOf: URL(fileURLWithPath: root + "/curated/report.json")))
         #expect(Float(report.dedup.copyThreshold) == Float(calibration.threshold))
+        #expect(try HDF5File.open(root + "/curated/features/pool-copy.h5").stringAttribute("scales") == "1,1.5,2")
+        // Other scales than the calibration's: its threshold does not hold; refused in one sentence.
+        let otherScales = try curate(root + "/other-scales", ["--copy-scales", "1"])
+        #expect(otherScales.status != 0)
+        #expect(otherScales.stderr.contains("copy-calibration.json holds the threshold for --copy-scales 1,1.5,2"))
+        #expect(!FileManager.default.fileExists(atPath: root + "/other-scales/curated.txt"))
         // A calibration of another checkpoint folder is refused in one sentence, nothing curated.
         var stale = calibration
         stale.checkpoint = root + "/copy/checkpoints/elsewhere"
@@ -179,14 +212,19 @@ struct CopyDetectionTests {
         var dedup: Dedup
     }
 
-    /// Cosine similarities of the rows of an `embed` file's `cls`, upper triangle: row i holds (i, j > i).
-    static func similarities(_ file: HDF5File) throws -> [[Double]] {
+    /// The rows of an `embed` file's `cls`, each divided by its norm (in float64).
+    static func unitRows(_ file: HDF5File) throws -> [[Double]] {
         let d = try file.shape(of: "cls")[1], values = try file.readDoubles("cls")
-        let unit = (0..<(values.count / d)).map { i -> [Double] in
+        return (0..<(values.count / d)).map { i -> [Double] in
             let row = Array(values[(i * d)..<((i + 1) * d)])
             let norm = row.reduce(0) { $0 + $1 * $1 }.squareRoot()
             return row.map { $0 / norm }
         }
+    }
+
+    /// Cosine similarities of the rows of an `embed` file's `cls`, upper triangle: row i holds (i, j > i).
+    static func similarities(_ file: HDF5File) throws -> [[Double]] {
+        let unit = try unitRows(file)
         return unit.indices.map { i in unit[(i + 1)...].map { zip(unit[i], $0).reduce(0) { $0 + $1.0 * $1.1 } } }
     }
 
