@@ -17,10 +17,11 @@ public struct CopyCalibration: Codable, Sendable, Equatable {
     /// Recall and precision of the planted copy pairs at `threshold`.
     public var recall: Double
     public var precision: Double
-    /// The checkpoint folder whose features were measured (as `curate` resolves it).
+    /// The checkpoint folder whose features were measured (as `curate` resolves it; an absolute path).
     public var checkpoint: String
     public var iteration: Int
-    /// The images the copies were planted among, how many of them were used and skipped as unreadable.
+    /// The images the copies were planted among (an absolute path), how many of them were used and skipped as
+    /// unreadable.
     public var images: String
     public var sourceImages: Int
     public var unreadableImages: Int
@@ -91,13 +92,17 @@ public struct CopyCalibration: Codable, Sendable, Equatable {
                     + "remove the file"
             )
         }
-        guard calibration.checkpoint == resolvedFolder else {
+        guard absolutePath(calibration.checkpoint) == absolutePath(resolvedFolder) else {
             throw CurationError.input(
                 "\(path) was measured on \(calibration.checkpoint), but \(checkpoint) now means \(resolvedFolder): "
                     + "rerun `dinov2-fsdp calibrate-copies` or pass --copy-threshold")
         }
         return calibration
     }
+
+    /// `path` from the root (a relative path is taken from the working directory), without `.` or `..`: the
+    /// calibration names its checkpoint so that curate run from any folder recognises it.
+    public static func absolutePath(_ path: String) -> String { URL(fileURLWithPath: path).standardizedFileURL.path }
 
     /// The best threshold over `pairs` (similarity, whether the pair is a planted copy), and recall and
     /// precision there. Pairs above the threshold count as found. Nil without copy pairs.

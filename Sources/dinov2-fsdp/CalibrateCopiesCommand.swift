@@ -116,7 +116,8 @@ struct CalibrateCopiesCommand: ParsableCommand {
             let paper = CopyCalibration.rates(pairs, above: CopyCalibration.paperThreshold)
             let calibration = CopyCalibration(
                 threshold: best.threshold, recall: best.recall, precision: best.precision,
-                checkpoint: checkpointFolder, iteration: iteration, images: images, sourceImages: sourceCount,
+                checkpoint: CopyCalibration.absolutePath(checkpointFolder), iteration: iteration,
+                images: CopyCalibration.absolutePath(images), sourceImages: sourceCount,
                 unreadableImages: Int(counts[1]), copyPairs: copies.count, otherPairs: pairs.count - copies.count,
                 lowestCopySimilarity: lowest,
                 highestOtherSimilarity: pairs.filter { !$0.isCopy }.map(\.similarity).max() ?? -1,

@@ -109,6 +109,10 @@ struct CopyCalibrationTests {
         try JSONEncoder().encode(calibration).write(to: URL(fileURLWithPath: root + "/run/copy-calibration.json"))
         #expect(
             try CopyCalibration.read(for: root + "/run", resolvedFolder: root + "/run/checkpoints/a") == calibration)
+        // The same folder named another way (as a relative path resolves) is the same checkpoint.
+        #expect(
+            try CopyCalibration.read(for: root + "/run", resolvedFolder: root + "/run/./checkpoints/../checkpoints/a")
+                == calibration)
         // A calibration written before scales were recorded holds for scale 1.
         var json = try JSONSerialization.jsonObject(with: JSONEncoder().encode(calibration)) as? [String: Any] ?? [:]
         json["scales"] = nil
