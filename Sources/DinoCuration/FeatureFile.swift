@@ -4,6 +4,7 @@
 // one fixed-order loop, so the same row read by any rank is the same bits.
 
 import DinoCheckpoint
+import DinoCore
 import Foundation
 
 /// Errors of the curation inputs and stages, each one sentence naming the file and what to do.
@@ -70,19 +71,8 @@ public final class FeatureFile {
         try values.withUnsafeMutableBufferPointer {
             try file.read("cls", range: (rows.lowerBound * dimension)..<(rows.upperBound * dimension), into: $0)
         }
-        Self.normalize(&values, dimension: dimension)
+        UnitRows.normalize(&values, dimension: dimension)
         return values
-    }
-
-    /// Scales every row of `values` [*, d] to unit length (rows of zeros stay zero).
-    public static func normalize(_ values: inout [Float], dimension d: Int) {
-        for row in 0..<(values.count / Swift.max(1, d)) {
-            var norm: Float = 0
-            for c in 0..<d { norm += values[row * d + c] * values[row * d + c] }
-            guard norm > 0 else { continue }
-            let scale = 1 / norm.squareRoot()
-            for c in 0..<d { values[row * d + c] *= scale }
-        }
     }
 
     /// Refuses files whose features cannot be compared with this one's.

@@ -61,7 +61,7 @@ public struct SyntheticFeatures: PoolSource {
         var values: [Float] = []
         values.reserveCapacity(rows.count * dimension)
         for row in rows { values += raw(row, direction: directions[label(row)]).map { Float($0) } }
-        FeatureFile.normalize(&values, dimension: dimension)
+        UnitRows.normalize(&values, dimension: dimension)
         return values
     }
 }

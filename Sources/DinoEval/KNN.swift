@@ -56,13 +56,10 @@ public enum KNN {
             of: dataset, model: model, communicator: comm, batch: batch, patches: false, scales: scales
         ) { round in
             round.forEachImage { index, row in
-                let source = row * d
-                var norm: Float = 0
-                for c in 0..<d { norm += round.cls[source + c] * round.cls[source + c] }
-                let scale = 1 / Swift.max(norm.squareRoot(), 1e-12)
-                for c in 0..<d { all[index * d + c] = round.cls[source + c] * scale }
+                for c in 0..<d { all[index * d + c] = round.cls[row * d + c] }
             }
         }
+        UnitRows.normalize(&all, dimension: d)
         return all
     }
 
@@ -192,7 +189,9 @@ public enum TeacherEmbedding {
                 }
                 failed[j] = 1
             }
-            var tokens: (cls: [Float], patches: [Float]) = ([], [])
+            var tokens: (cls: [Float], patches: [Float]) = (
+                sizes.count > 1 ? [Float](repeating: 0, count: max(1, local.count) * d) : [], []
+            )
             for size in sizes {
                 pixels.withUnsafeMutableBufferPointer { buffer in
                     guard let base = buffer.baseAddress else { return }
@@ -211,10 +210,10 @@ public enum TeacherEmbedding {
                 if sizes.count == 1 {
                     tokens = scaled
                 } else {
-                    tokens.cls = MultiScale.accumulate(scaled.cls, into: tokens.cls, channels: d)
+                    UnitRows.accumulate(scaled.cls, into: &tokens.cls, dimension: d)
                 }
             }
-            if sizes.count > 1 { MultiScale.normalizeRows(&tokens.cls, channels: d) }
+            if sizes.count > 1 { UnitRows.normalize(&tokens.cls, dimension: d) }
             for j in failed.indices where failed[j] != 0 {
                 for c in 0..<d { tokens.cls[j * d + c] = 0 }
                 if patches { for i in (j * p * d)..<((j + 1) * p * d) { tokens.patches[i] = 0 } }

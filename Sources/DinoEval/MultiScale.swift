@@ -8,30 +8,10 @@
 
 import Foundation
 
-/// Sums of L2-normalised feature rows.
+/// The scales of multi-scale features (the sums themselves: UnitRows, in TeacherEmbedding.rounds).
 public enum MultiScale {
     /// The copy rule's scales: 1, 1.5 and 2 times the model's input size.
     public static let copyScales: [Double] = [1, 1.5, 2]
-
-    /// `sum` (empty: zeros) plus every row of `rows` ([N, channels]) divided by its L2 norm (a zero row
-    /// adds nothing).
-    public static func accumulate(_ rows: [Float], into sum: [Float], channels: Int) -> [Float] {
-        var result = sum.isEmpty ? [Float](repeating: 0, count: rows.count) : sum
-        precondition(result.count == rows.count && rows.count % channels == 0)
-        for start in stride(from: 0, to: rows.count, by: channels) {
-            var squares: Float = 0
-            for c in start..<(start + channels) { squares += rows[c] * rows[c] }
-            guard squares > 0 else { continue }
-            let scale = 1 / squares.squareRoot()
-            for c in start..<(start + channels) { result[c] += rows[c] * scale }
-        }
-        return result
-    }
-
-    /// Divides every row of `rows` ([N, channels]) by its L2 norm (zero rows stay zero).
-    public static func normalizeRows(_ rows: inout [Float], channels: Int) {
-        rows = accumulate(rows, into: [], channels: channels)
-    }
 
     /// Scales as the command line gives them ("1,1.5,2"): positive numbers, each at most once; nil when not.
     public static func parse(_ text: String) -> [Double]? {

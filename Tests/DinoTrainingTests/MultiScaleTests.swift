@@ -1,4 +1,4 @@
-// The multi-scale descriptor's arithmetic (MultiScale: sums of L2-normalised rows, against float64), the
+// The multi-scale descriptor's arithmetic (UnitRows: sums of L2-normalised rows, against float64), the
 // scale lists the commands take, and the input side of a scale (whole patches of a real model).
 
 import DinoConfig
@@ -11,7 +11,7 @@ import Testing
 
 @Suite("multi-scale features")
 struct MultiScaleTests {
-    @Test("accumulate adds every row divided by its norm; normalizeRows leaves unit rows; zero rows add nothing")
+    @Test("accumulate adds every row divided by its norm; normalize leaves unit rows; zero rows add nothing")
     func accumulate() {
         let channels = 5, rows = 4
         var generator = TestRandom(seed: 3)
@@ -21,9 +21,10 @@ struct MultiScaleTests {
         var first = randomRows()
         for c in 0..<channels { first[2 * channels + c] = 0 }  // row 2 unreadable: zeros
         let second = randomRows()
-        var sum = MultiScale.accumulate(first, into: [], channels: channels)
-        sum = MultiScale.accumulate(second, into: sum, channels: channels)
-        MultiScale.normalizeRows(&sum, channels: channels)
+        var sum = [Float](repeating: 0, count: rows * channels)
+        UnitRows.accumulate(first, into: &sum, dimension: channels)
+        UnitRows.accumulate(second, into: &sum, dimension: channels)
+        UnitRows.normalize(&sum, dimension: channels)
         for r in 0..<rows {
             func unit(_ x: [Float]) -> [Double] {
                 let row = (0..<channels).map { Double(x[r * channels + $0]) }
@@ -38,7 +39,7 @@ struct MultiScaleTests {
             }
         }
         var zeros = [Float](repeating: 0, count: 2 * channels)
-        MultiScale.normalizeRows(&zeros, channels: channels)
+        UnitRows.normalize(&zeros, dimension: channels)
         #expect(zeros.allSatisfy { $0 == 0 })
     }
 
